@@ -1,0 +1,31 @@
+# The two commands the README opens with:
+#   make demo   install lbcore and run the demo (demo members + engine on examples/demo.yaml)
+#   make test   install what the tests need (Debian packages, Python test extras) and run every test
+PYTHON ?= python3
+DEB_PACKAGES = curl iproute2 procps
+
+.PHONY: demo test deps install unit integration
+
+install:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+deps: install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		fi; \
+	fi
+
+demo: install
+	lbcore demo
+
+test: deps
+	$(PYTHON) -m pytest -q tests
+
+unit:
+	$(PYTHON) -m pytest -q tests/unit
+
+integration:
+	$(PYTHON) -m pytest -q tests/integration

@@ -1,0 +1,3 @@
+"""lbcore: a load-balancer appliance engine."""
+
+__version__ = "0.1.0"

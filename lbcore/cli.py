@@ -1,0 +1,169 @@
+"""The ``lbcore`` command.
+
+    lbcore serve FILE [--workers N]     run the engine on a Spec (like haproxy -f)
+    lbcore check FILE                   validate; exit 2 with every error found
+    lbcore diff OLD NEW                 what would change between two revisions
+    lbcore route FILE --host H --path P [--client-ip A] [--cookie k=v] [--header k:v] [--method M] [--listener L]
+                                        explain which ACL, pool and members a request gets
+    lbcore demo [FILE]                  demo members + the engine on the bundled example
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from lbcore import __version__
+from lbcore import spec as S
+
+__all__ = ["main"]
+
+
+def _load_or_report(path: str) -> S.Spec | None:
+    try:
+        return S.load_spec(path)
+    except S.SpecError as exc:
+        print(f"{path}: invalid:\n{exc}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lbcore.proxy.supervisor import serve
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s lbcore[supervisor pid %(process)d] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    return serve(args.file, workers=args.workers, log_level=args.log_level)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    spec = _load_or_report(args.file)
+    if spec is None:
+        return 2
+    print(f"{args.file}: valid, revision {spec.revision}: {len(spec.listeners)} listeners, {len(spec.pools)} pools")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    old = _load_or_report(args.old)
+    new = _load_or_report(args.new)
+    if old is None or new is None:
+        return 2
+    changes = S.diff(old, new)
+    if not changes:
+        print(f"no changes (revision {old.revision})")
+        return 0
+    print(f"revision {old.revision} -> {new.revision}: {len(changes)} changes")
+    print(S.format_diff(changes))
+    return 1 if args.exit_code else 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from lbcore.l7.balance import MemberState, make_balancer
+    from lbcore.l7.facts import RequestFacts
+    from lbcore.l7.router import Router
+
+    spec = _load_or_report(args.file)
+    if spec is None:
+        return 2
+    candidates = [l for l in spec.listeners if args.listener in (None, l.name)]
+    if not candidates:
+        print(f"no listener named {args.listener!r}; listeners: {', '.join(l.name for l in spec.listeners)}", file=sys.stderr)
+        return 2
+    headers: list[tuple[str, str]] = [("Host", args.host)] if args.host else []
+    for item in args.header or []:
+        name, sep, value = item.partition(":")
+        if not sep:
+            print(f"--header {item!r}: expected NAME:VALUE", file=sys.stderr)
+            return 2
+        headers.append((name.strip(), value.strip()))
+    if args.cookie:
+        headers.append(("Cookie", "; ".join(args.cookie)))
+    try:
+        facts = RequestFacts(args.method, args.path, headers, args.client_ip, sni=args.sni)
+    except ValueError as exc:
+        print(f"--client-ip: {exc}", file=sys.stderr)
+        return 2
+    listener = candidates[0]
+    print(f"listener {listener.name} ({listener.protocol} on {listener.bind})")
+    if listener.redirect is not None:
+        r = listener.redirect
+        print(f"  redirect {r.code} to scheme={r.scheme or 'same'} host={r.host or 'same'} port={r.port or 'default'}")
+        return 0
+    router = Router([(a.name, a.condition, a.pool) for a in listener.acls], listener.default_pool)
+    for line in router.explain(facts):
+        print(f"  {line}")
+    route = router.route(facts)
+    if route.pool is None:
+        print("result: no pool: the request gets 503")
+        return 0
+    pool = spec.pool(route.pool)
+    states = [MemberState(m.name, weight=m.weight, backup=m.backup, admin=m.admin_state) for m in pool.members]
+    balancer = make_balancer(pool.algorithm, states, hash_header=pool.hash_header)
+    picked = balancer.pick(facts)
+    how = pool.algorithm + (f"({pool.hash_header})" if pool.hash_header else "")
+    print(f"result: pool {pool.name} via {'acl ' + route.acl if route.acl else 'default pool'}; algorithm {how}")
+    if pool.persistence is not None:
+        cookie = facts.cookie(pool.persistence.name) if pool.persistence.type == "cookie" else None
+        note = f", request carries {pool.persistence.name}={cookie}" if cookie else ""
+        print(f"  persistence: {pool.persistence.type}{note}")
+    print(f"  member (assuming all healthy): {picked.name if picked else 'none available: 503'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lbcore.demo import run_demo
+
+    return run_demo(args.file, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lbcore", description="lbcore load-balancer engine")
+    parser.add_argument("--version", action="version", version=f"lbcore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the engine on a Spec file")
+    p.add_argument("file")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check", help="validate a Spec file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("diff", help="show what changes between two Spec files")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("route", help="explain how a request would be routed")
+    p.add_argument("file")
+    p.add_argument("--listener")
+    p.add_argument("--host", default="")
+    p.add_argument("--path", default="/")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--client-ip")
+    p.add_argument("--sni")
+    p.add_argument("--cookie", action="append", help="NAME=VALUE (repeatable)")
+    p.add_argument("--header", action="append", help="NAME:VALUE (repeatable)")
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("demo", help="run demo members and the engine on the bundled example")
+    p.add_argument("file", nargs="?")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""What an ACL can look at: the facts of one request, extracted lazily.
+
+The engine builds one RequestFacts per request from the parsed request head and
+the connection; the ACL matchers (lbcore.l7.acl) and the balancers read it. Work
+that not every rule needs (cookie parsing, query parsing, lower-casing header
+names) is done on first use and cached, so a listener whose rules only look at
+the path pays for nothing else.
+
+All text is ``str``: header bytes are decoded as latin-1, which is lossless for
+HTTP/1.1 field values (RFC 9110 5.5 allows obs-text, and latin-1 maps every byte).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Sequence
+from urllib.parse import unquote
+
+__all__ = ["RequestFacts", "split_host"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def split_host(value: str) -> str:
+    """Normalise a Host header or authority: lower case, no port, no trailing dot.
+
+    ``[::1]:8080`` gives ``::1``; ``Example.COM.:80`` gives ``example.com``.
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        host = value[1:end] if end != -1 else value[1:]
+    else:
+        host = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+    return host.rstrip(".")
+
+
+class RequestFacts:
+    """One request as the ACL language sees it.
+
+    ``headers`` is the request's header list as received: (name, value) pairs,
+    names in any case, in order, repeated names kept.
+    """
+
+    __slots__ = (
+        "method",
+        "target",
+        "headers",
+        "client_ip",
+        "client_port",
+        "sni",
+        "_path",
+        "_query",
+        "_host",
+        "_by_name",
+        "_cookies",
+        "_params",
+    )
+
+    def __init__(
+        self,
+        method: str = "GET",
+        target: str = "/",
+        headers: Sequence[tuple[str, str]] = (),
+        client_ip: str | IPAddress | None = None,
+        client_port: int = 0,
+        sni: str | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        if isinstance(client_ip, str):
+            client_ip = ipaddress.ip_address(client_ip)
+        # An IPv4 client reached over a v6 socket arrives as ::ffff:a.b.c.d;
+        # rules are written against the v4 address.
+        if isinstance(client_ip, ipaddress.IPv6Address) and client_ip.ipv4_mapped is not None:
+            client_ip = client_ip.ipv4_mapped
+        self.client_ip: IPAddress | None = client_ip
+        self.client_port = client_port
+        self.sni = sni.lower().rstrip(".") if sni else None
+        self._path: str | None = None
+        self._query: str | None = None
+        self._host: str | None = None
+        self._by_name: dict[str, list[str]] | None = None
+        self._cookies: dict[str, str] | None = None
+        self._params: dict[str, list[str]] | None = None
+
+    # -- target -----------------------------------------------------------------
+    def _split_target(self) -> None:
+        target = self.target
+        if target.startswith(("http://", "https://")):
+            # absolute-form (RFC 9112 3.2.2): the authority is the host.
+            rest = target.split("://", 1)[1]
+            slash = rest.find("/")
+            authority, target = (rest, "/") if slash == -1 else (rest[:slash], rest[slash:])
+            if self._host is None:
+                self._host = split_host(authority)
+        path, sep, query = target.partition("?")
+        self._path = path.split("#", 1)[0]
+        self._query = query if sep else ""
+
+    @property
+    def path(self) -> str:
+        """The path as sent (percent-encoding kept, as haproxy's ``path``)."""
+        if self._path is None:
+            self._split_target()
+        return self._path  # type: ignore[return-value]
+
+    @property
+    def query(self) -> str:
+        if self._query is None:
+            self._split_target()
+        return self._query  # type: ignore[return-value]
+
+    # -- headers -----------------------------------------------------------------
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (lower case), one per header line."""
+        by_name = self._by_name
+        if by_name is None:
+            by_name = {}
+            for key, value in self.headers:
+                by_name.setdefault(key.lower(), []).append(value)
+            self._by_name = by_name
+        return by_name.get(name, [])
+
+    def header(self, name: str) -> str | None:
+        """The last value of header ``name`` (lower case), or None."""
+        values = self.header_values(name)
+        return values[-1] if values else None
+
+    @property
+    def host(self) -> str:
+        """Normalised host: from an absolute-form target, else the Host header."""
+        if self._host is None:
+            if self.target.startswith(("http://", "https://")):
+                self._split_target()
+            if self._host is None:
+                value = self.header("host")
+                self._host = split_host(value) if value else ""
+        return self._host
+
+    # -- cookies and query parameters ---------------------------------------------
+    @property
+    def cookies(self) -> dict[str, str]:
+        """Request cookies by name; with a repeated name, the first wins (RFC 6265 5.4)."""
+        if self._cookies is None:
+            jar: dict[str, str] = {}
+            for line in self.header_values("cookie"):
+                for part in line.split(";"):
+                    name, sep, value = part.strip().partition("=")
+                    if sep and name and name not in jar:
+                        value = value.strip()
+                        if len(value) >= 2 and value[0] == value[-1] == '"':
+                            value = value[1:-1]
+                        jar[name] = value
+            self._cookies = jar
+        return self._cookies
+
+    def cookie(self, name: str) -> str | None:
+        return self.cookies.get(name)
+
+    @property
+    def params(self) -> dict[str, list[str]]:
+        """Query parameters by name, percent-decoded, all values in order."""
+        if self._params is None:
+            params: dict[str, list[str]] = {}
+            if self.query:
+                for part in self.query.split("&"):
+                    if not part:
+                        continue
+                    name, _, value = part.partition("=")
+                    params.setdefault(unquote(name.replace("+", " ")), []).append(
+                        unquote(value.replace("+", " "))
+                    )
+            self._params = params
+        return self._params
+
+    def param(self, name: str) -> str | None:
+        values = self.params.get(name)
+        return values[0] if values else None
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"RequestFacts({self.method} {self.target} host={self.host!r} client={self.client_ip})"
+
+    @classmethod
+    def from_pairs(
+        cls,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        **kw: object,
+    ) -> "RequestFacts":
+        return cls(method, target, list(headers), **kw)  # type: ignore[arg-type]

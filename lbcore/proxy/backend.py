@@ -1,0 +1,214 @@
+"""Backend (member) connections and the per-member pool of idle ones.
+
+A BackendConnection is one TCP connection to a member. While it carries an
+exchange it forwards everything it reads to that exchange (its ``owner``); when
+the exchange ends cleanly with a reusable response, the connection goes back to
+its MemberPool's idle list, bounded by ``idle_max``. An idle connection closed by
+the member simply drops out of the list. Pools are keyed by member address, not
+by revision, so a reload keeps warm connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import Protocol
+
+from lbcore.l7.http1 import ResponseReader
+from lbcore.proxy.flow import Deadline, ReadGate
+
+__all__ = ["BackendConnection", "MemberPool", "BackendPools", "BackendOwner", "ConnectFailed"]
+
+
+class ConnectFailed(Exception):
+    """Connecting to a member failed; ``timeout`` tells a timeout from a refusal."""
+
+    def __init__(self, message: str, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class BackendOwner(Protocol):
+    def backend_data(self, conn: "BackendConnection", data: bytes) -> None: ...
+    def backend_eof(self, conn: "BackendConnection") -> None: ...
+    def backend_lost(self, conn: "BackendConnection", exc: Exception | None) -> None: ...
+    def backend_pause_writing(self) -> None: ...
+    def backend_resume_writing(self) -> None: ...
+
+
+class BackendConnection(asyncio.Protocol):
+    # lifetime: connection
+    __slots__ = ("pool", "transport", "gate", "owner", "closed", "reader", "reused", "idle_deadline", "connected")
+
+    def __init__(self, pool: "MemberPool") -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.gate = ReadGate()
+        self.closed = False
+        self.connected: asyncio.Future[None] | None = None
+        # lifetime: one exchange
+        self.owner: BackendOwner | None = None
+        self.reader: ResponseReader | None = None
+        self.reused = False
+        # lifetime: idle period
+        self.idle_deadline: Deadline | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gate.attach(self.transport)  # type: ignore[arg-type]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is not None:
+            owner.backend_data(self, data)
+        else:
+            # Bytes on an idle connection: the member broke framing; drop it.
+            self.close()
+
+    def eof_received(self) -> bool:
+        owner = self.owner
+        if owner is not None:
+            owner.backend_eof(self)
+        else:
+            self.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self.idle_deadline is not None:
+            self.idle_deadline.cancel()
+        owner = self.owner
+        self.owner = None
+        if owner is not None:
+            owner.backend_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.backend_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.backend_resume_writing()
+
+    # -- use ------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+            self.pool.forget(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+            self.pool.forget(self)
+
+    def release(self) -> None:
+        """The exchange is done and the connection is clean: keep it for reuse."""
+        self.owner = None
+        self.reader = None
+        self.gate.resume(ReadGate.PEER_FULL)
+        self.pool.put_idle(self)
+
+    def _idle_expired(self) -> None:
+        if self.owner is None:
+            self.close()
+
+
+class MemberPool:
+    """Connections to one member address: the idle ones kept for reuse."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.idle: deque[BackendConnection] = deque()
+        self.idle_max = 32
+        self.idle_timeout = 60.0
+        self.all: set[BackendConnection] = set()
+        # counters, read by stats
+        self.connects = 0
+        self.reuses = 0
+        self.connect_errors = 0
+
+    def take_idle(self) -> BackendConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()  # most recently used first: warmest, least likely closed by the member
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                if conn.idle_deadline is not None:
+                    conn.idle_deadline.cancel()
+                conn.reused = True
+                self.reuses += 1
+                return conn
+        return None
+
+    async def connect(self, timeout: float) -> BackendConnection:
+        conn = BackendConnection(self)
+        self.connects += 1
+        try:
+            await asyncio.wait_for(self.loop.create_connection(lambda: conn, self.host, self.port), timeout)
+        except asyncio.TimeoutError:
+            self.connect_errors += 1
+            raise ConnectFailed(f"connect to {self.host}:{self.port} timed out", timeout=True) from None
+        except OSError as exc:
+            self.connect_errors += 1
+            raise ConnectFailed(f"connect to {self.host}:{self.port} failed: {exc.strerror or exc}") from None
+        self.all.add(conn)
+        return conn
+
+    def put_idle(self, conn: BackendConnection) -> None:
+        if conn.closed or len(self.idle) >= self.idle_max:
+            conn.close()
+            return
+        if conn.idle_deadline is None:
+            conn.idle_deadline = Deadline(self.loop, conn._idle_expired)
+        conn.idle_deadline.extend(self.idle_timeout)
+        self.idle.append(conn)
+
+    def forget(self, conn: BackendConnection) -> None:
+        self.all.discard(conn)
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close_all(self) -> None:
+        for conn in list(self.all):
+            conn.close()
+        self.idle.clear()
+
+
+class BackendPools:
+    """MemberPools by member address, for one worker."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pools: dict[tuple[str, int], MemberPool] = {}
+
+    def get(self, host: str, port: int, idle_max: int, idle_timeout: float) -> MemberPool:
+        key = (host, port)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = MemberPool(self.loop, host, port)
+        pool.idle_max = idle_max
+        pool.idle_timeout = idle_timeout
+        return pool
+
+    def close_idle(self) -> None:
+        for pool in self.pools.values():
+            while pool.idle:
+                pool.idle.pop().close()

@@ -1,0 +1,98 @@
+"""Flow control and lazy deadlines: the two small helpers every connection uses.
+
+Flow control: a transport is paused for reading while *any* reason holds (the peer's
+write buffer is full, a pipelined request waits its turn, a request body is buffered
+while the backend connects). Pause and resume are idempotent per reason, so the
+side that paused is the only one that can resume, and a transport never resumes
+early because another reason went away.
+
+Deadlines: resetting a timer on every read (cancel + call_later) costs two heap
+operations per packet. Instead a connection moves ``deadline.expires`` forward
+(one float store); the single timer, when it fires early, re-arms itself for the
+remaining time. Inactivity timeouts therefore cost one timer per connection and
+almost nothing per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+__all__ = ["ReadGate", "Deadline"]
+
+
+class ReadGate:
+    """Pauses a transport's reading while at least one reason is active."""
+
+    __slots__ = ("transport", "reasons")
+
+    def __init__(self, transport: asyncio.Transport | None = None) -> None:
+        self.transport = transport
+        self.reasons = 0  # bit set of reasons
+
+    # Reasons (bits): why a side is not read.
+    PEER_FULL = 1  # the other side's write buffer is above its high-water mark
+    PIPELINE = 2  # a pipelined request waits for the previous response
+    BUFFERED = 4  # body bytes buffered while the backend is not connected yet
+    LIMIT = 8  # a listener or queue limit
+
+    def pause(self, reason: int) -> None:
+        was = self.reasons
+        self.reasons = was | reason
+        if not was and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume(self, reason: int) -> None:
+        was = self.reasons
+        if not was & reason:
+            return
+        self.reasons = was & ~reason
+        if not self.reasons and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        """Bind the gate to a transport, applying a pause decided before it existed."""
+        self.transport = transport
+        if self.reasons:
+            transport.pause_reading()
+
+
+class Deadline:
+    """One lazily re-armed timer: ``extend(seconds)`` is cheap, ``cancel()`` stops it."""
+
+    __slots__ = ("loop", "callback", "expires", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self.loop = loop
+        self.callback = callback
+        self.expires = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def extend(self, seconds: float) -> None:
+        """Expire ``seconds`` from now (replacing any earlier or later expiry)."""
+        expires = self.loop.time() + seconds
+        handle = self.handle
+        if handle is None:
+            self.handle = self.loop.call_at(expires, self._fire)
+        elif expires < self.expires:
+            # Moving a deadline earlier needs a new timer; later ones are lazy.
+            handle.cancel()
+            self.handle = self.loop.call_at(expires, self._fire)
+        self.expires = expires
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    @property
+    def active(self) -> bool:
+        return self.handle is not None
+
+    def _fire(self) -> None:
+        remaining = self.expires - self.loop.time()
+        if remaining > 0.001:
+            self.handle = self.loop.call_at(self.expires, self._fire)
+            return
+        self.handle = None
+        self.callback()

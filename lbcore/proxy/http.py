@@ -1,0 +1,779 @@
+"""The HTTP proxy: one ClientConnection per client connection, one Exchange per request.
+
+Request path, in named phases (drawn once; the code follows it):
+
+    accept ─► read head ─► route (ACLs) ─► pick member (persistence, balancer)
+       │                                        │ none: 503
+       │                   ┌────────────────────┘
+       │                   ▼
+       │            connect / reuse ──failed──► retry another member (redispatch)
+       │                   │                     │ out of members/retries: 502 or 504
+       │                   ▼
+       │        send head + body (re-framed) ─► read response head ─► rewrite ─► stream body
+       │                                                                      │
+       └──── keep-alive: next request is routed on its own ◄── release member connection
+
+The connection owns everything that outlives a request: the reader, the queue of
+already-parsed pipelined events, the client-side deadline and flow control. The
+Exchange owns one request/response pair: the Revision it started on, the member,
+the backend connection and the server-side deadline. A request finishes on the
+Revision it started on even if a reload swaps a new one in meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from lbcore.l7.facts import RequestFacts
+from lbcore.l7.http1 import (
+    Data,
+    EndOfMessage,
+    InformationalResponse,
+    ProtocolError,
+    Request,
+    RequestReader,
+    Response,
+    ResponseReader,
+    encode_chunk,
+    encode_last_chunk,
+    encode_response_head,
+    error_response,
+)
+from lbcore.l7.persistence import CookiePersistence, SourcePersistence
+from lbcore.l7.rewrite import request_head_for_member, response_head_for_client
+from lbcore.proxy.backend import BackendConnection, ConnectFailed
+from lbcore.proxy.flow import Deadline, ReadGate
+from lbcore.proxy.runtime import parse_client
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lbcore.l7.balance import MemberState
+    from lbcore.proxy.runtime import ListenerRuntime, PoolRuntime
+    from lbcore.proxy.worker import Worker
+
+__all__ = ["ClientConnection", "Exchange"]
+
+log = logging.getLogger("lbcore.proxy.http")
+
+# A request body is buffered while the member connection is being set up; past this
+# many bytes the client is paused (flow control), so the buffer stays bounded.
+BODY_BUFFER_HIGH = 64 * 1024
+
+_IDLE, _HEAD, _BUSY, _CLOSING = range(4)  # client-side phases: which timeout applies
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection on an HTTP listener."""
+
+    def __init__(self, worker: "Worker", listener_name: str) -> None:
+        # lifetime: connection
+        self.worker = worker
+        self.loop = worker.loop
+        self.listener_name = listener_name
+        self.transport: asyncio.Transport | None = None
+        self.gate = ReadGate()
+        self.deadline = Deadline(self.loop, self._deadline_expired)
+        self.phase = _IDLE
+        self.client_ip = None
+        self.client_ip_text = ""
+        self.client_port = 0
+        self.reader: RequestReader | None = None
+        self.pending: deque = deque()  # parsed events not yet handed to an exchange (pipelining)
+        self.closed = False
+        self.requests = 0
+        self.tunnel: BackendConnection | None = None  # set once upgraded (WebSocket)
+        self.tunnel_backlog: list[bytes] = []  # bytes after an upgrade request, before the 101
+        # lifetime: current request
+        self.exchange: Exchange | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gate.attach(self.transport)  # type: ignore[arg-type]
+        worker = self.worker
+        listener = worker.revision.listeners.get(self.listener_name)
+        if listener is None or not worker.admit(self.listener_name, self):
+            # Listener removed by a reload in this instant, or over maxconn.
+            transport.write(error_response(503))  # type: ignore[attr-defined]
+            transport.close()
+            self.closed = True
+            return
+        limits = listener.spec.limits
+        self.reader = RequestReader(
+            max_request_line=limits.max_request_line,
+            max_header_bytes=limits.max_header_bytes,
+            max_headers=limits.max_headers,
+        )
+        self.client_ip, self.client_port = parse_client(transport.get_extra_info("peername"))
+        self.client_ip_text = str(self.client_ip) if self.client_ip is not None else ""
+        self.timeouts = listener.spec.timeouts
+        self.phase = _IDLE
+        # The first request gets http_request to arrive (slowloris), not keepalive.
+        self.deadline.extend(self.timeouts.http_request)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.tunnel is not None:
+            self.deadline.extend(self.timeouts.tunnel)
+            self.tunnel.write(data)
+            return
+        reader = self.reader
+        if reader is None:
+            return
+        if reader.upgraded:
+            # Bytes after an upgrade request, before the member answered 101.
+            self.tunnel_backlog.append(data)
+            return
+        try:
+            events = reader.feed(data)
+        except ProtocolError as exc:
+            self.protocol_error(exc)
+            return
+        if self.phase == _IDLE:
+            self.phase = _HEAD
+            self.deadline.extend(self.timeouts.http_request)
+        elif self.phase == _BUSY:
+            self.deadline.extend(self.timeouts.client)
+        if events:
+            self.pending.extend(events)
+            self.dispatch()
+        if reader.upgraded:
+            tail = reader.take_tail()
+            if tail:
+                self.tunnel_backlog.append(tail)
+
+    def eof_received(self) -> bool:
+        if self.reader is not None and self.tunnel is None:
+            try:
+                events = self.reader.feed_eof()
+            except ProtocolError as exc:
+                # Half a request, then EOF: nothing sensible to answer.
+                log.debug("client %s closed mid-request: %s", self.client_ip_text, exc)
+                self.close()
+                return False
+            if events:
+                self.pending.extend(events)
+                self.dispatch()
+        tunnel = self.tunnel
+        if tunnel is not None:
+            if tunnel.transport is not None and tunnel.transport.can_write_eof():
+                tunnel.transport.write_eof()
+                return True
+            self.close()
+            return False
+        if self.exchange is None:
+            self.close()
+            return False
+        # Client half-closed after sending a full request: finish the response, then close.
+        self.exchange.client_keep_alive = False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.deadline.cancel()
+        self.worker.release(self.listener_name, self)
+        if self.exchange is not None:
+            self.exchange.client_lost()
+            self.exchange = None
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None and ex.backend is not None:
+            ex.backend.gate.pause(ReadGate.PEER_FULL)
+        elif self.tunnel is not None:
+            self.tunnel.gate.pause(ReadGate.PEER_FULL)
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None and ex.backend is not None:
+            ex.backend.gate.resume(ReadGate.PEER_FULL)
+        elif self.tunnel is not None:
+            self.tunnel.gate.resume(ReadGate.PEER_FULL)
+
+    # -- requests -------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Hand parsed events to the current exchange, starting one per request."""
+        pending = self.pending
+        while pending and not self.closed:
+            ex = self.exchange
+            if ex is None:
+                event = pending.popleft()
+                if type(event) is not Request:  # pragma: no cover - reader guarantees order
+                    self.close()
+                    return
+                self.phase = _BUSY
+                self.deadline.extend(self.timeouts.client)
+                self.requests += 1
+                self.exchange = Exchange(self, event)
+                self.exchange.start()
+            elif ex.request_done:
+                # A pipelined request: it waits for this response; stop reading meanwhile.
+                self.gate.pause(ReadGate.PIPELINE)
+                return
+            else:
+                ex.client_event(pending.popleft())
+
+    def exchange_done(self, ex: "Exchange", keep_alive: bool) -> None:
+        """The response went out whole; go on with the next request or close."""
+        if self.exchange is not ex:
+            return
+        self.exchange = None
+        if not keep_alive or self.closed or self.worker.stopping:
+            self.close()
+            return
+        self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
+        if self.pending:
+            self.phase = _HEAD
+            self.dispatch()
+        else:
+            self.phase = _IDLE
+            self.deadline.extend(self.timeouts.keepalive)
+
+    def start_tunnel(self, backend: BackendConnection, member_tail: bytes) -> None:
+        """The member answered 101: shuttle bytes both ways from now on."""
+        self.exchange = None
+        self.tunnel = backend
+        backend.owner = TunnelOwner(self)
+        self.phase = _BUSY
+        self.deadline.extend(self.timeouts.tunnel)
+        self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
+        if member_tail:
+            self.write(member_tail)
+        backlog = self.tunnel_backlog
+        self.tunnel_backlog = []
+        for chunk in backlog:
+            backend.write(chunk)
+
+    # -- output and teardown --------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def send_error(self, status: int, extra_headers=()) -> None:
+        self.write(error_response(status, extra_headers=extra_headers))
+        self.close()
+
+    def protocol_error(self, exc: ProtocolError) -> None:
+        log.debug("client %s: %s", self.client_ip_text, exc)
+        self.worker.counters["protocol_errors"] += 1
+        if self.exchange is not None and self.exchange.response_started:
+            self.abort()
+            return
+        self.send_error(exc.status_hint)
+
+    def close(self) -> None:
+        """Close after pending writes are flushed."""
+        if not self.closed:
+            self.closed = True
+            self.phase = _CLOSING
+            self.deadline.cancel()
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.deadline.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def shutdown(self) -> None:
+        """Graceful stop: close now if idle, else after the current response."""
+        if self.exchange is None and self.tunnel is None:
+            self.close()
+
+    def _deadline_expired(self) -> None:
+        phase = self.phase
+        if self.closed:
+            return
+        if phase == _IDLE:
+            self.close()  # keep-alive idle: close silently
+        elif phase == _HEAD:
+            self.worker.counters["timeouts_http_request"] += 1
+            self.send_error(408)
+        else:
+            self.worker.counters["timeouts_client"] += 1
+            ex = self.exchange
+            if ex is not None and not ex.response_started:
+                ex.abandon()
+                self.send_error(408)
+            else:
+                if ex is not None:
+                    ex.abandon()
+                self.abort()
+
+
+class TunnelOwner:
+    """Receives a member's bytes once a connection became a tunnel (WebSocket)."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+
+    def backend_data(self, conn: BackendConnection, data: bytes) -> None:
+        client = self.client
+        client.deadline.extend(client.timeouts.tunnel)
+        client.write(data)
+
+    def backend_eof(self, conn: BackendConnection) -> None:
+        transport = self.client.transport
+        if transport is not None and not self.client.closed and transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self.client.close()
+
+    def backend_lost(self, conn: BackendConnection, exc: Exception | None) -> None:
+        self.client.tunnel = None
+        self.client.close()
+
+    def backend_pause_writing(self) -> None:
+        self.client.gate.pause(ReadGate.PEER_FULL)
+
+    def backend_resume_writing(self) -> None:
+        self.client.gate.resume(ReadGate.PEER_FULL)
+
+
+class Exchange:
+    """One request and its response."""
+
+    def __init__(self, conn: ClientConnection, request: Request) -> None:
+        # lifetime: this exchange
+        self.conn = conn
+        self.request = request
+        self.revision = conn.worker.revision  # finishes on the revision it started on
+        self.listener: ListenerRuntime = self.revision.listeners[conn.listener_name]
+        self.pool: PoolRuntime | None = None
+        self.member: MemberState | None = None
+        self.backend: BackendConnection | None = None
+        self.acl: str | None = None
+        self.facts: RequestFacts | None = None
+        self.client_keep_alive = request.keep_alive
+        # request side
+        self.request_done = False
+        self.body_pending: list[bytes] | None = []  # encoded body buffered until connected; None once streaming
+        self.body_pending_size = 0
+        self.body_sent = False
+        self.discard_body = False
+        # response side
+        self.reader: ResponseReader | None = None
+        self.response_started = False
+        self.response_chunked = False
+        self.response_keep_alive = False
+        self.backend_keep_alive = False
+        self.tried: list[MemberState] = []
+        self.finished = False
+        self.server_deadline: Deadline | None = None
+
+    # -- phases ---------------------------------------------------------------------
+    def start(self) -> None:
+        conn = self.conn
+        request = self.request
+        listener = self.listener
+        counters = conn.worker.counters
+        counters["requests"] += 1
+        spec = listener.spec
+        if spec.redirect is not None:
+            self.discard_body = True
+            self.answer(spec.redirect.code, (("Location", self.redirect_location(spec.redirect)),))
+            return
+        if request.method == "CONNECT":
+            self.discard_body = True
+            self.answer(405, (("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),))
+            return
+        body_limit = spec.limits.max_body
+        if body_limit is not None and request.content_length is not None and request.content_length > body_limit:
+            self.discard_body = True
+            self.answer(413, keep_alive=False)
+            return
+        facts = RequestFacts(
+            request.method, request.target, request.headers, conn.client_ip, conn.client_port
+        )
+        self.facts = facts
+        route = listener.router.route(facts)
+        self.acl = route.acl
+        pool = listener.pools.get(route.pool) if route.pool else None
+        if pool is None:
+            self.discard_body = True
+            self.answer(503, (("Retry-After", "1"),))
+            return
+        self.pool = pool
+        member = self.pick_member()
+        if member is None:
+            counters["no_member"] += 1
+            self.discard_body = True
+            self.answer(503, (("Retry-After", "1"),))
+            return
+        self.connect(member)
+
+    def pick_member(self) -> "MemberState | None":
+        pool = self.pool
+        assert pool is not None and self.facts is not None
+        persistence = pool.persistence
+        if persistence is not None and not self.tried:
+            if isinstance(persistence, SourcePersistence):
+                member = persistence.lookup(self.facts, pool.by_name, self.conn.loop.time())
+            else:
+                member = persistence.lookup(self.facts, pool.by_name)
+            if member is not None:
+                return member
+        return pool.balancer.pick(self.facts, self.tried)
+
+    def member_pool(self, member: "MemberState"):
+        info = member.data
+        spec = self.pool.spec  # type: ignore[union-attr]
+        return self.conn.worker.backends.get(info.host, info.port, spec.idle_connections_per_member, spec.timeouts.keepalive)
+
+    def connect(self, member: "MemberState") -> None:
+        self.member = member
+        member.active += 1
+        self.tried.append(member)
+        mpool = self.member_pool(member)
+        backend = mpool.take_idle()
+        if backend is not None:
+            self.attach(backend)
+        else:
+            self.conn.loop.create_task(self._connect(mpool, self.pool.spec.timeouts.connect))  # type: ignore[union-attr]
+
+    async def _connect(self, mpool, timeout: float) -> None:
+        try:
+            backend = await mpool.connect(timeout)
+        except ConnectFailed as exc:
+            self.connect_failed(exc)
+            return
+        if self.finished:
+            mpool.put_idle(backend)  # the client went away meanwhile: keep it warm
+            return
+        self.attach(backend)
+
+    def connect_failed(self, exc: ConnectFailed) -> None:
+        if self.finished:
+            return
+        counters = self.conn.worker.counters
+        counters["connect_errors"] += 1
+        log.info("%s: %s", self.member.data if self.member else "?", exc)
+        self.release_member()
+        assert self.pool is not None
+        if len(self.tried) <= self.pool.spec.retries:
+            member = self.pool.balancer.pick(self.facts, self.tried)
+            if member is not None:
+                counters["redispatches"] += 1
+                self.connect(member)
+                return
+        self.fail(504 if exc.timeout else 502)
+
+    def attach(self, backend: BackendConnection) -> None:
+        """A member connection is ready: send the head and what body we have."""
+        self.backend = backend
+        backend.owner = self
+        request = self.request
+        reader = ResponseReader()
+        reader.expect(request.method)
+        backend.reader = reader
+        self.reader = reader
+        pool = self.pool
+        assert pool is not None and self.member is not None
+        persistence = pool.persistence
+        strip = persistence.strip_request_cookie if isinstance(persistence, CookiePersistence) else None
+        info = self.member.data
+        head = request_head_for_member(
+            request,
+            self.listener.policy,
+            self.conn.client_ip_text,
+            default_host=f"{info.host}:{info.port}",
+            strip_cookie=strip,
+        )
+        pending = self.body_pending or ()
+        self.body_pending = None
+        self.body_sent = bool(pending)
+        backend.write(b"".join((head, *pending)) if pending else head)
+        if self.body_pending_size:
+            self.body_pending_size = 0
+            self.conn.gate.resume(ReadGate.BUFFERED)
+        self.server_deadline = Deadline(self.conn.loop, self.server_timeout)
+        self.server_deadline.extend(pool.spec.timeouts.server)
+        if self.conn.transport is not None and self.conn.transport.get_write_buffer_size() > 65536:
+            backend.gate.pause(ReadGate.PEER_FULL)
+
+    # -- client events --------------------------------------------------------------
+    def client_event(self, event: object) -> None:
+        kind = type(event)
+        if kind is Data:
+            if self.discard_body:
+                return
+            data = event.data  # type: ignore[attr-defined]
+            if self.request.chunked:
+                data = encode_chunk(data)
+            self.send_body(data)
+        elif kind is EndOfMessage:
+            self.request_done = True
+            if not self.discard_body and self.request.chunked:
+                self.send_body(encode_last_chunk(event.trailers))  # type: ignore[attr-defined]
+            if self.finished:
+                self.conn.exchange_done(self, self.response_keep_alive)
+
+    def send_body(self, data: bytes) -> None:
+        if not data:
+            return
+        pending = self.body_pending
+        if pending is not None:
+            pending.append(data)
+            self.body_pending_size += len(data)
+            if self.body_pending_size > BODY_BUFFER_HIGH:
+                self.conn.gate.pause(ReadGate.BUFFERED)
+        elif self.backend is not None:
+            self.body_sent = True
+            self.backend.write(data)
+            if self.server_deadline is not None:
+                self.server_deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
+
+    # -- member events (BackendOwner) -------------------------------------------------
+    def backend_data(self, backend: BackendConnection, data: bytes) -> None:
+        reader = self.reader
+        assert reader is not None
+        self.server_deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
+        try:
+            events = reader.feed(data)
+        except ProtocolError as exc:
+            self.member_protocol_error(exc)
+            return
+        self.forward(events)
+        if reader.upgraded and not self.finished:
+            self.finish_upgrade(reader.take_tail())
+
+    def forward(self, events: list) -> None:
+        conn = self.conn
+        out: list[bytes] = []
+        last = len(events) - 1
+        for index, event in enumerate(events):
+            kind = type(event)
+            if kind is Data:
+                data = event.data
+                out.append(encode_chunk(data) if self.response_chunked else data)
+            elif kind is Response:
+                out.append(self.response_head(event))
+            elif kind is EndOfMessage:
+                if self.response_chunked:
+                    out.append(encode_last_chunk(event.trailers))
+                if out:
+                    conn.write(b"".join(out))
+                    conn.deadline.extend(conn.timeouts.client)
+                if index != last:
+                    # Bytes after the response: the member broke framing; never reuse it.
+                    self.backend_keep_alive = False
+                self.response_complete()
+                return
+            elif kind is InformationalResponse:
+                if self.request.http_version == "1.1":
+                    out.append(encode_response_head(event.status, event.reason, event.headers))
+        if out:
+            conn.write(b"".join(out) if len(out) > 1 else out[0])
+            conn.deadline.extend(conn.timeouts.client)
+
+    def response_head(self, response: Response) -> bytes:
+        self.response_started = True
+        counters = self.conn.worker.counters
+        counters["responses"] += 1
+        extra: list[tuple[str, str]] = []
+        persistence = self.pool.persistence if self.pool else None
+        if persistence is not None and self.member is not None:
+            if isinstance(persistence, CookiePersistence):
+                cookie = persistence.response_cookie(self.facts, self.member)
+                if cookie is not None:
+                    extra.append(cookie)
+                    extra.append(persistence.nocache_header)
+            else:
+                persistence.record(self.facts, self.member, self.conn.loop.time())
+        extra.extend(self.listener.spec.response_headers)
+        framing = response_head_for_client(
+            response,
+            request_method=self.request.method,
+            client_version=self.request.http_version,
+            client_keep_alive=self.client_keep_alive,
+            extra_headers=extra,
+        )
+        self.response_chunked = framing.chunked
+        self.response_keep_alive = framing.keep_alive
+        self.backend_keep_alive = response.keep_alive
+        return framing.head
+
+    def response_complete(self) -> None:
+        backend = self.backend
+        reusable = (
+            backend is not None
+            and self.backend_keep_alive
+            and self.request_done
+            and not backend.closed
+        )
+        self.finish()
+        if backend is not None:
+            if reusable:
+                backend.release()
+            else:
+                backend.owner = None
+                backend.close()
+        keep_alive = self.response_keep_alive and self.client_keep_alive
+        if self.request_done:
+            self.conn.exchange_done(self, keep_alive)
+        else:
+            # The member answered before the body was all in (e.g. 413): the rest of
+            # the body cannot be skipped safely, so this connection ends here.
+            self.conn.exchange_done(self, False)
+
+    def finish_upgrade(self, tail: bytes) -> None:
+        backend = self.backend
+        self.finish()
+        assert backend is not None
+        self.backend = None
+        self.conn.start_tunnel(backend, tail)
+
+    def backend_eof(self, backend: BackendConnection) -> None:
+        reader = self.reader
+        try:
+            events = reader.feed_eof() if reader is not None else []
+        except ProtocolError as exc:
+            self.member_lost(str(exc))
+            return
+        if events:
+            self.forward(events)
+        if not self.finished:
+            self.member_lost("member closed the connection")
+
+    def backend_lost(self, backend: BackendConnection, exc: Exception | None) -> None:
+        if not self.finished and self.backend is backend:
+            self.member_lost(f"member connection lost: {exc}" if exc else "member closed the connection")
+
+    def backend_pause_writing(self) -> None:
+        self.conn.gate.pause(ReadGate.PEER_FULL)
+
+    def backend_resume_writing(self) -> None:
+        self.conn.gate.resume(ReadGate.PEER_FULL)
+
+    def member_lost(self, why: str) -> None:
+        backend = self.backend
+        reused = backend is not None and backend.reused
+        if backend is not None:
+            backend.owner = None
+            backend.close()
+            self.backend = None
+        if self.response_started:
+            self.finish()
+            self.conn.abort()
+            return
+        if reused and not self.body_sent and self.request.content_length in (None, 0) and not self.request.chunked:
+            # A pooled connection the member closed just as we reused it: safe to
+            # replay on a fresh connection, since nothing of the request body is lost.
+            self.conn.worker.counters["retries"] += 1
+            self.body_pending = []
+            member = self.member
+            assert member is not None and self.pool is not None
+            self.conn.loop.create_task(self._connect(self.member_pool(member), self.pool.spec.timeouts.connect))
+            return
+        log.info("%s: %s", self.member.data if self.member else "?", why)
+        self.conn.worker.counters["response_errors"] += 1
+        self.fail(502)
+
+    def member_protocol_error(self, exc: ProtocolError) -> None:
+        log.info("%s sent a bad response: %s", self.member.data if self.member else "?", exc)
+        self.conn.worker.counters["response_errors"] += 1
+        if self.backend is not None:
+            self.backend.owner = None
+            self.backend.abort()
+            self.backend = None
+        if self.response_started:
+            self.finish()
+            self.conn.abort()
+        else:
+            self.fail(502)
+
+    def server_timeout(self) -> None:
+        if self.finished:
+            return
+        self.conn.worker.counters["timeouts_server"] += 1
+        if self.backend is not None:
+            self.backend.owner = None
+            self.backend.abort()
+            self.backend = None
+        if self.response_started:
+            self.finish()
+            self.conn.abort()
+        else:
+            self.fail(504)
+
+    # -- endings ----------------------------------------------------------------------
+    def answer(self, status: int, extra_headers=(), keep_alive: bool = True) -> None:
+        """A response made here (redirect, error) for a request not sent anywhere.
+
+        The connection stays open only when the request has no body to skip: a body
+        we would have to read and throw away is better refused by closing.
+        """
+        request = self.request
+        has_body = request.chunked or bool(request.content_length)
+        keep_alive = keep_alive and self.client_keep_alive and not has_body
+        self.finished = True
+        self.response_started = True
+        self.response_keep_alive = keep_alive
+        self.conn.worker.counters["responses"] += 1
+        self.conn.write(error_response(status, extra_headers=extra_headers, keep_alive=keep_alive))
+        if not keep_alive:
+            self.conn.exchange_done(self, False)
+        elif self.request_done:
+            self.conn.exchange_done(self, True)
+        # else: the EndOfMessage still to come ends the exchange (client_event)
+
+    def fail(self, status: int) -> None:
+        """No usable response from a member: answer ``status`` and end the connection."""
+        self.finish()
+        self.response_started = True
+        extra = (("Retry-After", "1"),) if status == 503 else ()
+        self.conn.worker.counters["responses"] += 1
+        self.conn.send_error(status, extra)
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.release_member()
+            if self.server_deadline is not None:
+                self.server_deadline.cancel()
+
+    def release_member(self) -> None:
+        member = self.member
+        if member is not None:
+            member.active -= 1
+            self.member = None
+
+    def abandon(self) -> None:
+        """The client side gave up (timeout): drop the member connection."""
+        backend = self.backend
+        self.finish()
+        if backend is not None:
+            backend.owner = None
+            backend.abort()
+            self.backend = None
+
+    def client_lost(self) -> None:
+        if self.finished:
+            return
+        backend = self.backend
+        self.finish()
+        if backend is not None:
+            backend.owner = None
+            backend.abort()
+
+    def redirect_location(self, redirect) -> str:
+        request = self.request
+        facts = RequestFacts(request.method, request.target, request.headers)
+        scheme = redirect.scheme or self.listener.policy.proto
+        host = redirect.host or facts.host or self.listener.spec.bind.host
+        port = redirect.port
+        if ":" in host:
+            host = f"[{host}]"
+        default_port = 443 if scheme == "https" else 80
+        authority = host if port in (None, default_port) else f"{host}:{port}"
+        target = request.target if request.target.startswith("/") else facts.path + (f"?{facts.query}" if facts.query else "")
+        return f"{scheme}://{authority}{target}"

@@ -1,0 +1,137 @@
+"""A Spec compiled into the objects a worker routes with: one Revision per Spec.
+
+A Revision is immutable once built: routers, balancers and persistence tables are
+created here once, so the request path never compiles anything. Requests capture
+the Revision current when they start and finish on it, even if a newer one is
+swapped in meanwhile.
+
+Member state (health, in-flight count, runtime admin overrides) is *not* part of a
+revision: it lives in the MemberRegistry, keyed by pool and member name, and the
+same MemberState object is handed to every revision that still has that member.
+That is what lets a reload keep health results and connection counts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Iterable
+
+from lbcore import spec as S
+from lbcore.l7.balance import Balancer, MemberState, make_balancer
+from lbcore.l7.persistence import CookiePersistence, SourcePersistence
+from lbcore.l7.rewrite import ForwardingPolicy
+from lbcore.l7.router import Router
+
+__all__ = ["MemberInfo", "MemberRegistry", "PoolRuntime", "ListenerRuntime", "Revision", "compile_revision"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """What the engine needs to reach a member (MemberState.data)."""
+
+    pool: str
+    name: str
+    host: str
+    port: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.pool}/{self.name}({host}:{self.port})"
+
+
+class MemberRegistry:
+    """MemberState objects that outlive revisions, keyed by (pool, member)."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[str, str], MemberState] = {}
+
+    def state_for(self, pool: S.Pool, member: S.Member) -> MemberState:
+        key = (pool.name, member.name)
+        info = MemberInfo(pool.name, member.name, member.address.host, member.address.port)
+        state = self._states.get(key)
+        if state is None or state.data != info:
+            # New member, or same name moved to another address: fresh state.
+            state = MemberState(member.name, weight=member.weight, backup=member.backup, admin=member.admin_state, data=info)
+            self._states[key] = state
+        else:
+            state.weight = member.weight
+            state.backup = member.backup
+            state.admin = member.admin_state
+        return state
+
+    def retain(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Forget members no longer in any revision."""
+        keep = set(keys)
+        for key in list(self._states):
+            if key not in keep:
+                del self._states[key]
+
+    def get(self, pool: str, member: str) -> MemberState | None:
+        return self._states.get((pool, member))
+
+
+class PoolRuntime:
+    __slots__ = ("spec", "name", "members", "by_name", "balancer", "persistence")
+
+    def __init__(self, pool: S.Pool, registry: MemberRegistry) -> None:
+        self.spec = pool
+        self.name = pool.name
+        self.members: tuple[MemberState, ...] = tuple(registry.state_for(pool, m) for m in pool.members)
+        self.by_name = {m.name: m for m in self.members}
+        self.balancer: Balancer = make_balancer(pool.algorithm, self.members, hash_header=pool.hash_header)
+        self.persistence: CookiePersistence | SourcePersistence | None = None
+        if pool.persistence is not None:
+            if pool.persistence.type == "cookie":
+                self.persistence = CookiePersistence(pool.persistence.name)
+            else:
+                self.persistence = SourcePersistence(timeout=pool.persistence.timeout)
+
+
+class ListenerRuntime:
+    __slots__ = ("spec", "name", "router", "pools", "policy")
+
+    def __init__(self, listener: S.Listener, pools: dict[str, PoolRuntime]) -> None:
+        self.spec = listener
+        self.name = listener.name
+        self.router = Router([(a.name, a.condition, a.pool) for a in listener.acls], listener.default_pool)
+        self.pools = pools
+        fh = set(listener.forwarded_headers)
+        self.policy = ForwardingPolicy(
+            "https" if listener.protocol == "https" else "http",
+            listener.bind.port,
+            xff="x-forwarded-for" in fh,
+            xfp="x-forwarded-proto" in fh,
+            xfport="x-forwarded-port" in fh,
+            forwarded="forwarded" in fh,
+            add_headers=listener.add_headers,
+        )
+
+
+class Revision:
+    """Everything a worker needs to serve one Spec."""
+
+    def __init__(self, spec: S.Spec, registry: MemberRegistry) -> None:
+        self.spec = spec
+        self.id = spec.revision
+        self.pools = {p.name: PoolRuntime(p, registry) for p in spec.pools}
+        self.listeners = {l.name: ListenerRuntime(l, self.pools) for l in spec.listeners}
+        registry.retain((p.name, m.name) for p in spec.pools for m in p.members)
+
+
+def compile_revision(spec: S.Spec, registry: MemberRegistry) -> Revision:
+    return Revision(spec, registry)
+
+
+def parse_client(peer: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int]:
+    """The client address and port from a transport's peername."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        try:
+            return ipaddress.ip_address(peer[0].split("%", 1)[0]), int(peer[1])
+        except ValueError:
+            return None, 0
+    return None, 0

@@ -1,0 +1,311 @@
+"""The supervisor: binds every listening socket once, runs N workers, reloads, stops.
+
+Theory of operation
+- Sockets are bound here, once per bind address, and handed to workers over their
+  control channel (SCM_RIGHTS). Workers are fresh interpreters (not forks of a
+  process with a running event loop), so a worker started later, to replace one
+  that died, gets exactly the same sockets.
+- A listening socket stays open in the supervisor for as long as a revision binds
+  its address: connections arriving during a reload or a worker restart wait in
+  the kernel's accept queue instead of being refused.
+- SIGHUP reloads the file. The new Spec is validated whole; a bad one is refused,
+  the error logged, and the running revision keeps serving. A good one is sent to
+  every worker, which swaps it in while requests in flight finish on the old one.
+- SIGTERM / SIGINT stop gracefully: workers stop accepting, finish what is in flight
+  and exit by the drain deadline; stragglers are killed after it.
+- Signal handlers only record the signal; the main loop dispatches
+  ``handle_<signal>`` so no work runs inside a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lbcore import spec as S
+from lbcore.proxy.channel import Channel
+
+__all__ = ["Supervisor", "bind_socket", "serve"]
+
+log = logging.getLogger("lbcore.supervisor")
+
+RESPAWN_BACKOFF = 1.0  # seconds before restarting a worker that died right after starting
+KILL_GRACE = 5.0  # seconds after the drain deadline before stragglers get SIGKILL
+
+
+def bind_socket(address: S.Address, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # [::]:80 and 0.0.0.0:80 are distinct listeners, as in haproxy's "v6only".
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address.host, address.port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+class WorkerHandle:
+    def __init__(self, index: int, proc: subprocess.Popen, channel: Channel) -> None:
+        self.index = index
+        self.proc = proc
+        self.channel = channel
+        self.binds: set[str] = set()  # bind keys whose socket this worker has
+        self.revision: str | None = None  # last revision it applied
+        self.started = time.monotonic()
+        self.stopping = False
+
+
+class Supervisor:
+    def __init__(self, spec_path: str | os.PathLike, workers: int | None = None, log_level: str = "INFO") -> None:
+        self.spec_path = Path(spec_path)
+        self.nworkers = workers or os.cpu_count() or 1
+        self.log_level = log_level
+        self.spec: S.Spec | None = None
+        self.sockets: dict[str, socket.socket] = {}
+        self.workers: dict[int, WorkerHandle] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = False
+        self.done: asyncio.Future[None] | None = None
+        self._announced: str | None = None
+
+    # -- start ------------------------------------------------------------------------
+    def load(self) -> S.Spec:
+        return S.load_spec(self.spec_path)
+
+    def bind_all(self, spec: S.Spec) -> dict[str, socket.socket]:
+        """Bind the addresses ``spec`` needs that are not bound yet; all or nothing."""
+        new: dict[str, socket.socket] = {}
+        try:
+            for listener in spec.listeners:
+                key = str(listener.bind)
+                if key not in self.sockets and key not in new:
+                    new[key] = bind_socket(listener.bind, listener.backlog)
+        except OSError as exc:
+            for sock in new.values():
+                sock.close()
+            raise OSError(exc.errno, f"cannot bind {key}: {exc.strerror}") from None
+        return new
+
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+        try:
+            self.spec = self.load()
+        except S.SpecError as exc:
+            log.error("refusing %s:\n%s", self.spec_path, exc)
+            return 2
+        try:
+            self.sockets.update(self.bind_all(self.spec))
+        except OSError as exc:
+            log.error("%s", exc.strerror)
+            return 1
+        log.info(
+            "revision %s: %d listeners, %d pools, %d workers",
+            self.spec.revision,
+            len(self.spec.listeners),
+            len(self.spec.pools),
+            self.nworkers,
+        )
+        for index in range(self.nworkers):
+            self.spawn(index)
+        # Worker exits are seen as EOF on their control channel (uvloop keeps SIGCHLD).
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(signum, self._signal, signum)
+        await self.done
+        return 0
+
+    def _signal(self, signum: int) -> None:
+        # Only enqueue: the handler runs the dispatch on the next loop turn.
+        assert self.loop is not None
+        name = signal.Signals(signum).name.lower()
+        self.loop.call_soon(getattr(self, f"handle_{name}"))
+
+    # -- workers ----------------------------------------------------------------------
+    def spawn(self, index: int) -> None:
+        assert self.spec is not None and self.loop is not None
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cmd = [
+            sys.executable,
+            "-m",
+            "lbcore.proxy.worker",
+            "--control-fd",
+            str(child.fileno()),
+            "--index",
+            str(index),
+            "--workers",
+            str(self.nworkers),
+            "--log-level",
+            self.log_level,
+        ]
+        proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], close_fds=True)
+        child.close()
+        handle = WorkerHandle(index, proc, Channel(parent))
+        self.workers[index] = handle
+        self.send_spec(handle)
+        parent.setblocking(False)
+        self.loop.add_reader(parent.fileno(), self._on_worker_message, handle)
+        log.info("worker %d started, pid %d", index, proc.pid)
+
+    def send_spec(self, handle: WorkerHandle) -> None:
+        assert self.spec is not None
+        keys = [str(l.bind) for l in self.spec.listeners]
+        missing = [k for k in dict.fromkeys(keys) if k not in handle.binds]
+        fds = [self.sockets[k].fileno() for k in missing]
+        sock = handle.channel.sock
+        blocking = sock.getblocking()
+        sock.settimeout(10.0)  # a worker that does not read its channel for 10 s is broken
+        try:
+            handle.channel.send({"op": "spec", "spec": self.spec.to_dict(), "fd_binds": missing}, fds)
+            handle.binds.update(missing)
+        except OSError as exc:
+            log.error("worker %d: cannot send revision: %s", handle.index, exc)
+        finally:
+            sock.setblocking(blocking)
+
+    def _on_worker_message(self, handle: WorkerHandle) -> None:
+        try:
+            messages = handle.channel.receive()
+        except (OSError, ValueError):
+            messages = None
+        if messages is None:
+            self.worker_exited(handle)
+            return
+        for message, fds in messages:
+            for fd in fds:
+                os.close(fd)
+            op = message.get("op")
+            if op == "applied":
+                handle.revision = message.get("revision")
+                self._announce()
+            elif op == "error":
+                log.error("worker %d refused a revision: %s", handle.index, message.get("error"))
+
+    def _announce(self) -> None:
+        """Log once when every worker serves the current revision."""
+        if self.spec is None:
+            return
+        current = self.spec.revision
+        live = [w for w in self.workers.values() if not w.stopping]
+        if live and all(w.revision == current for w in live) and self._announced != current:
+            self._announced = current
+            log.info("revision %s serving on %d workers", current, len(live))
+
+    def worker_exited(self, handle: WorkerHandle) -> None:
+        """A worker's control channel reached EOF: it exited (or is exiting)."""
+        assert self.loop is not None
+        self.loop.remove_reader(handle.channel.fileno())
+        handle.channel.close()
+        try:
+            code = handle.proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            # Closed its channel but still running: it is of no use to us any more.
+            handle.proc.kill()
+            code = handle.proc.wait()
+        if self.workers.get(handle.index) is handle:
+            del self.workers[handle.index]
+        if not self.stopping:
+            log.warning("worker %d (pid %d) exited with %s; restarting it", handle.index, handle.proc.pid, _exit_text(code))
+            delay = RESPAWN_BACKOFF if time.monotonic() - handle.started < 1.0 else 0.0
+            self.loop.call_later(delay, self._respawn, handle.index)
+        elif not self.workers and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def _respawn(self, index: int) -> None:
+        if not self.stopping and index not in self.workers:
+            self.spawn(index)
+
+    # -- reload -----------------------------------------------------------------------
+    def handle_sighup(self) -> None:
+        if self.stopping:
+            return
+        old = self.spec
+        assert old is not None
+        try:
+            new = self.load()
+        except S.SpecError as exc:
+            log.error("reload refused, revision %s keeps serving:\n%s", old.revision, exc)
+            return
+        if new.revision == old.revision:
+            log.info("reload: revision %s unchanged", old.revision)
+            self._announced = None
+            self._announce()
+            return
+        try:
+            fresh = self.bind_all(new)
+        except OSError as exc:
+            log.error("reload refused, revision %s keeps serving: %s", old.revision, exc.strerror)
+            return
+        self.sockets.update(fresh)
+        changes = S.diff(old, new)
+        log.info("reload: revision %s -> %s (%d changes)\n%s", old.revision, new.revision, len(changes), S.format_diff(changes))
+        self.spec = new
+        for handle in self.workers.values():
+            self.send_spec(handle)
+        # Drop sockets no revision binds any more; workers closed their copies.
+        wanted = {str(l.bind) for l in new.listeners}
+        for key in list(self.sockets):
+            if key not in wanted:
+                self.sockets.pop(key).close()
+                for handle in self.workers.values():
+                    handle.binds.discard(key)
+
+    # -- stop -------------------------------------------------------------------------
+    def handle_sigterm(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        assert self.loop is not None and self.spec is not None
+        deadline = max((l.timeouts.drain for l in self.spec.listeners), default=30.0)
+        log.info("stopping: draining for up to %.0fs", deadline)
+        for handle in self.workers.values():
+            handle.stopping = True
+            try:
+                handle.channel.sock.settimeout(5.0)
+                handle.channel.send({"op": "stop", "deadline": deadline})
+            except OSError:
+                handle.proc.terminate()
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+        self.loop.call_later(deadline + KILL_GRACE, self._kill_stragglers)
+        if not self.workers and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    handle_sigint = handle_sigterm
+
+    def _kill_stragglers(self) -> None:
+        for handle in self.workers.values():
+            log.warning("worker %d did not drain in time; killing it", handle.index)
+            handle.proc.kill()
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"
+
+
+def serve(spec_path: str | os.PathLike, workers: int | None = None, log_level: str = "INFO") -> int:
+    """Run the engine in the foreground until SIGTERM/SIGINT; returns the exit status."""
+    supervisor = Supervisor(spec_path, workers, log_level)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(supervisor.run())
+    return uvloop.run(supervisor.run())

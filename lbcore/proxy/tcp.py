@@ -1,0 +1,219 @@
+"""The TCP (layer-4) proxy: route a connection by client address, then shuttle bytes.
+
+The member is chosen once per connection (ACLs may only look at ``src``), with the
+pool's balancer and source persistence. Bytes the client sends before the member
+connection is up are buffered up to BUFFER_HIGH, then the client is paused. Each
+side's EOF is passed on as a half-close, so protocols that rely on it work. One
+inactivity deadline covers both directions (``timeouts.client``, extended by
+traffic either way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from lbcore.l7.facts import RequestFacts
+from lbcore.l7.persistence import SourcePersistence
+from lbcore.proxy.backend import BackendConnection, ConnectFailed
+from lbcore.proxy.flow import Deadline, ReadGate
+from lbcore.proxy.runtime import parse_client
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lbcore.l7.balance import MemberState
+    from lbcore.proxy.runtime import PoolRuntime
+    from lbcore.proxy.worker import Worker
+
+__all__ = ["TcpClient"]
+
+log = logging.getLogger("lbcore.proxy.tcp")
+
+BUFFER_HIGH = 64 * 1024
+
+
+class TcpClient(asyncio.Protocol):
+    def __init__(self, worker: "Worker", listener_name: str) -> None:
+        self.worker = worker
+        self.loop = worker.loop
+        self.listener_name = listener_name
+        self.transport: asyncio.Transport | None = None
+        self.gate = ReadGate()
+        self.deadline = Deadline(self.loop, self._idle)
+        self.backend: BackendConnection | None = None
+        self.buffered: list[bytes] | None = []
+        self.buffered_size = 0
+        self.client_eof = False
+        self.closed = False
+        self.pool: PoolRuntime | None = None
+        self.member: MemberState | None = None
+        self.tried: list[MemberState] = []
+        self.facts: RequestFacts | None = None
+        self.idle_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gate.attach(self.transport)  # type: ignore[arg-type]
+        worker = self.worker
+        revision = worker.revision
+        listener = revision.listeners.get(self.listener_name)
+        if listener is None or not worker.admit(self.listener_name, self):
+            transport.close()
+            self.closed = True
+            return
+        self.idle_timeout = listener.spec.timeouts.client
+        self.deadline.extend(self.idle_timeout)
+        client_ip, client_port = parse_client(transport.get_extra_info("peername"))
+        self.facts = RequestFacts("", "", (), client_ip, client_port)
+        route = listener.router.route(self.facts)
+        pool = revision.pools.get(route.pool) if route.pool else None
+        worker.counters["requests"] += 1
+        if pool is None:
+            self.close()
+            return
+        self.pool = pool
+        member = None
+        if isinstance(pool.persistence, SourcePersistence):
+            member = pool.persistence.lookup(self.facts, pool.by_name, self.loop.time())
+        if member is None:
+            member = pool.balancer.pick(self.facts, self.tried)
+        if member is None:
+            worker.counters["no_member"] += 1
+            self.close()
+            return
+        self.connect(member)
+
+    def connect(self, member: "MemberState") -> None:
+        assert self.pool is not None
+        self.member = member
+        member.active += 1
+        self.tried.append(member)
+        info = member.data
+        spec = self.pool.spec
+        mpool = self.worker.backends.get(info.host, info.port, 0, spec.timeouts.keepalive)
+        self.loop.create_task(self._connect(mpool, spec.timeouts.connect))
+
+    async def _connect(self, mpool, timeout: float) -> None:
+        try:
+            backend = await mpool.connect(timeout)
+        except ConnectFailed as exc:
+            self._connect_failed(exc)
+            return
+        if self.closed:
+            backend.close()
+            return
+        self.attach(backend)
+
+    def _connect_failed(self, exc: ConnectFailed) -> None:
+        self.worker.counters["connect_errors"] += 1
+        log.info("%s: %s", self.member.data if self.member else "?", exc)
+        self._release_member()
+        if self.closed:
+            return
+        assert self.pool is not None
+        if len(self.tried) <= self.pool.spec.retries:
+            member = self.pool.balancer.pick(self.facts, self.tried)
+            if member is not None:
+                self.worker.counters["redispatches"] += 1
+                self.connect(member)
+                return
+        self.close()
+
+    def attach(self, backend: BackendConnection) -> None:
+        self.backend = backend
+        backend.owner = self
+        assert self.pool is not None
+        if isinstance(self.pool.persistence, SourcePersistence) and self.member is not None:
+            self.pool.persistence.record(self.facts, self.member, self.loop.time())
+        buffered = self.buffered or ()
+        self.buffered = None
+        if buffered:
+            backend.write(b"".join(buffered))
+        self.gate.resume(ReadGate.BUFFERED)
+        if self.client_eof and backend.transport is not None and backend.transport.can_write_eof():
+            backend.transport.write_eof()
+
+    # -- client side ----------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self.deadline.extend(self.idle_timeout)
+        backend = self.backend
+        if backend is not None:
+            backend.write(data)
+            return
+        if self.buffered is not None:
+            self.buffered.append(data)
+            self.buffered_size += len(data)
+            if self.buffered_size > BUFFER_HIGH:
+                self.gate.pause(ReadGate.BUFFERED)
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        backend = self.backend
+        if backend is not None and backend.transport is not None and backend.transport.can_write_eof():
+            backend.transport.write_eof()
+        return True  # keep our write side open for the member's remaining bytes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.deadline.cancel()
+        self.worker.release(self.listener_name, self)
+        backend = self.backend
+        self.backend = None
+        if backend is not None:
+            backend.owner = None
+            backend.close()
+        self._release_member()
+
+    def pause_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.gate.pause(ReadGate.PEER_FULL)
+
+    def resume_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.gate.resume(ReadGate.PEER_FULL)
+
+    # -- member side (BackendOwner) ------------------------------------------------------
+    def backend_data(self, conn: BackendConnection, data: bytes) -> None:
+        self.deadline.extend(self.idle_timeout)
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def backend_eof(self, conn: BackendConnection) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed and transport.can_write_eof():
+            transport.write_eof()
+        if self.client_eof:
+            self.close()
+
+    def backend_lost(self, conn: BackendConnection, exc: Exception | None) -> None:
+        self.backend = None
+        self.close()
+
+    def backend_pause_writing(self) -> None:
+        self.gate.pause(ReadGate.PEER_FULL)
+
+    def backend_resume_writing(self) -> None:
+        self.gate.resume(ReadGate.PEER_FULL)
+
+    # -- teardown -----------------------------------------------------------------------
+    def _release_member(self) -> None:
+        if self.member is not None:
+            self.member.active -= 1
+            self.member = None
+
+    def _idle(self) -> None:
+        self.worker.counters["timeouts_client"] += 1
+        if self.transport is not None:
+            self.transport.abort()
+        if self.backend is not None:
+            self.backend.abort()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.deadline.cancel()
+            if self.transport is not None:
+                self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: a TCP stream has no request boundary; it runs until the drain deadline."""

@@ -1,0 +1,203 @@
+"""A worker process: one uvloop event loop serving every listener.
+
+Started by the supervisor as ``python -m lbcore.proxy.worker --control-fd N``. It
+receives, over the control channel, a Spec revision and the listening sockets it
+has not got yet; it compiles the revision, swaps it in (requests in flight keep
+the one they started on), opens servers for new bind addresses, closes servers
+for removed ones, and answers ``applied``. On ``stop`` (or SIGTERM) it stops
+accepting, lets open connections finish, and exits by the drain deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from lbcore import spec as S
+from lbcore.proxy.backend import BackendPools
+from lbcore.proxy.channel import Channel
+from lbcore.proxy.http import ClientConnection
+from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
+from lbcore.proxy.tcp import TcpClient
+
+__all__ = ["Worker", "main"]
+
+log = logging.getLogger("lbcore.worker")
+
+
+class Worker:
+    def __init__(self, loop: asyncio.AbstractEventLoop, channel: Channel, index: int, nworkers: int) -> None:
+        # lifetime: process
+        self.loop = loop
+        self.channel = channel
+        self.index = index
+        self.nworkers = max(1, nworkers)
+        self.registry = MemberRegistry()
+        self.backends = BackendPools(loop)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.stopping = False
+        self.stopped = loop.create_future()
+        # lifetime: revision
+        self.revision: Revision | None = None  # type: ignore[assignment]
+        # lifetime: bind address (kept across revisions while the address stays)
+        self.servers: dict[str, asyncio.base_events.Server] = {}
+        self.bind_listener: dict[str, str] = {}  # bind key -> listener name in the current revision
+        self.conns: dict[str, set] = collections.defaultdict(set)  # listener name -> open connections
+        self.maxconn: dict[str, int] = {}
+
+    # -- connection accounting ------------------------------------------------------
+    def admit(self, listener: str, conn: object) -> bool:
+        conns = self.conns[listener]
+        if len(conns) >= self.maxconn.get(listener, 1 << 30):
+            self.counters["maxconn_refused"] += 1
+            return False
+        conns.add(conn)
+        return True
+
+    def release(self, listener: str, conn: object) -> None:
+        self.conns[listener].discard(conn)
+        if self.stopping and not any(self.conns.values()) and not self.stopped.done():
+            self.stopped.set_result(None)
+
+    def _protocol_for(self, key: str):
+        def factory():
+            name = self.bind_listener[key]
+            listener = self.revision.listeners[name]
+            if listener.spec.protocol == "tcp":
+                return TcpClient(self, name)
+            return ClientConnection(self, name)
+
+        return factory
+
+    # -- control messages -------------------------------------------------------------
+    async def apply(self, message: dict[str, Any], fds: list[int]) -> None:
+        try:
+            spec = S.parse_spec(message["spec"])
+            revision = compile_revision(spec, self.registry)
+        except Exception as exc:  # the supervisor validated it: this is a bug, keep serving
+            for fd in fds:
+                os.close(fd)
+            log.error("worker %d: cannot apply revision: %s", self.index, exc)
+            self.report({"op": "error", "error": str(exc)})
+            return
+        new_fds = dict(zip(message.get("fd_binds", []), fds))
+        self.revision = revision
+        self.bind_listener = {str(l.bind): l.name for l in spec.listeners}
+        self.maxconn = {l.name: math.ceil(l.maxconn / self.nworkers) for l in spec.listeners}
+        for key, server in list(self.servers.items()):
+            if key not in self.bind_listener:
+                server.close()
+                del self.servers[key]
+        for listener in spec.listeners:
+            key = str(listener.bind)
+            fd = new_fds.pop(key, None)
+            if key in self.servers:
+                if fd is not None:
+                    os.close(fd)
+                continue
+            if fd is None:
+                log.error("worker %d: no socket for %s", self.index, key)
+                continue
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            self.servers[key] = await self.loop.create_server(
+                self._protocol_for(key), sock=sock, backlog=listener.backlog
+            )
+        for fd in new_fds.values():
+            os.close(fd)
+        self.report({"op": "applied", "revision": revision.id, "pid": os.getpid()})
+
+    def report(self, message: dict[str, Any]) -> None:
+        try:
+            self.channel.send(message)
+        except OSError:
+            # The supervisor is gone; on_control sees the EOF and stops us.
+            pass
+
+    def on_control(self) -> None:
+        try:
+            messages = self.channel.receive()
+        except (OSError, ValueError) as exc:
+            log.error("worker %d: control channel: %s", self.index, exc)
+            messages = None
+        if messages is None:
+            # The supervisor is gone: nobody will restart or stop us; stop gracefully.
+            self.loop.remove_reader(self.channel.fileno())
+            self.begin_stop(5.0)
+            return
+        for message, fds in messages:
+            self.handle(message, fds)
+
+    def handle(self, message: dict[str, Any], fds: list[int]) -> None:
+        op = message.get("op")
+        if op == "spec":
+            self.loop.create_task(self.apply(message, fds))
+        elif op == "stop":
+            self.begin_stop(float(message.get("deadline", 30.0)))
+        else:
+            log.warning("worker %d: unknown control message %r", self.index, op)
+
+    def begin_stop(self, deadline: float) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for server in self.servers.values():
+            server.close()
+        self.servers.clear()
+        for conns in list(self.conns.values()):
+            for conn in list(conns):
+                conn.shutdown()
+        self.backends.close_idle()
+        if not any(self.conns.values()) and not self.stopped.done():
+            self.stopped.set_result(None)
+        self.loop.call_later(deadline, lambda: self.stopped.done() or self.stopped.set_result(None))
+
+
+async def run(channel: Channel, index: int, nworkers: int) -> None:
+    loop = asyncio.get_running_loop()
+    worker = Worker(loop, channel, index, nworkers)
+    channel.sock.setblocking(True)
+    message = channel.receive_blocking()
+    if message is None:
+        return
+    channel.sock.setblocking(False)
+    await worker.apply(*message)
+    for later in channel.take_ready():
+        worker.handle(*later)
+    loop.add_reader(channel.fileno(), worker.on_control)
+    loop.add_signal_handler(signal.SIGTERM, worker.begin_stop, 30.0)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
+    await worker.stopped
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lbcore-worker")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s lbcore[worker {args.index} pid %(process)d] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    channel = Channel(socket.socket(fileno=args.control_fd))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
+        asyncio.run(run(channel, args.index, args.workers))
+    else:
+        uvloop.run(run(channel, args.index, args.workers))
+
+
+if __name__ == "__main__":
+    main()

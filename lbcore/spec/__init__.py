@@ -1,0 +1,76 @@
+"""The resolved runtime configuration: schema, load, validate, serialise, revision, diff.
+
+A Spec is what one engine runs: listeners, pools and their members, every cascading
+value already resolved onto the object that uses it. It is the one contract between
+the control plane (which generates it from its model) and the data plane (which
+compiles it); ``lbcore serve FILE`` reads one straight from YAML or JSON.
+
+- ``parse_spec(data)`` / ``loads_spec(text)`` / ``load_spec(path)`` read one and
+  raise ``SpecError`` listing *every* problem with its path
+  (``listeners[0].acls[2].condition: unknown fetch 'hots'``); a bad file is refused whole.
+- Every Spec object is a frozen, slotted, hashable dataclass, checked and made
+  canonical when created, whether by the reader or by a program.
+- ``spec.to_dict()`` is the canonical file form: ``parse_spec(spec.to_dict()) == spec``;
+  ``spec.revision`` hashes it. ``diff(old, new)`` and ``format_diff`` say what changed.
+
+Layout: ``_values`` (durations, sizes, addresses), ``_checks`` (validators and the
+machinery that runs them), ``_model`` (the dataclasses), ``_parse`` (file structure
+and cascading), ``_load`` (YAML/JSON), ``_diff``.
+
+Pure: no I/O except ``load_spec`` reading its file.
+"""
+
+from lbcore.spec._diff import Change, diff, format_diff
+from lbcore.spec._errors import SpecError, SpecIssue
+from lbcore.spec._load import load_spec, loads_spec
+from lbcore.spec._model import (
+    ADMIN_STATES,
+    PROTOCOLS,
+    Acl,
+    Defaults,
+    HealthCheck,
+    Limits,
+    Listener,
+    Member,
+    Persistence,
+    Pool,
+    Redirect,
+    Spec,
+    Timeouts,
+    TlsCertificate,
+    TlsSettings,
+)
+from lbcore.spec._parse import parse_spec
+from lbcore.spec._values import Address, FrozenDict, format_duration, format_size, parse_duration, parse_size
+
+__all__ = [
+    "ADMIN_STATES",
+    "PROTOCOLS",
+    "Acl",
+    "Address",
+    "Change",
+    "Defaults",
+    "FrozenDict",
+    "HealthCheck",
+    "Limits",
+    "Listener",
+    "Member",
+    "Persistence",
+    "Pool",
+    "Redirect",
+    "Spec",
+    "SpecError",
+    "SpecIssue",
+    "Timeouts",
+    "TlsCertificate",
+    "TlsSettings",
+    "diff",
+    "format_diff",
+    "format_duration",
+    "format_size",
+    "load_spec",
+    "loads_spec",
+    "parse_duration",
+    "parse_size",
+    "parse_spec",
+]

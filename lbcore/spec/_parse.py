@@ -1,0 +1,366 @@
+"""Reading a Spec from plain data (what YAML or JSON gave): keys, nesting, cascading.
+
+Theory of operation: one ``read_*`` function per object of the file. Each takes the raw
+value and its path, reads the keys it knows (an unknown key is a problem, with a
+did-you-mean), fills what the file leaves out from the level below in the cascade,
+then hands the values to ``check_object`` (the same checks a dataclass runs on
+creation). It returns the built object when nothing under it was wrong, else a
+``Partial`` whose good fields later checks can still read. Problems are collected,
+never raised, until ``parse_spec`` has read everything.
+
+Cascade: built-in defaults -> ``defaults:`` -> each listener (client, http_request,
+keepalive, drain timeouts; limits; forwarded_headers; maxconn), and built-in defaults
+-> ``defaults:`` -> each pool (connect, server, tunnel timeouts). A pool's values never
+come from a listener: one pool may serve many listeners.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import MISSING, fields, replace
+from typing import Any, Callable, Iterable, Mapping
+
+from lbcore.l7.acl import parse_condition
+from lbcore.spec import _checks as v
+from lbcore.spec._checks import FAILED, Partial, check_object, ok
+from lbcore.spec._errors import SpecError, SpecIssue, join_path
+from lbcore.spec._model import (
+    DEFAULT_FORWARDED,
+    DEFAULT_MAXCONN,
+    Acl,
+    Defaults,
+    HealthCheck,
+    Limits,
+    Listener,
+    Member,
+    Persistence,
+    Pool,
+    Redirect,
+    Spec,
+    Timeouts,
+    TlsCertificate,
+    TlsSettings,
+    check_version,
+)
+from lbcore.spec._values import Invalid, describe, did_you_mean
+
+__all__ = ["parse_spec"]
+
+L4_PROTOCOLS = ("tcp", "tls-passthrough")
+_ALGORITHM_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_-]*)\s*(?:\(\s*([^()]*?)\s*\))?\s*\Z")
+# Per field: what a wrong key at that level should say instead of "unknown key".
+_TIMEOUT_ELSEWHERE = {
+    "listener": "is a backend timeout: set it in defaults or on a pool",
+    "pool": "is a frontend timeout: set it in defaults or on a listener",
+}
+
+Reader = Callable[[Any, str, dict[str, Any]], None]
+
+
+class _Reader:
+    """Collects problems while the file is read."""
+
+    def __init__(self) -> None:
+        self.issues: list[SpecIssue] = []
+
+    def add(self, path: str, message: str) -> None:
+        issue = SpecIssue(path, message)
+        if issue not in self.issues:
+            self.issues.append(issue)
+
+    def mapping(self, raw: Any, path: str, allowed: Iterable[str]) -> dict[str, Any] | None:
+        """The keys of ``raw`` that this level knows; an issue for each it does not."""
+        if not isinstance(raw, Mapping):
+            self.add(path, f"expected a mapping, got {describe(raw)}")
+            return None
+        allowed = tuple(allowed)
+        known: dict[str, Any] = {}
+        for key, value in raw.items():
+            if not isinstance(key, str):
+                self.add(path, f"keys must be strings, got {describe(key)}")
+            elif key not in allowed:
+                self.add(join_path(path, key), f"unknown key{did_you_mean(key, allowed)}")
+            else:
+                known[key] = value
+        return known
+
+    def build(
+        self,
+        cls: type,
+        raw: Any,
+        path: str,
+        *,
+        required: tuple[str, ...] = (),
+        readers: Mapping[str, Reader] | None = None,
+        base: Mapping[str, Any] | None = None,
+        hidden: tuple[str, ...] = (),
+    ) -> Any:
+        """Read one object: keys -> values (``readers`` for nested or special keys, the
+        raw value otherwise) over ``base`` and the class defaults, then check."""
+        start = len(self.issues)
+        readers = readers or {}
+        data = self.mapping(raw, path, [key for key in cls._FIELDS if key not in hidden])
+        if data is None:
+            return Partial(cls, {})
+        values = _class_defaults(cls)
+        values.update(base or {})
+        for key in required:
+            if key not in data:
+                self.add(join_path(path, key), "required key missing")
+                values[key] = FAILED
+        for key, raw_value in data.items():
+            if key in readers:
+                readers[key](raw_value, join_path(path, key), values)
+            else:
+                values[key] = raw_value
+        for rel, message in check_object(cls, values):
+            self.add(join_path(path, rel), message)
+        if len(self.issues) > start:
+            return Partial(cls, values)
+        return cls(**values)
+
+    def items(self, raw: Any, path: str, read_item: Callable[[Any, str], Any]) -> Any:
+        """A list of objects; null is an empty list."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            self.add(path, f"expected a list, got {describe(raw)}")
+            return FAILED
+        return tuple(read_item(item, f"{path}[{index}]") for index, item in enumerate(raw))
+
+
+def _class_defaults(cls: type) -> dict[str, Any]:
+    values = {}
+    for field in fields(cls):
+        if field.name in cls._FIELDS:  # type: ignore[attr-defined]
+            values[field.name] = field.default if field.default is not MISSING else FAILED
+    return values
+
+
+def _set(key: str, read: Callable[[Any, str], Any], *, nullable: bool = True) -> Reader:
+    """A reader storing ``read(raw, path)`` in ``values[key]``; null stores None."""
+
+    def reader(raw: Any, path: str, values: dict[str, Any]) -> None:
+        values[key] = None if raw is None and nullable else read(raw, path)
+
+    return reader
+
+
+# -- cascading sections ------------------------------------------------------------------------
+
+
+def _timeouts(r: _Reader, raw: Any, path: str, base: Timeouts, level: str | None) -> Any:
+    """``base`` with the durations ``raw`` sets; ``level`` limits which keys may be set."""
+    if raw is None:
+        return base
+    data = r.mapping(raw, path, Timeouts._FIELDS)
+    if data is None:
+        return FAILED
+    allowed = {"listener": Timeouts.LISTENER_KEYS, "pool": Timeouts.POOL_KEYS}.get(level or "", tuple(Timeouts._FIELDS))
+    changes, failed = {}, False
+    for key, value in data.items():
+        if key not in allowed:
+            r.add(join_path(path, key), f"{key} {_TIMEOUT_ELSEWHERE[level or '']}")
+            failed = True
+            continue
+        try:
+            changes[key] = Timeouts._FIELDS[key](value)
+        except Invalid as exc:
+            r.add(join_path(path, key + exc.sub), exc.message)
+            failed = True
+    return FAILED if failed else replace(base, **changes)
+
+
+def _limits(r: _Reader, raw: Any, path: str, base: Limits) -> Any:
+    if raw is None:
+        return base
+    data = r.mapping(raw, path, Limits._FIELDS)
+    if data is None:
+        return FAILED
+    changes, failed = {}, False
+    for key, value in data.items():
+        try:
+            changes[key] = Limits._FIELDS[key](value)
+        except Invalid as exc:
+            r.add(join_path(path, key + exc.sub), exc.message)
+            failed = True
+    return FAILED if failed else replace(base, **changes)
+
+
+def _usable(value: Any, fallback: Any) -> Any:
+    return value if ok(value) else fallback
+
+
+# -- objects ------------------------------------------------------------------------------------
+
+
+def read_defaults(r: _Reader, raw: Any, path: str) -> Any:
+    if raw is None:
+        return Defaults()
+    return r.build(
+        Defaults,
+        raw,
+        path,
+        readers={
+            "timeouts": _set("timeouts", lambda raw, p: _timeouts(r, raw, p, Timeouts(), None), nullable=False),
+            "limits": _set("limits", lambda raw, p: _limits(r, raw, p, Limits()), nullable=False),
+        },
+    )
+
+
+def read_acl(r: _Reader, raw: Any, path: str) -> Any:
+    def condition(raw: Any, path: str, values: dict[str, Any]) -> None:
+        values["source"] = raw
+        if not isinstance(raw, (str, Mapping, list)):
+            r.add(path, f"expected a condition (a string or a mapping), got {describe(raw)}")
+            values["condition"] = values["source"] = FAILED
+            return
+        try:
+            values["condition"] = parse_condition(raw)
+        except (ValueError, TypeError) as exc:
+            r.add(path, str(exc))
+            values["condition"] = FAILED
+
+    return r.build(Acl, raw, path, required=("name", "condition", "pool"), readers={"condition": condition}, hidden=("source",))
+
+
+def read_redirect(r: _Reader, raw: Any, path: str) -> Any:
+    return r.build(Redirect, raw, path)
+
+
+def read_tls(r: _Reader, raw: Any, path: str) -> Any:
+    def certificates(raw: Any, path: str, values: dict[str, Any]) -> None:
+        values["certificates"] = r.items(
+            raw, path, lambda item, p: r.build(TlsCertificate, item, p, required=("cert", "key"))
+        )
+
+    return r.build(TlsSettings, raw, path, required=("certificates",), readers={"certificates": certificates})
+
+
+def read_listener(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
+    base_timeouts = _usable(getattr(defaults, "timeouts", FAILED), Timeouts())
+    base_limits = _usable(getattr(defaults, "limits", FAILED), Limits())
+    forwarded = getattr(defaults, "forwarded_headers", FAILED)
+    maxconn = getattr(defaults, "maxconn", FAILED)
+    protocol = raw.get("protocol", "http") if isinstance(raw, Mapping) else None
+
+    def forwarded_headers(raw: Any, path: str, values: dict[str, Any]) -> None:
+        values["forwarded_headers"] = () if raw is None else raw
+        if protocol in L4_PROTOCOLS and raw:
+            r.add(path, f"only http and https listeners add forwarding headers (this one is {protocol})")
+
+    def headers(key: str) -> Reader:
+        def reader(raw: Any, path: str, values: dict[str, Any]) -> None:
+            values[key] = () if raw is None else raw
+
+        return reader
+
+    return r.build(
+        Listener,
+        raw,
+        path,
+        required=("name", "bind"),
+        base={
+            "timeouts": base_timeouts,
+            "limits": base_limits,
+            "forwarded_headers": _usable(forwarded, DEFAULT_FORWARDED),
+            "maxconn": _usable(maxconn, DEFAULT_MAXCONN),
+        },
+        readers={
+            "acls": _set("acls", lambda raw, p: r.items(raw, p, lambda a, q: read_acl(r, a, q)), nullable=False),
+            "timeouts": _set("timeouts", lambda raw, p: _timeouts(r, raw, p, base_timeouts, "listener"), nullable=False),
+            "limits": _set("limits", lambda raw, p: _limits(r, raw, p, base_limits), nullable=False),
+            "forwarded_headers": forwarded_headers,
+            "add_headers": headers("add_headers"),
+            "response_headers": headers("response_headers"),
+            "redirect": _set("redirect", lambda raw, p: read_redirect(r, raw, p)),
+            "tls": _set("tls", lambda raw, p: read_tls(r, raw, p)),
+        },
+    )
+
+
+def read_health(r: _Reader, raw: Any, path: str) -> Any:
+    check = r.build(HealthCheck, raw, path, required=("type",))
+    if isinstance(raw, Mapping) and raw.get("type") in ("tcp", "tls-hello"):
+        for key in ("path", "method", "host", "expect"):
+            if key in raw:
+                r.add(join_path(path, key), f"only http and https checks take {key} (this one is {raw['type']})")
+    return check
+
+
+def read_member(r: _Reader, raw: Any, path: str) -> Any:
+    return r.build(Member, raw, path, required=("name", "address"))
+
+
+def read_pool(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
+    base_timeouts = _usable(getattr(defaults, "timeouts", FAILED), Timeouts())
+
+    def algorithm(raw: Any, path: str, values: dict[str, Any]) -> None:
+        if not isinstance(raw, str):
+            values["algorithm"] = raw  # the field check says what is wrong with it
+            return
+        match = _ALGORITHM_RE.match(raw)
+        if match is None:
+            r.add(path, f"invalid algorithm {raw!r} (roundrobin, leastconn, source, uri, hdr(NAME) or random)")
+            values["algorithm"] = FAILED
+            return
+        name, argument = match.groups()
+        values["algorithm"] = name
+        if not argument:  # hdr() says as little as hdr
+            return
+        if name != "hdr":
+            r.add(path, f"{name} takes no argument")
+            values["algorithm"] = FAILED
+            return
+        try:
+            values["hash_header"] = v.header_name(argument).lower()
+        except Invalid as exc:
+            r.add(path, exc.message)
+            values["hash_header"] = FAILED
+
+    return r.build(
+        Pool,
+        raw,
+        path,
+        required=("name",),
+        base={"timeouts": base_timeouts},
+        hidden=("hash_header",),
+        readers={
+            "algorithm": algorithm,
+            "persistence": _set("persistence", lambda raw, p: r.build(Persistence, raw, p, required=("type",))),
+            "health": _set("health", lambda raw, p: read_health(r, raw, p)),
+            "members": _set("members", lambda raw, p: r.items(raw, p, lambda m, q: read_member(r, m, q)), nullable=False),
+            "timeouts": _set("timeouts", lambda raw, p: _timeouts(r, raw, p, base_timeouts, "pool"), nullable=False),
+        },
+    )
+
+
+def parse_spec(data: Mapping[str, Any]) -> Spec:
+    """A Spec from plain data; SpecError lists every problem found, with its path."""
+    r = _Reader()
+    if data is None:
+        raise SpecError([SpecIssue("", "the spec is empty")])
+    if not isinstance(data, Mapping):
+        raise SpecError([SpecIssue("", f"a spec is a mapping (version, defaults, listeners, pools), got {describe(data)}")])
+    top = r.mapping(data, "", Spec._FIELDS)
+    assert top is not None
+    version = top.get("version", 1)
+    try:
+        version = check_version(version)
+    except Invalid as exc:
+        r.add("version", exc.message)
+        version = FAILED
+    defaults = read_defaults(r, top.get("defaults"), "defaults")
+    listeners = r.items(top.get("listeners"), "listeners", lambda raw, p: read_listener(r, raw, p, defaults))
+    pools = r.items(top.get("pools"), "pools", lambda raw, p: read_pool(r, raw, p, defaults))
+    values = {
+        "version": version,
+        "defaults": defaults,
+        "listeners": listeners,
+        "pools": pools,
+    }
+    for rel, message in check_object(Spec, values):
+        r.add(rel, message)
+    if r.issues:
+        raise SpecError(r.issues)
+    return Spec(**values)

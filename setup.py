@@ -1,0 +1,25 @@
+"""Build hook for the optional Cython fast paths in lbcore/_fastpath.
+
+Every compiled module has a pure-Python twin, so the package installs and runs
+when Cython or a C compiler is missing: the extensions are then simply skipped.
+"""
+import glob
+import os
+
+from setuptools import setup
+
+ext_modules = []
+if os.environ.get("LBCORE_NO_EXTENSIONS") != "1":
+    sources = sorted(glob.glob("lbcore/_fastpath/*.pyx"))
+    if sources:
+        try:
+            from Cython.Build import cythonize
+        except ImportError:  # pragma: no cover - build without Cython
+            cythonize = None
+        if cythonize is not None:
+            ext_modules = cythonize(
+                sources,
+                compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+            )
+
+setup(ext_modules=ext_modules)
