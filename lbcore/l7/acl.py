@@ -17,6 +17,13 @@ one of two spellings that parse to the same AST (``lbcore.l7.acl_parse``):
       {cookie: {name: beta, present: true}}      {header: {name: X-Env, equals: prod, ignore_case: true}}
       {method: [GET, HEAD]}                      {query: {name: v, equals: "2"}}
       {all: [...]}  {any: [...]}  {not: {...}}   # a mapping with several keys = all of them
+      {always: true}                             # a list of conditions = all of them;
+                                                 # a string anywhere = the compact form
+
+The compact grammar (operators, precedence not > and > or, haproxy's braces,
+quoting) is described in ``lbcore.l7.acl_parse``. ``condition_to_dict`` writes
+the canonical structured form and ``condition_to_string`` the compact one; both
+parse back to an equal AST.
 
 Fetches, with their compact spellings (haproxy's names keep haproxy's meaning):
 
@@ -109,10 +116,12 @@ __all__ = [
     "compile_condition",
     "condition_to_dict",
     "condition_to_string",
+    "describe_match",
     "explain_condition",
     "implies",
     "parse_condition",
     "split_header_list",
+    "string_test",
 ]
 
 Matcher = Callable[[RequestFacts], bool]

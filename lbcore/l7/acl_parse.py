@@ -31,8 +31,11 @@ Compact grammar::
     term      := FETCH ["(" NAME ")"] flag* value*
     flag      := "-i" | "-m" METHOD | "--"
 
-A term's values run until a word that is exactly an operator (``||`` ``or`` ``&&``
-``and`` ``!`` ``not``), a bracket (``(`` ``)`` ``{`` ``}`` ``!{`` ``!(``) or the end.
+Flags come before values (``-i`` or ``-m`` after a value is an error; ``--`` ends the
+flags, so ``urlp(v) -- -1`` works). A term's values run until a word that is exactly
+an operator (``||`` ``or`` ``&&`` ``and`` ``!`` ``not``), a bracket (``(`` ``)`` ``{``
+``}`` ``!{`` ``!(``) or the end: ``path /a ! method GET`` is path and not method,
+while in ``path /a !method`` the word ``!method`` is a second path value.
 ``(``, ``!`` and ``{`` may be glued to the front of a fetch (``!(src 10.0.0.0/8)``),
 and ``)`` to the end of a value when the value then holds more ``)`` than ``(``:
 ``path_reg ^/(a|b))`` is the regex ``^/(a|b)`` then a closing parenthesis. Braces
@@ -618,9 +621,7 @@ def _build_term(word: str, arg: str | None, ignore_case: bool, method: str | Non
 
 
 def _show(token: tuple) -> str:
-    if token[0] in ("fetch", "value"):
-        return repr(token[1])
-    if token[0] == "flag":
+    if token[0] in ("fetch", "value", "flag"):
         return repr(token[1])
     return repr({"or": "||", "and": "&&", "not": "!"}.get(token[0], token[0]))
 

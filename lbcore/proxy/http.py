@@ -557,6 +557,10 @@ class Exchange:
                 out.append(encode_chunk(data) if self.response_chunked else data)
             elif kind is Response:
                 out.append(self.response_head(event))
+                if event.status == 101:
+                    # Switching protocols: what follows is the tunnel (finish_upgrade).
+                    conn.write(b"".join(out))
+                    return
             elif kind is EndOfMessage:
                 if self.response_chunked:
                     out.append(encode_last_chunk(event.trailers))

@@ -117,7 +117,8 @@ def settle(obj: Any) -> None:
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 # RFC 9110 5.6.2 token; RFC 6265 cookie-name is the same alphabet.
 TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_HOST_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+\Z|\[[0-9A-Fa-f:.]+\]\Z")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?\Z|\[[0-9A-Fa-f:.]+\]\Z")
 _FIELD_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Headers a listener may not set: hop-by-hop ones (RFC 9110 7.6.1) and message framing,
 # which the engine owns (RFC 9112 6).

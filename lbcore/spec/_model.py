@@ -42,6 +42,7 @@ PROTOCOLS = ("http", "https", "tcp", "tls-passthrough")
 HTTP_PROTOCOLS = ("http", "https")
 ADMIN_STATES = ("enabled", "drain", "maint")
 HEALTH_TYPES = ("tcp", "http", "https", "tls-hello")
+HTTP_CHECK_KEYS = ("path", "method", "host", "expect")  # what only http and https checks use
 PERSISTENCE_TYPES = ("cookie", "source")
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 TLS_VERSIONS = ("1.2", "1.3")
@@ -427,7 +428,8 @@ class HealthCheck:
         return any(low <= status <= high for low, high in parse_status_ranges(self.expect))
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self._FIELDS}
+        keys = self._FIELDS if self.type in ("http", "https") else [k for k in self._FIELDS if k not in HTTP_CHECK_KEYS]
+        return {key: getattr(self, key) for key in keys}
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from lbcore.spec._errors import SpecError, SpecIssue, join_path
 from lbcore.spec._model import (
     DEFAULT_FORWARDED,
     DEFAULT_MAXCONN,
+    HTTP_CHECK_KEYS,
     Acl,
     Defaults,
     HealthCheck,
@@ -117,7 +118,12 @@ class _Reader:
             self.add(join_path(path, rel), message)
         if len(self.issues) > start:
             return Partial(cls, values)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except SpecError as exc:  # the same checks ran above; kept as a safety net
+            for issue in exc.errors:
+                self.add(join_path(path, issue.path), issue.message)
+            return Partial(cls, values)
 
     def items(self, raw: Any, path: str, read_item: Callable[[Any, str], Any]) -> Any:
         """A list of objects; null is an empty list."""
@@ -149,38 +155,23 @@ def _set(key: str, read: Callable[[Any, str], Any], *, nullable: bool = True) ->
 # -- cascading sections ------------------------------------------------------------------------
 
 
-def _timeouts(r: _Reader, raw: Any, path: str, base: Timeouts, level: str | None) -> Any:
-    """``base`` with the durations ``raw`` sets; ``level`` limits which keys may be set."""
+def _overrides(r: _Reader, cls: type, raw: Any, path: str, base: Any, level: str | None = None) -> Any:
+    """``base`` (Timeouts or Limits) with the values ``raw`` sets; ``level`` (listener,
+    pool) limits which timeouts may be set there."""
     if raw is None:
         return base
-    data = r.mapping(raw, path, Timeouts._FIELDS)
+    data = r.mapping(raw, path, cls._FIELDS)  # type: ignore[attr-defined]
     if data is None:
         return FAILED
-    allowed = {"listener": Timeouts.LISTENER_KEYS, "pool": Timeouts.POOL_KEYS}.get(level or "", tuple(Timeouts._FIELDS))
+    allowed = {"listener": Timeouts.LISTENER_KEYS, "pool": Timeouts.POOL_KEYS}.get(level or "")
     changes, failed = {}, False
     for key, value in data.items():
-        if key not in allowed:
+        if allowed is not None and key not in allowed:
             r.add(join_path(path, key), f"{key} {_TIMEOUT_ELSEWHERE[level or '']}")
             failed = True
             continue
         try:
-            changes[key] = Timeouts._FIELDS[key](value)
-        except Invalid as exc:
-            r.add(join_path(path, key + exc.sub), exc.message)
-            failed = True
-    return FAILED if failed else replace(base, **changes)
-
-
-def _limits(r: _Reader, raw: Any, path: str, base: Limits) -> Any:
-    if raw is None:
-        return base
-    data = r.mapping(raw, path, Limits._FIELDS)
-    if data is None:
-        return FAILED
-    changes, failed = {}, False
-    for key, value in data.items():
-        try:
-            changes[key] = Limits._FIELDS[key](value)
+            changes[key] = cls._FIELDS[key](value)  # type: ignore[attr-defined]
         except Invalid as exc:
             r.add(join_path(path, key + exc.sub), exc.message)
             failed = True
@@ -202,8 +193,8 @@ def read_defaults(r: _Reader, raw: Any, path: str) -> Any:
         raw,
         path,
         readers={
-            "timeouts": _set("timeouts", lambda raw, p: _timeouts(r, raw, p, Timeouts(), None), nullable=False),
-            "limits": _set("limits", lambda raw, p: _limits(r, raw, p, Limits()), nullable=False),
+            "timeouts": _set("timeouts", lambda raw, p: _overrides(r, Timeouts, raw, p, Timeouts()), nullable=False),
+            "limits": _set("limits", lambda raw, p: _overrides(r, Limits, raw, p, Limits()), nullable=False),
         },
     )
 
@@ -268,8 +259,8 @@ def read_listener(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
         },
         readers={
             "acls": _set("acls", lambda raw, p: r.items(raw, p, lambda a, q: read_acl(r, a, q)), nullable=False),
-            "timeouts": _set("timeouts", lambda raw, p: _timeouts(r, raw, p, base_timeouts, "listener"), nullable=False),
-            "limits": _set("limits", lambda raw, p: _limits(r, raw, p, base_limits), nullable=False),
+            "timeouts": _set("timeouts", lambda raw, p: _overrides(r, Timeouts, raw, p, base_timeouts, "listener"), nullable=False),
+            "limits": _set("limits", lambda raw, p: _overrides(r, Limits, raw, p, base_limits), nullable=False),
             "forwarded_headers": forwarded_headers,
             "add_headers": headers("add_headers"),
             "response_headers": headers("response_headers"),
@@ -282,7 +273,7 @@ def read_listener(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
 def read_health(r: _Reader, raw: Any, path: str) -> Any:
     check = r.build(HealthCheck, raw, path, required=("type",))
     if isinstance(raw, Mapping) and raw.get("type") in ("tcp", "tls-hello"):
-        for key in ("path", "method", "host", "expect"):
+        for key in HTTP_CHECK_KEYS:
             if key in raw:
                 r.add(join_path(path, key), f"only http and https checks take {key} (this one is {raw['type']})")
     return check
@@ -330,7 +321,7 @@ def read_pool(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
             "persistence": _set("persistence", lambda raw, p: r.build(Persistence, raw, p, required=("type",))),
             "health": _set("health", lambda raw, p: read_health(r, raw, p)),
             "members": _set("members", lambda raw, p: r.items(raw, p, lambda m, q: read_member(r, m, q)), nullable=False),
-            "timeouts": _set("timeouts", lambda raw, p: _timeouts(r, raw, p, base_timeouts, "pool"), nullable=False),
+            "timeouts": _set("timeouts", lambda raw, p: _overrides(r, Timeouts, raw, p, base_timeouts, "pool"), nullable=False),
         },
     )
 

@@ -74,6 +74,25 @@ class Member:
         self.requests = 0
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.gates: dict[str, asyncio.Event] = {}
+        self.waiting: dict[str, threading.Event] = {}
+        self.big_sent = 0
+        self.big_blocked = threading.Event()
+        self.big_done = threading.Event()
+
+    def _gate(self, name: str) -> asyncio.Event:
+        if name not in self.gates:
+            self.gates[name] = asyncio.Event()
+            self.waiting.setdefault(name, threading.Event())
+        return self.gates[name]
+
+    def wait_arrived(self, gate: str, timeout: float = 10.0) -> None:
+        """Block until a request is parked at /wait?gate=NAME."""
+        self.waiting.setdefault(gate, threading.Event())
+        assert self.waiting[gate].wait(timeout), f"no request arrived at gate {gate}"
+
+    def open_gate(self, gate: str) -> None:
+        self.loops.loop.call_soon_threadsafe(lambda: self._gate(gate).set())
 
     @property
     def address(self) -> str:
@@ -119,6 +138,8 @@ class Member:
                 while True:
                     part = conn.next_event()
                     if part is h11.NEED_DATA:
+                        if conn.they_are_waiting_for_100_continue:
+                            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
                         conn.receive_data(await reader.read(65536))
                     elif isinstance(part, h11.Data):
                         body += part.data
@@ -153,6 +174,11 @@ class Member:
                 send(h11.EndOfMessage())
             await writer.drain()
             return True
+        if path == "/wait":
+            gate = query.get("gate", "default")
+            event = self._gate(gate)
+            self.waiting[gate].set()
+            await event.wait()
         if path == "/big":
             size = int(query.get("bytes", "1048576"))
             send(h11.Response(status_code=200, headers=[("Content-Length", str(size)), ("X-Member", self.name)]))
@@ -162,9 +188,13 @@ class Member:
                 piece = chunk[: min(left, len(chunk))]
                 send(h11.Data(data=piece))
                 left -= len(piece)
+                self.big_sent += len(piece)
+                if writer.transport.get_write_buffer_size() > 0:
+                    self.big_blocked.set()  # the kernel buffers towards the engine are full
                 await writer.drain()
             send(h11.EndOfMessage())
             await writer.drain()
+            self.big_done.set()
             return True
         if path == "/chunked":
             parts = int(query.get("parts", "3"))

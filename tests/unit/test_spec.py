@@ -228,8 +228,13 @@ def pool_data(draw: Any, name: str) -> dict[str, Any]:
     pool.update(_sub(draw, {
         "algorithm": st.sampled_from(["roundrobin", "leastconn", "source", "uri", "random", "hdr(X-User)"]),
         "persistence": st.one_of(st.just({"type": "source", "timeout": "10m"}), st.just({"type": "cookie", "name": "LB"})),
-        "health": st.fixed_dictionaries({"type": st.sampled_from(["http", "https"]), "interval": st.just("5s"),
-                                         "timeout": st.just("1s"), "expect": st.just("200-299, 302")}),
+        "health": st.one_of(
+            st.fixed_dictionaries({"type": st.sampled_from(["http", "https"]), "interval": st.just("5s"),
+                                   "timeout": st.just("1s"), "expect": st.just("200-299, 302")},
+                                  optional={"host": st.just("Health.example.com:8080"), "method": st.just("HEAD"),
+                                            "path": st.just("/healthz?full=1"), "jitter": st.floats(0, 0.5)}),
+            st.fixed_dictionaries({"type": st.sampled_from(["tcp", "tls-hello"])},
+                                  optional={"rise": st.integers(1, 100), "fall": st.integers(1, 100)})),
         "timeouts": st.builds(dict, connect=durations, server=durations),
         "retries": st.integers(0, 5),
         "max_connections_per_member": st.integers(0, 100),
@@ -255,6 +260,12 @@ def spec_data(draw: Any) -> dict[str, Any]:
             "acls": [{"name": n, "condition": draw(st.sampled_from(conditions)), "pool": draw(st.sampled_from(pool_names))}
                      for n in acl_names],
         }
+        if protocol == "http" and draw(st.booleans()):
+            del listener["default_pool"], listener["acls"]
+            listener["redirect"] = draw(st.fixed_dictionaries(
+                {"scheme": st.sampled_from(["https", "http"])},
+                optional={"code": st.sampled_from([301, 302, 303, 307, 308]), "host": st.sampled_from(["Example.com", "a.b"]),
+                          "port": st.integers(1, 65535)}))
         if protocol == "https":
             listener["tls"] = {"certificates": [{"cert": "a.pem", "key": "a.key"},
                                                 {"cert": "b.pem", "key": "b.key", "default": True}]}
@@ -298,6 +309,42 @@ def test_diff_is_empty_exactly_when_equal(a: dict[str, Any], b: dict[str, Any]) 
     assert all(change.kind in ("added", "removed", "changed") for change in changes)
     assert len(format_diff(changes).splitlines()) == len(changes)
     json.dumps([change.to_dict() for change in changes])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 70000) | st.floats() | st.text(max_size=6)
+    | st.sampled_from(["5s", "hdr(x)", "127.0.0.1:80", "[::1]:1", "tcp", "www", "1.2", "src 10.0.0.0/8"]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["name", "bind", "pool", "type", "cert", "x"]) | st.integers(0, 2), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        found.extend(_paths(child, prefix + (key,)))
+    return found
+
+
+@SETTINGS
+@given(spec_data(), st.data())
+def test_any_damage_is_a_spec_error(data: dict[str, Any], draw: Any) -> None:
+    """Whatever a file holds, reading it gives a Spec or a SpecError, nothing else."""
+    data = copy.deepcopy(data)
+    for _ in range(draw.draw(st.integers(1, 3))):
+        path = draw.draw(st.sampled_from(_paths(data)[1:]))
+        node: Any = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = draw.draw(json_values)
+    try:
+        spec = parse_spec(data)
+    except SpecError as exc:
+        assert exc.errors and all(issue.message for issue in exc.errors)
+    else:
+        assert parse_spec(spec.to_dict()) == spec
 
 
 # -- errors: each with its exact path and message ---------------------------------------------------
@@ -560,6 +607,12 @@ def test_tls_settings_shape() -> None:
     ]
     data["listeners"][0]["tls"] = {"certificates": []}
     assert errors(data) == ["listeners[0].tls.certificates: at least one certificate is needed"]
+    single = TlsSettings((TlsCertificate("a.pem", "a.key"),))
+    assert single.certificates[0].default and single.default_certificate.cert == "a.pem"
+    with pytest.raises(SpecError, match="certificates: at least one certificate is needed"):
+        TlsSettings(())
+    https = Listener("s", Address("::1", 443), protocol="https", default_pool="p", tls=single)
+    assert parse_spec(Spec(listeners=(https,), pools=(Pool("p"),)).to_dict()).listener("s").tls == single
 
 
 def test_empty_and_null_sections() -> None:
