@@ -225,6 +225,7 @@ class Supervisor:
 
     def _respawn(self, index: int) -> None:
         if not self.stopping and index not in self.workers:
+            self._announced = None  # announce again once the new worker serves
             self.spawn(index)
 
     # -- reload -----------------------------------------------------------------------

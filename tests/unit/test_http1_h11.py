@@ -442,6 +442,10 @@ DEFECTS = {
                              m.body_raw),
         False, 400),
     "HTTP/2.0 request line": (lambda m, d: replace(m, start=m.start.replace(b"HTTP/1.1", b"HTTP/2.0")), False, 505),
+    "Transfer-Encoding in HTTP/1.0": (
+        lambda m, d: replace(add_line(without_framing(m), b"Transfer-Encoding: chunked\r\n", d.draw(st.integers(0, 9))),
+                             start=m.start.replace(b"HTTP/1.1", b"HTTP/1.0"), body_raw=b"2\r\nxy\r\n0\r\n\r\n"),
+        False, 400),
     "another CTL in a field value": (
         lambda m, d: add_line(m, b"X: a" + bytes([d.draw(st.sampled_from([1, 8, 14, 27, 31, 127]))]) + b"b\r\n",
                               d.draw(st.integers(0, 9))),
