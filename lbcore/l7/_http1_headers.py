@@ -17,6 +17,9 @@ __all__ = [
     "HOP_BY_HOP",
     "connection_tokens",
     "decode_fields",
+    "group_fields",
+    "connection_options",
+    "is_keep_alive",
     "parse_content_length",
     "parse_transfer_encoding",
     "TOKEN_RE",
@@ -69,6 +72,30 @@ def decode_fields(names: list[bytes], values: list[bytes]) -> Headers:
     return tuple(
         [(n.decode("latin-1"), v.rstrip(b" \t").decode("latin-1")) for n, v in zip(names, values)]
     )
+
+
+def group_fields(headers: Headers, wanted: frozenset[str]) -> dict[str, list[str]]:
+    """The values of the ``wanted`` (lower-case) field names, by lower-case name, in order."""
+    found: dict[str, list[str]] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname in wanted:
+            found.setdefault(lname, []).append(value)
+    return found
+
+
+def connection_options(values: list[str] | None) -> frozenset[str]:
+    """The lower-case options in the values of the Connection fields."""
+    if not values:
+        return frozenset()
+    return frozenset(t.strip(" \t").lower() for v in values for t in v.split(","))
+
+
+def is_keep_alive(version: str, options: frozenset[str]) -> bool:
+    """RFC 9112 9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive"."""
+    if "close" in options:
+        return False
+    return version == "1.1" or "keep-alive" in options
 
 
 def parse_content_length(values: list[str]) -> int:

@@ -11,13 +11,14 @@ ResponseReader; each ``feed`` returns the events the bytes complete::
 
 Parsing is llhttp's (through httptools), strict, with the checks it lacks
 added by the readers; the split of work and the readers' state tables are
-described in ``_http1_readers``. Any ProtocolError means: answer
+described in ``_http1_state``. Any ProtocolError means: answer
 ``status_hint`` (or 502 for a backend's response) and close; the reader
 refuses further input.
 
 Modules: ``_http1_events`` (ProtocolError and the event classes),
 ``_http1_headers`` (field grammar, framing decisions, hop-by-hop fields),
-``_http1_readers``, ``_http1_writers``.
+``_http1_state`` (how the readers work, their state tables), ``_http1_requests``,
+``_http1_responses``, ``_http1_chunks``, ``_http1_writers``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from ._http1_events import (
     Response,
 )
 from ._http1_headers import HOP_BY_HOP, connection_tokens
-from ._http1_readers import RequestReader, ResponseReader
+from ._http1_requests import RequestReader
+from ._http1_responses import ResponseReader
 from ._http1_writers import (
     encode_chunk,
     encode_last_chunk,

@@ -139,10 +139,41 @@ class MemberPool:
         self.idle_max = 32
         self.idle_timeout = 60.0
         self.all: set[BackendConnection] = set()
+        # Concurrency slots (max_connections_per_member): held by an exchange from
+        # member choice to its end; over the limit, requests queue here in order.
+        self.in_use = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
         # counters, read by stats
         self.connects = 0
         self.reuses = 0
         self.connect_errors = 0
+
+    def take_slot(self) -> None:
+        self.in_use += 1
+
+    def free_slot(self) -> None:
+        self.in_use -= 1
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    async def wait_slot(self, limit: int, timeout: float) -> bool:
+        """Queue until fewer than ``limit`` slots are in use; False on timeout."""
+        deadline = self.loop.time() + timeout
+        while self.in_use >= limit:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                return False
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except asyncio.TimeoutError:
+                return False
+        self.take_slot()
+        return True
 
     def take_idle(self) -> BackendConnection | None:
         idle = self.idle

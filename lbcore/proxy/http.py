@@ -85,6 +85,7 @@ class ClientConnection(asyncio.Protocol):
         self.requests = 0
         self.tunnel: BackendConnection | None = None  # set once upgraded (WebSocket)
         self.tunnel_backlog: list[bytes] = []  # bytes after an upgrade request, before the 101
+        self.tunnel_timeout = 0.0
         # lifetime: current request
         self.exchange: Exchange | None = None
 
@@ -117,7 +118,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         if self.tunnel is not None:
-            self.deadline.extend(self.timeouts.tunnel)
+            self.deadline.extend(self.tunnel_timeout)
             self.tunnel.write(data)
             return
         reader = self.reader
@@ -235,13 +236,17 @@ class ClientConnection(asyncio.Protocol):
             self.phase = _IDLE
             self.deadline.extend(self.timeouts.keepalive)
 
-    def start_tunnel(self, backend: BackendConnection, member_tail: bytes) -> None:
-        """The member answered 101: shuttle bytes both ways from now on."""
+    def start_tunnel(self, backend: BackendConnection, member_tail: bytes, timeout: float) -> None:
+        """The member answered 101: shuttle bytes both ways from now on.
+
+        ``timeout`` is the pool's tunnel timeout: inactivity in both directions.
+        """
         self.exchange = None
         self.tunnel = backend
+        self.tunnel_timeout = timeout
         backend.owner = TunnelOwner(self)
         self.phase = _BUSY
-        self.deadline.extend(self.timeouts.tunnel)
+        self.deadline.extend(timeout)
         self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
         if member_tail:
             self.write(member_tail)
@@ -318,7 +323,7 @@ class TunnelOwner:
 
     def backend_data(self, conn: BackendConnection, data: bytes) -> None:
         client = self.client
-        client.deadline.extend(client.timeouts.tunnel)
+        client.deadline.extend(client.tunnel_timeout)
         client.write(data)
 
     def backend_eof(self, conn: BackendConnection) -> None:
@@ -351,6 +356,7 @@ class Exchange:
         self.pool: PoolRuntime | None = None
         self.member: MemberState | None = None
         self.backend: BackendConnection | None = None
+        self.slot = None  # the MemberPool whose concurrency slot this exchange holds
         self.acl: str | None = None
         self.facts: RequestFacts | None = None
         self.client_keep_alive = request.keep_alive
@@ -434,11 +440,36 @@ class Exchange:
         member.active += 1
         self.tried.append(member)
         mpool = self.member_pool(member)
+        spec = self.pool.spec  # type: ignore[union-attr]
+        limit = spec.max_connections_per_member
+        if limit and mpool.in_use >= limit:
+            self.conn.loop.create_task(self._queue(mpool, limit, spec.timeouts.connect))
+            return
+        mpool.take_slot()
+        self.slot = mpool
         backend = mpool.take_idle()
         if backend is not None:
             self.attach(backend)
         else:
-            self.conn.loop.create_task(self._connect(mpool, self.pool.spec.timeouts.connect))  # type: ignore[union-attr]
+            self.conn.loop.create_task(self._connect(mpool, spec.timeouts.connect))
+
+    async def _queue(self, mpool, limit: int, timeout: float) -> None:
+        """The member is at max_connections_per_member: wait for a slot, in order."""
+        self.conn.worker.counters["queued"] += 1
+        if not await mpool.wait_slot(limit, timeout):
+            if not self.finished:
+                self.conn.worker.counters["queue_timeouts"] += 1
+                self.fail(503)
+            return
+        if self.finished:
+            mpool.free_slot()
+            return
+        self.slot = mpool
+        backend = mpool.take_idle()
+        if backend is not None:
+            self.attach(backend)
+        else:
+            await self._connect(mpool, self.pool.spec.timeouts.connect)  # type: ignore[union-attr]
 
     async def _connect(self, mpool, timeout: float) -> None:
         try:
@@ -458,6 +489,7 @@ class Exchange:
         counters["connect_errors"] += 1
         log.info("%s: %s", self.member.data if self.member else "?", exc)
         self.release_member()
+        self.free_slot()
         assert self.pool is not None
         if len(self.tried) <= self.pool.spec.retries:
             member = self.pool.balancer.pick(self.facts, self.tried)
@@ -634,7 +666,7 @@ class Exchange:
         self.finish()
         assert backend is not None
         self.backend = None
-        self.conn.start_tunnel(backend, tail)
+        self.conn.start_tunnel(backend, tail, self.pool.spec.timeouts.tunnel)  # type: ignore[union-attr]
 
     def backend_eof(self, backend: BackendConnection) -> None:
         reader = self.reader
@@ -742,8 +774,15 @@ class Exchange:
         if not self.finished:
             self.finished = True
             self.release_member()
+            self.free_slot()
             if self.server_deadline is not None:
                 self.server_deadline.cancel()
+
+    def free_slot(self) -> None:
+        slot = self.slot
+        if slot is not None:
+            self.slot = None
+            slot.free_slot()
 
     def release_member(self) -> None:
         member = self.member

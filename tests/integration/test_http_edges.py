@@ -250,3 +250,44 @@ def test_slow_client_does_not_grow_engine_memory(one):
         assert got >= total
     finally:
         s.close()
+
+
+def test_max_connections_per_member_queues_requests(members, engine):
+    import threading
+
+    m = members("m")
+    port = free_port()
+    spec = single(m, port)
+    spec["pools"][0]["max_connections_per_member"] = 1
+    engine(spec)
+    results = []
+    first = threading.Thread(target=lambda: results.append(http_get(port, "/wait?gate=g")))
+    first.start()
+    m.wait_arrived("g")
+    second = threading.Thread(target=lambda: results.append(http_get(port, "/")))
+    second.start()
+    second.join(0.5)  # bounded: the second request must not complete while the first holds the slot
+    assert second.is_alive() and m.requests == 1  # only the parked one reached the member
+    m.open_gate("g")
+    first.join(10)
+    second.join(10)
+    assert sorted(r[0] for r in results) == [200, 200]
+    assert m.accepted == 1  # the queued request reused the freed connection
+
+
+def test_queue_timeout_is_503(members, engine):
+    import threading
+
+    m = members("m")
+    port = free_port()
+    spec = single(m, port)
+    spec["pools"][0]["max_connections_per_member"] = 1
+    spec["pools"][0]["timeouts"] = {"connect": "200ms"}
+    engine(spec)
+    holder = threading.Thread(target=lambda: http_get(port, "/wait?gate=g"))
+    holder.start()
+    m.wait_arrived("g")
+    status, headers, _ = http_get(port, "/")
+    assert status == 503 and headers["retry-after"] == "1"
+    m.open_gate("g")
+    holder.join(10)

@@ -142,7 +142,8 @@ def test_chunked_with_extensions_and_trailers(mode):
 
 def test_data_events_are_never_empty_and_come_per_feed():
     reader = RequestReader()
-    assert reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\n") == [req(method="POST", content_length=6, headers=[("Host", "h"), ("Content-Length", "6")])]
+    head = reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\n")
+    assert head == [req("POST", content_length=6, headers=[("Host", "h"), ("Content-Length", "6")])]
     assert reader.feed(b"ab") == [Data(b"ab")]
     assert reader.feed(b"cdef") == [Data(b"cdef"), EndOfMessage()]
 
@@ -262,8 +263,12 @@ def test_feed_eof():
     assert reader.feed_eof() == []
     with pytest.raises(RuntimeError):
         reader.feed(b"GET")
-    for partial in [b"GE", b"GET / HTTP/1.1\r\nHost: h\r\n", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nab",
-                    b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"]:
+    for partial in [
+        b"GE",
+        b"GET / HTTP/1.1\r\nHost: h\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nab",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+    ]:
         reader = RequestReader()
         reader.feed(partial)
         with pytest.raises(ProtocolError) as info:
@@ -353,6 +358,18 @@ H = b"POST / HTTP/1.1\r\nHost: h\r\n"
 )
 def test_request_rejected(data, status, mode):
     reject(read_requests, data, status, mode)
+
+
+@pytest.mark.parametrize("target", ["*", "http://example.com:8080/a?b#c", "/%7E/a;b"])
+def test_request_target_forms(target):
+    method = "OPTIONS" if target == "*" else "GET"
+    data = f"{method} {target} HTTP/1.1\r\nHost: example.com\r\n\r\n".encode()
+    assert read_requests(data)[0].target == target
+
+
+def test_http10_upgrade_with_a_body_is_refused():
+    data = b"POST / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: x\r\nContent-Length: 2\r\n\r\nab"
+    reject(read_requests, data, 400)
 
 
 def test_http10_request_needs_no_host():
@@ -492,8 +509,39 @@ def test_head_response_after_a_chunked_response_in_the_same_bytes(mode):
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
     events = read_responses(data, ["GET", "HEAD", "GET"], mode)
-    assert [type(e) for e in events] == [Response, Data, EndOfMessage, Response, EndOfMessage, Response, Data, EndOfMessage]
+    assert [type(e) for e in events] == [
+        Response, Data, EndOfMessage, Response, EndOfMessage, Response, Data, EndOfMessage,
+    ]
     assert events[1] == Data(b"body") and events[6] == Data(b"abc")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chunk_data_that_looks_like_framing(mode):
+    # The body's end is found by chunk sizes, not by searching for CRLF CRLF.
+    tricky = b"\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
+    data = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(tricky), tricky)
+            + b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+    events = read_responses(data, ["GET", "HEAD"], mode)
+    assert events[1] == Data(tricky)
+    assert [type(e) for e in events[2:]] == [EndOfMessage, Response, EndOfMessage]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_blank_lines_before_a_response(mode):
+    data = b"\r\n\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    assert read_responses(data, ["HEAD"], mode) == [resp(headers=[("Content-Length", "0")], content_length=0), EndOfMessage()]
+
+
+def test_readers_take_any_bytes_like_object():
+    reader = ResponseReader()
+    reader.expect("GET")
+    events = reader.feed(bytearray(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"))
+    events += reader.feed(memoryview(b"okHTTP")[:2])
+    assert events[1:] == [Data(b"ok"), EndOfMessage()]
+    reader = RequestReader()
+    events = reader.feed(bytearray(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+    assert events[0].target == "/"
+    assert reader.feed(memoryview(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n"))[0].target == "/2"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,0 +1,283 @@
+"""The HTTP/1.1 request reader (server side); see ``_http1_state`` for how the readers work."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from ._http1_events import Data, EndOfMessage, Event, ProtocolError, Request
+from ._http1_headers import (
+    connection_options,
+    decode_fields,
+    group_fields,
+    is_keep_alive,
+    parse_content_length,
+    parse_transfer_encoding,
+)
+from ._http1_state import BODY, CLOSED, EMPTY_END, HEAD, IDLE, REQUEST_STATES, TUNNEL, Stop, goto, translate
+
+__all__ = ["RequestReader"]
+
+# Fields that decide framing and connection handling.
+_FIELDS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "expect"})
+
+# The longest method llhttp knows ("UNSUBSCRIBE") and the rest of a request line
+# (two SP, "HTTP/1.1", CRLF): the budget a target may use before the line is
+# measured exactly.
+_LONGEST_METHOD = 11
+_LINE_OVERHEAD = 12
+
+
+class RequestReader:
+    """Server side: request bytes in, Request/Data/EndOfMessage events out.
+
+    Limits (defaults as Apache's LimitRequestLine 8190 and LimitRequestFields
+    100, and nginx's large_client_header_buffers 4 x 8k for the header section):
+
+    * ``max_request_line``: bytes in the request line, CRLF included (414).
+    * ``max_header_bytes``: the header section, counted as name + value + 4
+      (": " and CRLF) per field (431); the trailer section has the same limit.
+    * ``max_headers``: fields in the header section, or in the trailers (431).
+
+    A head still incomplete at the end of a ``feed`` is held by httptools; the
+    reader counts every later byte fed into it and refuses a head that has
+    taken more than ``max_request_line + max_header_bytes``, so one incomplete
+    head costs at most that much plus one ``feed``.
+
+    After a message that closes the connection (``keep_alive`` False) the
+    reader ignores what follows (RFC 9112 9.6). After an upgrade or CONNECT
+    request ``upgraded`` is True and ``take_tail()`` returns the bytes that
+    followed it; a server that declines an upgrade hands those bytes to a fresh
+    RequestReader.
+    """
+
+    def __init__(self, *, max_request_line: int = 8192, max_header_bytes: int = 32768, max_headers: int = 100) -> None:
+        # configuration
+        self._max_request_line = max_request_line
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
+        self._url_budget = max_request_line - _LONGEST_METHOD - _LINE_OVERHEAD
+        # connection
+        self._parser = HttpRequestParser(self)
+        self._state = IDLE
+        self._error: ProtocolError | None = None
+        self._eof = False
+        self._tail: list[bytes] = []
+        self._tail_taken = False
+        self.upgraded = False
+        self._seq = 0  # messages begun, to tell one head from the next
+        # one feed() call
+        self._events: list[Event] = []
+        self._body: list[bytes] = []
+        # one message
+        self._url: list[bytes] = []
+        self._url_len = 0
+        self._names: list[bytes] = []
+        self._values: list[bytes] = []
+        self._stalled = 0  # bytes fed into this message that produced nothing
+        self._chunked = False
+        self._keep_alive = True
+        self._tunnel = False
+
+    # -- input -------------------------------------------------------------------
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse ``data``; return the events it completes, in order."""
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            raise RuntimeError("feed() after feed_eof()")
+        state = self._state
+        if state is TUNNEL:
+            return self._tunnel_input(data)
+        if state is CLOSED:
+            return []
+        events = self._events = []
+        seq = self._seq
+        view = data
+        try:
+            while True:
+                try:
+                    self._parser.feed_data(view)
+                    break
+                except HttpParserUpgrade as pause:
+                    offset = pause.args[0]
+                    if self._state is TUNNEL:
+                        self._tail.append(bytes(view[offset:]))
+                        break
+                    # llhttp paused for an upgrade that is not one (an HTTP/1.0
+                    # request); the body was refused, so go on after the head.
+                    view = memoryview(view)[offset:]
+                    if not view or self._state is CLOSED:
+                        break
+                except HttpParserError as exc:
+                    if self._state is CLOSED:
+                        break  # bytes after a closing message are ignored
+                    raise translate(exc) from exc
+            if self._state is HEAD or (self._state is BODY and self._chunked):
+                self._check_incomplete(state, seq, len(data))
+        except ProtocolError as exc:
+            self._fail(exc, events)
+        if self._body:
+            self._flush_body()
+        return events
+
+    def feed_eof(self) -> list[Event]:
+        """The client closed its side: nothing if between messages, else an error."""
+        if self._error is not None:
+            raise self._error
+        self._eof = True
+        if self._state in (IDLE, CLOSED, TUNNEL):
+            return []
+        self._fail(ProtocolError("connection closed in the middle of a request", 400), [])
+
+    def take_tail(self) -> bytes:
+        """The bytes after an upgrade or CONNECT request; the reader then takes no more input."""
+        if self._state is not TUNNEL or self._tail_taken:
+            raise RuntimeError("take_tail() needs an upgraded reader, once")
+        self._tail_taken = True
+        tail = b"".join(self._tail)
+        self._tail = []
+        return tail
+
+    def _tunnel_input(self, data: bytes) -> list[Event]:
+        if self._tail_taken:
+            raise RuntimeError("the reader is upgraded: tunnel bytes no longer go through it")
+        self._tail.append(bytes(data))
+        return []
+
+    def _check_incomplete(self, state: str, seq: int, size: int) -> None:
+        # Bound what httptools holds for an incomplete head or trailer field:
+        # the fields it has handed over are measured, and every byte of a feed
+        # that went wholly into the same head, or into a chunked body without
+        # yielding data (chunk lines, trailers), is counted.
+        if self._state is state and self._seq == seq and not self._body:
+            self._stalled += size
+            if self._stalled > self._max_request_line + self._max_header_bytes:
+                raise ProtocolError("request head or trailer section too large", 431)
+        else:
+            self._stalled = 0
+        if self._names:
+            self._check_fields("header" if self._state is HEAD else "trailer")
+
+    def _check_fields(self, section: str) -> None:
+        names = self._names
+        if len(names) > self._max_headers:
+            raise ProtocolError(f"more than {self._max_headers} {section} fields", 431)
+        size = sum(map(len, names)) + sum(map(len, self._values)) + 4 * len(names)
+        if size > self._max_header_bytes:
+            raise ProtocolError(f"{section} section larger than {self._max_header_bytes} bytes", 431)
+
+    def _fail(self, exc: ProtocolError, events: list[Event]) -> NoReturn:
+        exc.events = events
+        self._error = exc
+        raise exc
+
+    def _goto(self, event: str) -> None:
+        self._state = goto(REQUEST_STATES, self._state, event)
+
+    def _flush_body(self) -> None:
+        body = self._body
+        self._events.append(Data(body[0] if len(body) == 1 else b"".join(body)))
+        self._body = []
+
+    # -- httptools callbacks -----------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._state is CLOSED:
+            raise Stop()
+        self._goto("begin")
+        self._seq += 1
+        self._url = []
+        self._url_len = 0
+        self._names = []
+        self._values = []
+        self._stalled = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._url_len += len(url)
+        if self._url_len > self._url_budget:
+            line = self._url_len + len(self._parser.get_method()) + _LINE_OVERHEAD
+            if line > self._max_request_line:
+                raise ProtocolError(f"request line longer than {self._max_request_line} bytes", 414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Header fields, and after on_headers_complete the trailer fields; the
+        # limits are checked once per section and at the end of each feed().
+        self._names.append(name)
+        self._values.append(value)
+
+    def on_headers_complete(self) -> None:
+        self._check_fields("header")
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise ProtocolError(f"HTTP/{version} is not supported", 505)
+        method = parser.get_method().decode("ascii")
+        url = self._url
+        target = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
+        headers = decode_fields(self._names, self._values)
+        self._names = []
+        self._values = []
+
+        found = group_fields(headers, _FIELDS)
+        hosts = found.get("host")
+        if hosts is None:
+            if version == "1.1":
+                raise ProtocolError("HTTP/1.1 request without Host", 400)
+        elif len(hosts) > 1:
+            raise ProtocolError("more than one Host header", 400)
+        te = found.get("transfer-encoding")
+        cl = found.get("content-length")
+        chunked = False
+        length = None
+        if te is not None:
+            if cl is not None:
+                raise ProtocolError("both Content-Length and Transfer-Encoding", 400)
+            if version == "1.0":
+                # RFC 9112 6.1: treat as faulty framing.
+                raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request", 400)
+            parse_transfer_encoding(te)
+            chunked = True
+        elif cl is not None:
+            length = parse_content_length(cl)
+        tokens = connection_options(found.get("connection"))
+        keep_alive = is_keep_alive(version, tokens)
+        upgrade = None
+        if version == "1.1" and "upgrade" in tokens:
+            offered = ", ".join(found.get("upgrade", ())).strip(" \t")
+            upgrade = offered or None
+        expect_continue = version == "1.1" and any(
+            v.strip(" \t").lower() == "100-continue" for v in found.get("expect", ())
+        )
+        # llhttp stops after the head of an upgrade or CONNECT request and
+        # does not read its body, so such a request must not have one.
+        paused = parser.should_upgrade()
+        if paused and (chunked or length):
+            raise ProtocolError("an upgrade or CONNECT request with a body is not supported", 400)
+        if not paused:
+            upgrade = None
+        self._tunnel = paused and (upgrade is not None or method == "CONNECT")
+        self._keep_alive = keep_alive
+        self._chunked = chunked
+        self._events.append(
+            Request(method, target, headers, version, keep_alive, chunked, length, expect_continue, upgrade)
+        )
+        self._goto("head")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._body:
+            self._flush_body()
+        if self._names:
+            self._check_fields("trailer")
+            self._events.append(EndOfMessage(decode_fields(self._names, self._values)))
+        else:
+            self._events.append(EMPTY_END)
+        if self._tunnel:
+            self._goto("end-tunnel")
+            self.upgraded = True
+        else:
+            self._goto("end" if self._keep_alive else "end-close")

@@ -1,0 +1,331 @@
+"""The HTTP/1.1 response reader (client side); see ``_http1_state`` for how the readers work."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NoReturn
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from ._http1_chunks import ChunkScanner
+from ._http1_events import Data, EndOfMessage, Event, InformationalResponse, ProtocolError, Response
+from ._http1_headers import (
+    REASON_RE,
+    connection_options,
+    decode_fields,
+    group_fields,
+    is_keep_alive,
+    parse_content_length,
+    parse_transfer_encoding,
+)
+from ._http1_state import (
+    BODY_CHUNKED,
+    BODY_LENGTH,
+    BODY_UNTIL_EOF,
+    CLOSED,
+    EMPTY_END,
+    HEAD,
+    IDLE,
+    RESPONSE_STATES,
+    TUNNEL,
+    Stop,
+    goto,
+    translate,
+)
+
+__all__ = ["ResponseReader"]
+
+# Fields that decide framing and connection handling.
+_FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+class ResponseReader:
+    """Client side: response bytes in, Response/InformationalResponse/Data/EndOfMessage out.
+
+    Call ``expect(method)`` once per request sent, in order; a response to HEAD
+    has no body and a 2xx response to CONNECT starts a tunnel. Framing follows
+    RFC 9112 6.3: no body after HEAD, 1xx, 204 and 304; Transfer-Encoding
+    chunked; else Content-Length; else the body ends at EOF (``feed_eof``),
+    and the response is not keep-alive.
+
+    ``max_header_bytes`` bounds the whole head, status line included (431);
+    ``max_headers`` the number of fields (431); the trailer section of a
+    chunked body has the same limits.
+
+    Response bytes while no request is outstanding are a ProtocolError (blank
+    lines excepted); bytes after a response that closes the connection are
+    ignored. After a 101 (or a 2xx to CONNECT) ``upgraded`` is True and
+    ``take_tail()`` returns the bytes that followed the head.
+    """
+
+    def __init__(self, *, max_header_bytes: int = 65536, max_headers: int = 200) -> None:
+        # configuration
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
+        # connection
+        self._parser = HttpResponseParser(self)
+        self._expected: deque[str] = deque()
+        self._state = IDLE
+        self._error: ProtocolError | None = None
+        self._eof = False
+        self._tail: list[bytes] = []
+        self._tail_taken = False
+        self.upgraded = False
+        self._chunks = ChunkScanner(max_header_bytes)
+        # one feed() call
+        self._events: list[Event] = []
+        self._body: list[bytes] = []
+        # one message
+        self._begun = False
+        self._head_bytes = 0
+        self._carry = b""  # the last bytes of the head fed so far
+        self._cut = False  # the segment being fed ends with the head's CRLF CRLF
+        self._reason: list[bytes] = []
+        self._names: list[bytes] = []
+        self._values: list[bytes] = []
+        self._left = 0  # bytes to come of a Content-Length body
+        self._keep_alive = True
+
+    def expect(self, method: str) -> None:
+        """Note a request sent: its response comes after those already expected."""
+        self._expected.append(method)
+
+    # -- input -------------------------------------------------------------------
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse ``data``; return the events it completes, in order."""
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            raise RuntimeError("feed() after feed_eof()")
+        state = self._state
+        if state is TUNNEL:
+            return self._tunnel_input(data)
+        if state is CLOSED:
+            return []
+        if type(data) is not bytes:
+            data = bytes(data)
+        events = self._events = []
+        try:
+            self._run(data)
+        except ProtocolError as exc:
+            self._fail(exc, events)
+        if self._body:
+            self._flush_body()
+        return events
+
+    def feed_eof(self) -> list[Event]:
+        """The server closed its side: ends a body delimited by EOF; mid-message it is an error."""
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            return []
+        self._eof = True
+        state = self._state
+        events = self._events = []
+        if state is BODY_UNTIL_EOF:
+            events.append(EMPTY_END)
+            self._expected.popleft()
+            self._goto("eof")
+        elif state is BODY_LENGTH or state is BODY_CHUNKED or (state is HEAD and self._begun):
+            self._fail(ProtocolError("connection closed in the middle of a response", 400), events)
+        return events
+
+    def take_tail(self) -> bytes:
+        """The bytes after a 101 (or 2xx to CONNECT) head; the reader then takes no more input."""
+        if self._state is not TUNNEL or self._tail_taken:
+            raise RuntimeError("take_tail() needs an upgraded reader, once")
+        self._tail_taken = True
+        tail = b"".join(self._tail)
+        self._tail = []
+        return tail
+
+    def _tunnel_input(self, data: bytes) -> list[Event]:
+        if self._tail_taken:
+            raise RuntimeError("the reader is upgraded: tunnel bytes no longer go through it")
+        self._tail.append(bytes(data))
+        return []
+
+    def _run(self, data: bytes) -> None:
+        # Feed llhttp one message (part) at a time; see the module docstring.
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        while pos < end:
+            state = self._state
+            if state is HEAD:
+                stop = self._head_end(data, pos, end)
+                seg_end = end if stop < 0 else stop
+                self._head_bytes += seg_end - pos
+                if self._head_bytes > self._max_header_bytes:
+                    raise ProtocolError("response head too large", 431)
+                self._cut = stop >= 0
+                self._execute(view[pos:seg_end])
+                if stop < 0:
+                    self._carry = (self._carry + data[max(pos, end - 3) : end])[-3:]
+                    return
+                self._carry = b""
+                pos = seg_end
+            elif state is BODY_LENGTH:
+                take = min(self._left, end - pos)
+                self._left -= take
+                self._execute(view[pos : pos + take])
+                pos += take
+                if not self._left and self._state is BODY_LENGTH:
+                    raise ProtocolError("response body framing disagrees with the parser", 400)
+            elif state is BODY_CHUNKED:
+                stop = self._chunks.scan(data, pos, end)
+                seg_end = end if stop < 0 else stop
+                self._execute(view[pos:seg_end])
+                pos = seg_end
+                if stop >= 0 and self._state is BODY_CHUNKED:
+                    raise ProtocolError("chunked body framing disagrees with the parser", 400)
+            elif state is BODY_UNTIL_EOF:
+                self._execute(view[pos:end])
+                return
+            elif state is IDLE:
+                if not self._expected:
+                    if data[pos:end].strip(b"\r\n"):
+                        raise ProtocolError("response bytes with no request outstanding", 400)
+                    return
+                self._goto("begin")
+                self._begun = False
+                self._head_bytes = 0
+                self._carry = b""
+                self._reason = []
+                self._names = []
+                self._values = []
+            elif state is TUNNEL:
+                self._tail.append(data[pos:end])
+                return
+            else:  # CLOSED: what follows a closing response is ignored
+                return
+
+    def _head_end(self, data: bytes, pos: int, end: int) -> int:
+        """The index just after the CRLF CRLF ending the head, or -1."""
+        carry = self._carry
+        if carry:
+            probe = carry + data[pos : pos + 3]
+            i = probe.find(b"\r\n\r\n")
+            if i >= 0:
+                return pos + i + 4 - len(carry)
+        i = data.find(b"\r\n\r\n", pos, end)
+        return -1 if i < 0 else i + 4
+
+    def _execute(self, segment: memoryview) -> None:
+        try:
+            self._parser.feed_data(segment)
+        except HttpParserError as exc:
+            if isinstance(exc.__context__, Stop):
+                # The head had no body: llhttp, which would read one, is replaced.
+                self._parser = HttpResponseParser(self)
+                return
+            raise translate(exc) from exc
+        except HttpParserUpgrade:
+            raise ProtocolError("unexpected upgrade in a response", 400) from None
+
+    def _fail(self, exc: ProtocolError, events: list[Event]) -> NoReturn:
+        exc.events = events
+        self._error = exc
+        raise exc
+
+    def _goto(self, event: str) -> None:
+        self._state = goto(RESPONSE_STATES, self._state, event)
+
+    def _flush_body(self) -> None:
+        body = self._body
+        self._events.append(Data(body[0] if len(body) == 1 else b"".join(body)))
+        self._body = []
+
+    def _end_without_body(self, response: Response, event: str) -> None:
+        self._events.append(response)
+        self._events.append(EMPTY_END)
+        self._expected.popleft()
+        self._goto(event)
+        raise Stop()
+
+    # -- httptools callbacks -----------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._state is not HEAD:
+            raise ProtocolError(f"a response begins in state {self._state}", 400)
+        self._begun = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason.append(reason)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Header fields, and after on_headers_complete the trailer fields. The
+        # bytes are bounded as they are fed (_run, ChunkScanner), the count
+        # once per section.
+        self._names.append(name)
+        self._values.append(value)
+
+    def on_headers_complete(self) -> None:
+        if not self._cut:
+            raise ProtocolError("response head not ended by CRLF CRLF", 400)
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise ProtocolError(f"HTTP/{version} is not supported", 505)
+        status = parser.get_status_code()
+        if status < 100:
+            raise ProtocolError(f"invalid status code {status}", 400)
+        reason_bytes = b"".join(self._reason)
+        if REASON_RE.fullmatch(reason_bytes) is None:
+            raise ProtocolError("invalid character in reason phrase", 400)
+        reason = reason_bytes.decode("latin-1")
+        if len(self._names) > self._max_headers:
+            raise ProtocolError(f"more than {self._max_headers} header fields", 431)
+        headers = decode_fields(self._names, self._values)
+        self._names = []
+        self._values = []
+
+        if status < 200 and status != 101:
+            self._events.append(InformationalResponse(status, reason, headers))
+            self._goto("informational")
+            raise Stop()
+        method = self._expected[0]
+        found = group_fields(headers, _FIELDS)
+        te = found.get("transfer-encoding")
+        cl = found.get("content-length")
+        length = None if cl is None else parse_content_length(cl)
+        keep_alive = is_keep_alive(version, connection_options(found.get("connection")))
+
+        if status == 101 or (method == "CONNECT" and 200 <= status < 300):
+            self.upgraded = True
+            self._end_without_body(Response(status, reason, headers, version, False, te is not None, length), "tunnel")
+        if method == "HEAD" or status == 204 or status == 304:
+            self._end_without_body(
+                Response(status, reason, headers, version, keep_alive, te is not None, length),
+                "end" if keep_alive else "end-close",
+            )
+        if te is not None:
+            if cl is not None:
+                raise ProtocolError("both Content-Length and Transfer-Encoding", 400)
+            if version == "1.0":
+                raise ProtocolError("Transfer-Encoding in an HTTP/1.0 response", 400)
+            parse_transfer_encoding(te)
+            self._chunks.reset()
+            event = "chunked"
+        elif length is not None:
+            self._left = length
+            event = "length"
+        else:
+            keep_alive = False
+            event = "until-eof"
+        self._keep_alive = keep_alive
+        self._events.append(Response(status, reason, headers, version, keep_alive, te is not None, length))
+        self._goto(event)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._body:
+            self._flush_body()
+        if self._names:
+            if len(self._names) > self._max_headers:
+                raise ProtocolError(f"more than {self._max_headers} trailer fields", 431)
+            self._events.append(EndOfMessage(decode_fields(self._names, self._values)))
+        else:
+            self._events.append(EMPTY_END)
+        self._expected.popleft()
+        self._goto("end" if self._keep_alive else "end-close")
