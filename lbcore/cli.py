@@ -87,8 +87,15 @@ def cmd_route(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"--client-ip: {exc}", file=sys.stderr)
         return 2
+    if args.listener is None:
+        # Without --listener, explain for the first HTTP listener that routes (an HTTP
+        # request's host/path/cookie/header mean nothing to a TCP listener).
+        routing = [l for l in candidates if l.protocol in ("http", "https") and l.redirect is None]
+        candidates = routing or candidates
     listener = candidates[0]
-    print(f"listener {listener.name} ({listener.protocol} on {listener.bind})")
+    others = [l.name for l in spec.listeners if l is not listener]
+    hint = f" (others: {', '.join(others)}; pick with --listener)" if others and args.listener is None else ""
+    print(f"listener {listener.name} ({listener.protocol} on {listener.bind}){hint}")
     if listener.redirect is not None:
         r = listener.redirect
         print(f"  redirect {r.code} to scheme={r.scheme or 'same'} host={r.host or 'same'} port={r.port or 'default'}")

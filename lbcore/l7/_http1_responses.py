@@ -235,7 +235,7 @@ class ResponseReader:
         self._events.append(Data(body[0] if len(body) == 1 else b"".join(body)))
         self._body = []
 
-    def _end_without_body(self, response: Response, event: str) -> None:
+    def _end_without_body(self, response: Response, event: str) -> NoReturn:
         self._events.append(response)
         self._events.append(EMPTY_END)
         self._expected.popleft()

@@ -225,7 +225,9 @@ class ClientConnection(asyncio.Protocol):
         if self.exchange is not ex:
             return
         self.exchange = None
-        if not keep_alive or self.closed or self.worker.stopping:
+        if not keep_alive or self.closed or self.worker.stopping or (self.reader is not None and self.reader.upgraded):
+            # An upgrade the member declined (or CONNECT) leaves the reader in tunnel
+            # mode: what the client sends next is not HTTP we can parse, so close.
             self.close()
             return
         self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
@@ -365,6 +367,8 @@ class Exchange:
         self.body_pending: list[bytes] | None = []  # encoded body buffered until connected; None once streaming
         self.body_pending_size = 0
         self.body_sent = False
+        self.body_received = 0
+        self.body_limit = self.listener.spec.limits.max_body  # None: unlimited
         self.discard_body = False
         # response side
         self.reader: ResponseReader | None = None
@@ -392,7 +396,7 @@ class Exchange:
             self.discard_body = True
             self.answer(405, (("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),))
             return
-        body_limit = spec.limits.max_body
+        body_limit = self.body_limit
         if body_limit is not None and request.content_length is not None and request.content_length > body_limit:
             self.discard_body = True
             self.answer(413, keep_alive=False)
@@ -539,6 +543,10 @@ class Exchange:
             if self.discard_body:
                 return
             data = event.data  # type: ignore[attr-defined]
+            self.body_received += len(data)
+            if self.body_limit is not None and self.body_received > self.body_limit:
+                self.body_too_large()
+                return
             if self.request.chunked:
                 data = encode_chunk(data)
             self.send_body(data)
@@ -548,6 +556,17 @@ class Exchange:
                 self.send_body(encode_last_chunk(event.trailers))  # type: ignore[attr-defined]
             if self.finished:
                 self.conn.exchange_done(self, self.response_keep_alive)
+
+    def body_too_large(self) -> None:
+        """A chunked body grew past limits.max_body (a Content-Length one is refused upfront)."""
+        self.conn.worker.counters["body_too_large"] += 1
+        self.discard_body = True
+        started = self.response_started
+        self.abandon()
+        if started:
+            self.conn.abort()
+        else:
+            self.conn.send_error(413)
 
     def send_body(self, data: bytes) -> None:
         if not data:

@@ -36,6 +36,7 @@ __all__ = ["Supervisor", "bind_socket", "serve"]
 
 log = logging.getLogger("lbcore.supervisor")
 
+SERVED_PROTOCOLS = ("http", "tcp")
 RESPAWN_BACKOFF = 1.0  # seconds before restarting a worker that died right after starting
 KILL_GRACE = 5.0  # seconds after the drain deadline before stragglers get SIGKILL
 
@@ -83,7 +84,12 @@ class Supervisor:
 
     # -- start ------------------------------------------------------------------------
     def load(self) -> S.Spec:
-        return S.load_spec(self.spec_path)
+        spec = S.load_spec(self.spec_path)
+        issues = [S.SpecIssue(f"listeners[{l.name}].protocol", f"protocol {l.protocol!r} is not served by this engine version")
+                  for l in spec.listeners if l.protocol not in SERVED_PROTOCOLS]
+        if issues:
+            raise S.SpecError(issues)
+        return spec
 
     def bind_all(self, spec: S.Spec) -> dict[str, socket.socket]:
         """Bind the addresses ``spec`` needs that are not bound yet; all or nothing."""

@@ -291,3 +291,24 @@ def test_queue_timeout_is_503(members, engine):
     assert status == 503 and headers["retry-after"] == "1"
     m.open_gate("g")
     holder.join(10)
+
+
+def test_body_limit_refuses_content_length_and_chunked(members, engine):
+    m = members("m")
+    port = free_port()
+    spec = single(m, port, limits={"max_body": "1k"})
+    engine(spec)
+    assert status_of(raw_exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + b"a" * 2000)) == 413
+    chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"a" * 1024 + b"\r\n" + b"10\r\n" + b"b" * 16 + b"\r\n0\r\n\r\n"
+    assert status_of(raw_exchange(port, chunked)) == 413
+    ok = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + b"400\r\n" + b"a" * 1024 + b"\r\n0\r\n\r\n"
+    assert status_of(raw_exchange(port, ok)) == 200
+
+
+def test_declined_upgrade_and_connect_close_the_connection(one):
+    port, _, _ = one
+    # the member answers 200 (not 101) to an upgrade request on "/": response, then close
+    raw = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", read_until_close=False)
+    assert status_of(raw) == 200
+    raw = raw_exchange(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", read_until_close=False)
+    assert status_of(raw) == 405
