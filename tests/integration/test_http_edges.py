@@ -312,3 +312,15 @@ def test_declined_upgrade_and_connect_close_the_connection(one):
     assert status_of(raw) == 200
     raw = raw_exchange(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", read_until_close=False)
     assert status_of(raw) == 405
+
+
+def test_idle_keepalive_connection_is_closed(members, engine):
+    m = members("m")
+    port = free_port()
+    engine(single(m, port, timeouts={"keepalive": "200ms"}))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):  # the response, then EOF once idle past keepalive
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.count(b"HTTP/1.1 ") == 1

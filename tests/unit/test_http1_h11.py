@@ -1,4 +1,4 @@
-"""Differential tests: lbcore's HTTP/1.1 readers against h11, the reference twin.
+r"""Differential tests: lbcore's HTTP/1.1 readers against h11, the reference twin.
 
 Hypothesis writes valid requests and responses from the RFC 9110/9112 grammar
 (methods, targets, field names and values with optional whitespace, bodies by
