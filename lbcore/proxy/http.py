@@ -47,6 +47,7 @@ from lbcore.l7.rewrite import request_head_for_member, response_head_for_client
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
 from lbcore.proxy.runtime import parse_client
+from lbcore.proxy.stats import ListenerCounters, MemberCounters
 
 if TYPE_CHECKING:  # pragma: no cover
     from lbcore.l7.balance import MemberState
@@ -61,7 +62,12 @@ log = logging.getLogger("lbcore.proxy.http")
 # many bytes the client is paused (flow control), so the buffer stays bounded.
 BODY_BUFFER_HIGH = 64 * 1024
 
-_IDLE, _HEAD, _BUSY, _CLOSING = range(4)  # client-side phases: which timeout applies
+_IDLE, _HEAD, _BUSY, _CLOSING = range(4)
+
+# Stand-ins before a connection or exchange has its real counters: they absorb
+# increments so the hot path needs no "is None" checks.
+_NO_LISTENER_STATS = ListenerCounters()
+_NO_MEMBER_STATS = MemberCounters()  # client-side phases: which timeout applies
 
 
 class ClientConnection(asyncio.Protocol):
@@ -82,6 +88,8 @@ class ClientConnection(asyncio.Protocol):
         self.reader: RequestReader | None = None
         self.pending: deque = deque()  # parsed events not yet handed to an exchange (pipelining)
         self.closed = False
+        self.counted = False  # counted in lstats.conns_cur
+        self.lstats = _NO_LISTENER_STATS
         self.requests = 0
         self.tunnel: BackendConnection | None = None  # set once upgraded (WebSocket)
         self.tunnel_backlog: list[bytes] = []  # bytes after an upgrade request, before the 101
@@ -110,6 +118,10 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip, self.client_port = parse_client(transport.get_extra_info("peername"))
         self.client_ip_text = str(self.client_ip) if self.client_ip is not None else ""
         self.timeouts = listener.spec.timeouts
+        self.lstats = lstats = worker.stats.listener(self.listener_name)
+        lstats.conns_total += 1
+        lstats.conns_cur += 1
+        self.counted = True
         self.phase = _IDLE
         # The first request gets http_request to arrive (slowloris), not keepalive.
         self.deadline.extend(self.timeouts.http_request)
@@ -117,6 +129,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.lstats.bytes_in += len(data)
         if self.tunnel is not None:
             self.deadline.extend(self.tunnel_timeout)
             self.tunnel.write(data)
@@ -175,6 +188,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.deadline.cancel()
+        if self.counted:
+            self.lstats.conns_cur -= 1
         self.worker.release(self.listener_name, self)
         if self.exchange is not None:
             self.exchange.client_lost()
@@ -260,6 +275,7 @@ class ClientConnection(asyncio.Protocol):
     # -- output and teardown --------------------------------------------------------
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
+            self.lstats.bytes_out += len(data)
             self.transport.write(data)
 
     def send_error(self, status: int, extra_headers=()) -> None:
@@ -268,7 +284,7 @@ class ClientConnection(asyncio.Protocol):
 
     def protocol_error(self, exc: ProtocolError) -> None:
         log.debug("client %s: %s", self.client_ip_text, exc)
-        self.worker.counters["protocol_errors"] += 1
+        self.lstats.errors += 1
         if self.exchange is not None and self.exchange.response_started:
             self.abort()
             return
@@ -301,10 +317,8 @@ class ClientConnection(asyncio.Protocol):
         if phase == _IDLE:
             self.close()  # keep-alive idle: close silently
         elif phase == _HEAD:
-            self.worker.counters["timeouts_http_request"] += 1
             self.send_error(408)
         else:
-            self.worker.counters["timeouts_client"] += 1
             ex = self.exchange
             if ex is not None and not ex.response_started:
                 ex.abandon()
@@ -358,6 +372,9 @@ class Exchange:
         self.pool: PoolRuntime | None = None
         self.member: MemberState | None = None
         self.backend: BackendConnection | None = None
+        self.pstats = None  # PoolCounters once routed
+        self.mstats = _NO_MEMBER_STATS  # MemberCounters of the member in use
+        self.started = conn.loop.time()
         self.slot = None  # the MemberPool whose concurrency slot this exchange holds
         self.acl: str | None = None
         self.facts: RequestFacts | None = None
@@ -385,8 +402,7 @@ class Exchange:
         conn = self.conn
         request = self.request
         listener = self.listener
-        counters = conn.worker.counters
-        counters["requests"] += 1
+        conn.lstats.requests += 1
         spec = listener.spec
         if spec.redirect is not None:
             self.discard_body = True
@@ -413,9 +429,11 @@ class Exchange:
             self.answer(503, (("Retry-After", "1"),))
             return
         self.pool = pool
+        self.pstats = pstats = conn.worker.stats.pool(pool.name)
+        pstats.requests += 1
         member = self.pick_member()
         if member is None:
-            counters["no_member"] += 1
+            pstats.no_member += 1
             self.discard_body = True
             self.answer(503, (("Retry-After", "1"),))
             return
@@ -441,6 +459,8 @@ class Exchange:
 
     def connect(self, member: "MemberState") -> None:
         self.member = member
+        self.mstats = self.conn.worker.stats.member(self.pool.name, member.name)  # type: ignore[union-attr]
+        self.mstats.requests += 1
         member.active += 1
         self.tried.append(member)
         mpool = self.member_pool(member)
@@ -459,10 +479,10 @@ class Exchange:
 
     async def _queue(self, mpool, limit: int, timeout: float) -> None:
         """The member is at max_connections_per_member: wait for a slot, in order."""
-        self.conn.worker.counters["queued"] += 1
+        self.pstats.queued += 1
         if not await mpool.wait_slot(limit, timeout):
             if not self.finished:
-                self.conn.worker.counters["queue_timeouts"] += 1
+                self.pstats.queue_timeouts += 1
                 self.fail(503)
             return
         if self.finished:
@@ -481,6 +501,7 @@ class Exchange:
         except ConnectFailed as exc:
             self.connect_failed(exc)
             return
+        self.mstats.conns_total += 1
         if self.finished:
             mpool.put_idle(backend)  # the client went away meanwhile: keep it warm
             return
@@ -489,8 +510,9 @@ class Exchange:
     def connect_failed(self, exc: ConnectFailed) -> None:
         if self.finished:
             return
-        counters = self.conn.worker.counters
-        counters["connect_errors"] += 1
+        self.pstats.connect_errors += 1
+        self.mstats.connect_errors += 1
+        self.conn.worker.member_error(self.member, gateway=True)
         log.info("%s: %s", self.member.data if self.member else "?", exc)
         self.release_member()
         self.free_slot()
@@ -498,7 +520,7 @@ class Exchange:
         if len(self.tried) <= self.pool.spec.retries:
             member = self.pool.balancer.pick(self.facts, self.tried)
             if member is not None:
-                counters["redispatches"] += 1
+                self.pstats.redispatches += 1
                 self.connect(member)
                 return
         self.fail(504 if exc.timeout else 502)
@@ -527,7 +549,9 @@ class Exchange:
         pending = self.body_pending or ()
         self.body_pending = None
         self.body_sent = bool(pending)
-        backend.write(b"".join((head, *pending)) if pending else head)
+        out = b"".join((head, *pending)) if pending else head
+        self.mstats.bytes_out += len(out)
+        backend.write(out)
         if self.body_pending_size:
             self.body_pending_size = 0
             self.conn.gate.resume(ReadGate.BUFFERED)
@@ -559,7 +583,6 @@ class Exchange:
 
     def body_too_large(self) -> None:
         """A chunked body grew past limits.max_body (a Content-Length one is refused upfront)."""
-        self.conn.worker.counters["body_too_large"] += 1
         self.discard_body = True
         started = self.response_started
         self.abandon()
@@ -579,6 +602,7 @@ class Exchange:
                 self.conn.gate.pause(ReadGate.BUFFERED)
         elif self.backend is not None:
             self.body_sent = True
+            self.mstats.bytes_out += len(data)
             self.backend.write(data)
             if self.server_deadline is not None:
                 self.server_deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
@@ -587,6 +611,7 @@ class Exchange:
     def backend_data(self, backend: BackendConnection, data: bytes) -> None:
         reader = self.reader
         assert reader is not None
+        self.mstats.bytes_in += len(data)
         self.server_deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
         try:
             events = reader.feed(data)
@@ -632,8 +657,15 @@ class Exchange:
 
     def response_head(self, response: Response) -> bytes:
         self.response_started = True
-        counters = self.conn.worker.counters
-        counters["responses"] += 1
+        status = response.status
+        self.conn.lstats.response(status)
+        self.pstats.response(status)
+        mstats = self.mstats
+        mstats.response(status)
+        if status >= 500:
+            self.conn.worker.member_error(self.member, gateway=False)
+        elif self.member is not None:
+            self.conn.worker.member_ok(self.member)
         extra: list[tuple[str, str]] = []
         persistence = self.pool.persistence if self.pool else None
         if persistence is not None and self.member is not None:
@@ -658,6 +690,7 @@ class Exchange:
         return framing.head
 
     def response_complete(self) -> None:
+        self.mstats.observe(self.conn.loop.time() - self.started)
         backend = self.backend
         reusable = (
             backend is not None
@@ -723,19 +756,23 @@ class Exchange:
         if reused and not self.body_sent and self.request.content_length in (None, 0) and not self.request.chunked:
             # A pooled connection the member closed just as we reused it: safe to
             # replay on a fresh connection, since nothing of the request body is lost.
-            self.conn.worker.counters["retries"] += 1
+            self.pstats.retries += 1
             self.body_pending = []
             member = self.member
             assert member is not None and self.pool is not None
             self.conn.loop.create_task(self._connect(self.member_pool(member), self.pool.spec.timeouts.connect))
             return
         log.info("%s: %s", self.member.data if self.member else "?", why)
-        self.conn.worker.counters["response_errors"] += 1
+        self.pstats.response_errors += 1
+        self.mstats.response_errors += 1
+        self.conn.worker.member_error(self.member, gateway=True)
         self.fail(502)
 
     def member_protocol_error(self, exc: ProtocolError) -> None:
         log.info("%s sent a bad response: %s", self.member.data if self.member else "?", exc)
-        self.conn.worker.counters["response_errors"] += 1
+        self.pstats.response_errors += 1
+        self.mstats.response_errors += 1
+        self.conn.worker.member_error(self.member, gateway=True)
         if self.backend is not None:
             self.backend.owner = None
             self.backend.abort()
@@ -749,7 +786,9 @@ class Exchange:
     def server_timeout(self) -> None:
         if self.finished:
             return
-        self.conn.worker.counters["timeouts_server"] += 1
+        self.pstats.response_errors += 1
+        self.mstats.response_errors += 1
+        self.conn.worker.member_error(self.member, gateway=True)
         if self.backend is not None:
             self.backend.owner = None
             self.backend.abort()
@@ -773,7 +812,7 @@ class Exchange:
         self.finished = True
         self.response_started = True
         self.response_keep_alive = keep_alive
-        self.conn.worker.counters["responses"] += 1
+        self.conn.lstats.response(status)
         self.conn.write(error_response(status, extra_headers=extra_headers, keep_alive=keep_alive))
         if not keep_alive:
             self.conn.exchange_done(self, False)
@@ -786,7 +825,9 @@ class Exchange:
         self.finish()
         self.response_started = True
         extra = (("Retry-After", "1"),) if status == 503 else ()
-        self.conn.worker.counters["responses"] += 1
+        self.conn.lstats.response(status)
+        if self.pstats is not None:
+            self.pstats.response(status)
         self.conn.send_error(status, extra)
 
     def finish(self) -> None:

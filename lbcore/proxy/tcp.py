@@ -19,6 +19,7 @@ from lbcore.l7.persistence import SourcePersistence
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
 from lbcore.proxy.runtime import parse_client
+from lbcore.proxy.stats import ListenerCounters, MemberCounters
 
 if TYPE_CHECKING:  # pragma: no cover
     from lbcore.l7.balance import MemberState
@@ -30,6 +31,9 @@ __all__ = ["TcpClient"]
 log = logging.getLogger("lbcore.proxy.tcp")
 
 BUFFER_HIGH = 64 * 1024
+
+_NO_LISTENER_STATS = ListenerCounters()
+_NO_MEMBER_STATS = MemberCounters()
 
 
 class TcpClient(asyncio.Protocol):
@@ -50,6 +54,10 @@ class TcpClient(asyncio.Protocol):
         self.tried: list[MemberState] = []
         self.facts: RequestFacts | None = None
         self.idle_timeout = 30.0
+        self.counted = False
+        self.lstats = _NO_LISTENER_STATS
+        self.pstats = None
+        self.mstats = _NO_MEMBER_STATS
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -67,18 +75,24 @@ class TcpClient(asyncio.Protocol):
         self.facts = RequestFacts("", "", (), client_ip, client_port)
         route = listener.router.route(self.facts)
         pool = revision.pools.get(route.pool) if route.pool else None
-        worker.counters["requests"] += 1
+        self.lstats = lstats = worker.stats.listener(self.listener_name)
+        lstats.conns_total += 1
+        lstats.conns_cur += 1
+        lstats.requests += 1
+        self.counted = True
         if pool is None:
             self.close()
             return
         self.pool = pool
+        self.pstats = worker.stats.pool(pool.name)
+        self.pstats.requests += 1
         member = None
         if isinstance(pool.persistence, SourcePersistence):
             member = pool.persistence.lookup(self.facts, pool.by_name, self.loop.time())
         if member is None:
             member = pool.balancer.pick(self.facts, self.tried)
         if member is None:
-            worker.counters["no_member"] += 1
+            self.pstats.no_member += 1
             self.close()
             return
         self.connect(member)
@@ -86,6 +100,8 @@ class TcpClient(asyncio.Protocol):
     def connect(self, member: "MemberState") -> None:
         assert self.pool is not None
         self.member = member
+        self.mstats = self.worker.stats.member(self.pool.name, member.name)
+        self.mstats.requests += 1
         member.active += 1
         self.tried.append(member)
         info = member.data
@@ -99,13 +115,17 @@ class TcpClient(asyncio.Protocol):
         except ConnectFailed as exc:
             self._connect_failed(exc)
             return
+        self.mstats.conns_total += 1
         if self.closed:
             backend.close()
             return
+        self.worker.member_ok(self.member)
         self.attach(backend)
 
     def _connect_failed(self, exc: ConnectFailed) -> None:
-        self.worker.counters["connect_errors"] += 1
+        self.pstats.connect_errors += 1
+        self.mstats.connect_errors += 1
+        self.worker.member_error(self.member, gateway=True)
         log.info("%s: %s", self.member.data if self.member else "?", exc)
         self._release_member()
         if self.closed:
@@ -114,7 +134,7 @@ class TcpClient(asyncio.Protocol):
         if len(self.tried) <= self.pool.spec.retries:
             member = self.pool.balancer.pick(self.facts, self.tried)
             if member is not None:
-                self.worker.counters["redispatches"] += 1
+                self.pstats.redispatches += 1
                 self.connect(member)
                 return
         self.close()
@@ -136,8 +156,10 @@ class TcpClient(asyncio.Protocol):
     # -- client side ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self.deadline.extend(self.idle_timeout)
+        self.lstats.bytes_in += len(data)
         backend = self.backend
         if backend is not None:
+            self.mstats.bytes_out += len(data)
             backend.write(data)
             return
         if self.buffered is not None:
@@ -156,6 +178,8 @@ class TcpClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.deadline.cancel()
+        if self.counted:
+            self.lstats.conns_cur -= 1
         self.worker.release(self.listener_name, self)
         backend = self.backend
         self.backend = None
@@ -175,7 +199,9 @@ class TcpClient(asyncio.Protocol):
     # -- member side (BackendOwner) ------------------------------------------------------
     def backend_data(self, conn: BackendConnection, data: bytes) -> None:
         self.deadline.extend(self.idle_timeout)
+        self.mstats.bytes_in += len(data)
         if self.transport is not None and not self.closed:
+            self.lstats.bytes_out += len(data)
             self.transport.write(data)
 
     def backend_eof(self, conn: BackendConnection) -> None:
@@ -202,7 +228,6 @@ class TcpClient(asyncio.Protocol):
             self.member = None
 
     def _idle(self) -> None:
-        self.worker.counters["timeouts_client"] += 1
         if self.transport is not None:
             self.transport.abort()
         if self.backend is not None:

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from lbcore import spec as S
@@ -26,11 +27,14 @@ from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
 from lbcore.proxy.http import ClientConnection
 from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
+from lbcore.proxy.stats import FLUSH_INTERVAL, WorkerStats
 from lbcore.proxy.tcp import TcpClient
 
 __all__ = ["Worker", "main"]
 
 log = logging.getLogger("lbcore.worker")
+
+RAMP_STEP = 0.5  # seconds between slow-start weight updates
 
 
 class Worker:
@@ -42,7 +46,13 @@ class Worker:
         self.nworkers = max(1, nworkers)
         self.registry = MemberRegistry()
         self.backends = BackendPools(loop)
-        self.counters: collections.Counter[str] = collections.Counter()
+        self.stats = WorkerStats()
+        # Member state decided by the supervisor (health, runtime overrides), by
+        # "pool/member"; re-applied to every new revision's MemberStates.
+        self.member_states: dict[str, dict[str, Any]] = {}
+        self.ramping = False  # a slow-start ramp timer is running
+        # Passive checks: consecutive (gateway errors, 5xx) per "pool/member".
+        self.passive: dict[str, list[int]] = {}
         self.stopping = False
         self.stopped = loop.create_future()
         # lifetime: revision
@@ -57,7 +67,7 @@ class Worker:
     def admit(self, listener: str, conn: object) -> bool:
         conns = self.conns[listener]
         if len(conns) >= self.maxconn.get(listener, 1 << 30):
-            self.counters["maxconn_refused"] += 1
+            self.stats.listener(listener).denied += 1
             return False
         conns.add(conn)
         return True
@@ -77,6 +87,86 @@ class Worker:
 
         return factory
 
+    # -- member state: health, runtime overrides, slow start, passive checks ---------
+    def apply_member_states(self) -> None:
+        """Push the supervisor's member states into the current revision's MemberStates."""
+        revision = self.revision
+        if revision is None:
+            return
+        now = time.time()
+        ramping = False
+        for pool in revision.pools.values():
+            slow_start = getattr(pool.spec, "slow_start", 0.0) or 0.0
+            for member, spec_member in zip(pool.members, pool.spec.members):
+                state = self.member_states.get(f"{pool.name}/{member.name}")
+                weight = spec_member.weight
+                member.admin = spec_member.admin_state
+                member.up = True
+                if state is not None:
+                    member.up = bool(state.get("up", True))
+                    if state.get("admin"):
+                        member.admin = state["admin"]
+                    if state.get("weight") is not None:
+                        weight = int(state["weight"])
+                    since = state.get("since")
+                    if member.up and slow_start > 0 and since and weight > 0 and now - since < slow_start:
+                        # Slow start: ramp from 1 to the full weight over slow_start seconds.
+                        weight = max(1, math.ceil(weight * (now - since) / slow_start))
+                        ramping = True
+                member.weight = weight
+            pool.balancer.update()
+        if ramping and not self.ramping:
+            self.ramping = True
+            self.loop.call_later(RAMP_STEP, self._ramp)
+
+    def _ramp(self) -> None:
+        self.ramping = False
+        self.apply_member_states()
+
+    def member_ok(self, member) -> None:
+        counts = self.passive.get(member.data.pool + "/" + member.name)
+        if counts is not None:
+            counts[0] = counts[1] = 0
+
+    def member_error(self, member, gateway: bool) -> None:
+        """Passive check: consecutive errors from a member eject it early.
+
+        ``gateway``: the member failed at the transport level (refused, reset, timed
+        out, broken response) -- counted by ``consecutive_errors``. Every failure,
+        gateway or a 5xx the member sent, counts towards ``consecutive_5xx`` (as
+        Envoy's consecutive_5xx, which includes locally originated errors).
+        """
+        if member is None:
+            return
+        pool = self.revision.pools.get(member.data.pool)
+        outlier = getattr(pool.spec, "outlier", None) if pool is not None else None
+        if outlier is None:
+            return
+        key = f"{member.data.pool}/{member.name}"
+        counts = self.passive.setdefault(key, [0, 0])
+        counts[1] += 1
+        if gateway:
+            counts[0] += 1
+        limit_errors = getattr(outlier, "consecutive_errors", 0) or 0
+        limit_5xx = getattr(outlier, "consecutive_5xx", 0) or 0
+        if (limit_errors and counts[0] >= limit_errors) or (limit_5xx and counts[1] >= limit_5xx):
+            counts[0] = counts[1] = 0
+            if member.up:
+                member.up = False  # locally at once; the supervisor tells every worker
+                pool.balancer.update()
+                self.report({"op": "passive_down", "pool": member.data.pool, "member": member.name,
+                             "reason": "consecutive errors" if gateway else "consecutive 5xx responses"})
+
+    # -- stats ------------------------------------------------------------------------
+    def flush_stats(self) -> None:
+        revision = self.revision
+        active = []
+        if revision is not None:
+            active = [(p.name, m.name, m.active) for p in revision.pools.values() for m in p.members]
+        self.report({"op": "stats", "stats": self.stats.take(active)})
+        if not self.stopping:
+            self.loop.call_later(FLUSH_INTERVAL, self.flush_stats)
+
     # -- control messages -------------------------------------------------------------
     async def apply(self, message: dict[str, Any], fds: list[int]) -> None:
         try:
@@ -90,6 +180,7 @@ class Worker:
             return
         new_fds = dict(zip(message.get("fd_binds", []), fds))
         self.revision = revision
+        self.apply_member_states()
         self.bind_listener = {str(l.bind): l.name for l in spec.listeners}
         self.maxconn = {l.name: math.ceil(l.maxconn / self.nworkers) for l in spec.listeners}
         for key, server in list(self.servers.items()):
@@ -140,6 +231,9 @@ class Worker:
         op = message.get("op")
         if op == "spec":
             self.loop.create_task(self.apply(message, fds))
+        elif op == "members":
+            self.member_states = message.get("states", {})
+            self.apply_member_states()
         elif op == "stop":
             self.begin_stop(float(message.get("deadline", 30.0)))
         else:
@@ -173,6 +267,7 @@ async def run(channel: Channel, index: int, nworkers: int) -> None:
     for later in channel.take_ready():
         worker.handle(*later)
     loop.add_reader(channel.fileno(), worker.on_control)
+    loop.call_later(FLUSH_INTERVAL, worker.flush_stats)
     loop.add_signal_handler(signal.SIGTERM, worker.begin_stop, 30.0)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
     await worker.stopped
