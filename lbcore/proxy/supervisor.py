@@ -31,6 +31,8 @@ from pathlib import Path
 
 from lbcore import spec as S
 from lbcore.proxy.channel import Channel
+from lbcore.proxy.state import MemberBook
+from lbcore.proxy.stats import Aggregate
 
 __all__ = ["Supervisor", "bind_socket", "serve"]
 
@@ -81,6 +83,8 @@ class Supervisor:
         self.stopping = False
         self.done: asyncio.Future[None] | None = None
         self._announced: str | None = None
+        self.aggregate = Aggregate()
+        self.book = MemberBook(self.broadcast_members)
 
     # -- start ------------------------------------------------------------------------
     def load(self) -> S.Spec:
@@ -125,6 +129,7 @@ class Supervisor:
             len(self.spec.pools),
             self.nworkers,
         )
+        self.book.apply(self.spec)
         for index in range(self.nworkers):
             self.spawn(index)
         # Worker exits are seen as EOF on their control channel (uvloop keeps SIGCHLD).
@@ -161,25 +166,45 @@ class Supervisor:
         handle = WorkerHandle(index, proc, Channel(parent))
         self.workers[index] = handle
         self.send_spec(handle)
+        self.send(handle, {"op": "members", "states": self.book.worker_states()})
         parent.setblocking(False)
         self.loop.add_reader(parent.fileno(), self._on_worker_message, handle)
         log.info("worker %d started, pid %d", index, proc.pid)
 
     def send_spec(self, handle: WorkerHandle) -> None:
+        """Send the current revision, with the listening sockets the worker lacks."""
         assert self.spec is not None
         keys = [str(l.bind) for l in self.spec.listeners]
         missing = [k for k in dict.fromkeys(keys) if k not in handle.binds]
         fds = [self.sockets[k].fileno() for k in missing]
+        if self.send(handle, {"op": "spec", "spec": self.spec.to_dict(), "fd_binds": missing}, fds):
+            handle.binds.update(missing)
+
+    def send(self, handle: WorkerHandle, message: dict, fds: list[int] | None = None) -> bool:
         sock = handle.channel.sock
         blocking = sock.getblocking()
         sock.settimeout(10.0)  # a worker that does not read its channel for 10 s is broken
         try:
-            handle.channel.send({"op": "spec", "spec": self.spec.to_dict(), "fd_binds": missing}, fds)
-            handle.binds.update(missing)
+            handle.channel.send(message, fds or ())
+            return True
         except OSError as exc:
-            log.error("worker %d: cannot send revision: %s", handle.index, exc)
+            log.error("worker %d: control channel: %s", handle.index, exc)
+            return False
         finally:
             sock.setblocking(blocking)
+
+    def broadcast_members(self) -> None:
+        """Health or runtime state changed: every worker gets the whole member table."""
+        if self.spec is None or self.stopping:
+            return
+        message = {"op": "members", "states": self.book.worker_states()}
+        for handle in self.workers.values():
+            self.send(handle, message)
+
+    def passive_down(self, pool: str, member: str, reason: str) -> None:
+        log.warning("member %s/%s ejected by passive checks: %s", pool, member, reason)
+        if self.book.health is not None:
+            self.book.health.report_passive(pool, member, reason)
 
     def _on_worker_message(self, handle: WorkerHandle) -> None:
         try:
@@ -196,6 +221,10 @@ class Supervisor:
             if op == "applied":
                 handle.revision = message.get("revision")
                 self._announce()
+            elif op == "stats":
+                self.aggregate.add(handle.index, message.get("stats", {}))
+            elif op == "passive_down":
+                self.passive_down(message.get("pool", ""), message.get("member", ""), message.get("reason", ""))
             elif op == "error":
                 log.error("worker %d refused a revision: %s", handle.index, message.get("error"))
 
@@ -222,6 +251,7 @@ class Supervisor:
             code = handle.proc.wait()
         if self.workers.get(handle.index) is handle:
             del self.workers[handle.index]
+        self.aggregate.forget_worker(handle.index)
         if not self.stopping:
             log.warning("worker %d (pid %d) exited with %s; restarting it", handle.index, handle.proc.pid, _exit_text(code))
             delay = RESPAWN_BACKOFF if time.monotonic() - handle.started < 1.0 else 0.0
@@ -259,8 +289,10 @@ class Supervisor:
         changes = S.diff(old, new)
         log.info("reload: revision %s -> %s (%d changes)\n%s", old.revision, new.revision, len(changes), S.format_diff(changes))
         self.spec = new
+        self.book.apply(new)
         for handle in self.workers.values():
             self.send_spec(handle)
+        self.broadcast_members()
         # Drop sockets no revision binds any more; workers closed their copies.
         wanted = {str(l.bind) for l in new.listeners}
         for key in list(self.sockets):
