@@ -580,6 +580,10 @@ class Exchange:
                 self.send_body(encode_last_chunk(event.trailers))  # type: ignore[attr-defined]
             if self.finished:
                 self.conn.exchange_done(self, self.response_keep_alive)
+            elif not self.response_started:
+                # The client has said everything and waits: only the server timeout
+                # applies until the response flows (as haproxy's "timeout client").
+                self.conn.deadline.cancel()
 
     def body_too_large(self) -> None:
         """A chunked body grew past limits.max_body (a Content-Length one is refused upfront)."""

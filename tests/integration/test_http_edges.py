@@ -324,3 +324,22 @@ def test_idle_keepalive_connection_is_closed(members, engine):
         while chunk := s.recv(65536):  # the response, then EOF once idle past keepalive
             data += chunk
     assert data.startswith(b"HTTP/1.1 200") and data.count(b"HTTP/1.1 ") == 1
+
+
+def test_client_timeout_does_not_cut_a_slow_member(members, engine):
+    import threading
+
+    m = members("m")
+    port = free_port()
+    spec = single(m, port, timeouts={"client": "300ms"})
+    spec["pools"][0]["timeouts"] = {"server": "30s"}
+    engine(spec)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", http_get(port, "/wait?gate=slow")))
+    t.start()
+    m.wait_arrived("slow")
+    t.join(1.0)  # longer than the client timeout: the waiting client must not be cut off
+    assert t.is_alive()
+    m.open_gate("slow")
+    t.join(10)
+    assert result["r"][0] == 200
