@@ -6,6 +6,8 @@
     lbcore route FILE --host H --path P [--client-ip A] [--cookie k=v] [--header k:v] [--method M] [--listener L]
                                         explain which ACL, pool and members a request gets
     lbcore demo [FILE]                  demo members + the engine on the bundled example
+    lbcore ctl [--socket PATH] COMMAND...
+                                        one runtime-API command to a running engine (show stat, set server ...)
 """
 
 from __future__ import annotations
@@ -127,6 +129,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.file, workers=args.workers)
 
 
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from lbcore.ctl import run_ctl
+
+    return run_ctl(args.socket, args.words)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbcore", description="lbcore load-balancer engine")
     parser.add_argument("--version", action="version", version=f"lbcore {__version__}")
@@ -164,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ctl", help="send a runtime-API command to a running engine ('help' lists them)")
+    p.add_argument("--socket", help="the runtime socket (default: $LBCORE_SOCKET or /run/lbcore/lbcore.sock)")
+    p.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. show stat, set server POOL/MEMBER state drain")
+    p.set_defaults(func=cmd_ctl)
     return parser
 
 

@@ -753,11 +753,7 @@ class Exchange:
             backend.owner = None
             backend.close()
             self.backend = None
-        if self.response_started:
-            self.finish()
-            self.conn.abort()
-            return
-        if reused and not self.body_sent and self.request.content_length in (None, 0) and not self.request.chunked:
+        if not self.response_started and reused and not self.body_sent and self.request.content_length in (None, 0) and not self.request.chunked:
             # A pooled connection the member closed just as we reused it: safe to
             # replay on a fresh connection, since nothing of the request body is lost.
             self.pstats.retries += 1
@@ -767,29 +763,22 @@ class Exchange:
             self.conn.loop.create_task(self._connect(self.member_pool(member), self.pool.spec.timeouts.connect))
             return
         log.info("%s: %s", self.member.data if self.member else "?", why)
-        self.pstats.response_errors += 1
-        self.mstats.response_errors += 1
-        self.conn.worker.member_error(self.member, gateway=True)
-        self.fail(502)
+        self.member_failed(502)
 
     def member_protocol_error(self, exc: ProtocolError) -> None:
         log.info("%s sent a bad response: %s", self.member.data if self.member else "?", exc)
-        self.pstats.response_errors += 1
-        self.mstats.response_errors += 1
-        self.conn.worker.member_error(self.member, gateway=True)
-        if self.backend is not None:
-            self.backend.owner = None
-            self.backend.abort()
-            self.backend = None
-        if self.response_started:
-            self.finish()
-            self.conn.abort()
-        else:
-            self.fail(502)
+        self.member_failed(502)
 
     def server_timeout(self) -> None:
-        if self.finished:
-            return
+        if not self.finished:
+            self.member_failed(504)
+
+    def member_failed(self, status: int) -> None:
+        """The member broke the exchange: count it, drop its connection, answer ``status``.
+
+        Once the response head went out there is no status left to send: the client
+        connection is cut, which is how a client learns of a truncated response.
+        """
         self.pstats.response_errors += 1
         self.mstats.response_errors += 1
         self.conn.worker.member_error(self.member, gateway=True)
@@ -801,7 +790,7 @@ class Exchange:
             self.finish()
             self.conn.abort()
         else:
-            self.fail(504)
+            self.fail(status)
 
     # -- endings ----------------------------------------------------------------------
     def answer(self, status: int, extra_headers=(), keep_alive: bool = True) -> None:

@@ -14,12 +14,14 @@ compiles it); ``lbcore serve FILE`` reads one straight from YAML or JSON.
   ``spec.revision`` hashes it. ``diff(old, new)`` and ``format_diff`` say what changed.
 
 Layout: ``_values`` (durations, sizes, addresses), ``_checks`` (validators and the
-machinery that runs them), ``_model`` (the dataclasses), ``_parse`` (file structure
-and cascading), ``_load`` (YAML/JSON), ``_diff``.
+machinery that runs them), ``_model`` (the dataclasses), ``_accesslog`` (access-log
+settings and targets), ``_tls`` (certificates and TLS policy), ``_parse`` (file structure and cascading), ``_load`` (YAML/JSON),
+``_diff``.
 
 Pure: no I/O except ``load_spec`` reading its file.
 """
 
+from lbcore.spec._accesslog import LOG_FORMATS, SYSLOG_FACILITIES, AccessLogSettings, LogTarget, parse_log_target
 from lbcore.spec._diff import Change, diff, format_diff
 from lbcore.spec._errors import SpecError, SpecIssue
 from lbcore.spec._load import load_spec, loads_spec
@@ -32,6 +34,7 @@ from lbcore.spec._model import (
     Limits,
     Listener,
     Member,
+    Outlier,
     Persistence,
     Pool,
     Redirect,
@@ -40,29 +43,41 @@ from lbcore.spec._model import (
     TlsCertificate,
     TlsSettings,
 )
+from lbcore.spec._tls import ALPN_PROTOCOLS, CLIENT_AUTH_MODES, ClientAuth, Hsts, PoolTls, TlsPolicy
 from lbcore.spec._parse import parse_spec
 from lbcore.spec._values import Address, FrozenDict, format_duration, format_size, parse_duration, parse_size
 
 __all__ = [
     "ADMIN_STATES",
+    "ALPN_PROTOCOLS",
+    "CLIENT_AUTH_MODES",
+    "LOG_FORMATS",
     "PROTOCOLS",
+    "SYSLOG_FACILITIES",
+    "AccessLogSettings",
     "Acl",
     "Address",
     "Change",
+    "ClientAuth",
     "Defaults",
     "FrozenDict",
     "HealthCheck",
+    "Hsts",
     "Limits",
     "Listener",
+    "LogTarget",
     "Member",
+    "Outlier",
     "Persistence",
     "Pool",
+    "PoolTls",
     "Redirect",
     "Spec",
     "SpecError",
     "SpecIssue",
     "Timeouts",
     "TlsCertificate",
+    "TlsPolicy",
     "TlsSettings",
     "diff",
     "format_diff",
@@ -71,6 +86,7 @@ __all__ = [
     "load_spec",
     "loads_spec",
     "parse_duration",
+    "parse_log_target",
     "parse_size",
     "parse_spec",
 ]

@@ -25,7 +25,8 @@ _KEYED = {"acls": ("name", True), "members": ("name", True), "listeners": ("name
 _TIMEOUT_KEYS = {Listener: Timeouts.LISTENER_KEYS, Pool: Timeouts.POOL_KEYS}
 _HEADER_MAPS = ("add_headers", "response_headers")
 _ORDERED_SUFFIXES = tuple(f".{name}" for name, (_, ordered) in _KEYED.items() if ordered)
-_DURATIONS = frozenset({"connect", "client", "server", "http_request", "keepalive", "tunnel", "drain", "interval", "timeout"})
+_DURATIONS = frozenset({"connect", "client", "server", "http_request", "keepalive", "tunnel", "drain", "interval", "timeout",
+                        "ejection_time", "slow_start"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class Change:
             raise ValueError(f"change kind must be one of {KINDS}, not {self.kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        if self.path.rsplit(".", 1)[-1] in _SECRET_KEYS:
+            return {"path": self.path, "kind": self.kind, "old": self.old and SECRET, "new": self.new and SECRET}
         return {"path": self.path, "kind": self.kind, "old": _plain(self.old), "new": _plain(self.new)}
 
     def __str__(self) -> str:
@@ -159,14 +162,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Address):
         return str(value)
     if hasattr(value, "to_dict"):
-        return value.to_dict()
+        return _redact(value.to_dict())
     return thaw(value)
+
+
+# Secrets (a key's passphrase) never show in a diff: only whether one is set.
+_SECRET_KEYS = frozenset({"passphrase"})
+SECRET = "(secret)"
+
+
+def _redact(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: (SECRET if key in _SECRET_KEYS and item is not None else _redact(item)) for key, item in data.items()}
+    if isinstance(data, list):
+        return [_redact(item) for item in data]
+    return data
 
 
 def _show(path: str, value: Any) -> str:
     leaf = path.rsplit(".", 1)[-1]
     if value is None:
         return "none"
+    if leaf in _SECRET_KEYS:
+        return SECRET
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and leaf in _DURATIONS:

@@ -16,9 +16,11 @@ from typing import Any, ClassVar, Iterator, get_args
 from lbcore.l7.acl import Condition, parse_condition
 from lbcore.l7.balance import ALGORITHMS
 from lbcore.spec import _checks as v
+from lbcore.spec._accesslog import AccessLogSettings, listener_access_log
 from lbcore.spec._checks import FAILED, Issues, known, ok, settle
 from lbcore.spec._errors import join_path
-from lbcore.spec._values import Address, parse_status_ranges, thaw
+from lbcore.spec._tls import PoolTls, TlsCertificate, TlsPolicy, TlsSettings
+from lbcore.spec._values import Address, check_port, parse_status_ranges, thaw
 
 __all__ = [
     "Acl",
@@ -27,6 +29,7 @@ __all__ = [
     "Limits",
     "Listener",
     "Member",
+    "Outlier",
     "Persistence",
     "Pool",
     "Redirect",
@@ -45,7 +48,6 @@ HEALTH_TYPES = ("tcp", "http", "https", "tls-hello")
 HTTP_CHECK_KEYS = ("path", "method", "host", "expect")  # what only http and https checks use
 PERSISTENCE_TYPES = ("cookie", "source")
 REDIRECT_CODES = (301, 302, 303, 307, 308)
-TLS_VERSIONS = ("1.2", "1.3")
 DEFAULT_FORWARDED = ("x-forwarded-for", "x-forwarded-proto")
 DEFAULT_MAXCONN = 10000  # concurrent client connections per listener
 _CONDITION_NODES = get_args(Condition)
@@ -155,99 +157,6 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
-class TlsCertificate:
-    """File paths of a PEM certificate chain and its key (reserved for the TLS issue)."""
-
-    cert: str
-    key: str
-    default: bool = False
-    passphrase: str | None = field(default=None, repr=False)
-
-    _FIELDS: ClassVar[dict[str, v.Validator]] = {
-        "cert": v.text,
-        "key": v.text,
-        "default": v.boolean,
-        "passphrase": v.optional(v.text),
-    }
-
-    def __post_init__(self) -> None:
-        settle(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self._FIELDS}
-
-
-def _tls_version(value: Any) -> str:
-    # YAML reads `min_version: 1.2` as a float.
-    if isinstance(value, float) and not isinstance(value, bool):
-        value = f"{value:.1f}"
-    return v.choice(TLS_VERSIONS)(value)
-
-
-def _alpn_id(value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value.encode()) < 256:
-        raise v.Invalid(f"invalid ALPN protocol id {value!r}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """A listener's certificates (one default, the others chosen by SNI) and policy.
-    Reserved: checked for shape now, used by the TLS issue."""
-
-    certificates: tuple[TlsCertificate, ...]
-    min_version: str = "1.2"
-    ciphers: str | None = None
-    alpn: tuple[str, ...] = ()
-
-    _FIELDS: ClassVar[dict[str, v.Validator]] = {
-        "certificates": v.tuple_of(TlsCertificate),
-        "min_version": _tls_version,
-        "ciphers": v.optional(v.text),
-        "alpn": v.strings(_alpn_id),
-    }
-
-    def __post_init__(self) -> None:
-        settle(self)
-
-    @staticmethod
-    def _finish(values: dict[str, Any]) -> Issues:
-        certs = values["certificates"]
-        if certs is FAILED:
-            return []
-        if not certs:
-            return [("certificates", "at least one certificate is needed")]
-        issues: Issues = []
-        seen: dict[str, int] = {}
-        for index, cert in enumerate(certs):
-            path = cert.cert
-            if known(path) and path in seen:
-                issues.append((f"certificates[{index}].cert", f"duplicate certificate {path!r} (first at certificates[{seen[path]}])"))
-            elif known(path):
-                seen[path] = index
-        flags = [cert.default for cert in certs]
-        if len(certs) == 1 and ok(certs[0]):
-            values["certificates"] = (replace(certs[0], default=True),)
-        elif len(certs) > 1 and all(known(flag) for flag in flags) and sum(flags) != 1:
-            issues.append(
-                ("certificates", f"exactly one certificate must be the default when there are several (found {sum(flags)})")
-            )
-        return issues
-
-    @property
-    def default_certificate(self) -> TlsCertificate:
-        return next(cert for cert in self.certificates if cert.default)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "certificates": [cert.to_dict() for cert in self.certificates],
-            "min_version": self.min_version,
-            "ciphers": self.ciphers,
-            "alpn": list(self.alpn),
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Acl:
     """Send a request to ``pool`` when ``condition`` holds. ``source`` is the condition
     as written (a string, or a mapping kept as a FrozenDict), for display and output."""
@@ -300,6 +209,7 @@ class Listener:
     response_headers: tuple[tuple[str, str], ...] = ()
     redirect: Redirect | None = None
     tls: TlsSettings | None = None
+    access_log: AccessLogSettings | None = None  # None: off
 
     _FIELDS: ClassVar[dict[str, v.Validator]] = {
         "name": v.name,
@@ -316,6 +226,7 @@ class Listener:
         "response_headers": v.header_pairs,
         "redirect": v.optional(v.instance(Redirect)),
         "tls": v.optional(v.instance(TlsSettings)),
+        "access_log": listener_access_log,
     }
 
     def __post_init__(self) -> None:
@@ -380,6 +291,7 @@ class Listener:
             "response_headers": dict(self.response_headers),
             "redirect": self.redirect.to_dict() if self.redirect else None,
             "tls": self.tls.to_dict() if self.tls else None,
+            "access_log": self.access_log.to_dict() if self.access_log else None,
         }
 
 
@@ -455,10 +367,50 @@ class Persistence:
 
 
 @dataclass(frozen=True, slots=True)
+class Outlier:
+    """Passive checks (outlier ejection), off unless a pool sets ``outlier``.
+
+    A worker counts, per member, failures in a row: ``consecutive_errors`` connection
+    errors (connect refused or timed out, reset, no response within the server
+    timeout) or ``consecutive_5xx`` 5xx responses (0 = 5xx are not counted; at least
+    one of the two is more than 0). Reaching either marks the member down at once,
+    for every worker. It comes back through the active check (``rise`` passes) when
+    the pool has ``health``, else after ``ejection_time``.
+    File form: ``outlier: {consecutive_errors: 5, consecutive_5xx: 0, ejection_time: 30s}``;
+    ``outlier: {}`` takes these defaults (Envoy's consecutive errors and base ejection time).
+    """
+
+    consecutive_errors: int = 5
+    consecutive_5xx: int = 0
+    ejection_time: float = 30.0
+
+    _FIELDS: ClassVar[dict[str, v.Validator]] = {
+        "consecutive_errors": v.integer(0, 10000),
+        "consecutive_5xx": v.integer(0, 10000),
+        "ejection_time": v.duration(),
+    }
+
+    def __post_init__(self) -> None:
+        settle(self)
+
+    @staticmethod
+    def _finish(values: dict[str, Any]) -> Issues:
+        errors, fives = values["consecutive_errors"], values["consecutive_5xx"]
+        if ok(errors, fives) and errors == 0 and fives == 0:
+            return [("", "consecutive_errors and consecutive_5xx are both 0: nothing would eject (write outlier: null for off)")]
+        return []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self._FIELDS}
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     """One backend server. weight 0 takes no new traffic (like drain, but by weight);
-    a backup member serves only when no primary is up; ``monitor_address`` is where
-    health checks go, when not ``address``."""
+    a backup member serves only when no primary is up. Health checks go to
+    ``address``, or to ``monitor_address`` (another host and port), or to
+    ``monitor_port`` (the same host, another port), as Octavia's monitor_address and
+    monitor_port; ``check_address`` is the result."""
 
     name: str
     address: Address
@@ -466,6 +418,7 @@ class Member:
     backup: bool = False
     admin_state: str = "enabled"
     monitor_address: Address | None = None
+    monitor_port: int | None = None
 
     _FIELDS: ClassVar[dict[str, v.Validator]] = {
         "name": v.name,
@@ -474,10 +427,27 @@ class Member:
         "backup": v.boolean,
         "admin_state": v.choice(ADMIN_STATES),
         "monitor_address": v.optional(v.address),
+        "monitor_port": v.optional(check_port),
     }
 
     def __post_init__(self) -> None:
         settle(self)
+
+    @staticmethod
+    def _finish(values: dict[str, Any]) -> Issues:
+        where, port = values["monitor_address"], values["monitor_port"]
+        if where not in (None, FAILED) and port not in (None, FAILED):
+            return [("monitor_port", f"monitor_address {where} has its own port: set monitor_address or monitor_port, not both")]
+        return []
+
+    @property
+    def check_address(self) -> Address:
+        """Where health checks go: monitor_address, else address with monitor_port, else address."""
+        if self.monitor_address is not None:
+            return self.monitor_address
+        if self.monitor_port is not None:
+            return Address(self.address.host, self.monitor_port)
+        return self.address
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -487,12 +457,18 @@ class Member:
             "backup": self.backup,
             "admin_state": self.admin_state,
             "monitor_address": str(self.monitor_address) if self.monitor_address else None,
+            "monitor_port": self.monitor_port,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Pool:
-    """A set of members and how to choose among them. A pool with no member answers 503."""
+    """A set of members and how to choose among them. A pool with no member answers 503.
+
+    ``health`` is the active check, ``outlier`` the passive one (both off by default:
+    a member of a pool with neither is always taken as up). ``slow_start`` (0 = off):
+    a member that comes up (back from down, or added) has its weight ramped from
+    about 0 to its full weight over that time, like haproxy's slowstart."""
 
     name: str
     algorithm: str = "roundrobin"
@@ -504,6 +480,9 @@ class Pool:
     max_connections_per_member: int = 0  # concurrent connections to one member; 0 = no limit
     idle_connections_per_member: int = 32  # idle keep-alive connections kept for reuse
     retries: int = 2  # connect attempts after the first, each to another member if one is up
+    outlier: Outlier | None = None
+    slow_start: float = 0.0
+    tls: PoolTls | None = None  # TLS to the members (re-encryption); None: plain TCP
 
     _FIELDS: ClassVar[dict[str, v.Validator]] = {
         "name": v.name,
@@ -516,6 +495,9 @@ class Pool:
         "max_connections_per_member": v.integer(0, 1_000_000),
         "idle_connections_per_member": v.integer(0, 100_000),
         "retries": v.integer(0, 100),
+        "outlier": v.optional(v.instance(Outlier)),
+        "slow_start": v.duration(positive=False),
+        "tls": v.optional(v.instance(PoolTls)),
     }
 
     def __post_init__(self) -> None:
@@ -552,11 +534,14 @@ class Pool:
             "algorithm": self.algorithm_text,
             "persistence": self.persistence.to_dict() if self.persistence else None,
             "health": self.health.to_dict() if self.health else None,
+            "outlier": self.outlier.to_dict() if self.outlier else None,
+            "slow_start": self.slow_start,
             "members": [member.to_dict() for member in self.members],
             "timeouts": self.timeouts.to_dict(Timeouts.POOL_KEYS),
             "max_connections_per_member": self.max_connections_per_member,
             "idle_connections_per_member": self.idle_connections_per_member,
             "retries": self.retries,
+            "tls": self.tls.to_dict() if self.tls else None,
         }
 
 
@@ -568,12 +553,16 @@ class Defaults:
     limits: Limits = Limits()
     forwarded_headers: tuple[str, ...] = DEFAULT_FORWARDED
     maxconn: int = DEFAULT_MAXCONN
+    access_log: AccessLogSettings | None = None  # what listeners inherit; may be enabled: false
+    tls: TlsPolicy = TlsPolicy()  # the TLS policy https listeners inherit (no certificates)
 
     _FIELDS: ClassVar[dict[str, v.Validator]] = {
         "timeouts": v.instance(Timeouts),
         "limits": v.instance(Limits),
         "forwarded_headers": v.forwarded_headers,
         "maxconn": v.integer(1, 10_000_000),
+        "access_log": v.optional(v.instance(AccessLogSettings)),
+        "tls": v.instance(TlsPolicy),
     }
 
     def __post_init__(self) -> None:
@@ -585,6 +574,8 @@ class Defaults:
             "limits": self.limits.to_dict(),
             "forwarded_headers": list(self.forwarded_headers),
             "maxconn": self.maxconn,
+            "access_log": self.access_log.to_dict() if self.access_log else None,
+            "tls": self.tls.to_dict(),
         }
 
 

@@ -9,9 +9,10 @@ creation). It returns the built object when nothing under it was wrong, else a
 never raised, until ``parse_spec`` has read everything.
 
 Cascade: built-in defaults -> ``defaults:`` -> each listener (client, http_request,
-keepalive, drain timeouts; limits; forwarded_headers; maxconn), and built-in defaults
--> ``defaults:`` -> each pool (connect, server, tunnel timeouts). A pool's values never
-come from a listener: one pool may serve many listeners.
+keepalive, drain timeouts; limits; forwarded_headers; maxconn; access_log, key by key;
+tls: every key but certificates, see ``_tls``),
+and built-in defaults -> ``defaults:`` -> each pool (connect, server, tunnel timeouts).
+A pool's values never come from a listener: one pool may serve many listeners.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 from lbcore.l7.acl import parse_condition
 from lbcore.spec import _checks as v
+from lbcore.spec._accesslog import SYSLOG_ONLY_KEYS, AccessLogSettings, parse_log_target
 from lbcore.spec._checks import FAILED, Partial, check_object, ok
 from lbcore.spec._errors import SpecError, SpecIssue, join_path
+from lbcore.spec._tls import POLICY_KEYS, ClientAuth, Hsts, PoolTls, TlsPolicy
 from lbcore.spec._model import (
     DEFAULT_FORWARDED,
     DEFAULT_MAXCONN,
@@ -34,6 +37,7 @@ from lbcore.spec._model import (
     Limits,
     Listener,
     Member,
+    Outlier,
     Persistence,
     Pool,
     Redirect,
@@ -195,6 +199,8 @@ def read_defaults(r: _Reader, raw: Any, path: str) -> Any:
         readers={
             "timeouts": _set("timeouts", lambda raw, p: _overrides(r, Timeouts, raw, p, Timeouts()), nullable=False),
             "limits": _set("limits", lambda raw, p: _overrides(r, Limits, raw, p, Limits()), nullable=False),
+            "access_log": _set("access_log", lambda raw, p: read_access_log(r, raw, p)),
+            "tls": _set("tls", lambda raw, p: read_tls_policy(r, raw, p), nullable=False),
         },
     )
 
@@ -219,13 +225,57 @@ def read_redirect(r: _Reader, raw: Any, path: str) -> Any:
     return r.build(Redirect, raw, path)
 
 
-def read_tls(r: _Reader, raw: Any, path: str) -> Any:
-    def certificates(raw: Any, path: str, values: dict[str, Any]) -> None:
-        values["certificates"] = r.items(
-            raw, path, lambda item, p: r.build(TlsCertificate, item, p, required=("cert", "key"))
-        )
+def _tls_blocks(r: _Reader) -> dict[str, Reader]:
+    """Readers of the blocks inside a TLS policy."""
+    return {
+        "hsts": _set("hsts", lambda raw, p: r.build(Hsts, raw, p)),
+        "client_auth": _set("client_auth", lambda raw, p: r.build(ClientAuth, raw, p, required=("mode",))),
+    }
 
-    return r.build(TlsSettings, raw, path, required=("certificates",), readers={"certificates": certificates})
+
+def read_tls_policy(r: _Reader, raw: Any, path: str) -> Any:
+    """``defaults.tls``: the policy https listeners inherit (no certificates)."""
+    if raw is None:
+        return TlsPolicy()
+    return r.build(TlsPolicy, raw, path, readers=_tls_blocks(r))
+
+
+def read_tls(r: _Reader, raw: Any, path: str, base: Any = None) -> Any:
+    """A listener's ``tls``, key by key over ``base`` (``defaults.tls``; None or a
+    Partial: the built-in policy). Turning session tickets off drops an inherited
+    ticket key file, which would have no use."""
+    inherited: dict[str, Any] = {}
+    if isinstance(base, TlsPolicy):
+        inherited = {key: getattr(base, key) for key in POLICY_KEYS}
+        if isinstance(raw, Mapping) and raw.get("session_tickets") is False and "ticket_keys" not in raw:
+            inherited["ticket_keys"] = None
+
+    def certificates(raw: Any, path: str, values: dict[str, Any]) -> None:
+        values["certificates"] = r.items(raw, path, lambda item, p: r.build(TlsCertificate, item, p, required=("cert",)))
+
+    return r.build(
+        TlsSettings, raw, path, required=("certificates",), base=inherited,
+        readers={"certificates": certificates, **_tls_blocks(r)},
+    )
+
+
+def read_access_log(r: _Reader, raw: Any, path: str, base: Any = None, *, listener: bool = False) -> Any:
+    """An ``access_log`` mapping, key by key over ``base`` (a listener's: the log of
+    defaults, which a listener that writes the section turns on unless it says
+    ``enabled: false``). ``base`` FAILED: defaults were wrong, already reported."""
+    inherited: dict[str, Any] = {}
+    if isinstance(base, AccessLogSettings):
+        inherited = {key: getattr(base, key) for key in AccessLogSettings._FIELDS}
+    if listener:
+        inherited["enabled"] = True
+    settings = r.build(AccessLogSettings, raw, path, base=inherited)
+    target = getattr(settings, "target", FAILED)
+    judged = isinstance(raw, Mapping) and (base is not FAILED or "target" in raw)  # not a target defaults got wrong
+    if judged and target is not FAILED and not parse_log_target(target).is_syslog:
+        for key in SYSLOG_ONLY_KEYS:
+            if key in raw and getattr(settings, key) is not FAILED:  # a bad value: reported once
+                r.add(join_path(path, key), f"only syslog targets take {key} (this one is {parse_log_target(target).kind})")
+    return settings
 
 
 def read_listener(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
@@ -233,6 +283,8 @@ def read_listener(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
     base_limits = _usable(getattr(defaults, "limits", FAILED), Limits())
     forwarded = getattr(defaults, "forwarded_headers", FAILED)
     maxconn = getattr(defaults, "maxconn", FAILED)
+    access_log = getattr(defaults, "access_log", FAILED)
+    access_log = access_log if ok(access_log) else FAILED  # a Partial: reported, not inherited
     protocol = raw.get("protocol", "http") if isinstance(raw, Mapping) else None
 
     def forwarded_headers(raw: Any, path: str, values: dict[str, Any]) -> None:
@@ -256,6 +308,7 @@ def read_listener(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
             "limits": base_limits,
             "forwarded_headers": _usable(forwarded, DEFAULT_FORWARDED),
             "maxconn": _usable(maxconn, DEFAULT_MAXCONN),
+            "access_log": _usable(access_log, None),
         },
         readers={
             "acls": _set("acls", lambda raw, p: r.items(raw, p, lambda a, q: read_acl(r, a, q)), nullable=False),
@@ -265,7 +318,8 @@ def read_listener(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
             "add_headers": headers("add_headers"),
             "response_headers": headers("response_headers"),
             "redirect": _set("redirect", lambda raw, p: read_redirect(r, raw, p)),
-            "tls": _set("tls", lambda raw, p: read_tls(r, raw, p)),
+            "tls": _set("tls", lambda raw, p: read_tls(r, raw, p, getattr(defaults, "tls", None))),
+            "access_log": _set("access_log", lambda raw, p: read_access_log(r, raw, p, access_log, listener=True)),
         },
     )
 
@@ -320,6 +374,8 @@ def read_pool(r: _Reader, raw: Any, path: str, defaults: Any) -> Any:
             "algorithm": algorithm,
             "persistence": _set("persistence", lambda raw, p: r.build(Persistence, raw, p, required=("type",))),
             "health": _set("health", lambda raw, p: read_health(r, raw, p)),
+            "outlier": _set("outlier", lambda raw, p: r.build(Outlier, raw, p)),
+            "tls": _set("tls", lambda raw, p: r.build(PoolTls, raw, p)),
             "members": _set("members", lambda raw, p: r.items(raw, p, lambda m, q: read_member(r, m, q)), nullable=False),
             "timeouts": _set("timeouts", lambda raw, p: _overrides(r, Timeouts, raw, p, base_timeouts, "pool"), nullable=False),
         },
