@@ -51,6 +51,7 @@ USER_AGENT = f"lbcore-health/{__version__}"
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?:[ \t][^\r\n]*)?\r?\n")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})[ \t]*\r?\n", re.IGNORECASE)
 _WAITING = {"L4": "no connection", "L6": "no TLS handshake", "L7": "no HTTP response"}
 _FAILURE = {"L4": "L4CON", "L6": "L6RSP", "L7": "L7RSP"}
 _SUCCESS = frozenset({"L4OK", "L6OK", "L7OK"})
@@ -141,11 +142,11 @@ def _client_context(alpn: tuple[str, ...]) -> ssl.SSLContext:
 
 def _server_name(hc: HealthCheck) -> str | None:
     """SNI: the check's host without a port; none for an address literal or no host."""
-    if hc.host is None:
+    if hc.host is None or hc.host.startswith("["):  # none, or an IPv6 literal
         return None
-    name = hc.host.rsplit(":", 1)[0] if not hc.host.startswith("[") else hc.host
+    name = hc.host.rsplit(":", 1)[0]
     try:
-        ipaddress.ip_address(name.strip("[]"))
+        ipaddress.ip_address(name)
     except ValueError:
         return name
     return None
@@ -187,10 +188,18 @@ class _Probe:
         self.phase = "L4"
         self.protocol = _ProbeProtocol()
         self.transport: asyncio.BaseTransport | None = None
+        self.body_left: int | None = None  # body bytes after the head, when the head says
         self.loop = asyncio.get_running_loop()
         self.deadline = self.loop.time() + hc.timeout
 
     async def run(self) -> CheckResult:
+        try:
+            return await self._run()
+        except BaseException:  # cancelled: leave nothing open
+            self._abort()
+            raise
+
+    async def _run(self) -> CheckResult:
         started = self.loop.time()
         status: int | None = None
         try:
@@ -204,9 +213,6 @@ class _Probe:
             code, detail = _FAILURE[self.phase], _describe(exc)
             if self.phase == "L6" and not isinstance(exc, ssl.SSLError):
                 detail += " during the TLS handshake"
-        except BaseException:
-            self._abort()
-            raise
         result = CheckResult(code in _SUCCESS, code, status, self.loop.time() - started, detail, time.time())
         await self._close(clean=code in _SUCCESS or status is not None)
         return result
@@ -259,8 +265,8 @@ class _Probe:
         while True:
             if buffer and not b"HTTP/".startswith(bytes(buffer[:5])):
                 raise _Failed("L7RSP", f"not an HTTP response: {_shown(buffer)}")
-            match = _HEAD_END.search(buffer)
-            if match is not None:
+            match = _HEAD_END.search(buffer, 0, MAX_HEAD + 4)
+            if match is not None and match.end() <= MAX_HEAD:
                 head = bytes(buffer[: match.end()])
                 del buffer[: match.end()]
                 line = _STATUS_LINE.match(head)
@@ -269,6 +275,11 @@ class _Probe:
                 status = int(line.group(1))
                 if 100 <= status < 200 and status != 101:
                     continue
+                length = _CONTENT_LENGTH.search(head)
+                if self.hc.method == "HEAD" or status in (204, 304):
+                    self.body_left = 0
+                elif length is not None:
+                    self.body_left = int(length.group(1))
                 return status
             if len(buffer) > MAX_HEAD:
                 raise _Failed("L7RSP", f"response head over {MAX_HEAD // 1024} KiB")
@@ -280,8 +291,9 @@ class _Probe:
             await self.protocol.wait()
 
     async def _close(self, clean: bool) -> None:
-        """Close after the verdict: orderly when it went well (draining an HTTP body
-        until the member closes, within the deadline and MAX_DRAIN), else abort."""
+        """Close after the verdict: orderly when it went well (after reading an HTTP
+        body to its Content-Length or until the member closes, within the deadline and
+        MAX_DRAIN), else abort."""
         if self.transport is None:
             return
         if not clean:
@@ -292,14 +304,15 @@ class _Probe:
             protocol.draining = True
             protocol.drained = len(protocol.buffer)
             protocol.buffer.clear()
+            whole = self.body_left
             try:
                 async with asyncio.timeout_at(self.deadline):
-                    while not protocol.closed and protocol.drained <= MAX_DRAIN:
+                    while not protocol.closed and protocol.drained <= MAX_DRAIN and (whole is None or protocol.drained < whole):
                         await protocol.wait()
             except TimeoutError:
                 pass
-            if not protocol.closed:
-                self._abort()
+            if not (protocol.closed or (whole is not None and protocol.drained >= whole)):
+                self._abort()  # unread bytes would make the close a reset anyway
                 return
         self.transport.close()
 

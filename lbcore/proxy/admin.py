@@ -239,7 +239,7 @@ def render_metrics(controller: Controller, accept: str = "") -> tuple[bytes, str
 # -- /stats -----------------------------------------------------------------------------------
 
 _PAGE_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
-             "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+             "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 PAGE_CSS = """
 body { font-family: Helvetica, Arial, sans-serif; font-size: 12px; margin: 8px 12px; color: #000; background: #fff; }
@@ -570,6 +570,7 @@ _PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>lbcore stats</title>
+<link rel="icon" href="data:,">
 <style>{css}</style>
 </head>
 <body data-refresh="{refresh_ms}" data-state="loading">
@@ -721,6 +722,10 @@ class AdminServer:
             if not isinstance(event, h11.Request):
                 return False  # the client closed (ConnectionClosed) between requests
             method, target = event.method.decode("ascii", "replace"), event.target.decode("ascii", "replace")
+            if len(event.target) + sum(len(name) + len(value) for name, value in event.headers) > MAX_HEAD:
+                # h11 bounds only a head still incomplete; one that arrived whole is measured here
+                await _send(conn, writer, method, (431, [("Connection", "close")], b"request head too large\n"))
+                return False
             accept = next((value.decode("latin-1") for name, value in event.headers if name == b"accept"), "")
             size = 0
             while not isinstance(event, h11.EndOfMessage):

@@ -26,7 +26,9 @@ What a reload keeps, per (pool, member):
                                         Spec and was DOWN (the engine takes it as up now)
 
 Whether checks are enabled (``set_enabled``, haproxy's "disable/enable health") is
-runtime state: it survives every reload that keeps the member.
+runtime state, kept per member of the Spec, tracked or not: it survives every reload
+that keeps the member (a member whose pool gains a check later starts disabled if
+the operator disabled it), and is forgotten with the member.
 
 Passive checks: a worker that sees ``outlier.consecutive_errors`` connection errors
 (or ``consecutive_5xx`` 5xx) in a row from a member calls ``report_passive``; the
@@ -111,6 +113,8 @@ class HealthMonitor:
         self._rng = rng or random.Random()
         self._clock = clock
         self._tracked: dict[Key, _Tracked] = {}
+        self._present: frozenset[Key] = frozenset()  # every (pool, member) of the Spec
+        self._disabled: set[Key] = set()  # members whose checks the operator disabled
         self._closed = False
 
     # -- configuration ------------------------------------------------------------------
@@ -119,7 +123,9 @@ class HealthMonitor:
         """Track the members of ``spec`` (see the module's table for what is kept)."""
         if self._closed:
             raise RuntimeError("the health monitor is closed")
-        present = {(pool.name, member.name) for pool in spec.pools for member in pool.members}
+        present = frozenset((pool.name, member.name) for pool in spec.pools for member in pool.members)
+        self._present = present
+        self._disabled &= present
         wanted = {
             (pool.name, member.name): (pool, member)
             for pool in spec.pools
@@ -145,8 +151,8 @@ class HealthMonitor:
             health = old.health.rebased(rise, fall)
         else:
             health = MemberHealth(rise, fall, since=self._clock())
-            if old is not None:
-                health.enabled = old.health.enabled
+            if key in self._disabled:
+                health.disable(self._clock())
         entry = _Tracked(pool, member, health)
         if old is not None:
             self._stop(old)
@@ -164,12 +170,17 @@ class HealthMonitor:
 
     def set_enabled(self, pool: str, member: str, enabled: bool) -> None:
         """haproxy's "disable health" (checks stop, the member counts as UP) and
-        "enable health" (checks start again from the current state). KeyError for a
-        member that is not tracked."""
-        entry = self._tracked.get((pool, member))
-        if entry is None:
-            raise KeyError(f"{pool}/{member} is not health-checked (no such member, or its pool has no health or outlier)")
-        if enabled == entry.health.enabled:
+        "enable health" (checks start again from the current state). Kept for a
+        member that is not tracked too; KeyError for a member not in the Spec."""
+        key = (pool, member)
+        if key not in self._present:
+            raise KeyError(f"no member {pool}/{member}")
+        if enabled:
+            self._disabled.discard(key)
+        else:
+            self._disabled.add(key)
+        entry = self._tracked.get(key)
+        if entry is None or enabled == entry.health.enabled:
             return
         if enabled:
             entry.health.enable()

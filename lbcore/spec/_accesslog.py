@@ -37,6 +37,8 @@ SYSLOG_ONLY_KEYS = ("facility", "tag")  # what only a syslog target uses
 DEFAULT_SYSLOG_PORT = 514  # RFC 5426 3.3
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one for the terminating NUL
 APP_NAME_MAX = 48  # RFC 5424 6.2.5: APP-NAME = 1*48PRINTUSASCII
+DEFAULT_FACILITY = "local0"  # haproxy's and nginx's usual choice for traffic logs
+DEFAULT_TAG = "lbcore"
 _TARGET_HELP = "stdout, file:/PATH, syslog+udp://IP[:PORT] or syslog+unix:///PATH"
 
 
@@ -146,8 +148,8 @@ class AccessLogSettings:
     enabled: bool = True
     format: str = "json"
     target: str = "stdout"
-    facility: str = "local0"
-    tag: str = "lbcore"
+    facility: str = DEFAULT_FACILITY
+    tag: str = DEFAULT_TAG
 
     _FIELDS: ClassVar[dict[str, v.Validator]] = {
         "enabled": v.boolean,
@@ -165,7 +167,9 @@ class AccessLogSettings:
         target = values["target"]
         if target is not FAILED and not parse_log_target(target).is_syslog:
             # Not used without syslog: one canonical value, so equal logs compare equal.
-            values["facility"], values["tag"] = "local0", "lbcore"
+            for key, default in (("facility", DEFAULT_FACILITY), ("tag", DEFAULT_TAG)):
+                if values[key] is not FAILED:
+                    values[key] = default
         return []
 
     @property

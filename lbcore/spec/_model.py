@@ -371,10 +371,11 @@ class Outlier:
     """Passive checks (outlier ejection), off unless a pool sets ``outlier``.
 
     A worker counts, per member, failures in a row: ``consecutive_errors`` connection
-    errors (connect refused or timed out, reset, no response within the server
-    timeout) or ``consecutive_5xx`` 5xx responses (0 = 5xx are not counted; at least
-    one of the two is more than 0). Reaching either marks the member down at once,
-    for every worker. It comes back through the active check (``rise`` passes) when
+    errors (connect refused or timed out, reset, no or a broken response within the
+    server timeout), and ``consecutive_5xx`` failures of any kind, 5xx responses and
+    connection errors alike (as Envoy's consecutive_5xx); 0 turns a count off, and at
+    least one of the two is more than 0. Reaching either marks the member down at
+    once, for every worker. It comes back through the active check (``rise`` passes) when
     the pool has ``health``, else after ``ejection_time``.
     File form: ``outlier: {consecutive_errors: 5, consecutive_5xx: 0, ejection_time: 30s}``;
     ``outlier: {}`` takes these defaults (Envoy's consecutive errors and base ejection time).
@@ -467,8 +468,8 @@ class Pool:
 
     ``health`` is the active check, ``outlier`` the passive one (both off by default:
     a member of a pool with neither is always taken as up). ``slow_start`` (0 = off):
-    a member that comes up (back from down, or added) has its weight ramped from
-    about 0 to its full weight over that time, like haproxy's slowstart."""
+    a member that comes up has its weight ramped from about 0 (at least 1) to its
+    full weight over that time, like haproxy's slowstart."""
 
     name: str
     algorithm: str = "roundrobin"

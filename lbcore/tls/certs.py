@@ -275,13 +275,17 @@ def _hostnames(leaf: x509.Certificate, warnings: list[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _check_server_auth(leaf: x509.Certificate, warnings: list[str]) -> None:
+_USAGES = {"server": (ExtendedKeyUsageOID.SERVER_AUTH, "serverAuth"), "client": (ExtendedKeyUsageOID.CLIENT_AUTH, "clientAuth")}
+
+
+def _check_usage(leaf: x509.Certificate, usage: str, warnings: list[str]) -> None:
     try:
-        usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        extended = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return
-    if ExtendedKeyUsageOID.SERVER_AUTH not in usage and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usage:
-        warnings.append("the certificate's extended key usage lacks serverAuth: browsers will refuse it")
+    oid, name = _USAGES[usage]
+    if oid not in extended and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in extended:
+        warnings.append(f"the certificate's extended key usage lacks {name}: peers will refuse it")
 
 
 def parse_certificate(
@@ -290,11 +294,15 @@ def parse_certificate(
     passphrase: bytes | str | None = None,
     *,
     now: dt.datetime | None = None,
+    usage: str = "server",
 ) -> tuple[Certificate, list[str]]:
     """A checked Certificate and warnings, from a PEM chain and key (``key_pem``
     None: the key is in ``chain_pem``). Raises TlsError: no certificate, no key or
     several, key encrypted without (or with a wrong) passphrase, unsupported key,
-    key matching no certificate, expired or not yet valid."""
+    key matching no certificate, expired or not yet valid. ``usage`` "client" is
+    for a client certificate (no host names expected, clientAuth usage)."""
+    if usage not in _USAGES:
+        raise ValueError(f"usage must be server or client, not {usage!r}")
     now = now or dt.datetime.now(dt.timezone.utc)
     warnings: list[str] = []
     chain_bytes = _as_bytes(chain_pem, "certificate file")
@@ -343,14 +351,22 @@ def parse_certificate(
     problems = _validity(chain, now, warnings)
     if problems:
         raise TlsError(problems)
-    _check_server_auth(leaf, warnings)
+    names: list[str] = []
+    unreadable = False
+    try:
+        _check_usage(leaf, usage, warnings)
+        names = list(_hostnames(leaf, warnings if usage == "server" else []))
+    except ValueError:  # a malformed or repeated extension
+        unreadable = True
+    if unreadable:
+        raise TlsError("the certificate's extensions cannot be read (malformed or repeated)")
     encoding = serialization.Encoding.PEM
     certificate = Certificate(
         chain_pem=b"".join(cert.public_bytes(encoding) for cert in chain),
         key_pem=key.private_bytes(encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
         key_type=key_type,
         key_bits=key_bits,
-        hostnames=_hostnames(leaf, warnings),
+        hostnames=tuple(names),
         subject=leaf.subject.rfc4514_string(),
         issuer=leaf.issuer.rfc4514_string(),
         not_before=leaf.not_valid_before_utc,
@@ -381,8 +397,9 @@ def load_certificate_files(
     passphrase: bytes | str | None = None,
     *,
     now: dt.datetime | None = None,
+    usage: str = "server",
 ) -> tuple[Certificate, list[str]]:
     """``parse_certificate`` on the content of files (the one reading helper)."""
     chain = _read(cert_path, "certificate file")
     key = _read(key_path, "key file") if key_path is not None else None
-    return parse_certificate(chain, key, passphrase, now=now)
+    return parse_certificate(chain, key, passphrase, now=now, usage=usage)

@@ -110,7 +110,7 @@ def _set(path: str, value: Any) -> dict[str, Any]:
     ("listeners.0.access_log.target", "syslog+udp:127.0.0.1", "listeners[0].access_log.target: invalid target 'syslog+udp:127.0.0.1' (expected syslog+udp://...)"),
     ("listeners.0.access_log.target", "syslog+unix://dev/log", "listeners[0].access_log.target: invalid target 'syslog+unix://dev/log': the path must be absolute"),
     ("listeners.0.access_log.target", "syslog+unix:///" + "x" * 107, "listeners[0].access_log.target: invalid target 'syslog+unix:///" + "x" * 107 + "': a unix socket path is at most 107 bytes"),
-    ("defaults.access_log.facility", "local8", "defaults.access_log.facility: 'local8' is not one of kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, ntp, audit, alert, cron2, local0, local1, local2, local3, local4, local5, local6, local7 (did you mean 'local0'?)"),
+    ("defaults.access_log.facility", "local8", "defaults.access_log.facility: 'local8' is not one of kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, ntp, audit, alert, cron2, local0, local1, local2, local3, local4, local5, local6, local7 (did you mean 'local7'?)"),
     ("defaults.access_log.tag", "my app", "defaults.access_log.tag: invalid tag 'my app' (1 to 48 printable ASCII characters, no spaces: RFC 5424 APP-NAME)"),
     ("defaults.access_log.tag", "", "defaults.access_log.tag: invalid tag '' (1 to 48 printable ASCII characters, no spaces: RFC 5424 APP-NAME)"),
     ("defaults.access_log.tag", "x" * 49, "defaults.access_log.tag: invalid tag '" + "x" * 49 + "' (1 to 48 printable ASCII characters, no spaces: RFC 5424 APP-NAME)"),

@@ -347,8 +347,26 @@ def test_set_enabled() -> None:
         await rig.step("www/w1")
         assert rig.changes[-1] == ("www", "w1", False, "L4CON")
 
-        with pytest.raises(KeyError, match="www/nope is not health-checked"):
+        with pytest.raises(KeyError, match="no member www/nope"):
             rig.monitor.set_enabled("www", "nope", False)
+
+    run(scenario)
+
+
+def test_disabled_health_is_kept_for_unchecked_members_and_forgotten_with_them() -> None:
+    async def scenario(rig: Rig) -> None:
+        rig.monitor.apply(make_spec([pool(members=2)]))
+        rig.monitor.set_enabled("www", "w1", False)  # not checked yet: remembered all the same
+        assert rig.monitor.states() == {}
+        rig.monitor.apply(make_spec([pool(members=2, health={})]))
+        assert not rig.health("www/w1").enabled and rig.health("www/w1").up
+        await rig.parked("www/w2")
+        assert "www/w1" not in rig.delays  # no task for a disabled member
+        rig.monitor.apply(make_spec([pool(members=0, health={})]))
+        rig.monitor.apply(make_spec([pool(members=2, health={})]))  # w1 removed and added again
+        assert rig.health("www/w1").enabled
+        await rig.parked("www/w1")
+        assert rig.changes == []
 
     run(scenario)
 

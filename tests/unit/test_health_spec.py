@@ -94,11 +94,11 @@ def test_member_errors(fields: dict[str, Any], expected: str) -> None:
 def test_every_problem_at_once() -> None:
     data = with_pool(outlier={"consecutive_errors": 0, "consecutive_5xx": 0, "ejection_time": "0s"}, slow_start="x")
     data["pools"][0]["members"][1].update(monitor_port=0)
-    assert errors(data) == [
+    assert errors(data) == [  # in file order: members come first in base()
+        "pools[0].members[1].monitor_port: invalid port 0 (1..65535)",
         "pools[0].outlier.ejection_time: must be more than 0",
         "pools[0].outlier: consecutive_errors and consecutive_5xx are both 0: nothing would eject (write outlier: null for off)",
         "pools[0].slow_start: invalid duration 'x' (use 5s, 500ms, 2m, 1h, 1d or a number of seconds)",
-        "pools[0].members[1].monitor_port: invalid port 0 (1..65535)",
     ]
 
 
@@ -107,6 +107,7 @@ def test_programs_are_checked_too() -> None:
         Outlier(0, 0, ejection_time=-1)
     assert [str(issue) for issue in info.value.errors] == [
         "ejection_time: duration must not be negative, got -1",
+        "consecutive_errors and consecutive_5xx are both 0: nothing would eject (write outlier: null for off)",
     ]
     with pytest.raises(SpecError, match="nothing would eject"):
         Outlier(0, 0)
@@ -137,17 +138,17 @@ def test_diff() -> None:
     data["pools"][0]["members"][0]["monitor_port"] = 9101
     new = parse_spec(data)
     assert format_diff(diff(old, new)) == "\n".join([
+        "+ pools[www].members[w1].monitor_port: 9101",
         "+ pools[www].outlier",
         "~ pools[www].slow_start: 0s -> 30s",
-        "+ pools[www].members[w1].monitor_port: 9101",
     ])
     changed = copy.deepcopy(data)
     changed["pools"][0]["outlier"] = {"ejection_time": "2m", "consecutive_5xx": 3}
     del changed["pools"][0]["members"][0]["monitor_port"]
     assert format_diff(diff(new, parse_spec(changed))) == "\n".join([
+        "- pools[www].members[w1].monitor_port: 9101",
         "~ pools[www].outlier.consecutive_5xx: 0 -> 3",
         "~ pools[www].outlier.ejection_time: 30s -> 2m",
-        "- pools[www].members[w1].monitor_port: 9101",
     ])
 
 
