@@ -7,7 +7,10 @@ renderer turns it into that server's own configuration, kept equivalent:
 
 - the same timeouts (connect 5s, client 30s, server 30s, request head 10s,
   keep-alive 60s), the same connection limit (``MAXCONN``), X-Forwarded-For and
-  X-Forwarded-Proto added, no access log (lbcore has none yet), no health checks;
+  X-Forwarded-Proto added, no health checks;
+- an access log line per request sent to syslog over UDP when ``access_log_port``
+  is set (haproxy's httplog; lbcore's text format is the same layout; nginx's
+  combined), none otherwise;
 - the same ACLs in the same order, first match wins, every pool pointing at the
   nginx backend (lbcore and haproxy; the naive proxy and nginx do not route);
 - kept-alive, reused backend connections (haproxy ``http-reuse always``; lbcore and
@@ -62,6 +65,7 @@ class Frontend:
     acls: int = 3  # 3: demo-like rules the traffic never matches; ROUTING_RULES: the routing scenario
     tls: CertFiles | None = None
     resume: bool = True  # TLS: session tickets and cache on
+    access_log_port: int | None = None  # syslog over UDP to 127.0.0.1:this port; None: no access log
 
     @property
     def scheme(self) -> str:
@@ -117,13 +121,17 @@ def lbcore_spec(fe: Frontend) -> dict:
     }
     if fe.tls is not None:
         listener["tls"] = {"certificates": [{"cert": str(fe.tls.cert), "key": str(fe.tls.key)}]}
+    defaults: dict = {
+        "timeouts": {**{k: f"{v}s" for k, v in TIMEOUTS.items()}, "drain": "1s"},
+        "forwarded_headers": ["x-forwarded-for", "x-forwarded-proto"],
+        "maxconn": MAXCONN,
+    }
+    if fe.access_log_port is not None:
+        defaults["access_log"] = {"format": "text", "target": f"syslog+udp://{HOST}:{fe.access_log_port}",
+                                  "facility": "local0", "tag": "lbcore"}
     return {
         "version": 1,
-        "defaults": {
-            "timeouts": {**{k: f"{v}s" for k, v in TIMEOUTS.items()}, "drain": "1s"},
-            "forwarded_headers": ["x-forwarded-for", "x-forwarded-proto"],
-            "maxconn": MAXCONN,
-        },
+        "defaults": defaults,
         "listeners": [listener],
         "pools": [
             {
@@ -147,6 +155,10 @@ def haproxy_cfg(fe: Frontend, stats_socket: Path) -> str:
     acls = "".join(f"    acl {r.name} {criterion}\n" for r in rules(fe.acls) for criterion in r.haproxy)
     uses = "".join(f"    use_backend {r.pool} if {r.name}\n" for r in rules(fe.acls))
     backends = "".join(f"backend {name}\n    server nginx {HOST}:{fe.backend_port}\n" for name in _pools(fe))
+    log_global = log_defaults = ""
+    if fe.access_log_port is not None:
+        log_global = f"    log {HOST}:{fe.access_log_port} local0 info\n"
+        log_defaults = "    log global\n    option httplog\n"
     return (
         "global\n"
         f"    nbthread {fe.workers}\n"
@@ -156,9 +168,10 @@ def haproxy_cfg(fe: Frontend, stats_socket: Path) -> str:
         f"    ulimit-n {_nofile()}\n"
         "    no strict-limits\n"
         f"    stats socket {stats_socket} mode 600 level admin\n"
-        f"{tls_global}"
+        f"{tls_global}{log_global}"
         "defaults\n"
         "    mode http\n"
+        f"{log_defaults}"
         f"    timeout connect {t['connect']}s\n"
         f"    timeout client {t['client']}s\n"
         f"    timeout server {t['server']}s\n"
@@ -186,6 +199,9 @@ def nginx_proxy_conf(fe: Frontend, workdir: Path) -> str:
             f"        ssl_session_cache {cache};\n"
             f"        ssl_session_tickets {'on' if fe.resume else 'off'};\n"
         )
+    access_log = "off"
+    if fe.access_log_port is not None:
+        access_log = f"syslog:server={HOST}:{fe.access_log_port},facility=local0,tag=nginx,severity=info combined"
     return (
         f"worker_processes {fe.workers};\n"
         f"worker_rlimit_nofile {_nofile()};\n"
@@ -193,7 +209,7 @@ def nginx_proxy_conf(fe: Frontend, workdir: Path) -> str:
         f"error_log {workdir}/error.log warn;\n"
         f"events {{ worker_connections {MAXCONN + 2 * IDLE_BACKEND}; }}\n"
         "http {\n"
-        "    access_log off;\n"
+        f"    access_log {access_log};\n"
         f"    client_body_temp_path {workdir}/body;\n"
         f"    proxy_temp_path {workdir}/proxy;\n"
         "    proxy_max_temp_file_size 0;\n"  # stream big responses through memory buffers, as the others do

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,12 +31,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "Issued",
+    "Handshake",
     "chain_pem",
+    "client_context",
     "ticket_key_line",
     "issue",
     "key_pem",
     "make_ca",
     "make_crl",
+    "memory_handshake",
     "new_key",
     "write_pair",
     "write_ticket_keys",
@@ -259,3 +263,82 @@ def write_ticket_keys(path: str | os.PathLike[str], lines: Sequence[str]) -> str
     Path(path).write_text("".join(line + "\n" for line in lines))
     os.chmod(path, 0o600)
     return str(path)
+
+
+# -- handshakes in memory -----------------------------------------------------------------------
+
+
+def client_context(ca: Issued | None = None, *, maximum: ssl.TLSVersion | None = None,
+                   ciphers: str | None = None, alpn: Sequence[str] = ()) -> ssl.SSLContext:
+    """A client context trusting ``ca`` (None: verifying nothing)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.load_verify_locations(cadata=ca.pem.decode())
+    if maximum is not None:
+        context.maximum_version = maximum
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    return context
+
+
+@dataclass
+class Handshake:
+    """Both ends of a finished in-memory handshake."""
+
+    client: ssl.SSLObject
+    server: ssl.SSLObject
+
+    @property
+    def peer_cert(self) -> x509.Certificate:
+        """The certificate the client received."""
+        return x509.load_der_x509_certificate(self.client.getpeercert(binary_form=True))
+
+    @property
+    def key_type(self) -> str:
+        key = self.peer_cert.public_key()
+        return "ecdsa" if isinstance(key, ec.EllipticCurvePublicKey) else "rsa"
+
+
+def memory_handshake(
+    client: ssl.SSLContext,
+    server: ssl.SSLContext,
+    server_hostname: str | None = "www.example.com",
+    *,
+    session: ssl.SSLSession | None = None,
+    exchange: bool = True,
+) -> Handshake:
+    """A TLS handshake between two contexts through ssl.MemoryBIO pairs; raises the
+    ssl.SSLError of whichever side fails. ``exchange`` then sends one byte each way,
+    which makes a TLS 1.3 client take in its session tickets (``client.session``)."""
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    cli = client.wrap_bio(c_in, c_out, server_hostname=server_hostname, session=session)
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(20):
+        for name, obj, out, peer_in in (("client", cli, c_out, s_in), ("server", srv, s_out, c_in)):
+            if not done[name]:
+                try:
+                    obj.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+                finally:
+                    if out.pending:
+                        peer_in.write(out.read())
+        if all(done.values()) and not c_out.pending and not s_out.pending:
+            break
+    else:
+        raise AssertionError("handshake did not finish")
+    if exchange:
+        srv.write(b"s")
+        c_in.write(s_out.read())
+        assert cli.read(1) == b"s"
+        cli.write(b"c")
+        s_in.write(c_out.read())
+        assert srv.read(1) == b"c"
+    return Handshake(cli, srv)

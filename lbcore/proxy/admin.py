@@ -50,7 +50,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from lbcore import __version__
-from lbcore.proxy.runtime_api import RESPONSE_CLASSES, USABLE, Controller, format_csv, stat_rows
+from lbcore.proxy.runtime_api import HEALTHY, RESPONSE_CLASSES, USABLE, Controller, format_csv, stat_rows
 
 __all__ = ["AdminServer", "SnapshotCollector", "render_metrics", "render_page", "DEFAULT_REFRESH"]
 
@@ -72,7 +72,7 @@ _CHECK_PASSED = re.compile(r"L\dOK")  # haproxy check codes: L4OK, L6OK, L7OK, L
 # Counters are named without "_total"; prometheus_client appends it.
 LISTENER_METRICS = (
     ("lbcore_listener_current_connections", "gauge", "Client connections open now.", "conns_cur"),
-    ("lbcore_listener_max_connections", "gauge", "Most client connections open at once since the engine started.", "conns_max"),
+    ("lbcore_listener_max_connections", "gauge", "Most client connections open at once since the start.", "conns_max"),
     ("lbcore_listener_connections", "counter", "Client connections accepted.", "conns_total"),
     ("lbcore_listener_requests", "counter", "HTTP requests received.", "requests"),
     ("lbcore_listener_bytes_in", "counter", "Bytes received from clients.", "bytes_in"),
@@ -84,16 +84,16 @@ POOL_METRICS = (
     ("lbcore_pool_active_connections", "gauge", "Connections to the pool's members in flight now.", "active"),
     ("lbcore_pool_requests", "counter", "Requests sent to the pool.", "requests"),
     ("lbcore_pool_connect_errors", "counter", "Failed connection attempts to the pool's members.", "connect_errors"),
-    ("lbcore_pool_response_errors", "counter", "Members' responses that failed (reset, timeout, invalid).", "response_errors"),
+    ("lbcore_pool_response_errors", "counter", "Members' responses that failed (reset, timeout).", "response_errors"),
     ("lbcore_pool_retries", "counter", "Connection attempts retried.", "retries"),
     ("lbcore_pool_redispatches", "counter", "Requests retried on another member.", "redispatches"),
     ("lbcore_pool_queued", "counter", "Requests that waited for a member connection slot.", "queued"),
-    ("lbcore_pool_queue_timeouts", "counter", "Requests answered 503 after waiting too long in the queue.", "queue_timeouts"),
+    ("lbcore_pool_queue_timeouts", "counter", "Requests answered 503 after too long in the queue.", "queue_timeouts"),
     ("lbcore_pool_no_member", "counter", "Requests answered 503 because no member was available.", "no_member"),
 )
 MEMBER_METRICS = (
     ("lbcore_member_weight", "gauge", "The member's weight (configured, or set at runtime).", "weight"),
-    ("lbcore_member_effective_weight", "gauge", "The weight the balancer uses now (slow start ramps it).", "effective_weight"),
+    ("lbcore_member_effective_weight", "gauge", "The weight the balancer uses now (0 when down).", "effective_weight"),
     ("lbcore_member_active_connections", "gauge", "Connections to the member in flight now.", "active"),
     ("lbcore_member_connections", "counter", "Connections made to the member.", "conns_total"),
     ("lbcore_member_requests", "counter", "Requests sent to the member.", "requests"),
@@ -131,8 +131,8 @@ class SnapshotCollector:
         yield from _table(POOL_METRICS, ["pool"], [((p["name"],), p) for p in pools])
         yield _responses("lbcore_pool_http_responses", "Responses from the pool's members, by status class.",
                          ["pool"], [((p["name"],), p) for p in pools])
-        usable = GaugeMetricFamily("lbcore_pool_members_up", "Members that take new traffic (UP or up, unchecked).",
-                                   labels=["pool"])
+        usable = GaugeMetricFamily("lbcore_pool_usable_members",
+                                   "Members that take new traffic (UP, or up and unchecked).", labels=["pool"])
         for pool in pools:
             usable.add_metric([pool["name"]], sum(1 for m in pool.get("members", ()) if m.get("status") in USABLE))
         yield usable
@@ -176,8 +176,8 @@ def _responses(name: str, help_text: str, labels: list[str], rows: Rows) -> Metr
 
 
 def _info_metrics(info: dict[str, Any]) -> Iterator[Metric]:
-    yield InfoMetricFamily("lbcore", "The engine's version and the Spec revision it runs.",
-                           value={"version": str(info.get("version", __version__)), "revision": str(info.get("revision", ""))})
+    labels = {"version": str(info.get("version", __version__)), "revision": str(info.get("revision", ""))}
+    yield InfoMetricFamily("lbcore", "The engine's version and the Spec revision it runs.", value=labels)
     for name, help_text, key in (
         ("lbcore_start_time_seconds", "When the engine started, seconds since the epoch.", "started_at"),
         ("lbcore_uptime_seconds", "Seconds since the engine started.", "uptime_s"),
@@ -194,7 +194,7 @@ def _member_state_metrics(members: list[tuple[str, dict[str, Any]]]) -> Iterator
                                labels=["pool", "member", "status"])
     for pool, member in members:
         current = member.get("status")
-        up.add_metric([pool, member["name"]], 1 if current in ("UP", "DRAIN", "NO_CHECK") else 0)
+        up.add_metric([pool, member["name"]], 1 if current in HEALTHY else 0)
         for name in STATUSES:
             status.add_metric([pool, member["name"], name], 1 if current == name else 0)
     yield up
@@ -207,8 +207,8 @@ def _check_metrics(members: list[tuple[str, dict[str, Any]]]) -> Iterator[Metric
     passed = GaugeMetricFamily("lbcore_member_check_success", "1 if the last health check passed.", labels=labels)
     duration = GaugeMetricFamily("lbcore_member_check_duration_seconds", "How long the last health check took.",
                                  labels=labels)
-    at = GaugeMetricFamily("lbcore_member_check_timestamp_seconds", "When the last health check ended, seconds since the epoch.",
-                           labels=labels)
+    at = GaugeMetricFamily("lbcore_member_check_timestamp_seconds",
+                           "When the last health check ended, seconds since the epoch.", labels=labels)
     for pool, member in members:
         check = member.get("check")
         if not check:
@@ -403,7 +403,7 @@ PAGE_SCRIPT = r"""
   }
 
   // -- rendering one snapshot --
-  function renderInfo(info, serverNow) {
+  function renderInfo(info) {
     const parts = [
       ["version", "lbcore " + num(info.version)], ["revision", "revision " + num(info.revision)],
       ["pid", "pid " + num(info.pid)], ["workers", "workers " + num(info.workers)],
@@ -468,12 +468,14 @@ PAGE_SCRIPT = r"""
     const total = sum(members, "conns_total");
     const usable = members.filter((m) => USABLE.has(m.status));
     const primaries = usable.filter((m) => !m.backup);
-    const weight = primaries.reduce((w, m) => w + (m.effective_weight !== undefined ? m.effective_weight : m.weight || 0), 0);
+    const weightOf = (m) => (m.effective_weight !== undefined ? m.effective_weight : m.weight || 0);
+    const weight = primaries.reduce((w, m) => w + weightOf(m), 0);
+    const backups = usable.length - primaries.length;
     const count = members.reduce((n, m) => n + ((m.latency || {}).count || 0), 0);
     const seconds = members.reduce((n, m) => n + ((m.latency || {}).sum || 0), 0);
     return Object.assign({
       name: "Backend", status: pool.status, operating: pool.operating_status,
-      weight: String(weight), backup: usable.length - primaries.length ? String(usable.length - primaries.length) : dash,
+      weight: String(weight), backup: backups ? String(backups) : dash,
       cur: num(pool.active), total: String(total), conn_rate: rate(id + "/conns", total),
       requests: num(pool.requests), req_rate: rate(id + "/requests", pool.requests),
       bytes_in: bytes(sum(members, "bytes_in")), bytes_out: bytes(sum(members, "bytes_out")),
@@ -529,7 +531,7 @@ PAGE_SCRIPT = r"""
     const info = snapshot.info || {};
     const serverNow = info.started_at !== undefined && info.uptime_s !== undefined
       ? info.started_at + info.uptime_s : Date.now() / 1000;
-    renderInfo(info, serverNow);
+    renderInfo(info);
     renderListeners(snapshot.listeners || []);
     const container = document.getElementById("pools");
     const keep = new Set();
@@ -578,9 +580,11 @@ _PAGE = """<!DOCTYPE html>
 <div id="info"></div>
 <div id="refresh-state"></div>
 <div class="legend">
-<span class="UP">UP</span><span class="DOWN">DOWN</span><span class="DRAIN">DRAIN</span><span class="MAINT">MAINT</span><span class="NO_CHECK">up, no check</span>
+<span class="UP">UP</span><span class="DOWN">DOWN</span><span class="DRAIN">DRAIN</span><span class="MAINT">MAINT</span>
+<span class="NO_CHECK">up, no check</span>
 </div>
-<noscript><p>This page renders with JavaScript. The same figures: <a href="stats.csv">stats.csv</a>, <a href="stats.json">stats.json</a>.</p></noscript>
+<noscript><p>This page renders with JavaScript. The same figures:
+<a href="stats.csv">stats.csv</a>, <a href="stats.json">stats.json</a>.</p></noscript>
 <section id="listeners"><h2>Listeners</h2><table id="listeners-table"></table></section>
 <div id="pools"></div>
 <script type="application/json" id="snapshot">{snapshot}</script>
@@ -589,7 +593,8 @@ _PAGE = """<!DOCTYPE html>
 </html>
 """
 
-_JSON_IN_HTML = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+_JSON_IN_HTML = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def json_for_html(value: Any) -> str:
@@ -669,8 +674,8 @@ class AdminServer:
             routes["/metrics"] = lambda: self._metrics(accept)
         if self.stats_page:
             routes["/stats"] = lambda: self._page(parts.query)
-            routes["/stats.js"] = lambda: (200, [("Content-Type", "text/javascript; charset=utf-8"), ("Cache-Control", "no-cache"),
-                                                 ("X-Content-Type-Options", "nosniff")], PAGE_SCRIPT.encode())
+            routes["/stats.js"] = lambda: (200, [("Content-Type", "text/javascript; charset=utf-8"), *_NO_STORE],
+                                           PAGE_SCRIPT.encode())
             routes["/stats.json"] = self._json
             routes["/stats.csv"] = self._csv
         home = "/stats" if self.stats_page else "/metrics" if self.metrics else None
@@ -679,7 +684,8 @@ class AdminServer:
         handler = routes.get(path)
         if handler is None:
             known = ", ".join(sorted(routes)) or "nothing (stats_page and metrics are off)"
-            return 404, [("Content-Type", "text/plain; charset=utf-8")], f"not found; this listener serves {known}\n".encode()
+            message = f"not found; this listener serves {known}\n".encode()
+            return 404, [("Content-Type", "text/plain; charset=utf-8")], message
         if method not in ("GET", "HEAD"):
             return 405, [("Allow", "GET, HEAD"), ("Content-Type", "text/plain; charset=utf-8")], b"only GET and HEAD\n"
         return handler()

@@ -31,7 +31,7 @@ that keeps the member (a member whose pool gains a check later starts disabled i
 the operator disabled it), and is forgotten with the member.
 
 Passive checks: a worker that sees ``outlier.consecutive_errors`` connection errors
-(or ``consecutive_5xx`` 5xx) in a row from a member calls ``report_passive``; the
+(or ``consecutive_5xx`` failures) in a row from a member calls ``report_passive``; the
 member is DOWN at once, with a HANA result (haproxy's "health analyze" status). With
 an active check it comes back after ``rise`` passes; without one, after
 ``outlier.ejection_time``. A report about a member already DOWN, with checks
@@ -201,7 +201,8 @@ class HealthMonitor:
         entry.health.eject(CheckResult(False, "HANA", None, 0.0, reason, self._clock()))
         self._notify(entry)
         if entry.check is None:
-            entry.timer = self.loop.call_later(entry.outlier.ejection_time, self._restore, entry)
+            ejection = entry.outlier.ejection_time
+            entry.timer = self.loop.call_later(ejection, self._restore, entry, ejection)
 
     async def close(self) -> None:
         """Stop every check; the monitor takes no more ``apply``."""
@@ -238,10 +239,9 @@ class HealthMonitor:
             if entry.health.record(result):
                 self._notify(entry)
 
-    def _restore(self, entry: _Tracked) -> None:
+    def _restore(self, entry: _Tracked, ejection: float) -> None:
         entry.timer = None
-        assert entry.outlier is not None
-        detail = f"ejection over after {S.format_duration(entry.outlier.ejection_time)}"
+        detail = f"ejection over after {S.format_duration(ejection)}"
         if entry.health.restore(CheckResult(True, "HANA", None, 0.0, detail, self._clock())):
             self._notify(entry)
 

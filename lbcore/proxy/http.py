@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ from lbcore.l7.http1 import (
 )
 from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.l7.rewrite import request_head_for_member, response_head_for_client
+from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
 from lbcore.proxy.runtime import parse_client
@@ -118,6 +120,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip, self.client_port = parse_client(transport.get_extra_info("peername"))
         self.client_ip_text = str(self.client_ip) if self.client_ip is not None else ""
         self.timeouts = listener.spec.timeouts
+        self.head_started = time.monotonic()
         self.lstats = lstats = worker.stats.listener(self.listener_name)
         lstats.conns_total += 1
         lstats.conns_cur += 1
@@ -148,6 +151,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.phase == _IDLE:
             self.phase = _HEAD
+            self.head_started = time.monotonic()
             self.deadline.extend(self.timeouts.http_request)
         elif self.phase == _BUSY:
             self.deadline.extend(self.timeouts.client)
@@ -248,6 +252,7 @@ class ClientConnection(asyncio.Protocol):
         self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
         if self.pending:
             self.phase = _HEAD
+            self.head_started = time.monotonic()
             self.dispatch()
         else:
             self.phase = _IDLE
@@ -275,7 +280,10 @@ class ClientConnection(asyncio.Protocol):
     # -- output and teardown --------------------------------------------------------
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
-            self.lstats.bytes_out += len(data)
+            size = len(data)
+            self.lstats.bytes_out += size
+            if self.exchange is not None:
+                self.exchange.bytes_out += size
             self.transport.write(data)
 
     def send_error(self, status: int, extra_headers=()) -> None:
@@ -285,10 +293,32 @@ class ClientConnection(asyncio.Protocol):
     def protocol_error(self, exc: ProtocolError) -> None:
         log.debug("client %s: %s", self.client_ip_text, exc)
         self.lstats.errors += 1
+        if self.exchange is None:
+            self.log_without_request(exc.status_hint, "PR")
         if self.exchange is not None and self.exchange.response_started:
             self.abort()
             return
         self.send_error(exc.status_hint)
+
+    def log_without_request(self, status: int, termination: str) -> None:
+        """Access-log a refusal that happened before any request head was read."""
+        access_log = self.worker.access_logs.for_listener(self.listener_name)
+        if access_log is None:
+            return
+        now = time.monotonic()
+        access_log.log(
+            AccessRecord(
+                accepted=time.time(),
+                started=now,
+                client_ip=self.client_ip_text,
+                client_port=self.client_port,
+                listener=self.listener_name,
+                status=status,
+                t_request=now - self.head_started,
+                t_total=now - self.head_started,
+                termination=termination,
+            )
+        )
 
     def close(self) -> None:
         """Close after pending writes are flushed."""
@@ -317,6 +347,7 @@ class ClientConnection(asyncio.Protocol):
         if phase == _IDLE:
             self.close()  # keep-alive idle: close silently
         elif phase == _HEAD:
+            self.log_without_request(408, "cR")
             self.send_error(408)
         else:
             ex = self.exchange
@@ -374,7 +405,15 @@ class Exchange:
         self.backend: BackendConnection | None = None
         self.pstats = None  # PoolCounters once routed
         self.mstats = _NO_MEMBER_STATS  # MemberCounters of the member in use
-        self.started = conn.loop.time()
+        self.started = time.monotonic()
+        self.accepted = time.time()
+        self.status: int | None = None
+        self.bytes_out = 0
+        self.termination = "--"
+        self.t_queue: float | None = None
+        self.t_connect: float | None = None
+        self.t_first_byte: float | None = None
+        self.sent_at = 0.0  # loop time the request head went to the member
         self.slot = None  # the MemberPool whose concurrency slot this exchange holds
         self.acl: str | None = None
         self.facts: RequestFacts | None = None
@@ -480,11 +519,14 @@ class Exchange:
     async def _queue(self, mpool, limit: int, timeout: float) -> None:
         """The member is at max_connections_per_member: wait for a slot, in order."""
         self.pstats.queued += 1
+        queued_at = time.monotonic()
         if not await mpool.wait_slot(limit, timeout):
             if not self.finished:
                 self.pstats.queue_timeouts += 1
+                self.termination = "sQ"
                 self.fail(503)
             return
+        self.t_queue = time.monotonic() - queued_at
         if self.finished:
             mpool.free_slot()
             return
@@ -496,11 +538,13 @@ class Exchange:
             await self._connect(mpool, self.pool.spec.timeouts.connect)  # type: ignore[union-attr]
 
     async def _connect(self, mpool, timeout: float) -> None:
+        connect_at = time.monotonic()
         try:
             backend = await mpool.connect(timeout)
         except ConnectFailed as exc:
             self.connect_failed(exc)
             return
+        self.t_connect = time.monotonic() - connect_at
         self.mstats.conns_total += 1
         if self.finished:
             mpool.put_idle(backend)  # the client went away meanwhile: keep it warm
@@ -523,6 +567,7 @@ class Exchange:
                 self.pstats.redispatches += 1
                 self.connect(member)
                 return
+        self.termination = "sC" if exc.timeout else "SC"
         self.fail(504 if exc.timeout else 502)
 
     def attach(self, backend: BackendConnection) -> None:
@@ -552,6 +597,9 @@ class Exchange:
         out = b"".join((head, *pending)) if pending else head
         self.mstats.bytes_out += len(out)
         backend.write(out)
+        self.sent_at = time.monotonic()
+        if self.t_connect is None:
+            self.t_connect = 0.0  # a reused member connection
         if self.body_pending_size:
             self.body_pending_size = 0
             self.conn.gate.resume(ReadGate.BUFFERED)
@@ -588,6 +636,9 @@ class Exchange:
     def body_too_large(self) -> None:
         """A chunked body grew past limits.max_body (a Content-Length one is refused upfront)."""
         self.discard_body = True
+        self.termination = "PR"
+        if not self.response_started:
+            self.status = 413
         started = self.response_started
         self.abandon()
         if started:
@@ -662,6 +713,8 @@ class Exchange:
     def response_head(self, response: Response) -> bytes:
         self.response_started = True
         status = response.status
+        self.status = status
+        self.t_first_byte = time.monotonic() - self.sent_at
         self.conn.lstats.response(status)
         self.pstats.response(status)
         mstats = self.mstats
@@ -694,7 +747,7 @@ class Exchange:
         return framing.head
 
     def response_complete(self) -> None:
-        self.mstats.observe(self.conn.loop.time() - self.started)
+        self.mstats.observe(time.monotonic() - self.started)
         backend = self.backend
         reusable = (
             backend is not None
@@ -782,6 +835,11 @@ class Exchange:
         self.pstats.response_errors += 1
         self.mstats.response_errors += 1
         self.conn.worker.member_error(self.member, gateway=True)
+        timeout = status == 504
+        if self.response_started:
+            self.termination = "sD" if timeout else "SD"
+        else:
+            self.termination = "sH" if timeout else "SH"
         if self.backend is not None:
             self.backend.owner = None
             self.backend.abort()
@@ -802,7 +860,10 @@ class Exchange:
         request = self.request
         has_body = request.chunked or bool(request.content_length)
         keep_alive = keep_alive and self.client_keep_alive and not has_body
-        self.finished = True
+        self.status = status
+        if self.termination == "--":
+            self.termination = "LR" if 300 <= status < 400 else "PR"
+        self.finish()
         self.response_started = True
         self.response_keep_alive = keep_alive
         self.conn.lstats.response(status)
@@ -815,6 +876,9 @@ class Exchange:
 
     def fail(self, status: int) -> None:
         """No usable response from a member: answer ``status`` and end the connection."""
+        self.status = status
+        if self.termination == "--":
+            self.termination = "SC" if status in (502, 503) else "sH"
         self.finish()
         self.response_started = True
         extra = (("Retry-After", "1"),) if status == 503 else ()
@@ -826,8 +890,12 @@ class Exchange:
     def finish(self) -> None:
         if not self.finished:
             self.finished = True
+            log_member = self.member
             self.release_member()
             self.free_slot()
+            access_log = self.conn.worker.access_logs.for_listener(self.listener.name)
+            if access_log is not None:
+                access_log.log(self.access_record(log_member))
             if self.server_deadline is not None:
                 self.server_deadline.cancel()
 
@@ -845,6 +913,8 @@ class Exchange:
 
     def abandon(self) -> None:
         """The client side gave up (timeout): drop the member connection."""
+        if self.termination == "--":
+            self.termination = "cD"
         backend = self.backend
         self.finish()
         if backend is not None:
@@ -855,11 +925,50 @@ class Exchange:
     def client_lost(self) -> None:
         if self.finished:
             return
+        if self.response_started:
+            self.termination = "CD"
+        elif self.backend is not None:
+            self.termination = "CH"
+        elif self.slot is None and self.member is not None and self.pool is not None and self.pool.spec.max_connections_per_member:
+            self.termination = "CQ"
+        else:
+            self.termination = "CC"
         backend = self.backend
         self.finish()
         if backend is not None:
             backend.owner = None
             backend.abort()
+
+    def access_record(self, member) -> AccessRecord:
+        conn = self.conn
+        request = self.request
+        now = time.monotonic()
+        facts = self.facts
+        return AccessRecord(
+            accepted=self.accepted,
+            started=self.started,
+            client_ip=conn.client_ip_text,
+            client_port=conn.client_port,
+            listener=self.listener.name,
+            acl=self.acl,
+            pool=self.pool.name if self.pool is not None else None,
+            member=member.name if member is not None else None,
+            method=request.method,
+            target=request.target,
+            http_version=request.http_version,
+            host=facts.header("host") if facts is not None else None,
+            user_agent=facts.header("user-agent") if facts is not None else None,
+            status=self.status,
+            bytes_in=self.body_received,
+            bytes_out=self.bytes_out,
+            t_request=max(0.0, self.started - conn.head_started),
+            t_queue=self.t_queue,
+            t_connect=self.t_connect,
+            t_first_byte=self.t_first_byte,
+            t_total=now - self.started,
+            retries=len(self.tried) - 1 if self.tried else 0,
+            termination=self.termination,
+        )
 
     def redirect_location(self, redirect) -> str:
         request = self.request

@@ -39,13 +39,20 @@ __all__ = [
     "Controller",
     "CommandError",
     "GRAMMAR",
+    "HEALTHY",
     "MAX_LINE",
+    "RESPONSE_CLASSES",
     "STAT_FIELDS",
     "SERVERS_STATE_FIELDS",
     "Session",
+    "Syntax",
+    "USABLE",
     "execute",
-    "is_error",
+    "find_command",
     "format_csv",
+    "info_fields",
+    "is_error",
+    "servers_state_values",
     "stat_rows",
 ]
 
@@ -58,6 +65,7 @@ MAX_LINE = 16384
 MAX_WEIGHT = 256  # as the Spec and haproxy (weights 0..256)
 # Member statuses that take new traffic (DRAIN is up but takes none, MAINT and DOWN none).
 USABLE = ("UP", "NO_CHECK")
+HEALTHY = ("UP", "DRAIN", "NO_CHECK")  # up, whether taking new traffic or not
 # Admin states by their haproxy name ("ready") and the Spec's ("enabled").
 ADMIN_WORDS = {"ready": "enabled", "enabled": "enabled", "drain": "drain", "maint": "maint"}
 
@@ -270,7 +278,8 @@ def _set_weight(controller: Controller, args: list[str]) -> str:
         configured = int(_state_row(controller, pool, member)["configured_weight"])
         weight = configured * number // 100
         if weight > MAX_WEIGHT:
-            raise CommandError(f"set server: {number}% of the configured weight {configured} is {weight}, above {MAX_WEIGHT}")
+            raise CommandError(
+                f"set server: {number}% of the configured weight {configured} is {weight}, above {MAX_WEIGHT}")
         what = f"weight {weight} ({number}% of {configured})"
     else:
         weight = number
@@ -288,12 +297,14 @@ def _get_weight(controller: Controller, args: list[str]) -> str:
 
 def _enable_health(controller: Controller, args: list[str]) -> str:
     pool, member = _pool_member(args[0])
-    return _change(controller, pool, member, lambda: controller.set_health_enabled(pool, member, True), "health checks enabled")
+    return _change(controller, pool, member, lambda: controller.set_health_enabled(pool, member, True),
+                   "health checks enabled")
 
 
 def _disable_health(controller: Controller, args: list[str]) -> str:
     pool, member = _pool_member(args[0])
-    return _change(controller, pool, member, lambda: controller.set_health_enabled(pool, member, False), "health checks disabled")
+    return _change(controller, pool, member, lambda: controller.set_health_enabled(pool, member, False),
+                   "health checks disabled")
 
 
 def _change(controller: Controller, pool: str, member: str, apply: Callable[[], None], what: str) -> str:
@@ -493,11 +504,14 @@ def info_fields(snapshot: dict[str, Any]) -> dict[str, Any]:
         "Listeners": len(listeners),
         "Pools": len(snapshot.get("pools", ())),
         "Members": len(members),
-        "Members_up": sum(1 for m in members if m.get("status") in USABLE),
+        "Members_up": sum(1 for m in members if m.get("status") in HEALTHY),
         "CurrConns": sum(l.get("conns_cur", 0) for l in listeners),
         "CumConns": sum(l.get("conns_total", 0) for l in listeners),
         "CumReq": sum(l.get("requests", 0) for l in listeners),
     }
+
+
+_OVERRIDE_NAMES = {"health_disabled": "health"}  # a controller's field name -> the word shown
 
 
 def servers_state_values(row: dict[str, Any]) -> dict[str, Any]:
@@ -505,7 +519,9 @@ def servers_state_values(row: dict[str, Any]) -> dict[str, Any]:
     ``overrides`` names what the runtime socket set over the Spec (the row's own
     ``overrides`` list when the controller gives one)."""
     overrides = row.get("overrides")
-    if overrides is None:
+    if overrides is not None:
+        overrides = [_OVERRIDE_NAMES.get(name, name) for name in overrides]
+    else:
         overrides = [name for name, now, configured in (
             ("admin", row.get("admin"), row.get("configured_admin")),
             ("weight", row.get("weight"), row.get("configured_weight")),

@@ -133,7 +133,7 @@ class Supervisor:
         for index in range(self.nworkers):
             self.spawn(index)
         # Worker exits are seen as EOF on their control channel (uvloop keeps SIGCHLD).
-        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             self.loop.add_signal_handler(signum, self._signal, signum)
         await self.done
         return 0
@@ -324,6 +324,14 @@ class Supervisor:
             self.done.set_result(None)
 
     handle_sigint = handle_sigterm
+
+    def handle_sigusr1(self) -> None:
+        """Log rotation (logrotate signals the supervisor): every worker reopens its logs."""
+        for handle in self.workers.values():
+            try:
+                handle.proc.send_signal(signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
 
     def _kill_stragglers(self) -> None:
         for handle in self.workers.values():

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from lbcore.l7.facts import RequestFacts
 from lbcore.l7.persistence import SourcePersistence
+from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
 from lbcore.proxy.runtime import parse_client
@@ -55,6 +57,10 @@ class TcpClient(asyncio.Protocol):
         self.facts: RequestFacts | None = None
         self.idle_timeout = 30.0
         self.counted = False
+        self.termination = "--"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.t_connect: float | None = None
         self.lstats = _NO_LISTENER_STATS
         self.pstats = None
         self.mstats = _NO_MEMBER_STATS
@@ -70,6 +76,8 @@ class TcpClient(asyncio.Protocol):
             self.closed = True
             return
         self.idle_timeout = listener.spec.timeouts.client
+        self.accepted = time.time()
+        self.started = time.monotonic()
         self.deadline.extend(self.idle_timeout)
         client_ip, client_port = parse_client(transport.get_extra_info("peername"))
         self.facts = RequestFacts("", "", (), client_ip, client_port)
@@ -81,6 +89,7 @@ class TcpClient(asyncio.Protocol):
         lstats.requests += 1
         self.counted = True
         if pool is None:
+            self.termination = "PR"
             self.close()
             return
         self.pool = pool
@@ -93,6 +102,7 @@ class TcpClient(asyncio.Protocol):
             member = pool.balancer.pick(self.facts, self.tried)
         if member is None:
             self.pstats.no_member += 1
+            self.termination = "SC"
             self.close()
             return
         self.connect(member)
@@ -110,11 +120,13 @@ class TcpClient(asyncio.Protocol):
         self.loop.create_task(self._connect(mpool, spec.timeouts.connect))
 
     async def _connect(self, mpool, timeout: float) -> None:
+        connect_at = time.monotonic()
         try:
             backend = await mpool.connect(timeout)
         except ConnectFailed as exc:
             self._connect_failed(exc)
             return
+        self.t_connect = time.monotonic() - connect_at
         self.mstats.conns_total += 1
         if self.closed:
             backend.close()
@@ -137,6 +149,7 @@ class TcpClient(asyncio.Protocol):
                 self.pstats.redispatches += 1
                 self.connect(member)
                 return
+        self.termination = "sC" if exc.timeout else "SC"
         self.close()
 
     def attach(self, backend: BackendConnection) -> None:
@@ -157,6 +170,7 @@ class TcpClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.deadline.extend(self.idle_timeout)
         self.lstats.bytes_in += len(data)
+        self.bytes_in += len(data)
         backend = self.backend
         if backend is not None:
             self.mstats.bytes_out += len(data)
@@ -180,6 +194,7 @@ class TcpClient(asyncio.Protocol):
         self.deadline.cancel()
         if self.counted:
             self.lstats.conns_cur -= 1
+            self.log_access()
         self.worker.release(self.listener_name, self)
         backend = self.backend
         self.backend = None
@@ -202,6 +217,7 @@ class TcpClient(asyncio.Protocol):
         self.mstats.bytes_in += len(data)
         if self.transport is not None and not self.closed:
             self.lstats.bytes_out += len(data)
+            self.bytes_out += len(data)
             self.transport.write(data)
 
     def backend_eof(self, conn: BackendConnection) -> None:
@@ -227,7 +243,32 @@ class TcpClient(asyncio.Protocol):
             self.member.active -= 1
             self.member = None
 
+    def log_access(self) -> None:
+        access_log = self.worker.access_logs.for_listener(self.listener_name)
+        if access_log is None:
+            return
+        facts = self.facts
+        access_log.log(
+            AccessRecord(
+                accepted=self.accepted,
+                started=self.started,
+                client_ip=str(facts.client_ip) if facts is not None and facts.client_ip is not None else "",
+                client_port=facts.client_port if facts is not None else 0,
+                listener=self.listener_name,
+                pool=self.pool.name if self.pool is not None else None,
+                member=self.tried[-1].name if self.tried else None,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                t_connect=self.t_connect,
+                t_total=time.monotonic() - self.started,
+                retries=max(0, len(self.tried) - 1),
+                termination=self.termination,
+                mode="tcp",
+            )
+        )
+
     def _idle(self) -> None:
+        self.termination = "cD"
         if self.transport is not None:
             self.transport.abort()
         if self.backend is not None:

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from lbcore import spec as S
+from lbcore.proxy.accesslog import AccessLogs
 from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
 from lbcore.proxy.http import ClientConnection
@@ -47,6 +48,7 @@ class Worker:
         self.registry = MemberRegistry()
         self.backends = BackendPools(loop)
         self.stats = WorkerStats()
+        self.access_logs = AccessLogs(worker=index, loop=loop)
         # Member state decided by the supervisor (health, runtime overrides), by
         # "pool/member"; re-applied to every new revision's MemberStates.
         self.member_states: dict[str, dict[str, Any]] = {}
@@ -180,6 +182,7 @@ class Worker:
             return
         new_fds = dict(zip(message.get("fd_binds", []), fds))
         self.revision = revision
+        self.access_logs.apply(spec)
         self.apply_member_states()
         self.bind_listener = {str(l.bind): l.name for l in spec.listeners}
         self.maxconn = {l.name: math.ceil(l.maxconn / self.nworkers) for l in spec.listeners}
@@ -269,8 +272,11 @@ async def run(channel: Channel, index: int, nworkers: int) -> None:
     loop.add_reader(channel.fileno(), worker.on_control)
     loop.call_later(FLUSH_INTERVAL, worker.flush_stats)
     loop.add_signal_handler(signal.SIGTERM, worker.begin_stop, 30.0)
+    loop.add_signal_handler(signal.SIGUSR1, worker.access_logs.reopen)
+    worker.access_logs.start(loop)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
     await worker.stopped
+    worker.access_logs.close()
 
 
 def main(argv: list[str] | None = None) -> None:

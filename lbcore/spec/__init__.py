@@ -15,13 +15,15 @@ compiles it); ``lbcore serve FILE`` reads one straight from YAML or JSON.
 
 Layout: ``_values`` (durations, sizes, addresses), ``_checks`` (validators and the
 machinery that runs them), ``_model`` (the dataclasses), ``_accesslog`` (access-log
-settings and targets), ``_tls`` (certificates and TLS policy), ``_parse`` (file structure and cascading), ``_load`` (YAML/JSON),
-``_diff``.
+settings and targets), ``_admin`` (the admin listener and runtime socket), ``_tls``
+(certificates and TLS policy), ``_parse`` (file structure and cascading), ``_load``
+(YAML/JSON), ``_diff``.
 
 Pure: no I/O except ``load_spec`` reading its file.
 """
 
 from lbcore.spec._accesslog import LOG_FORMATS, SYSLOG_FACILITIES, AccessLogSettings, LogTarget, parse_log_target
+from lbcore.spec._admin import AdminSettings
 from lbcore.spec._diff import Change, diff, format_diff
 from lbcore.spec._errors import SpecError, SpecIssue
 from lbcore.spec._load import load_spec, loads_spec
@@ -56,6 +58,7 @@ __all__ = [
     "SYSLOG_FACILITIES",
     "AccessLogSettings",
     "Acl",
+    "AdminSettings",
     "Address",
     "Change",
     "ClientAuth",

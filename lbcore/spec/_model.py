@@ -17,6 +17,7 @@ from lbcore.l7.acl import Condition, parse_condition
 from lbcore.l7.balance import ALGORITHMS
 from lbcore.spec import _checks as v
 from lbcore.spec._accesslog import AccessLogSettings, listener_access_log
+from lbcore.spec._admin import AdminSettings, admin_bind_issues
 from lbcore.spec._checks import FAILED, Issues, known, ok, settle
 from lbcore.spec._errors import join_path
 from lbcore.spec._tls import PoolTls, TlsCertificate, TlsPolicy, TlsSettings
@@ -637,6 +638,7 @@ class Spec:
     defaults: Defaults = Defaults()
     listeners: tuple[Listener, ...] = ()
     pools: tuple[Pool, ...] = ()
+    admin: AdminSettings = AdminSettings()  # the admin listener and runtime socket (off by default)
     _revision: str | None = field(default=None, init=False, repr=False, compare=False)
 
     _FIELDS: ClassVar[dict[str, v.Validator]] = {
@@ -644,6 +646,7 @@ class Spec:
         "defaults": v.instance(Defaults),
         "listeners": v.tuple_of(Listener),
         "pools": v.tuple_of(Pool),
+        "admin": v.instance(AdminSettings),
     }
 
     def __post_init__(self) -> None:
@@ -652,7 +655,7 @@ class Spec:
     @staticmethod
     def _finish(values: dict[str, Any]) -> Issues:
         listeners, pools, defaults = values["listeners"], values["pools"], values["defaults"]
-        issues = spec_issues(listeners, pools)
+        issues = spec_issues(listeners, pools) + admin_bind_issues(values["admin"], listeners)
         if issues or not ok(listeners, pools, defaults) or not all(map(ok, listeners + pools)):
             return issues
         # Resolve: what a level may not set comes from defaults, so equal files give
@@ -681,6 +684,7 @@ class Spec:
             "defaults": self.defaults.to_dict(),
             "listeners": [listener.to_dict() for listener in self.listeners],
             "pools": [pool.to_dict() for pool in self.pools],
+            "admin": self.admin.to_dict(),
         }
 
     def pool(self, name: str) -> Pool:

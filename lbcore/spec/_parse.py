@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 from lbcore.l7.acl import parse_condition
 from lbcore.spec import _checks as v
 from lbcore.spec._accesslog import SYSLOG_ONLY_KEYS, AccessLogSettings, parse_log_target
+from lbcore.spec._admin import AdminSettings
 from lbcore.spec._checks import FAILED, Partial, check_object, ok
 from lbcore.spec._errors import SpecError, SpecIssue, join_path
 from lbcore.spec._tls import POLICY_KEYS, ClientAuth, Hsts, PoolTls, TlsPolicy
@@ -400,11 +401,13 @@ def parse_spec(data: Mapping[str, Any]) -> Spec:
     defaults = read_defaults(r, top.get("defaults"), "defaults")
     listeners = r.items(top.get("listeners"), "listeners", lambda raw, p: read_listener(r, raw, p, defaults))
     pools = r.items(top.get("pools"), "pools", lambda raw, p: read_pool(r, raw, p, defaults))
+    admin = AdminSettings() if top.get("admin") is None else r.build(AdminSettings, top["admin"], "admin")
     values = {
         "version": version,
         "defaults": defaults,
         "listeners": listeners,
         "pools": pools,
+        "admin": admin,
     }
     for rel, message in check_object(Spec, values):
         r.add(rel, message)

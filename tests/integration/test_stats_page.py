@@ -13,7 +13,7 @@ import pytest
 
 from lbcore.proxy.admin import AdminServer
 from tests.chromium import Chromium, StatsPage, chromium_path
-from tests.unit.test_runtime_api import FakeController, make_snapshot
+from tests.unit.test_runtime_api import FakeController, make_snapshot, member_book_controller
 
 COLOURS = {  # the page's CSS, as computed styles
     "UP": "rgb(192, 240, 192)",
@@ -211,3 +211,16 @@ def test_rates_come_from_consecutive_refreshes(open_stats):
     cells = stats.cells("member-www-w1")
     assert float(cells["req_rate"]) > 0 and float(cells["conn_rate"]) > 0
     assert cells["requests"] == "1200"
+
+
+def test_the_page_renders_the_supervisors_snapshot(open_stats):
+    """The snapshot as the supervisor's MemberBook builds it (pool statuses are
+    operating statuses there), and a runtime change showing up on the next refresh."""
+    book = member_book_controller()
+    stats = open_stats(book, "?refresh=0.5")
+    assert stats.member_status("www", "w1") == "NO_CHECK" and stats.member_status("www", "w2") == "DRAIN"
+    assert stats.cells("member-www-w1")["requests"] == "5"
+    assert stats.cells("backend-www")["status"] == book.snapshot()["pools"][0]["status"]
+    book.set_member_admin("www", "w1", "maint")
+    stats.wait_member_status("www", "w1", "MAINT", timeout=10)
+    assert stats.background("member-www-w1") == COLOURS["MAINT"]

@@ -143,8 +143,8 @@ def test_metrics_match_the_snapshot(serve):
             assert value(m, "lbcore_member_check_timestamp_seconds", **who) == check["at"]
             assert value(m, "lbcore_member_check_enabled", **who) == 1
             assert value(m, "lbcore_member_check_success", **who) == (check["code"] == "L7OK")
-    assert value(m, "lbcore_pool_members_up", pool="www") == 2  # w1 UP, w3 NO_CHECK (w2 drains)
-    assert value(m, "lbcore_pool_members_up", pool="api") == 0
+    assert value(m, "lbcore_pool_usable_members", pool="www") == 2  # w1 UP, w3 NO_CHECK (w2 drains)
+    assert value(m, "lbcore_pool_usable_members", pool="api") == 0
     # w1's histogram is not empty: 200 requests over the first five buckets
     assert value(m, "lbcore_member_request_duration_seconds", "lbcore_member_request_duration_seconds_count",
                  pool="www", member="w1") == 200

@@ -204,7 +204,7 @@ def test_show_info_text(ctl):
         "Listeners: 2\n"
         "Pools: 2\n"
         "Members: 5\n"
-        "Members_up: 2\n"
+        "Members_up: 3\n"
         "CurrConns: 4\n"
         "CumConns: 127\n"
         "CumReq: 300\n"
@@ -358,6 +358,7 @@ def test_servers_state_overrides_from_the_controller_or_configured_health():
     assert R.servers_state_values(row)["overrides"] == "health"
     assert R.servers_state_values({**row, "configured_health": False})["overrides"] == ""
     assert R.servers_state_values({**row, "overrides": ["weight"]})["overrides"] == "weight"
+    assert R.servers_state_values({**row, "overrides": ["admin", "health_disabled"]})["overrides"] == "admin,health"
 
 
 # -- set server / enable / disable ---------------------------------------------------------------
@@ -537,3 +538,60 @@ def test_session_refuses_an_overlong_line(ctl):
 def test_session_undecodable_bytes_are_an_error_not_a_crash(ctl):
     out = R.Session(ctl).receive_data(b"show \xff\xfe info\n").decode()
     assert out.startswith("error: cannot read 'show \ufffd\ufffd info'")
+
+
+# -- the supervisor's side of the contract ----------------------------------------------------------
+
+
+BOOK_SPEC = {
+    "listeners": [{"name": "web", "bind": "127.0.0.1:8080", "default_pool": "www"}],
+    "pools": [{"name": "www", "members": [{"name": "w1", "address": "127.0.0.1:9001", "weight": 10},
+                                          {"name": "w2", "address": "127.0.0.1:9002", "admin_state": "drain"}]}],
+}
+
+
+def member_book_controller(spec_data: dict[str, Any] = BOOK_SPEC) -> Any:
+    """A Controller made of the supervisor's own parts (lbcore.proxy.state.MemberBook and
+    an Aggregate holding a worker's flush of five requests to www/w1)."""
+    from lbcore.proxy.state import MemberBook
+    from lbcore.proxy.stats import Aggregate, WorkerStats
+    from lbcore.spec import parse_spec
+
+    book = MemberBook(on_change=lambda: None)
+    book.apply(parse_spec(spec_data))
+    aggregate = Aggregate()
+    worker = WorkerStats()
+    worker.listener("web").requests += 5
+    counters = worker.member("www", "w1")
+    counters.requests += 5
+    counters.response(200)
+    counters.observe(0.003)
+    aggregate.add(0, worker.take())
+
+    class Book:
+        snapshot = staticmethod(lambda: book.snapshot(aggregate, 2))
+        set_member_admin = staticmethod(book.set_member_admin)
+        set_member_weight = staticmethod(book.set_member_weight)
+        set_health_enabled = staticmethod(book.set_health_enabled)
+        servers_state = staticmethod(book.servers_state)
+
+    return Book()
+
+
+def test_the_supervisors_member_book_as_controller():
+    """The real snapshot and servers_state (lbcore.proxy.state) through every command."""
+    book = member_book_controller()
+    snap = book.snapshot()
+    rows = {(r["pxname"], r["svname"]): r for r in parse_csv(run(book, "show stat"))}
+    assert rows[("web", "FRONTEND")]["req_tot"] == "5"
+    assert rows[("www", "w1")]["req_tot"] == "5" and rows[("www", "w1")]["hrsp_2xx"] == "1"
+    assert rows[("www", "w2")]["status"] == snap["pools"][0]["members"][1]["status"] == "DRAIN"
+    assert run(book, "set server www/w1 weight 50%") == "www/w1: weight 5 (50% of 10)\n"
+    assert run(book, "set server www/w2 state ready") == "www/w2: state enabled\n"
+    assert run(book, "disable health www/w2") == "www/w2: health checks disabled\n"
+    assert run(book, "show servers state").splitlines()[2:] == [
+        "www w1 127.0.0.1:9001 NO_CHECK enabled enabled 5 10 enabled runtime weight",
+        "www w2 127.0.0.1:9002 NO_CHECK enabled drain 1 1 disabled runtime admin,health",
+    ]
+    assert_error(run(book, "set server www/w9 state drain"), "no member 'w9' in pool 'www' (members: w1, w2)")
+    assert "Members_up: 2\n" in run(book, "show info")

@@ -1,0 +1,111 @@
+"""What the results were measured on: CPU, cores, kernel, tool and library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import ssl
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["describe"]
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSCTLS = (
+    "net/ipv4/tcp_tw_reuse",
+    "net/ipv4/ip_local_port_range",
+    "net/ipv4/tcp_max_tw_buckets",
+    "net/core/somaxconn",
+)
+
+
+def _first_line(argv: list[str], prefix: str = "") -> str | None:
+    """First non-empty output line of a version command (some print to stderr) that
+    starts with ``prefix``."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in (done.stdout + "\n" + done.stderr).splitlines():
+        if line.strip() and line.strip().startswith(prefix):
+            return line.strip()
+    return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _os_name() -> str:
+    for line in (_read("/etc/os-release") or "").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.platform()
+
+
+def _mem_total_mib() -> int | None:
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _lbcore() -> dict:
+    """lbcore's version, commit (read-only git plumbing) and compiled fast paths."""
+    from lbcore import __version__
+    from lbcore import _fastpath
+
+    fastpath = Path(_fastpath.__file__).parent
+    commit = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(ROOT), "diff-index", "--quiet", "HEAD", "--"],
+                           capture_output=True).returncode != 0 if commit else None
+    return {
+        "version": __version__,
+        "commit": commit,
+        "uncommitted_changes": dirty,
+        "compiled_fastpaths": sorted(p.name for p in fastpath.glob("*.so")),
+        "extensions_enabled": _fastpath.USE_EXTENSIONS,
+    }
+
+
+def describe(pinning: dict[str, str]) -> dict:
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "memory_mib": _mem_total_mib(),
+        "pinning": pinning,
+        "sysctl": {name.replace("/", "."): _read(f"/proc/sys/{name}") for name in SYSCTLS},
+        "versions": {
+            "haproxy": _first_line(["haproxy", "-v"]),
+            "nginx": _first_line(["nginx", "-v"]),
+            "stunnel": _first_line(["stunnel4", "-version"], "stunnel "),
+            "wrk": _first_line(["wrk", "-v"]),
+            "openssl": _first_line(["openssl", "version"]),
+            "python": platform.python_version(),
+            "python_ssl": ssl.OPENSSL_VERSION,
+            "uvloop": _version("uvloop"),
+            "httptools": _version("httptools"),
+            "cryptography": _version("cryptography"),
+        },
+        "lbcore": _lbcore(),
+    }
