@@ -47,6 +47,7 @@ __all__ = ["Settings", "run"]
 
 PORT_BASE = 21000  # below the ephemeral range (32768-60999): servers never meet wrk's source ports
 MIB = 1 << 20
+LOGGING = ("lbcore", "haproxy", "nginx")  # the servers that write access logs (not naive, not stunnel)
 
 
 @dataclass
@@ -61,11 +62,23 @@ class Settings:
     load_cpu: str = "0"
     server_cpu: str = "1"
     speed_seconds: int = 2
-    time_wait_limit: int = 20_000  # wait for TIME_WAIT to drain below this before connection-heavy runs
-    time_wait_wait: float = 30.0  # the longest such wait, seconds
+    # Before a run that opens a connection per request, wait (at most time_wait_wait
+    # seconds) for TIME_WAIT sockets to drain below time_wait_limit: by then the kernel
+    # is near tcp_max_tw_buckets and starts dropping them. Below it they do no harm
+    # here: each server listens on a port of its own and tcp_tw_reuse covers loopback.
+    time_wait_limit: int = field(default_factory=lambda: _tw_limit())
+    time_wait_wait: float = 30.0
     servers: set[str] | None = None  # only these labels (None: all)
     access_log: bool = True
     keep_workdir: bool = False
+
+
+def _tw_limit() -> int:
+    try:
+        buckets = int(Path("/proc/sys/net/ipv4/tcp_max_tw_buckets").read_text())
+    except (OSError, ValueError):
+        buckets = 131_072
+    return int(buckets * 0.6)
 
 
 class Progress:
@@ -104,6 +117,7 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
     except OSError as exc:
         progress(f"cannot pin the harness to CPU {settings.load_cpu}: {exc}")
     workdir = Path(tempfile.mkdtemp(prefix="lbcore-bench-"))
+    workdir.chmod(0o755)  # nginx workers run as www-data and read the backend's files here
     pinning = {
         "load generator (wrk, idle client), nginx backend, harness": settings.load_cpu,
         "server under test": settings.server_cpu,
@@ -224,7 +238,7 @@ def _run_scenario(scenario: Scenario, ctx: _Context) -> dict:
                 acls=scenario.acls,
                 tls=ctx.certs[scenario.tls] if scenario.tls else None,
                 resume=scenario.resume,
-                access_log_port=ctx.log_port if spec.kind in ("lbcore", "haproxy", "nginx") else None,
+                access_log_port=ctx.log_port if scenario.access_log and spec.kind in LOGGING else None,
             )
             try:
                 running[label] = servers.start(spec, fe, ctx.workdir / scenario.name / label, settings.server_cpu)

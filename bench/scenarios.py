@@ -33,6 +33,7 @@ class Scenario:
     acls: int = 3
     fixed_workers: bool = False  # server labels carry their worker counts (scaling)
     idle_count: int = 10_000
+    access_log: bool = True  # when the run has access logs on (the default)
 
     @property
     def new_connection_per_request(self) -> bool:
@@ -41,6 +42,8 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("keepalive", "HTTP keep-alive, small response", "wrk", PROXIES),
+    Scenario("keepalive-nolog", "HTTP keep-alive, small response, access logs off", "wrk", ("haproxy", "lbcore"),
+             access_log=False),
     Scenario("close", "HTTP, new connection per request", "wrk", PROXIES, script="close.lua"),
     Scenario(f"acl{ROUTING_RULES}", f"L7 routing, {ROUTING_RULES} ACLs (host and path), keep-alive", "wrk",
              ("haproxy", "lbcore"), script=f"acl{ROUTING_RULES}.lua", acls=ROUTING_RULES),

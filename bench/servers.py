@@ -119,7 +119,9 @@ class Running:
         for row in rows[1:]:
             data = dict(zip(header, row))
             if data.get("svname") == "FRONTEND" and data.get("ssl_sess", "") != "":
-                return int(data["ssl_sess"] or 0), int(data["ssl_reused_sess"] or 0)
+                # ssl_sess counts new (full) sessions, ssl_reused_sess the resumed ones.
+                full, resumed = int(data["ssl_sess"] or 0), int(data["ssl_reused_sess"] or 0)
+                return full + resumed, resumed
         return None
 
     def stop(self) -> None:
@@ -200,10 +202,16 @@ def _start_lbcore(spec: ServerSpec, fe: Frontend, workdir: Path, cpu: str) -> Ru
 
 
 def _first_error(text: str) -> str:
-    for line in text.splitlines():
-        if "ERROR" in line or "not served" in line or "Error" in line:
+    """The line of lbcore's log that says why, without its timestamp."""
+    lines = text.splitlines()
+    for line in lines:
+        if "not served" in line:
             return line.strip()
-    return text.splitlines()[0] if text else text
+    for index, line in enumerate(lines):
+        if "ERROR" in line:
+            following = lines[index + 1].strip() if index + 1 < len(lines) else ""
+            return (line.split("ERROR", 1)[1].strip() + " " + following).strip()
+    return lines[0] if lines else text
 
 
 def _start_haproxy(spec: ServerSpec, fe: Frontend, workdir: Path, cpu: str) -> Running:

@@ -292,6 +292,20 @@ class Handshake:
 
     client: ssl.SSLObject
     server: ssl.SSLObject
+    bios: tuple[ssl.MemoryBIO, ssl.MemoryBIO, ssl.MemoryBIO, ssl.MemoryBIO]
+
+    def close(self) -> None:
+        """A clean close (close_notify both ways). OpenSSL drops a session from the
+        server's cache when its connection ends without one, so a test of
+        session-ID resumption closes the first connection like this."""
+        c_in, c_out, s_in, s_out = self.bios
+        for obj, out, peer_in in ((self.client, c_out, s_in), (self.server, s_out, c_in), (self.client, c_out, s_in)):
+            try:
+                obj.unwrap()
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                pass
+            if out.pending:
+                peer_in.write(out.read())
 
     @property
     def peer_cert(self) -> x509.Certificate:
@@ -341,4 +355,4 @@ def memory_handshake(
         cli.write(b"c")
         s_in.write(c_out.read())
         assert srv.read(1) == b"c"
-    return Handshake(cli, srv)
+    return Handshake(cli, srv, (c_in, c_out, s_in, s_out))

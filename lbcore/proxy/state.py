@@ -38,6 +38,10 @@ class MemberBook:
         self.overrides: dict[tuple[str, str], dict[str, Any]] = {}
         self.health = None  # the HealthMonitor, set by the supervisor
         self.started = time.time()
+        # When a member last came back UP (a real DOWN -> UP transition): slow start
+        # ramps from there. Members up since the engine started, or new in a
+        # revision, take full weight at once (as haproxy's slowstart).
+        self.came_up: dict[tuple[str, str], float] = {}
 
     # -- spec ---------------------------------------------------------------------------
     def apply(self, spec: S.Spec) -> None:
@@ -46,6 +50,9 @@ class MemberBook:
         self.spec = spec
         members = {(p.name, m.name): m for p in spec.pools for m in p.members}
         old_members = {(p.name, m.name): m for p in old.pools for m in p.members} if old else {}
+        for key in list(self.came_up):
+            if key not in members:
+                del self.came_up[key]
         for key in list(self.overrides):
             member = members.get(key)
             if member is None:
@@ -107,13 +114,12 @@ class MemberBook:
             del self.overrides[key]
         self.on_change()
 
-    def reapply_health_overrides(self) -> None:
-        """After the monitor (re)starts checks: keep operator-disabled ones disabled."""
-        if self.health is None:
-            return
-        for (pool, member), override in self.overrides.items():
-            if override.get("health_disabled"):
-                self.health.set_enabled(pool, member, False)
+    def health_changed(self, pool: str, member: str, up: bool) -> None:
+        if up:
+            self.came_up[(pool, member)] = time.time()
+        else:
+            self.came_up.pop((pool, member), None)
+        self.on_change()
 
     # -- what workers get -----------------------------------------------------------------
     def _health(self, pool: str, member: str):
@@ -128,7 +134,7 @@ class MemberBook:
                 health = self._health(pool.name, member.name)
                 out[f"{pool.name}/{member.name}"] = {
                     "up": health.up if health is not None else True,
-                    "since": health.since if health is not None else None,
+                    "since": self.came_up.get((pool.name, member.name)),
                     "admin": override.get("admin"),
                     "weight": override.get("weight"),
                 }

@@ -30,7 +30,10 @@ import time
 from pathlib import Path
 
 from lbcore import spec as S
+from lbcore.proxy.admin import AdminServer
 from lbcore.proxy.channel import Channel
+from lbcore.proxy.runtime_socket import RuntimeSocketServer
+from lbcore.proxy.health import HealthMonitor
 from lbcore.proxy.state import MemberBook
 from lbcore.proxy.stats import Aggregate
 
@@ -84,6 +87,8 @@ class Supervisor:
         self.done: asyncio.Future[None] | None = None
         self._announced: str | None = None
         self.aggregate = Aggregate()
+        self.admin_server: AdminServer | None = None
+        self.runtime_socket: RuntimeSocketServer | None = None
         self.book = MemberBook(self.broadcast_members)
 
     # -- start ------------------------------------------------------------------------
@@ -130,12 +135,18 @@ class Supervisor:
             self.nworkers,
         )
         self.book.apply(self.spec)
+        self.health = HealthMonitor(self.loop, self.on_health_change)
+        self.book.health = self.health
+        self.health.apply(self.spec)
         for index in range(self.nworkers):
             self.spawn(index)
+        await self.start_admin(self.spec)
         # Worker exits are seen as EOF on their control channel (uvloop keeps SIGCHLD).
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             self.loop.add_signal_handler(signum, self._signal, signum)
         await self.done
+        await self.health.close()
+        await self.stop_admin()
         return 0
 
     def _signal(self, signum: int) -> None:
@@ -200,6 +211,47 @@ class Supervisor:
         message = {"op": "members", "states": self.book.worker_states()}
         for handle in self.workers.values():
             self.send(handle, message)
+
+    def on_health_change(self, pool: str, member: str, up: bool, result) -> None:
+        # (the health monitor logs the change itself)
+        self.book.health_changed(pool, member, up)
+
+    # -- operator surfaces: admin HTTP listener (/metrics, /stats), runtime socket ------
+    def snapshot(self) -> dict:
+        return self.book.snapshot(self.aggregate, len(self.workers))
+
+    async def start_admin(self, spec: S.Spec) -> None:
+        admin = spec.admin
+        controller = SupervisorController(self)
+        if admin.socket:
+            server = RuntimeSocketServer()
+            try:
+                await server.start(admin.socket, controller)
+                self.runtime_socket = server
+                log.info("runtime socket on %s", admin.socket)
+            except OSError as exc:
+                log.error("runtime socket %s: %s", admin.socket, exc)
+        if admin.bind is not None:
+            server = AdminServer()
+            try:
+                await server.start(admin.bind.host, admin.bind.port, controller,
+                                   stats_page=admin.stats_page, metrics=admin.metrics)
+                self.admin_server = server
+                log.info("admin listener on %s (stats page: %s, metrics: %s)", admin.bind, admin.stats_page, admin.metrics)
+            except OSError as exc:
+                log.error("admin listener %s: %s", admin.bind, exc)
+
+    async def stop_admin(self) -> None:
+        for name in ("admin_server", "runtime_socket"):
+            server = getattr(self, name, None)
+            if server is not None:
+                setattr(self, name, None)
+                server.close()
+                await server.wait_closed()
+
+    async def restart_admin(self, spec: S.Spec) -> None:
+        await self.stop_admin()
+        await self.start_admin(spec)
 
     def passive_down(self, pool: str, member: str, reason: str) -> None:
         log.warning("member %s/%s ejected by passive checks: %s", pool, member, reason)
@@ -290,6 +342,9 @@ class Supervisor:
         log.info("reload: revision %s -> %s (%d changes)\n%s", old.revision, new.revision, len(changes), S.format_diff(changes))
         self.spec = new
         self.book.apply(new)
+        self.health.apply(new)
+        if new.admin != old.admin:
+            self.loop.create_task(self.restart_admin(new))
         for handle in self.workers.values():
             self.send_spec(handle)
         self.broadcast_members()
@@ -337,6 +392,32 @@ class Supervisor:
         for handle in self.workers.values():
             log.warning("worker %d did not drain in time; killing it", handle.index)
             handle.proc.kill()
+
+
+class SupervisorController:
+    """The runtime API's Controller: reads the snapshot, changes member state live."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.book = supervisor.book
+
+    def snapshot(self) -> dict:
+        return self.supervisor.snapshot()
+
+    def set_member_admin(self, pool: str, member: str, state: str) -> None:
+        self.book.set_member_admin(pool, member, state)
+        log.info("runtime: %s/%s state %s", pool, member, state)
+
+    def set_member_weight(self, pool: str, member: str, weight: int) -> None:
+        self.book.set_member_weight(pool, member, weight)
+        log.info("runtime: %s/%s weight %s", pool, member, weight)
+
+    def set_health_enabled(self, pool: str, member: str, enabled: bool) -> None:
+        self.book.set_health_enabled(pool, member, enabled)
+        log.info("runtime: %s/%s health checks %s", pool, member, "enabled" if enabled else "disabled")
+
+    def servers_state(self) -> list[dict]:
+        return self.book.servers_state()
 
 
 def _exit_text(code: int) -> str:

@@ -54,8 +54,8 @@ class SpecTls:
                 if changed:
                     for name in self._users.get(path, ()):
                         self.listeners[name].set_ticket_keys(keyfile.keys)
-            except TlsError as exc:
-                issues.extend(exc.at(f"ticket_keys {path}"))
+            except TlsError as exc:  # the messages name the file
+                issues.extend(exc.issues)
         return issues
 
 

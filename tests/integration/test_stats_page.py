@@ -26,8 +26,8 @@ COLOURS = {  # the page's CSS, as computed styles
 
 @pytest.fixture(scope="module")
 def browser():
-    if chromium_path() is None:
-        pytest.skip("no Chromium (Debian: apt-get install chromium; `make deps` installs it)")
+    # No skip: CI installs Chromium (`make deps`); a missing browser is a failure to see.
+    assert chromium_path() is not None, "no Chromium (Debian: apt-get install chromium; `make deps` installs it)"
     with Chromium() as chromium:
         yield chromium
 
