@@ -194,6 +194,16 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plotted(entry: dict, label: str, metric: str) -> float | None:
+    if metric == "kib":
+        per = (entry.get("idle") or {}).get("bytes_per_connection")
+        return per / KIB if per is not None else None
+    if entry.get("ratio") is not None:
+        return entry["ratio"]
+    # haproxy is the reference its scenario's ratios divide by: 1.0 on the chart.
+    return 1.0 if label.startswith("haproxy") and entry.get("median") else None
+
+
 def plot(results: dict, path: Path) -> str | None:
     """The chart: ratio to haproxy per scenario and server, and memory per idle
     connection. Returns why not, if it cannot be drawn."""
@@ -202,46 +212,43 @@ def plot(results: dict, path: Path) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[bench]')"
     wrk = [s for s in results["scenarios"] if s["kind"] == "wrk"]
     idle = [s for s in results["scenarios"] if s["kind"] == "idle"]
+    order = ("lbcore", "haproxy", "nginx", "stunnel", "naive")
     labels = sorted({label for s in wrk + idle for label in s["servers"]},
-                    key=lambda l: (l.split("-")[0] != "lbcore", l.split("-")[0] != "haproxy", l))
+                    key=lambda l: (order.index(l.split("-")[0]) if l.split("-")[0] in order else 9, l))
     colours = {label: plt.cm.tab10(i % 10) for i, label in enumerate(labels)}
     fig, axes = plt.subplots(2, 1, figsize=(13, 9), gridspec_kw={"height_ratios": [3, 2]})
     for ax, group, metric, title in (
         (axes[0], wrk, "ratio", "per server CPU-second, ratio to haproxy in the same run (higher is better)"),
         (axes[1], idle, "kib", "memory per idle keep-alive connection, KiB (lower is better)"),
     ):
-        names = [s["name"] for s in group]
-        width = 0.8 / max(1, len(labels))
-        for i, label in enumerate(labels):
-            xs, ys = [], []
-            for j, scenario in enumerate(group):
-                entry = scenario["servers"].get(label, {})
-                if metric == "ratio":
-                    value = entry.get("ratio")
-                else:
-                    per = (entry.get("idle") or {}).get("bytes_per_connection")
-                    value = per / KIB if per is not None else None
-                if value is not None:
-                    xs.append(j + (i - (len(labels) - 1) / 2) * width)
-                    ys.append(value)
-            if xs:
-                ax.bar(xs, ys, width, label=label, color=colours[label])
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=15)
+        for j, scenario in enumerate(group):
+            bars = [(label, _plotted(scenario["servers"][label], label, metric))
+                    for label in labels if label in scenario["servers"]]
+            bars = [(label, value) for label, value in bars if value is not None]
+            width = 0.8 / max(1, len(bars))
+            for i, (label, value) in enumerate(bars):
+                x = j + (i - (len(bars) - 1) / 2) * width
+                ax.bar(x, value, width * 0.95, color=colours[label])
+                ax.text(x, value, f"{value:.2f}" if metric == "ratio" else f"{value:.0f}", ha="center",
+                        va="bottom", fontsize=6)
+        ax.set_xticks(range(len(group)))
+        ax.set_xticklabels([s["name"] for s in group], rotation=15)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         if metric == "ratio":
             ax.axhline(1.0, color="black", linewidth=0.8)
-    axes[0].legend(ncol=len(labels), fontsize=8, loc="upper right")
+    fig.legend(handles=[Patch(color=colours[label], label=label) for label in labels], ncol=len(labels),
+               fontsize=9, loc="lower center")
     m = results["machine"]
     fig.suptitle(f"lbcore vs haproxy, nginx, stunnel and a naive asyncio proxy — {m['cpu_model']}, "
                  f"{m['cores']} cores, {results['started']}{' (quick)' if results['settings']['quick'] else ''}",
                  fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return None

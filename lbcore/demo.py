@@ -137,6 +137,11 @@ async def _run(spec_path: Path, workers: int) -> int:
     print("Try:")
     for line in _curl_lines(spec):
         print("  " + line)
+    if spec.admin.bind is not None:
+        print(f"  # live stats page: http://{spec.admin.bind}/stats   Prometheus: curl -s http://{spec.admin.bind}/metrics")
+    if spec.admin.socket:
+        print(f"  lbcore ctl --socket {spec.admin.socket} show stat          # runtime API (haproxy-style)")
+        print(f"  lbcore ctl --socket {spec.admin.socket} set server www/w1 state drain")
     print("Ctrl-C stops the demo.", flush=True)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()

@@ -228,7 +228,6 @@ class Supervisor:
             try:
                 await server.start(admin.socket, controller)
                 self.runtime_socket = server
-                log.info("runtime socket on %s", admin.socket)
             except OSError as exc:
                 log.error("runtime socket %s: %s", admin.socket, exc)
         if admin.bind is not None:
@@ -237,7 +236,6 @@ class Supervisor:
                 await server.start(admin.bind.host, admin.bind.port, controller,
                                    stats_page=admin.stats_page, metrics=admin.metrics)
                 self.admin_server = server
-                log.info("admin listener on %s (stats page: %s, metrics: %s)", admin.bind, admin.stats_page, admin.metrics)
             except OSError as exc:
                 log.error("admin listener %s: %s", admin.bind, exc)
 
