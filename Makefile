@@ -2,12 +2,12 @@
 #   make demo   install lbcore and run the demo (demo members + engine on examples/demo.yaml)
 #   make test   install what the tests need (Debian packages, Python test extras) and run every test
 PYTHON ?= python3
-DEB_PACKAGES = curl iproute2 procps chromium
+DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4
 
 .PHONY: demo test deps install unit integration
 
 install:
-	$(PYTHON) -m pip install -q -e '.[test]'
+	$(PYTHON) -m pip install -q -e '.[test,bench]'
 
 deps: install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

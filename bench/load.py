@@ -15,7 +15,6 @@ import json
 import re
 import selectors
 import socket
-import ssl
 import subprocess
 import sys
 import time

@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 __all__ = [
     "CLK_TCK",
     "CpuSample",
+    "CpuUse",
     "Managed",
     "StartFailed",
     "cpu_sample",
@@ -81,21 +82,35 @@ def process_tree(root: int) -> list[int]:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuUse:
+    """CPU seconds a tree used between two samples: user + system, and the pids that
+    were there before and gone after (a worker that died mid-run: its time is lost,
+    and the run says so)."""
+
+    user: float
+    system: float
+    lost: list[int]
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+
+@dataclass(frozen=True, slots=True)
 class CpuSample:
-    """CPU ticks per pid of one tree at one moment."""
+    """(user, system) CPU ticks per pid of one tree at one moment."""
 
     at: float
-    ticks: Mapping[int, int]
+    ticks: Mapping[int, tuple[int, int]]
 
-    def seconds_until(self, later: "CpuSample") -> tuple[float, list[int]]:
-        """CPU seconds the tree used between the two samples, and the pids that were
-        there before and are gone after (a worker that died mid-run: its time is lost,
-        and the run says so)."""
-        used = 0
-        for pid, ticks in later.ticks.items():
-            used += ticks - self.ticks.get(pid, 0)
+    def until(self, later: "CpuSample") -> CpuUse:
+        user = system = 0
+        for pid, (u, s) in later.ticks.items():
+            u0, s0 = self.ticks.get(pid, (0, 0))
+            user += u - u0
+            system += s - s0
         lost = sorted(pid for pid in self.ticks if pid not in later.ticks)
-        return used / CLK_TCK, lost
+        return CpuUse(user / CLK_TCK, system / CLK_TCK, lost)
 
 
 def cpu_sample(pids: Sequence[int]) -> CpuSample:
@@ -103,7 +118,7 @@ def cpu_sample(pids: Sequence[int]) -> CpuSample:
     for pid in pids:
         fields = _stat(pid)
         if fields is not None:
-            ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15)
+            ticks[pid] = (int(fields[11]), int(fields[12]))  # utime, stime (fields 14 and 15)
     return CpuSample(time.monotonic(), ticks)
 
 

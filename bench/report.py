@@ -102,8 +102,9 @@ def markdown(results: dict) -> str:
         "`Connection: close`; MiB for 1 MiB responses) ÷ the user+system CPU seconds of the server's",
         "process tree over the run (/proc/PID/stat: supervisor + workers, master + worker).",
         "Ratio: median ÷ haproxy's median in the same run (same worker/thread count in the scaling scenario).",
+        "Server CPU: CPU seconds per wall second of the run (the share of it in the kernel, system time).",
         "",
-        "| scenario | server | per server CPU-s: median | min – max | ratio to haproxy | rate /s | server CPU | errors |",
+        "| scenario | server | per server CPU-s: median | min – max | ratio to haproxy | rate /s | server CPU (system) | errors |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     notes: list[str] = []
@@ -128,7 +129,8 @@ def markdown(results: dict) -> str:
                 f"| {scenario['name']} | {label}{mark} | {_num(entry['median'], 1 if unit == 'MiB' else 0)} {unit} | "
                 f"{_num(entry['min'], 1 if unit == 'MiB' else 0)} – {_num(entry['max'], 1 if unit == 'MiB' else 0)} | "
                 f"{ratio} | {_num(entry['rate_median'], 1 if unit == 'MiB' else 0)} | "
-                f"{entry['cpu_util_median'] * 100:.0f}% | {_errors(entry)} |"
+                f"{entry['cpu_util_median'] * 100:.0f}% ({entry.get('cpu_system_share_median', 0) * 100:.0f}%) | "
+                f"{_errors(entry)} |"
             )
             if mark:
                 notes.append(f"- † {scenario['name']} / {label}: {entry.get('note')}")

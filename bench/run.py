@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -332,7 +332,8 @@ def _measure_one(scenario: Scenario, ctx: _Context, server: servers.Running, lab
                           connections=scenario.connections, script=scenario.script)
     after = cpu_sample(server.pids())
     tls_after = server.tls_sessions()
-    cpu_s, lost = before.seconds_until(after)
+    use = before.until(after)
+    cpu_s, lost = use.total, use.lost
     amount = result.bytes / MIB if scenario.unit == "MiB" else result.requests
     measured = {
         "requests": result.requests,
@@ -340,6 +341,7 @@ def _measure_one(scenario: Scenario, ctx: _Context, server: servers.Running, lab
         "bytes": result.bytes,
         "cpu_s": round(cpu_s, 3),
         "cpu_util": round(cpu_s / result.seconds, 3) if result.seconds else None,
+        "cpu_system_share": round(use.system / cpu_s, 3) if cpu_s > 0 else None,
         "per_cpu_s": round(amount / cpu_s, 1) if cpu_s > 0 else 0.0,
         "rate": round(amount / result.seconds, 1) if result.seconds else 0.0,
         "errors": {k: v for k, v in result.errors.items() if v},
@@ -423,6 +425,8 @@ def _summarise(scenario: Scenario, record: dict) -> None:
             entry["max"] = max(values)
             entry["rate_median"] = round(statistics.median(run["rate"] for run in runs), 1)
             entry["cpu_util_median"] = round(statistics.median(run["cpu_util"] or 0 for run in runs), 3)
+            entry["cpu_system_share_median"] = round(
+                statistics.median(run["cpu_system_share"] or 0 for run in runs), 3)
             totals: dict[str, int] = {}
             for run in runs:
                 for key, count in run["errors"].items():

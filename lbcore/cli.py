@@ -8,6 +8,8 @@
     lbcore demo [FILE]                  demo members + the engine on the bundled example
     lbcore ctl [--socket PATH] COMMAND...
                                         one runtime-API command to a running engine (show stat, set server ...)
+    lbcore bench [--quick] [--scenario NAME] ...
+                                        the benchmark harness (bench/ in a source checkout: python -m bench)
 """
 
 from __future__ import annotations
@@ -129,6 +131,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.file, workers=args.workers)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "__main__.py").exists():
+        print("the benchmark harness is bench/ in lbcore's source tree: run lbcore bench from a checkout", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    from bench.cli import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def cmd_ctl(args: argparse.Namespace) -> int:
     from lbcore.ctl import run_ctl
 
@@ -173,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("bench", add_help=False, help="run the benchmark harness (options: lbcore bench --help)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("ctl", help="send a runtime-API command to a running engine ('help' lists them)")
     p.add_argument("--socket", help="the runtime socket (default: $LBCORE_SOCKET or /run/lbcore/lbcore.sock)")
     p.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. show stat, set server POOL/MEMBER state drain")
@@ -181,7 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = rest  # bench parses its own options
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.func(args)
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import ssl
 import tempfile
@@ -324,8 +325,6 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> PeerCertifica
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
-    import hashlib
-
     cert = x509.load_der_x509_certificate(der)
     return PeerCertificate(
         subject=_header_safe(cert.subject.rfc4514_string()),

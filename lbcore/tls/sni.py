@@ -36,7 +36,7 @@ from typing import Sequence
 
 from lbcore.tls.certs import Certificate, normalize_hostname
 
-__all__ = ["SniEntry", "SniMatch", "SniTable", "MATCH_KINDS"]
+__all__ = ["MATCH_KINDS", "Shadowed", "SniEntry", "SniMatch", "SniTable"]
 
 MATCH_KINDS = ("exact", "wildcard", "default", "no-sni")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 import warnings
 
@@ -20,6 +21,7 @@ from lbcore.tls import (
     client_cert_headers,
     compile_tls,
     hsts_header,
+    load_certificate_into,
     parse_certificate,
     peer_certificate,
 )
@@ -81,7 +83,6 @@ def test_tls10_and_tls11_refused(store, ca, version) -> None:
         permissive.minimum_version = ssl.TLSVersion.TLSv1
         permissive.set_ciphers("DEFAULT:@SECLEVEL=0")
     for certificate in store.sni.default.certificates:
-        from lbcore.tls import load_certificate_into
         load_certificate_into(permissive, certificate)
     done = tlsgen.memory_handshake(client, permissive)
     assert done.client.version() == {ssl.TLSVersion.TLSv1: "TLSv1", ssl.TLSVersion.TLSv1_1: "TLSv1.1"}[version]
@@ -210,7 +211,7 @@ def test_mtls_required(store, ca, client_files) -> None:
     done = handshake(mtls_client(ca, paths, "good"), contexts)
     peer = peer_certificate(done.server)
     assert peer is not None and peer.subject == "CN=Zo\\C3\\AB Client"  # RFC 4514 hex escapes: header-safe
-    assert peer.fingerprint_sha256 == __import__("hashlib").sha256(good.der).hexdigest()
+    assert peer.fingerprint_sha256 == hashlib.sha256(good.der).hexdigest()
     assert client_cert_headers(peer, contexts.client_auth) == (  # type: ignore[arg-type]
         ("X-SSL-Client-Verify", "SUCCESS"),
         ("X-SSL-Client-DN", "CN=Zo\\C3\\AB Client"),

@@ -70,12 +70,14 @@ from ._haproxy_text import arg, word
 
 __all__ = [
     "ConditionWriter",
+    "HCond",
+    "HOST_VAR",
     "HOST_VAR_RULES",
     "Inexpressible",
     "Leaf",
     "MAX_TERMS",
     "translate",
-    "uses_host",
+    "uses",
 ]
 
 MAX_TERMS = 16  # DNF terms allowed from one product before a factor becomes a variable
@@ -169,13 +171,14 @@ class Context:
     stunnel: bool = False
 
 
-def uses_host(cond: HCond) -> bool:
+def uses(cond: HCond, expr: str) -> bool:
+    """Whether a leaf of ``cond`` reads a sample expression starting with ``expr``."""
     if isinstance(cond, Leaf):
-        return cond.expr.startswith(f"var({HOST_VAR})")
+        return cond.expr.startswith(expr)
     if isinstance(cond, (HAnd, HOr)):
-        return any(uses_host(item) for item in cond.items)
+        return any(uses(item, expr) for item in cond.items)
     if isinstance(cond, HNot):
-        return uses_host(cond.item)
+        return uses(cond.item, expr)
     return False
 
 

@@ -1,0 +1,142 @@
+"""``python -m bench --profile``: where an lbcore worker spends its CPU under keep-alive load.
+
+Starts the nginx backend and lbcore with the keep-alive scenario's configuration
+(access log on, like the scenario), loads it with wrk, and samples the worker with
+py-spy (``--native``: C frames of uvloop, httptools, CPython and libc included) twice:
+once to a flame graph (``bench/results/profile-keepalive.svg``), once to collapsed
+stacks that this module sums up into ``bench/results/profile-keepalive.md``: the
+leaf frames (where the CPU is), the innermost Python function of each sample (which
+Python code the time is spent in or under), inclusive time per Python function, and
+time per lbcore module.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench import servers
+from bench.configs import Frontend
+from bench.load import LUA
+from bench.run import Ports, Progress
+
+__all__ = ["profile_keepalive", "summarise"]
+
+RATE = 250  # samples per second
+TOP = 25
+_LINE = re.compile(r":\d+\)$")
+_PY = re.compile(r"\.py:\d+\)$|<frozen [^>]+>:\d+\)$|<string>:\d+\)$")
+
+
+def summarise(collapsed: str, top: int = TOP) -> str:
+    """Markdown tables from py-spy's raw (collapsed stacks) output."""
+    total = 0
+    leaf: Counter[str] = Counter()
+    python_leaf: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    modules: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_LINE.sub(")", frame) for frame in stack.split(";")]
+        raw = stack.split(";")
+        leaf[frames[-1]] += n
+        python = [frames[i] for i, frame in enumerate(raw) if _PY.search(frame)]
+        if python:
+            python_leaf[python[-1]] += n
+        for frame in set(python):
+            inclusive[frame] += n
+        ours = [frame for frame in python if "lbcore/" in frame]
+        if ours:
+            modules[ours[-1].rpartition("(")[2].rstrip(")")] += n
+    if not total:
+        return "No samples.\n"
+
+    def table(title: str, counts: Counter[str], note: str) -> list[str]:
+        rows = [f"### {title}", "", note, "", "| share | frame |", "|---:|---|"]
+        rows += [f"| {100 * n / total:.1f}% | `{name}` |" for name, n in counts.most_common(top)]
+        return rows + [""]
+
+    lines = [f"{total:,} samples.", ""]
+    lines += table("Leaf frames (self time)", leaf, "Where the CPU was: the innermost frame, C or Python.")
+    lines += table("Innermost Python function", python_leaf,
+                   "The Python function each sample was in, counting the C it called (a syscall from "
+                   "`transport.write` counts for the function that wrote).")
+    lines += table("Inclusive, per Python function", inclusive, "Samples with the function anywhere on the stack.")
+    lines += table("Per lbcore module", modules, "The innermost lbcore frame's module.")
+    return "\n".join(lines)
+
+
+def profile_keepalive(results: Path, *, seconds: int, workers: int, load_cpu: str, server_cpu: str) -> int:
+    progress = Progress()
+    if shutil.which("py-spy") is None:
+        print("py-spy is not installed: pip install py-spy", flush=True)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="lbcore-profile-"))
+    workdir.chmod(0o755)
+    ports = Ports()
+    backend = lbcore = None
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        backend_port, log_port = ports.take(), ports.take()
+        sink.bind(("127.0.0.1", log_port))
+        backend = servers.start_backend(workdir / "backend", backend_port, load_cpu)
+        fe = Frontend(port=ports.take(), backend_port=backend_port, workers=workers, access_log_port=log_port)
+        lbcore = servers.start(servers.ServerSpec("lbcore", "lbcore", workers), fe, workdir / "lbcore", server_cpu)
+        worker_pids = [pid for pid in lbcore.pids() if pid != lbcore.proc.pid]
+        if not worker_pids:
+            print("no lbcore worker process", flush=True)
+            return 1
+        url = f"http://127.0.0.1:{fe.port}/"
+        results.mkdir(parents=True, exist_ok=True)
+        raw = workdir / "collapsed.txt"
+        svg = results / "profile-keepalive.svg"
+        for fmt, output in (("raw", raw), ("flamegraph", svg)):
+            progress(f"wrk on {url} and py-spy ({fmt}) on worker pid {worker_pids[0]} for {seconds}s")
+            wrk = subprocess.Popen(
+                ["taskset", "-c", load_cpu, "wrk", "-t1", "-c50", f"-d{seconds + 4}s", "-s", str(LUA / "report.lua"),
+                 url],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+            time.sleep(2)
+            spy = subprocess.run(
+                ["taskset", "-c", load_cpu, "py-spy", "record", "--pid", str(worker_pids[0]), "--native",
+                 "--rate", str(RATE), "--duration", str(seconds), "--format", fmt, "--output", str(output)],
+                capture_output=True, text=True, timeout=seconds + 60,
+            )
+            out, _ = wrk.communicate(timeout=seconds + 60)
+            progress((spy.stdout + spy.stderr).strip().splitlines()[-1] if (spy.stdout + spy.stderr).strip() else
+                     f"py-spy exited {spy.returncode}")
+            totals = next((line for line in out.splitlines() if line.startswith("BENCH_JSON")), out.strip()[-300:])
+            progress(f"wrk: {totals}")
+            if spy.returncode != 0:
+                return 1
+        summary = summarise(raw.read_text())
+        head = [
+            "# lbcore worker profile: HTTP keep-alive (generated by `python -m bench --profile`)",
+            "",
+            f"py-spy {RATE} Hz with native frames, {seconds} s, on one of {workers} worker(s) of "
+            f"`lbcore serve` (the keep-alive scenario's Spec: 3 ACLs, X-Forwarded-For, access log to syslog UDP), "
+            f"wrk -c50 on CPU {load_cpu}, the worker on CPU {server_cpu}. Flame graph: `profile-keepalive.svg`.",
+            "",
+        ]
+        (results / "profile-keepalive.md").write_text("\n".join(head) + summary)
+        print(summary, flush=True)
+        progress(f"written: {svg}, {results / 'profile-keepalive.md'}")
+        return 0
+    finally:
+        if lbcore is not None:
+            lbcore.stop()
+        if backend is not None:
+            backend.stop()
+        sink.close()
+        shutil.rmtree(workdir, ignore_errors=True)
