@@ -150,6 +150,29 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     return run_ctl(args.socket, args.words)
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    import os
+
+    from lbcore.control.drivers.haproxy import RenderError, ensure_runtime, render
+
+    spec = _load_or_report(args.file)
+    if spec is None:
+        return 2
+    try:
+        rendering = render(
+            spec, args.outdir, spec_dir=os.path.dirname(os.path.abspath(args.file)),
+            runtime_dir=args.runtime_dir, tls_termination=args.tls_termination,
+        )
+    except RenderError as exc:
+        print(f"{args.file}: cannot be served by {args.driver}:\n{exc}", file=sys.stderr)
+        return 2
+    rendering.write()
+    ensure_runtime(args.runtime_dir or rendering.directory)
+    for item in rendering.files:
+        print(f"{oct(item.mode)[2:]} {os.path.join(rendering.directory, item.path)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbcore", description="lbcore load-balancer engine")
     parser.add_argument("--version", action="version", version=f"lbcore {__version__}")
@@ -195,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="the runtime socket (default: $LBCORE_SOCKET or /run/lbcore/lbcore.sock)")
     p.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. show stat, set server POOL/MEMBER state drain")
     p.set_defaults(func=cmd_ctl)
+
+    p = sub.add_parser("render", help="write another engine's configuration for a Spec (haproxy, stunnel)")
+    p.add_argument("file")
+    p.add_argument("outdir")
+    p.add_argument("--driver", default="haproxy", choices=["haproxy"])
+    p.add_argument("--tls-termination", default="haproxy", choices=["haproxy", "stunnel"],
+                   help="who terminates TLS for https listeners (stunnel: stunnel.conf in front of haproxy)")
+    p.add_argument("--runtime-dir", help="where haproxy's sockets and server-state file go (default: OUTDIR)")
+    p.set_defaults(func=cmd_render)
     return parser
 
 

@@ -70,8 +70,15 @@ def request_head_for_member(
     *,
     default_host: str = "",
     strip_cookie: Callable[[list[tuple[str, str]]], list[tuple[str, str]]] | None = None,
+    connection_headers: Sequence[tuple[str, str]] = (),
+    connection_header_names: frozenset[str] = frozenset(),
 ) -> bytes:
-    """The request head to send to a member."""
+    """The request head to send to a member.
+
+    ``connection_headers`` are set by this hop for the whole connection (the verified
+    client certificate); any header the client sent under one of
+    ``connection_header_names`` is removed first, so a client cannot forge them.
+    """
     headers = request.headers
     tokens = connection_tokens(headers)
     if tokens:
@@ -83,7 +90,7 @@ def request_head_for_member(
     has_host = False
     for name, value in headers:
         lname = name.lower()
-        if lname in HOP_BY_HOP or lname in tokens or lname in replaced:
+        if lname in HOP_BY_HOP or lname in tokens or lname in replaced or lname in connection_header_names:
             continue
         if lname == "host":
             has_host = True
@@ -110,6 +117,7 @@ def request_head_for_member(
         forwarded_prior.append(f"{_forwarded_for(client_ip)};proto={policy.proto}")
         out.append(("Forwarded", ", ".join(forwarded_prior)))
     out.extend(policy.add_headers)
+    out.extend(connection_headers)
     if request.upgrade:
         out.append(("Connection", "upgrade"))
         out.append(("Upgrade", request.upgrade))

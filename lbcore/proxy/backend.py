@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from typing import Protocol
 
@@ -131,10 +132,11 @@ class BackendConnection(asyncio.Protocol):
 class MemberPool:
     """Connections to one member address: the idle ones kept for reuse."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int, connect_kwargs: dict | None = None) -> None:
         self.loop = loop
         self.host = host
         self.port = port
+        self.connect_kwargs = connect_kwargs or {}  # ssl= and server_hostname= for TLS to the member
         self.idle: deque[BackendConnection] = deque()
         self.idle_max = 32
         self.idle_timeout = 60.0
@@ -191,13 +193,13 @@ class MemberPool:
         conn = BackendConnection(self)
         self.connects += 1
         try:
-            await asyncio.wait_for(self.loop.create_connection(lambda: conn, self.host, self.port), timeout)
+            await asyncio.wait_for(self.loop.create_connection(lambda: conn, self.host, self.port, **self.connect_kwargs), timeout)
         except asyncio.TimeoutError:
             self.connect_errors += 1
             raise ConnectFailed(f"connect to {self.host}:{self.port} timed out", timeout=True) from None
-        except OSError as exc:
+        except (OSError, ssl.SSLError) as exc:
             self.connect_errors += 1
-            raise ConnectFailed(f"connect to {self.host}:{self.port} failed: {exc.strerror or exc}") from None
+            raise ConnectFailed(f"connect to {self.host}:{self.port} failed: {getattr(exc, 'strerror', None) or exc}") from None
         self.all.add(conn)
         return conn
 
@@ -228,13 +230,13 @@ class BackendPools:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.pools: dict[tuple[str, int], MemberPool] = {}
+        self.pools: dict[tuple[str, int, str], MemberPool] = {}
 
-    def get(self, host: str, port: int, idle_max: int, idle_timeout: float) -> MemberPool:
-        key = (host, port)
+    def get(self, host: str, port: int, idle_max: int, idle_timeout: float, conn_key: str = "", connect_kwargs: dict | None = None) -> MemberPool:
+        key = (host, port, conn_key)
         pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[key] = MemberPool(self.loop, host, port)
+            pool = self.pools[key] = MemberPool(self.loop, host, port, connect_kwargs)
         pool.idle_max = idle_max
         pool.idle_timeout = idle_timeout
         return pool

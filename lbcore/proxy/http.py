@@ -50,6 +50,7 @@ from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
 from lbcore.proxy.runtime import parse_client
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
+from lbcore.tls.policy import client_cert_headers, peer_certificate
 
 if TYPE_CHECKING:  # pragma: no cover
     from lbcore.l7.balance import MemberState
@@ -96,6 +97,10 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: BackendConnection | None = None  # set once upgraded (WebSocket)
         self.tunnel_backlog: list[bytes] = []  # bytes after an upgrade request, before the 101
         self.tunnel_timeout = 0.0
+        # TLS (https listeners)
+        self.sni: str | None = None
+        self.cert_headers: tuple[tuple[str, str], ...] = ()
+        self.cert_header_names: frozenset[str] = frozenset()
         # lifetime: current request
         self.exchange: Exchange | None = None
 
@@ -119,6 +124,8 @@ class ClientConnection(asyncio.Protocol):
         )
         self.client_ip, self.client_port = parse_client(transport.get_extra_info("peername"))
         self.client_ip_text = str(self.client_ip) if self.client_ip is not None else ""
+        if listener.tls is not None:
+            self.tls_established(transport, listener)
         self.timeouts = listener.spec.timeouts
         self.head_started = time.monotonic()
         self.lstats = lstats = worker.stats.listener(self.listener_name)
@@ -128,6 +135,22 @@ class ClientConnection(asyncio.Protocol):
         self.phase = _IDLE
         # The first request gets http_request to arrive (slowloris), not keepalive.
         self.deadline.extend(self.timeouts.http_request)
+
+    def tls_established(self, transport: asyncio.BaseTransport, listener: "ListenerRuntime") -> None:
+        """After the handshake: the SNI name, resumption, the client's certificate."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        self.sni = getattr(ssl_object, "lbcore_sni", None)
+        lstats = self.worker.stats.listener(self.listener_name)
+        if ssl_object.session_reused:
+            lstats.tls_resumed += 1
+        else:
+            lstats.tls_full += 1
+        auth = listener.client_auth
+        if auth is not None:
+            self.cert_headers = client_cert_headers(peer_certificate(ssl_object), auth)
+            self.cert_header_names = frozenset(h.lower() for h in auth.headers)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -360,6 +383,19 @@ class ClientConnection(asyncio.Protocol):
                 self.abort()
 
 
+class TlsClientConnection(ClientConnection):
+    """A client connection on an https listener.
+
+    The event loop creates the protocol when it accepts and calls connection_made
+    only once the handshake succeeded; a protocol that dies without it is a failed
+    handshake, counted here.
+    """
+
+    def __del__(self) -> None:
+        if self.transport is None:
+            self.worker.stats.listener(self.listener_name).tls_failed += 1
+
+
 class TunnelOwner:
     """Receives a member's bytes once a connection became a tunnel (WebSocket)."""
 
@@ -457,7 +493,7 @@ class Exchange:
             self.answer(413, keep_alive=False)
             return
         facts = RequestFacts(
-            request.method, request.target, request.headers, conn.client_ip, conn.client_port
+            request.method, request.target, request.headers, conn.client_ip, conn.client_port, conn.sni
         )
         self.facts = facts
         route = listener.router.route(facts)
@@ -494,7 +530,9 @@ class Exchange:
     def member_pool(self, member: "MemberState"):
         info = member.data
         spec = self.pool.spec  # type: ignore[union-attr]
-        return self.conn.worker.backends.get(info.host, info.port, spec.idle_connections_per_member, spec.timeouts.keepalive)
+        pool = self.pool
+        return self.conn.worker.backends.get(info.host, info.port, spec.idle_connections_per_member, spec.timeouts.keepalive,
+                                             pool.conn_key, pool.connect_kwargs)  # type: ignore[union-attr]
 
     def connect(self, member: "MemberState") -> None:
         self.member = member
@@ -590,6 +628,8 @@ class Exchange:
             self.conn.client_ip_text,
             default_host=f"{info.host}:{info.port}",
             strip_cookie=strip,
+            connection_headers=self.conn.cert_headers,
+            connection_header_names=self.conn.cert_header_names,
         )
         pending = self.body_pending or ()
         self.body_pending = None
@@ -733,7 +773,7 @@ class Exchange:
                     extra.append(persistence.nocache_header)
             else:
                 persistence.record(self.facts, self.member, self.conn.loop.time())
-        extra.extend(self.listener.spec.response_headers)
+        extra.extend(self.listener.response_headers)
         framing = response_head_for_client(
             response,
             request_method=self.request.method,

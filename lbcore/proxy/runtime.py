@@ -22,6 +22,8 @@ from lbcore.l7.balance import Balancer, MemberState, make_balancer
 from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.l7.rewrite import ForwardingPolicy
 from lbcore.l7.router import Router
+from lbcore.tls.policy import hsts_header
+from lbcore.tls.revision import SpecTls
 
 __all__ = ["MemberInfo", "MemberRegistry", "PoolRuntime", "ListenerRuntime", "Revision", "compile_revision"]
 
@@ -76,11 +78,17 @@ class MemberRegistry:
 
 
 class PoolRuntime:
-    __slots__ = ("spec", "name", "members", "by_name", "balancer", "persistence")
+    __slots__ = ("spec", "name", "members", "by_name", "balancer", "persistence", "connect_kwargs", "conn_key")
 
-    def __init__(self, pool: S.Pool, registry: MemberRegistry) -> None:
+    def __init__(self, pool: S.Pool, registry: MemberRegistry, tls: SpecTls | None = None) -> None:
         self.spec = pool
         self.name = pool.name
+        # Re-encryption to members: create_connection(ssl=..., server_hostname=...).
+        member_tls = tls.pools.get(pool.name) if tls is not None else None
+        self.connect_kwargs = member_tls.connect_kwargs() if member_tls is not None else {}
+        # Member connections are pooled by address, and by TLS settings when there are
+        # some: a plain and a TLS pool to one address never share a connection.
+        self.conn_key = f"tls:{pool.name}:{id(member_tls)}" if member_tls is not None else ""
         self.members: tuple[MemberState, ...] = tuple(registry.state_for(pool, m) for m in pool.members)
         self.by_name = {m.name: m for m in self.members}
         self.balancer: Balancer = make_balancer(pool.algorithm, self.members, hash_header=pool.hash_header)
@@ -93,9 +101,9 @@ class PoolRuntime:
 
 
 class ListenerRuntime:
-    __slots__ = ("spec", "name", "router", "pools", "policy")
+    __slots__ = ("spec", "name", "router", "pools", "policy", "tls", "response_headers", "client_auth")
 
-    def __init__(self, listener: S.Listener, pools: dict[str, PoolRuntime]) -> None:
+    def __init__(self, listener: S.Listener, pools: dict[str, PoolRuntime], tls: SpecTls | None = None) -> None:
         self.spec = listener
         self.name = listener.name
         self.router = Router([(a.name, a.condition, a.pool) for a in listener.acls], listener.default_pool)
@@ -110,21 +118,36 @@ class ListenerRuntime:
             forwarded="forwarded" in fh,
             add_headers=listener.add_headers,
         )
+        # https: the compiled contexts, HSTS, client-certificate headers
+        self.tls = tls.listeners.get(listener.name) if tls is not None else None
+        response_headers = tuple(listener.response_headers)
+        self.client_auth = None
+        if self.tls is not None:
+            hsts = self.tls.hsts
+            if hsts is not None and listener.tls is not None:
+                header = hsts_header(listener.tls)
+                if header is not None:
+                    response_headers += (header,)
+            auth = self.tls.client_auth
+            if auth is not None and auth.mode != "none":
+                self.client_auth = auth
+        self.response_headers = response_headers
 
 
 class Revision:
     """Everything a worker needs to serve one Spec."""
 
-    def __init__(self, spec: S.Spec, registry: MemberRegistry) -> None:
+    def __init__(self, spec: S.Spec, registry: MemberRegistry, tls: SpecTls | None = None) -> None:
         self.spec = spec
         self.id = spec.revision
-        self.pools = {p.name: PoolRuntime(p, registry) for p in spec.pools}
-        self.listeners = {l.name: ListenerRuntime(l, self.pools) for l in spec.listeners}
+        self.tls = tls
+        self.pools = {p.name: PoolRuntime(p, registry, tls) for p in spec.pools}
+        self.listeners = {l.name: ListenerRuntime(l, self.pools, tls) for l in spec.listeners}
         registry.retain((p.name, m.name) for p in spec.pools for m in p.members)
 
 
-def compile_revision(spec: S.Spec, registry: MemberRegistry) -> Revision:
-    return Revision(spec, registry)
+def compile_revision(spec: S.Spec, registry: MemberRegistry, tls: SpecTls | None = None) -> Revision:
+    return Revision(spec, registry, tls)
 
 
 def parse_client(peer: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int]:

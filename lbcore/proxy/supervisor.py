@@ -36,12 +36,13 @@ from lbcore.proxy.runtime_socket import RuntimeSocketServer
 from lbcore.proxy.health import HealthMonitor
 from lbcore.proxy.state import MemberBook
 from lbcore.proxy.stats import Aggregate
+from lbcore.tls import TlsError
+from lbcore.tls.revision import compile_tls
 
 __all__ = ["Supervisor", "bind_socket", "serve"]
 
 log = logging.getLogger("lbcore.supervisor")
 
-SERVED_PROTOCOLS = ("http", "tcp")
 RESPAWN_BACKOFF = 1.0  # seconds before restarting a worker that died right after starting
 KILL_GRACE = 5.0  # seconds after the drain deadline before stragglers get SIGKILL
 
@@ -77,6 +78,8 @@ class WorkerHandle:
 class Supervisor:
     def __init__(self, spec_path: str | os.PathLike, workers: int | None = None, log_level: str = "INFO") -> None:
         self.spec_path = Path(spec_path)
+        # Relative certificate and key paths in the Spec are relative to its file.
+        self.base_dir = str(self.spec_path.resolve().parent)
         self.nworkers = workers or os.cpu_count() or 1
         self.log_level = log_level
         self.spec: S.Spec | None = None
@@ -93,11 +96,14 @@ class Supervisor:
 
     # -- start ------------------------------------------------------------------------
     def load(self) -> S.Spec:
+        """Read and validate the file whole, certificates and keys included."""
         spec = S.load_spec(self.spec_path)
-        issues = [S.SpecIssue(f"listeners[{l.name}].protocol", f"protocol {l.protocol!r} is not served by this engine version")
-                  for l in spec.listeners if l.protocol not in SERVED_PROTOCOLS]
-        if issues:
-            raise S.SpecError(issues)
+        try:
+            _tls, warnings = compile_tls(spec, self.base_dir)
+        except TlsError as exc:
+            raise S.SpecError([S.SpecIssue(i.path, i.message) for i in exc.issues]) from None
+        for warning in warnings:
+            log.warning("%s", warning)
         return spec
 
     def bind_all(self, spec: S.Spec) -> dict[str, socket.socket]:
@@ -188,7 +194,8 @@ class Supervisor:
         keys = [str(l.bind) for l in self.spec.listeners]
         missing = [k for k in dict.fromkeys(keys) if k not in handle.binds]
         fds = [self.sockets[k].fileno() for k in missing]
-        if self.send(handle, {"op": "spec", "spec": self.spec.to_dict(), "fd_binds": missing}, fds):
+        message = {"op": "spec", "spec": self.spec.to_dict(), "fd_binds": missing, "base_dir": self.base_dir}
+        if self.send(handle, message, fds):
             handle.binds.update(missing)
 
     def send(self, handle: WorkerHandle, message: dict, fds: list[int] | None = None) -> bool:

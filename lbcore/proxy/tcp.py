@@ -22,6 +22,7 @@ from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
 from lbcore.proxy.runtime import parse_client
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
+from lbcore.tls.clienthello import ClientHelloError, ClientHelloReader
 
 if TYPE_CHECKING:  # pragma: no cover
     from lbcore.l7.balance import MemberState
@@ -39,7 +40,7 @@ _NO_MEMBER_STATS = MemberCounters()
 
 
 class TcpClient(asyncio.Protocol):
-    def __init__(self, worker: "Worker", listener_name: str) -> None:
+    def __init__(self, worker: "Worker", listener_name: str, sniff_sni: bool = False) -> None:
         self.worker = worker
         self.loop = worker.loop
         self.listener_name = listener_name
@@ -56,6 +57,9 @@ class TcpClient(asyncio.Protocol):
         self.tried: list[MemberState] = []
         self.facts: RequestFacts | None = None
         self.idle_timeout = 30.0
+        self.revision = None
+        self.hello = ClientHelloReader() if sniff_sni else None  # tls-passthrough
+        self.sni: str | None = None
         self.counted = False
         self.termination = "--"
         self.bytes_in = 0
@@ -69,31 +73,40 @@ class TcpClient(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.gate.attach(self.transport)  # type: ignore[arg-type]
         worker = self.worker
-        revision = worker.revision
-        listener = revision.listeners.get(self.listener_name)
+        listener = worker.revision.listeners.get(self.listener_name)
         if listener is None or not worker.admit(self.listener_name, self):
             transport.close()
             self.closed = True
             return
+        self.revision = worker.revision
         self.idle_timeout = listener.spec.timeouts.client
         self.accepted = time.time()
         self.started = time.monotonic()
-        self.deadline.extend(self.idle_timeout)
         client_ip, client_port = parse_client(transport.get_extra_info("peername"))
         self.facts = RequestFacts("", "", (), client_ip, client_port)
-        route = listener.router.route(self.facts)
-        pool = revision.pools.get(route.pool) if route.pool else None
         self.lstats = lstats = worker.stats.listener(self.listener_name)
         lstats.conns_total += 1
         lstats.conns_cur += 1
         lstats.requests += 1
         self.counted = True
+        if self.hello is not None:
+            # tls-passthrough: route once the ClientHello's SNI is known; the hello
+            # must arrive within http_request (as a request head would).
+            self.deadline.extend(listener.spec.timeouts.http_request)
+            return
+        self.deadline.extend(self.idle_timeout)
+        self.route(listener)
+
+    def route(self, listener) -> None:
+        """Choose the pool (ACLs on src, and ssl_sni for passthrough) and a member."""
+        route = listener.router.route(self.facts)
+        pool = self.revision.pools.get(route.pool) if route.pool else None
         if pool is None:
             self.termination = "PR"
             self.close()
             return
         self.pool = pool
-        self.pstats = worker.stats.pool(pool.name)
+        self.pstats = self.worker.stats.pool(pool.name)
         self.pstats.requests += 1
         member = None
         if isinstance(pool.persistence, SourcePersistence):
@@ -107,6 +120,28 @@ class TcpClient(asyncio.Protocol):
             return
         self.connect(member)
 
+    def sniff(self, data: bytes) -> None:
+        """tls-passthrough: read the ClientHello (never terminating TLS), then route by SNI."""
+        hello_reader = self.hello
+        try:
+            hello = hello_reader.feed(data)
+        except ClientHelloError as exc:
+            log.debug("%s: not a TLS ClientHello: %s", self.listener_name, exc)
+            self.termination = "PR"
+            self.close()
+            return
+        if hello is None:
+            return  # need more bytes
+        self.hello = None
+        self.facts.sni = hello.server_name
+        self.sni = hello.server_name
+        self.buffered = [bytes(hello_reader.raw)]
+        self.buffered_size = len(self.buffered[0])
+        self.gate.pause(ReadGate.BUFFERED)  # nothing more is read until the member is connected
+        self.deadline.extend(self.idle_timeout)
+        listener = self.revision.listeners[self.listener_name]
+        self.route(listener)
+
     def connect(self, member: "MemberState") -> None:
         assert self.pool is not None
         self.member = member
@@ -116,7 +151,7 @@ class TcpClient(asyncio.Protocol):
         self.tried.append(member)
         info = member.data
         spec = self.pool.spec
-        mpool = self.worker.backends.get(info.host, info.port, 0, spec.timeouts.keepalive)
+        mpool = self.worker.backends.get(info.host, info.port, 0, spec.timeouts.keepalive, self.pool.conn_key, self.pool.connect_kwargs)
         self.loop.create_task(self._connect(mpool, spec.timeouts.connect))
 
     async def _connect(self, mpool, timeout: float) -> None:
@@ -168,9 +203,12 @@ class TcpClient(asyncio.Protocol):
 
     # -- client side ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        self.deadline.extend(self.idle_timeout)
         self.lstats.bytes_in += len(data)
         self.bytes_in += len(data)
+        if self.hello is not None:
+            self.sniff(data)
+            return
+        self.deadline.extend(self.idle_timeout)
         backend = self.backend
         if backend is not None:
             self.mstats.bytes_out += len(data)
@@ -263,12 +301,13 @@ class TcpClient(asyncio.Protocol):
                 t_total=time.monotonic() - self.started,
                 retries=max(0, len(self.tried) - 1),
                 termination=self.termination,
+                sni=self.sni,
                 mode="tcp",
             )
         )
 
     def _idle(self) -> None:
-        self.termination = "cD"
+        self.termination = "cR" if self.hello is not None else "cD"
         if self.transport is not None:
             self.transport.abort()
         if self.backend is not None:

@@ -26,16 +26,18 @@ from lbcore import spec as S
 from lbcore.proxy.accesslog import AccessLogs
 from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
-from lbcore.proxy.http import ClientConnection
+from lbcore.proxy.http import ClientConnection, TlsClientConnection
 from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
 from lbcore.proxy.stats import FLUSH_INTERVAL, WorkerStats
 from lbcore.proxy.tcp import TcpClient
+from lbcore.tls.revision import compile_tls
 
 __all__ = ["Worker", "main"]
 
 log = logging.getLogger("lbcore.worker")
 
 RAMP_STEP = 0.5  # seconds between slow-start weight updates
+TICKET_KEYS_CHECK = 2.0  # seconds between checks of TLS ticket key files for rotation
 
 
 class Worker:
@@ -60,7 +62,9 @@ class Worker:
         # lifetime: revision
         self.revision: Revision | None = None  # type: ignore[assignment]
         # lifetime: bind address (kept across revisions while the address stays)
-        self.servers: dict[str, asyncio.base_events.Server] = {}
+        self.servers: dict[str, tuple[asyncio.base_events.Server, object]] = {}  # bind -> (server, TLS context)
+        self.bind_fds: dict[str, int] = {}  # bind -> the listening socket's fd (ours; servers get dups)
+        self.ticket_files: dict = {}  # TLS ticket key files, kept across revisions
         self.bind_listener: dict[str, str] = {}  # bind key -> listener name in the current revision
         self.conns: dict[str, set] = collections.defaultdict(set)  # listener name -> open connections
         self.maxconn: dict[str, int] = {}
@@ -83,8 +87,13 @@ class Worker:
         def factory():
             name = self.bind_listener[key]
             listener = self.revision.listeners[name]
-            if listener.spec.protocol == "tcp":
+            protocol = listener.spec.protocol
+            if protocol == "tcp":
                 return TcpClient(self, name)
+            if protocol == "tls-passthrough":
+                return TcpClient(self, name, sniff_sni=True)
+            if protocol == "https":
+                return TlsClientConnection(self, name)
             return ClientConnection(self, name)
 
         return factory
@@ -159,6 +168,16 @@ class Worker:
                 self.report({"op": "passive_down", "pool": member.data.pool, "member": member.name,
                              "reason": "consecutive errors" if gateway else "consecutive 5xx responses"})
 
+    # -- TLS session ticket keys ---------------------------------------------------------
+    def refresh_ticket_keys(self) -> None:
+        """Key files are re-read when they change: rotation needs no restart."""
+        revision = self.revision
+        if revision is not None and revision.tls is not None and revision.tls.ticket_files:
+            for issue in revision.tls.refresh_ticket_keys():
+                log.error("worker %d: %s", self.index, issue)
+        if not self.stopping:
+            self.loop.call_later(TICKET_KEYS_CHECK, self.refresh_ticket_keys)
+
     # -- stats ------------------------------------------------------------------------
     def flush_stats(self) -> None:
         revision = self.revision
@@ -173,41 +192,74 @@ class Worker:
     async def apply(self, message: dict[str, Any], fds: list[int]) -> None:
         try:
             spec = S.parse_spec(message["spec"])
-            revision = compile_revision(spec, self.registry)
+            tls, _warnings = compile_tls(spec, message.get("base_dir", "."), ticket_files=self.ticket_files)
+            revision = compile_revision(spec, self.registry, tls)
         except Exception as exc:  # the supervisor validated it: this is a bug, keep serving
             for fd in fds:
                 os.close(fd)
             log.error("worker %d: cannot apply revision: %s", self.index, exc)
             self.report({"op": "error", "error": str(exc)})
             return
-        new_fds = dict(zip(message.get("fd_binds", []), fds))
+        self.ticket_files = tls.ticket_files
+        for key, fd in zip(message.get("fd_binds", []), fds):
+            old = self.bind_fds.pop(key, None)
+            if old is not None:
+                os.close(old)
+            self.bind_fds[key] = fd
         self.revision = revision
         self.access_logs.apply(spec)
         self.apply_member_states()
         self.bind_listener = {str(l.bind): l.name for l in spec.listeners}
         self.maxconn = {l.name: math.ceil(l.maxconn / self.nworkers) for l in spec.listeners}
-        for key, server in list(self.servers.items()):
+        for key in list(self.servers):
             if key not in self.bind_listener:
-                server.close()
-                del self.servers[key]
+                self.servers.pop(key)[0].close()
+                os.close(self.bind_fds.pop(key))
         for listener in spec.listeners:
-            key = str(listener.bind)
-            fd = new_fds.pop(key, None)
-            if key in self.servers:
-                if fd is not None:
-                    os.close(fd)
-                continue
-            if fd is None:
-                log.error("worker %d: no socket for %s", self.index, key)
-                continue
-            sock = socket.socket(fileno=fd)
-            sock.setblocking(False)
-            self.servers[key] = await self.loop.create_server(
-                self._protocol_for(key), sock=sock, backlog=listener.backlog
-            )
-        for fd in new_fds.values():
-            os.close(fd)
+            await self.serve_listener(listener, revision)
         self.report({"op": "applied", "revision": revision.id, "pid": os.getpid()})
+
+    async def serve_listener(self, listener: S.Listener, revision: Revision) -> None:
+        """Have a server accepting on the listener's socket, with this revision's TLS.
+
+        A server's TLS context is fixed when it is created, so an https listener gets
+        a new server for each revision's contexts: the new server starts accepting on
+        the same socket before the old one stops (no refused connection), and
+        connections the old one accepted finish with their own context.
+        """
+        key = str(listener.bind)
+        fd = self.bind_fds.get(key)
+        if fd is None:
+            log.error("worker %d: no socket for %s", self.index, key)
+            return
+        tls = revision.listeners[listener.name].tls
+        context = tls.context if tls is not None else None
+        current = self.servers.get(key)
+        if current is not None and current[1] is context:
+            return
+        if context is not None:
+            self._record_sni(tls)
+        # asyncio owns (and closes) the socket it is given: hand it a duplicate, keep ours.
+        sock = socket.socket(fileno=os.dup(fd))
+        sock.setblocking(False)
+        server = await self.loop.create_server(
+            self._protocol_for(key), sock=sock, backlog=listener.backlog,
+            ssl=context, ssl_handshake_timeout=listener.timeouts.http_request if context is not None else None,
+        )
+        self.servers[key] = (server, context)
+        if current is not None:
+            current[0].close()
+
+    @staticmethod
+    def _record_sni(tls) -> None:
+        """Keep the client's SNI name on the connection's SSLObject, for ACLs and logs."""
+        select = tls.sni_callback
+
+        def sni_callback(ssl_object, server_name, context):
+            ssl_object.lbcore_sni = server_name.lower().rstrip(".") if server_name else None
+            return select(ssl_object, server_name, context)
+
+        tls.context.sni_callback = sni_callback
 
     def report(self, message: dict[str, Any]) -> None:
         try:
@@ -246,7 +298,7 @@ class Worker:
         if self.stopping:
             return
         self.stopping = True
-        for server in self.servers.values():
+        for server, _context in self.servers.values():
             server.close()
         self.servers.clear()
         for conns in list(self.conns.values()):
@@ -271,6 +323,7 @@ async def run(channel: Channel, index: int, nworkers: int) -> None:
         worker.handle(*later)
     loop.add_reader(channel.fileno(), worker.on_control)
     loop.call_later(FLUSH_INTERVAL, worker.flush_stats)
+    loop.call_later(TICKET_KEYS_CHECK, worker.refresh_ticket_keys)
     loop.add_signal_handler(signal.SIGTERM, worker.begin_stop, 30.0)
     loop.add_signal_handler(signal.SIGUSR1, worker.access_logs.reopen)
     worker.access_logs.start(loop)

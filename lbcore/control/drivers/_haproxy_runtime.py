@@ -55,6 +55,16 @@ class MasterCli:
             # gone: poll it at a short interval until the deadline.
             time.sleep(RETRY_INTERVAL)
 
+    def send_once(self, text: str, timeout: float = 10.0) -> str:
+        """Send a command exactly once (``reload``: never repeated on a reset; the
+        master may close the connection as it re-executes)."""
+        try:
+            return self._once(text, timeout)
+        except (ConnectionResetError, BrokenPipeError):
+            return ""
+        except (ConnectionRefusedError, FileNotFoundError, socket.timeout) as exc:
+            raise CliError(f"haproxy master socket {self.path}: {exc}") from None
+
     def _once(self, text: str, timeout: float) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)

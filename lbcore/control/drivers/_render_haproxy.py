@@ -123,9 +123,10 @@ class Rendering:
         """Write every file under ``directory`` (default: the one rendered for),
         keys and certificates 0600 from the moment they exist."""
         base = directory or self.directory
+        os.makedirs(base, exist_ok=True)
         for item in self.files:
             target = os.path.join(base, item.path)
-            os.makedirs(os.path.dirname(target), mode=0o700 if item.mode == 0o600 else 0o755, exist_ok=True)
+            _make_dirs(base, os.path.dirname(item.path), 0o700 if item.mode == 0o600 else 0o755)
             temp = f"{target}.tmp{os.getpid()}"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, item.mode)
             try:
@@ -137,6 +138,17 @@ class Rendering:
 
 
 # -- small helpers ----------------------------------------------------------------------
+
+
+def _make_dirs(base: str, relative: str, mode: int) -> None:
+    """Create each missing directory of ``relative`` under ``base`` with ``mode``
+    exactly (not filtered by the umask): secrets live in 0700 directories."""
+    path = base
+    for part in [p for p in relative.split("/") if p]:
+        path = os.path.join(path, part)
+        if not os.path.isdir(path):
+            os.mkdir(path, mode)
+            os.chmod(path, mode)
 
 
 def haproxy_address(address: Address) -> str:
@@ -316,7 +328,8 @@ class _Renderer:
         spec = self.spec
         g = _Section("global")
         g.add("description", word(f"lbcore revision {spec.revision}"))
-        g.add("maxconn", str(max(1, sum(l.maxconn for l in spec.listeners))))
+        # No global maxconn: lbcore limits each listener (frontend maxconn), not the
+        # total; haproxy then sizes its own from the file descriptor limit.
         socket = f"{self.runtime}/haproxy.sock"
         if len(socket) > UNIX_PATH_MAX:
             raise ValueError(f"runtime directory too long for a unix socket path: {socket!r}")
