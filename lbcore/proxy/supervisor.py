@@ -20,6 +20,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -89,6 +90,8 @@ class Supervisor:
         self.stopping = False
         self.done: asyncio.Future[None] | None = None
         self._announced: str | None = None
+        self.announced_event = asyncio.Event()
+        self.material = ""  # digest of the TLS files of the current revision
         self.aggregate = Aggregate()
         self.admin_server: AdminServer | None = None
         self.runtime_socket: RuntimeSocketServer | None = None
@@ -125,6 +128,7 @@ class Supervisor:
         self.done = self.loop.create_future()
         try:
             self.spec = self.load()
+            self.material = self.material_digest(self.spec)
         except S.SpecError as exc:
             log.error("refusing %s:\n%s", self.spec_path, exc)
             return 2
@@ -293,6 +297,7 @@ class Supervisor:
         live = [w for w in self.workers.values() if not w.stopping]
         if live and all(w.revision == current for w in live) and self._announced != current:
             self._announced = current
+            self.announced_event.set()
             log.info("revision %s serving on %d workers", current, len(live))
 
     def worker_exited(self, handle: WorkerHandle) -> None:
@@ -323,29 +328,38 @@ class Supervisor:
 
     # -- reload -----------------------------------------------------------------------
     def handle_sighup(self) -> None:
-        if self.stopping:
-            return
+        if not self.stopping:
+            self.reload()
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the file and apply it whole, or refuse it whole. Returns (ok, message)."""
         old = self.spec
         assert old is not None
         try:
             new = self.load()
+            material = self.material_digest(new)
         except S.SpecError as exc:
             log.error("reload refused, revision %s keeps serving:\n%s", old.revision, exc)
-            return
-        if new.revision == old.revision:
+            return False, str(exc)
+        if new.revision == old.revision and material == self.material:
             log.info("reload: revision %s unchanged", old.revision)
             self._announced = None
             self._announce()
-            return
+            return True, f"revision {old.revision} unchanged"
         try:
             fresh = self.bind_all(new)
         except OSError as exc:
             log.error("reload refused, revision %s keeps serving: %s", old.revision, exc.strerror)
-            return
+            return False, str(exc.strerror)
         self.sockets.update(fresh)
         changes = S.diff(old, new)
-        log.info("reload: revision %s -> %s (%d changes)\n%s", old.revision, new.revision, len(changes), S.format_diff(changes))
+        if new.revision == old.revision:
+            log.info("reload: revision %s, certificate or key files changed", new.revision)
+        else:
+            log.info("reload: revision %s -> %s (%d changes)\n%s", old.revision, new.revision, len(changes), S.format_diff(changes))
         self.spec = new
+        self.material = material
+        self._announced = None
         self.book.apply(new)
         self.health.apply(new)
         if new.admin != old.admin:
@@ -360,6 +374,37 @@ class Supervisor:
                 self.sockets.pop(key).close()
                 for handle in self.workers.values():
                     handle.binds.discard(key)
+        return True, f"revision {new.revision}"
+
+    def material_digest(self, spec: S.Spec) -> str:
+        """A hash of the certificate, key, CA and CRL files the Spec names.
+
+        Renewing a certificate in place (same path, new content) and reloading must
+        reach the workers even though the Spec itself did not change.
+        """
+        digest = hashlib.sha256()
+        for path in sorted(tls_files(spec)):
+            full = Path(self.base_dir, path)
+            digest.update(path.encode() + b"\0")
+            try:
+                digest.update(hashlib.sha256(full.read_bytes()).digest())
+            except OSError:
+                digest.update(b"missing")
+        return digest.hexdigest()
+
+    async def wait_serving(self, revision: str, timeout: float) -> bool:
+        """Until every worker serves ``revision`` (the node agent answers after that)."""
+        deadline = time.monotonic() + timeout
+        while self._announced != revision:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.announced_event.clear()
+            try:
+                await asyncio.wait_for(self.announced_event.wait(), left)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     # -- stop -------------------------------------------------------------------------
     def handle_sigterm(self) -> None:
@@ -423,6 +468,25 @@ class SupervisorController:
 
     def servers_state(self) -> list[dict]:
         return self.book.servers_state()
+
+
+def tls_files(spec: S.Spec) -> set[str]:
+    """Every file path the Spec's TLS settings name (certificates, keys, CAs, CRLs)."""
+    paths: set[str] = set()
+    for listener in spec.listeners:
+        tls = listener.tls
+        if tls is None:
+            continue
+        for cert in tls.certificates:
+            paths.update(p for p in (cert.cert, cert.key) if p)
+        auth = tls.client_auth
+        if auth is not None:
+            paths.update(p for p in (auth.ca, auth.crl) if p)
+    for pool in spec.pools:
+        tls = getattr(pool, "tls", None)
+        if tls is not None:
+            paths.update(p for p in (tls.ca, tls.cert, tls.key) if p)
+    return paths
 
 
 def _exit_text(code: int) -> str:

@@ -178,7 +178,7 @@ def test_client_certificate_required(pki, members, engine):
 
 
 def _s_client_resume(port, sess_file, reconnect_in: bool):
-    args = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "www.example.com", "-tls1_3"]
+    args = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "www.example.com", "-tls1_3", "-ign_eof"]
     args += ["-sess_in", str(sess_file)] if reconnect_in else ["-sess_out", str(sess_file)]
     out = subprocess.run(args, input=b"GET / HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
                          capture_output=True, timeout=20)

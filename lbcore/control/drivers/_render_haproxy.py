@@ -636,7 +636,7 @@ class _Renderer:
                     out.append(_Rule(["http-request", "set-header", word(auth.verify_header), "NONE"], unused))
                 if auth.subject_header:
                     out.append(_Rule(["http-request", "set-header", word(auth.subject_header),
-                                      word("%[ssl_c_s_dn(,,rfc2253)]")], used))
+                                      word("%[ssl_c_s_dn]")], used))
                 if auth.fingerprint_header:
                     out.append(_Rule(["http-request", "set-header", word(auth.fingerprint_header),
                                       word("%[ssl_c_der,sha2(256),hex,lower]")], used))

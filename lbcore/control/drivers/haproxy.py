@@ -107,10 +107,14 @@ TLS (haproxy terminating)
   the driver repeats the newest key so that haproxy, which encrypts with the
   second-to-last, encrypts with the newest, as lbcore does.
 - tune.ssl.cachesize is global: every https listener must set the same session_cache.
-- Subject header of client certificates: OpenSSL's RFC 2253 form (lbcore: RFC 4514
-  from cryptography); the same for ordinary names.
+- Subject header of client certificates: haproxy 2.6 writes OpenSSL's one-line form
+  (/O=Example/CN=client); lbcore writes RFC 4514 (CN=client,O=Example).
 
 Operations
+- A revision that cannot bind (a port in use) is refused, but while the new process
+  retries its binds haproxy pauses the old worker's listeners: connections in that
+  short window are refused. (A revision that binds serves without a refused
+  connection.) The driver returns once every paused listener has resumed.
 - Stats: haproxy's counters restart with each new worker (each reload); lbcore keeps
   totals across reloads. No latency histogram, no TLS handshake counts, no per-pool
   no_member or queue_timeouts (None); "workers" is haproxy's thread count.
@@ -130,6 +134,7 @@ STOP_TIMEOUT = 20.0
 SERVER_STATE_VERSION = 1  # the format version haproxy writes first in show servers state
 KEEP_REVISIONS = 3  # rendered revision directories kept on disk (current included)
 _LOADED = re.compile(r"Loading (success|failure)")
+_RESUMED = re.compile(r"Resumed frontend")
 
 
 class ApplyError(RuntimeError):
@@ -178,7 +183,7 @@ def ensure_runtime(runtime_dir: str) -> None:
 
 def check_config(path: str, haproxy: str = "haproxy") -> tuple[bool, str]:
     """``haproxy -c -f PATH``: (valid, haproxy's messages)."""
-    proc = subprocess.run([haproxy, "-c", "-q", "-f", path], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([haproxy, "-c", "-f", path], capture_output=True, text=True, timeout=60)
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
 
 
@@ -376,6 +381,7 @@ class HaproxyDriver:
             raise ApplyError(f"haproxy did not load revision {revision} in {READY_TIMEOUT:g}s",
                              "\n".join(proc.since(mark)[-30:])) from None
         if line is None or "failure" in line:
+            self._wait_resumed(mark)
             alerts = [l for l in proc.since(mark) if "ALERT" in l or "exited" in l] or proc.since(mark)[-30:]
             raise ApplyError(f"haproxy refused revision {revision}", "\n".join(alerts))
         info = parse_show_proc(self.cli.command("show proc", READY_TIMEOUT))
@@ -385,6 +391,24 @@ class HaproxyDriver:
         described = parse_show_info(self.cli.worker(self.worker_pid, "show info")).get("description", "")
         if revision not in described:
             raise ApplyError(f"haproxy's worker runs {described!r}, not revision {revision}")
+
+    def _wait_resumed(self, mark: int) -> None:
+        """After a failed reload: the new process paused the old worker's listeners to
+        retry its binds; wait until the old worker has resumed every one of them."""
+        proc = self.haproxy_proc
+        assert proc is not None
+        paused = sum(1 for line in proc.since(mark) if "Paused frontend" in line)
+        deadline = time.monotonic() + READY_TIMEOUT
+        seen = mark
+        resumed = 0
+        while resumed < paused and time.monotonic() < deadline:
+            try:
+                proc.wait_for(_RESUMED, seen, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return
+            lines = proc.since(seen)
+            resumed += sum(1 for line in lines if "Resumed frontend" in line)
+            seen += len(lines)
 
     def apply(self, spec: Spec) -> ApplyResult:
         """Make ``spec`` the running revision (see the module docstring)."""
@@ -484,6 +508,20 @@ class HaproxyDriver:
         """A runtime API command for the current worker (``show servers state``...)."""
         with self.lock:
             return self.cli.worker(self.worker_pid, command)
+
+    def log_mark(self) -> int:
+        """A position in haproxy's log, for ``wait_for_log``."""
+        assert self.haproxy_proc is not None
+        return self.haproxy_proc.mark()
+
+    def wait_for_log(self, pattern: str, since: int = 0, timeout: float = READY_TIMEOUT) -> str:
+        """Block until haproxy logs a line matching ``pattern`` after ``since``
+        (``Server www/w1 is DOWN``...); raises TimeoutError or RuntimeError (exited)."""
+        assert self.haproxy_proc is not None
+        line = self.haproxy_proc.wait_for(re.compile(pattern), since, timeout)
+        if line is None:
+            raise RuntimeError(f"haproxy exited before logging {pattern!r}")
+        return line
 
     def log_text(self) -> str:
         parts = []

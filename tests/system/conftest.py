@@ -1,0 +1,90 @@
+"""Fixtures for the haproxy/stunnel driver tests: test members, the driver, certificates.
+
+Members are ``tests.integration.harness.Member`` servers (JSON naming the member at
+``/``). ``haproxy_driver(spec_dict)`` starts a ``HaproxyDriver`` in the test's own
+directory and stops it after the test, printing haproxy's log when the test failed.
+Everything listens on 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lbcore.spec import parse_spec
+from tests.integration.harness import LoopThread, Member
+
+HAPROXY = shutil.which("haproxy")
+STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
+
+needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (make deps installs it)")
+needs_stunnel = pytest.mark.skipif(STUNNEL is None, reason="stunnel4 is not installed (make deps installs it)")
+
+
+@pytest.fixture(scope="module")
+def loops():
+    lt = LoopThread()
+    yield lt
+    lt.stop()
+
+
+@pytest.fixture
+def members(loops):
+    """Factory: members(name) starts a test member on 127.0.0.1; all stop after the test."""
+    started: list[Member] = []
+
+    def make(name: str, host: str = "127.0.0.1") -> Member:
+        member = Member(loops, name, host).start()
+        started.append(member)
+        return member
+
+    yield make
+    for member in started:
+        member.stop()
+
+
+@pytest.fixture
+def haproxy_driver(tmp_path):
+    """Factory: haproxy_driver(spec_dict, **driver_options) -> a started HaproxyDriver."""
+    from lbcore.control.drivers.haproxy import HaproxyDriver
+
+    started: list[HaproxyDriver] = []
+
+    def make(spec: dict[str, Any], *, spec_dir: Path | None = None, **options: Any) -> HaproxyDriver:
+        state = tmp_path / f"haproxy-{len(started)}"
+        driver = HaproxyDriver(str(state), spec_dir=str(spec_dir or tmp_path), **options)
+        started.append(driver)
+        driver.start(parse_spec(spec))
+        return driver
+
+    yield make
+    for driver in started:
+        log = driver.log_text()
+        driver.stop()
+        print(f"--- haproxy/stunnel log ({driver.state_dir}) ---\n{log}")
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A CA and certificates on disk: www (RSA, www.example.com + example.com, the
+    default), api (ECDSA, api.example.com), wild (RSA, *.apps.example.com), a client
+    certificate; paths by name, plus the CA file."""
+    from tests.tlsgen import issue, make_ca, write_pair
+
+    directory = tmp_path_factory.mktemp("certs")
+    ca = make_ca()
+    out: dict[str, Any] = {"dir": directory, "ca": directory / "ca.pem"}
+    out["ca"].write_bytes(ca.pem)
+    for name, hosts, key_type in (
+        ("www", ["www.example.com", "example.com"], "rsa"),
+        ("api", ["api.example.com"], "ecdsa"),
+        ("wild", ["*.apps.example.com"], "rsa"),
+    ):
+        cert, key = write_pair(directory, name, issue(ca, hosts, key_type=key_type, slot=len(out)), chain=[ca])
+        out[name] = (cert, key)
+    client = issue(ca, [], common_name="lbcore test client", client=True, slot=9)
+    out["client"] = write_pair(directory, "client", client, chain=[ca])
+    return out
