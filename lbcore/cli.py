@@ -40,7 +40,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s lbcore[supervisor pid %(process)d] %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    return serve(args.file, workers=args.workers, log_level=args.log_level)
+    agent = None
+    if args.agent:
+        from lbcore.proxy.agent import agent_context
+
+        missing = [flag for flag, value in (("--agent-cert", args.agent_cert), ("--agent-key", args.agent_key), ("--agent-ca", args.agent_ca)) if not value]
+        if missing:
+            print(f"--agent needs {', '.join(missing)} (the management channel is mutual TLS)", file=sys.stderr)
+            return 2
+        try:
+            address = S.Address.parse(args.agent)
+            context = agent_context(args.agent_cert, args.agent_key, args.agent_ca)
+        except (ValueError, OSError, S.SpecError) as exc:
+            print(f"--agent: {exc}", file=sys.stderr)
+            return 2
+        agent = (address.host, address.port, context)
+    return serve(args.file, workers=args.workers, log_level=args.log_level, agent=agent)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -182,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--agent", metavar="HOST:PORT", help="node agent: the control plane pushes Specs here (mutual TLS)")
+    p.add_argument("--agent-cert", help="node agent certificate (PEM)")
+    p.add_argument("--agent-key", help="node agent private key (PEM)")
+    p.add_argument("--agent-ca", help="CA that signs the control plane's client certificate")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="validate a Spec file")

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from lbcore import spec as S
 from lbcore.proxy.admin import AdminServer
+from lbcore.proxy.agent import NodeAgent
 from lbcore.proxy.channel import Channel
 from lbcore.proxy.runtime_socket import RuntimeSocketServer
 from lbcore.proxy.health import HealthMonitor
@@ -77,7 +79,8 @@ class WorkerHandle:
 
 
 class Supervisor:
-    def __init__(self, spec_path: str | os.PathLike, workers: int | None = None, log_level: str = "INFO") -> None:
+    def __init__(self, spec_path: str | os.PathLike, workers: int | None = None, log_level: str = "INFO",
+                 agent: tuple[str, int, ssl.SSLContext] | None = None) -> None:
         self.spec_path = Path(spec_path)
         # Relative certificate and key paths in the Spec are relative to its file.
         self.base_dir = str(self.spec_path.resolve().parent)
@@ -93,6 +96,8 @@ class Supervisor:
         self.announced_event = asyncio.Event()
         self.material = ""  # digest of the TLS files of the current revision
         self.aggregate = Aggregate()
+        self.agent_settings = agent
+        self.agent: NodeAgent | None = None
         self.admin_server: AdminServer | None = None
         self.runtime_socket: RuntimeSocketServer | None = None
         self.book = MemberBook(self.broadcast_members)
@@ -151,12 +156,22 @@ class Supervisor:
         for index in range(self.nworkers):
             self.spawn(index)
         await self.start_admin(self.spec)
+        if self.agent_settings is not None:
+            host, port, context = self.agent_settings
+            self.agent = NodeAgent(self, host, port, context)
+            try:
+                await self.agent.start()
+            except OSError as exc:
+                log.error("node agent %s:%d: %s", host, port, exc.strerror)
+                self.handle_sigterm()
         # Worker exits are seen as EOF on their control channel (uvloop keeps SIGCHLD).
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             self.loop.add_signal_handler(signum, self._signal, signum)
         await self.done
         await self.health.close()
         await self.stop_admin()
+        if self.agent is not None:
+            await self.agent.close()
         return 0
 
     def _signal(self, signum: int) -> None:
@@ -498,9 +513,10 @@ def _exit_text(code: int) -> str:
     return f"status {code}"
 
 
-def serve(spec_path: str | os.PathLike, workers: int | None = None, log_level: str = "INFO") -> int:
+def serve(spec_path: str | os.PathLike, workers: int | None = None, log_level: str = "INFO",
+          agent: tuple[str, int, ssl.SSLContext] | None = None) -> int:
     """Run the engine in the foreground until SIGTERM/SIGINT; returns the exit status."""
-    supervisor = Supervisor(spec_path, workers, log_level)
+    supervisor = Supervisor(spec_path, workers, log_level, agent)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -255,6 +255,7 @@ class Engine:
         self.lines: list[str] = []
         self.cond = threading.Condition()
         self.proc: subprocess.Popen | None = None
+        self.extra_args: list[str] = []
         self.write_spec(spec)
 
     def write_spec(self, spec: dict[str, Any] | str) -> None:
@@ -264,7 +265,7 @@ class Engine:
     def start(self, wait: bool = True) -> "Engine":
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lbcore.cli", "serve", str(self.spec_file), "--workers", str(self.workers)],
+            [sys.executable, "-m", "lbcore.cli", "serve", str(self.spec_file), "--workers", str(self.workers), *self.extra_args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env=env,

@@ -406,6 +406,9 @@ class _Renderer:
         if http:
             fe.add("timeout", "http-request", self.duration(t.http_request, f"{path}.timeouts.http_request"))
             fe.add("timeout", "http-keep-alive", self.duration(t.keepalive, f"{path}.timeouts.keepalive"))
+            # On a reload, an idle keep-alive connection is closed after its next
+            # response (Connection: close), not under a client that may be sending.
+            fe.add("option", "idle-close-on-response")
         # Routing: translated first (the host variable is only computed when used).
         writer = ConditionWriter(*(("txn", "http-request") if http else ("sess", "tcp-request content")))
         ctx = Context(listener.protocol, stunnel=self.stunnel and listener.protocol == "https")

@@ -92,7 +92,7 @@ def render_stunnel(spec: Spec, material: Material, cert_paths: dict[tuple[str, i
         "foreground = yes",
         "pid =",
         "syslog = no",
-        "debug = notice",
+        "debug = info",  # info logs each listening socket bound: what a reload waits for
     ]
     for listener in spec.listeners:
         if listener.protocol != "https" or listener.tls is None:

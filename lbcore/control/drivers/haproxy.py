@@ -111,6 +111,10 @@ TLS (haproxy terminating)
   (/O=Example/CN=client); lbcore writes RFC 4514 (CN=client,O=Example).
 
 Operations
+- stunnel reloads (SIGHUP) by closing and re-binding its listening sockets: a
+  revision that changes stunnel.conf or its certificates refuses connections to the
+  stunnel listeners for a moment. A revision that changes only haproxy's part does
+  not touch stunnel.
 - A revision that cannot bind (a port in use) is refused, but while the new process
   retries its binds haproxy pauses the old worker's listeners: connections in that
   short window are refused. (A revision that binds serves without a refused
@@ -135,6 +139,8 @@ SERVER_STATE_VERSION = 1  # the format version haproxy writes first in show serv
 KEEP_REVISIONS = 3  # rendered revision directories kept on disk (current included)
 _LOADED = re.compile(r"Loading (success|failure)")
 _RESUMED = re.compile(r"Resumed frontend")
+_STUNNEL_LOADED = re.compile(r"Configuration (successful|failed)")
+_STUNNEL_BOUND = re.compile(r"Service \[[^]]+\] \(FD=\d+\) bound to")
 
 
 class ApplyError(RuntimeError):
@@ -538,26 +544,43 @@ class HaproxyDriver:
                 self.stunnel_proc.stop()
                 self.stunnel_proc = None
             return
-        if self.stunnel_proc is None:
-            argv = [self.stunnel_bin, os.path.join(self.current, "stunnel.conf")]
-            self.stunnel_proc = _Process(argv, os.path.join(self.state_dir, "stunnel.log"))
-            self._wait_stunnel(0)
+        if self.stunnel_proc is not None and before is not None and before.has("stunnel.conf") and _same_stunnel(before, after):
             return
-        if before is not None and before.has("stunnel.conf") and _same_stunnel(before, after):
+        # stunnel remembers the real path of its configuration file: give it a fixed
+        # regular file (not the ``current`` link) and rewrite that file on a change.
+        conf = os.path.join(self.state_dir, "stunnel.conf")
+        temp = f"{conf}.tmp"
+        with open(temp, "w") as handle:
+            handle.write(after.text("stunnel.conf"))
+        os.replace(temp, conf)
+        if self.stunnel_proc is None:
+            self.stunnel_proc = _Process([self.stunnel_bin, conf], os.path.join(self.state_dir, "stunnel.log"))
+            self._wait_stunnel(0)
             return
         mark = self.stunnel_proc.mark()
         self.stunnel_proc.proc.send_signal(signal.SIGHUP)
         self._wait_stunnel(mark)
 
     def _wait_stunnel(self, mark: int) -> None:
+        """Wait for stunnel to read its configuration and bind every listener (it
+        logs "Configuration successful" before it re-binds on a reload)."""
         proc = self.stunnel_proc
-        assert proc is not None
+        assert proc is not None and self.rendering is not None
         try:
-            line = proc.wait_for(re.compile(r"Configuration successful|Configuration failed|failed"), mark, READY_TIMEOUT)
+            line = proc.wait_for(_STUNNEL_LOADED, mark, READY_TIMEOUT)
+            if line is None or "successful" not in line:
+                raise ApplyError("stunnel refused its configuration", "\n".join(proc.since(mark)[-30:]))
+            wanted = len(self.rendering.layout.stunnel_listeners)
+            seen = mark
+            bound = 0
+            while bound < wanted:
+                if proc.wait_for(_STUNNEL_BOUND, seen, READY_TIMEOUT) is None:
+                    raise ApplyError("stunnel exited", "\n".join(proc.since(mark)[-30:]))
+                lines = proc.since(seen)
+                bound += sum(1 for item in lines if _STUNNEL_BOUND.search(item))
+                seen += len(lines)
         except TimeoutError:
             raise ApplyError("stunnel did not start", "\n".join(proc.since(mark)[-30:])) from None
-        if line is None or "successful" not in line:
-            raise ApplyError("stunnel refused its configuration", "\n".join(proc.since(mark)[-30:]))
 
     def stop(self) -> None:
         """Stop stunnel and haproxy (hard stop: open connections are closed)."""
