@@ -587,6 +587,11 @@ class Exchange:
         if self.finished:
             mpool.put_idle(backend)  # the client went away meanwhile: keep it warm
             return
+        if backend.closed:
+            # Accepted, then closed before we could send a byte: as good as refused,
+            # and nothing was sent, so another member may take the request.
+            self.connect_failed(ConnectFailed(f"{mpool.host}:{mpool.port} closed the connection at once"))
+            return
         self.attach(backend)
 
     def connect_failed(self, exc: ConnectFailed) -> None:

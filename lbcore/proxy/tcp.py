@@ -166,6 +166,9 @@ class TcpClient(asyncio.Protocol):
         if self.closed:
             backend.close()
             return
+        if backend.closed:
+            self._connect_failed(ConnectFailed(f"{mpool.host}:{mpool.port} closed the connection at once"))
+            return
         self.worker.member_ok(self.member)
         self.attach(backend)
 
