@@ -2,7 +2,7 @@
 #   make demo   install lbcore and run the demo (demo members + engine on examples/demo.yaml)
 #   make test   install what the tests need (Debian packages, Python test extras) and run every test
 PYTHON ?= python3
-DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4
+DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4 openssl
 
 .PHONY: demo test deps install unit integration
 

@@ -8,8 +8,10 @@ the key type, which sets the cost of the handshake's signature.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["KEY_TYPES", "SERVER_NAME", "CertFiles", "make_cert"]
+__all__ = ["KEY_TYPES", "SERVER_NAME", "CertFiles", "make_cert", "make_ticket_keys"]
 
 SERVER_NAME = "bench.local"
 KEY_TYPES = ("rsa2048", "ecdsa-p256")
@@ -56,7 +58,7 @@ def make_cert(directory: Path, key_type: str) -> CertFiles:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30))
+        .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
@@ -78,3 +80,14 @@ def make_cert(directory: Path, key_type: str) -> CertFiles:
     files.combined.write_bytes(cert_pem + key_pem)
     files.combined.chmod(0o600)
     return files
+
+
+def make_ticket_keys(directory: Path, count: int = 3) -> Path:
+    """A session-ticket key file in haproxy's ``tls-ticket-keys`` format, which lbcore's
+    ``ticket_keys`` reads too: one base64 line of 80 random bytes per key (16 name,
+    32 HMAC, 32 AES). Three keys: haproxy encrypts with the second to last of them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "tickets.keys"
+    path.write_text("".join(base64.b64encode(os.urandom(80)).decode() + "\n" for _ in range(count)))
+    path.chmod(0o600)
+    return path

@@ -16,7 +16,10 @@ renderer turns it into that server's own configuration, kept equivalent:
 - kept-alive, reused backend connections (haproxy ``http-reuse always``; lbcore and
   nginx keep up to ``IDLE_BACKEND`` idle connections, more than any scenario opens);
 - TLS without resumption: no session tickets and no session cache, so every
-  handshake is a full one whatever the client offers; with resumption: tickets on.
+  handshake is a full one whatever the client offers; with resumption: tickets on,
+  lbcore's workers sharing a ticket key file (haproxy's threads share one context:
+  given ``tls-ticket-keys``, haproxy 2.6 here resumed only half the TLS 1.3
+  reconnections, so it keeps its own keys).
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ class Frontend:
     acls: int = 3  # 3: demo-like rules the traffic never matches; ROUTING_RULES: the routing scenario
     tls: CertFiles | None = None
     resume: bool = True  # TLS: session tickets and cache on
+    ticket_keys: Path | None = None  # TLS with resume: lbcore's ticket key file, shared by its workers
     access_log_port: int | None = None  # syslog over UDP to 127.0.0.1:this port; None: no access log
+    admin_port: int | None = None  # lbcore: its admin listener (stats), like haproxy's stats socket
 
     @property
     def scheme(self) -> str:
@@ -120,7 +125,13 @@ def lbcore_spec(fe: Frontend) -> dict:
         "default_pool": "www",
     }
     if fe.tls is not None:
-        listener["tls"] = {"certificates": [{"cert": str(fe.tls.cert), "key": str(fe.tls.key)}]}
+        tls: dict = {"certificates": [{"cert": str(fe.tls.cert), "key": str(fe.tls.key)}]}
+        if not fe.resume:
+            # lbcore's full-handshake mode (lbcore/spec/_tls.py): no tickets, no session-ID cache.
+            tls.update(session_tickets=False, session_cache=0)
+        elif fe.ticket_keys is not None:
+            tls["ticket_keys"] = str(fe.ticket_keys)
+        listener["tls"] = tls
     defaults: dict = {
         "timeouts": {**{k: f"{v}s" for k, v in TIMEOUTS.items()}, "drain": "1s"},
         "forwarded_headers": ["x-forwarded-for", "x-forwarded-proto"],
@@ -129,7 +140,7 @@ def lbcore_spec(fe: Frontend) -> dict:
     if fe.access_log_port is not None:
         defaults["access_log"] = {"format": "text", "target": f"syslog+udp://{HOST}:{fe.access_log_port}",
                                   "facility": "local0", "tag": "lbcore"}
-    return {
+    spec: dict = {
         "version": 1,
         "defaults": defaults,
         "listeners": [listener],
@@ -142,6 +153,9 @@ def lbcore_spec(fe: Frontend) -> dict:
             for name in _pools(fe)
         ],
     }
+    if fe.admin_port is not None:
+        spec["admin"] = {"bind": f"{HOST}:{fe.admin_port}", "stats_page": True, "metrics": True}
+    return spec
 
 
 def haproxy_cfg(fe: Frontend, stats_socket: Path) -> str:
@@ -152,6 +166,7 @@ def haproxy_cfg(fe: Frontend, stats_socket: Path) -> str:
         if not fe.resume:
             tls_global = "    tune.ssl.cachesize 0\n"
             bind_tls += " no-tls-tickets"
+
     acls = "".join(f"    acl {r.name} {criterion}\n" for r in rules(fe.acls) for criterion in r.haproxy)
     uses = "".join(f"    use_backend {r.pool} if {r.name}\n" for r in rules(fe.acls))
     backends = "".join(f"backend {name}\n    server nginx {HOST}:{fe.backend_port}\n" for name in _pools(fe))

@@ -87,8 +87,9 @@ def profile_keepalive(results: Path, *, seconds: int, workers: int, load_cpu: st
     backend = lbcore = None
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        backend_port, log_port = ports.take(), ports.take()
-        sink.bind(("127.0.0.1", log_port))
+        backend_port = ports.take()
+        sink.bind(("127.0.0.1", 0))
+        log_port = sink.getsockname()[1]
         backend = servers.start_backend(workdir / "backend", backend_port, load_cpu)
         fe = Frontend(port=ports.take(), backend_port=backend_port, workers=workers, access_log_port=log_port)
         lbcore = servers.start(servers.ServerSpec("lbcore", "lbcore", workers), fe, workdir / "lbcore", server_cpu)

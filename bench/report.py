@@ -138,7 +138,7 @@ def markdown(results: dict) -> str:
             if sessions and scenario.get("unit") == "handshakes":
                 total = sum(x["total"] for x in sessions)
                 resumed = sum(x["resumed"] for x in sessions)
-                notes.append(f"- {scenario['name']} / {label}: haproxy counted {total:,} TLS sessions, "
+                notes.append(f"- {scenario['name']} / {label}: the server counted {total:,} TLS handshakes, "
                              f"{resumed:,} resumed ({100 * resumed / total if total else 0:.1f}%)")
         if scenario.get("scaling_2w_over_1w"):
             ratios = ", ".join(f"{k} {v:.2f}" for k, v in scenario["scaling_2w_over_1w"].items())
@@ -168,7 +168,7 @@ def markdown(results: dict) -> str:
                     f"| {scenario['name']} | {label} | {data['opened']:,} / {data['requested']:,} | {data['alive_after']:,} | "
                     f"{data['rss_before'] / KIB / KIB:.1f} → {data['rss_after'] / KIB / KIB:.1f} MiB | "
                     f"{_num(per / KIB if per is not None else None, 1)} KiB | "
-                    f"{(str(entry['ratio']) + 'x') if 'ratio' in entry else '–'} |"
+                    f"{(format(entry['ratio'], '.2f') + 'x') if 'ratio' in entry else '–'} |"
                 )
                 if data["failed"]:
                     notes.append(f"- {scenario['name']} / {label}: connections that failed: {data['failed']}")
@@ -229,13 +229,15 @@ def plot(results: dict, path: Path) -> str | None:
         (axes[1], idle, "kib", "memory per idle keep-alive connection, KiB (lower is better)"),
     ):
         for j, scenario in enumerate(group):
-            bars = [(label, _plotted(scenario["servers"][label], label, metric))
-                    for label in labels if label in scenario["servers"]]
+            entries = scenario["servers"]
+            bars = [(label, _plotted(entries[label], label, metric)) for label in labels if label in entries]
             bars = [(label, value) for label, value in bars if value is not None]
             width = 0.8 / max(1, len(bars))
             for i, (label, value) in enumerate(bars):
                 x = j + (i - (len(bars) - 1) / 2) * width
-                ax.bar(x, value, width * 0.95, color=colours[label])
+                # Hatched: the figure is not what the scenario means (see the notes in the Markdown).
+                hatch = "//" if entries[label].get("comparable") is False else None
+                ax.bar(x, value, width * 0.95, color=colours[label], hatch=hatch, edgecolor="white")
                 ax.text(x, value, f"{value:.2f}" if metric == "ratio" else f"{value:.0f}", ha="center",
                         va="bottom", fontsize=6)
         ax.set_xticks(range(len(group)))

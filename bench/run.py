@@ -38,15 +38,20 @@ from pathlib import Path
 import yaml
 
 from bench import configs, load, machine, servers
-from bench.certs import KEY_TYPES, make_cert
+from bench.certs import KEY_TYPES, make_cert, make_ticket_keys
 from bench.configs import Frontend
 from bench.procs import StartFailed, cpu_sample, rss_bytes, time_wait_count
 from bench.scenarios import Scenario
 
 __all__ = ["Settings", "run"]
 
-PORT_BASE = 21000  # below the ephemeral range (32768-60999): servers never meet wrk's source ports
+# Server ports: below the ephemeral range (32768-60999), so they never meet wrk's source
+# ports; each run starts at a pid-chosen offset so that two runs at once (CI and a
+# developer) rarely probe the same ports. A run takes well under PORT_SPAN ports.
+PORT_BASE = 21000
+PORT_SPAN = 200
 MIB = 1 << 20
+STATS_FLUSH = 1.2  # seconds: lbcore.proxy.stats.FLUSH_INTERVAL and a margin
 LOGGING = ("lbcore", "haproxy", "nginx")  # the servers that write access logs (not naive, not stunnel)
 
 
@@ -91,8 +96,8 @@ class Progress:
 
 
 class Ports:
-    def __init__(self, base: int = PORT_BASE) -> None:
-        self.next_port = base
+    def __init__(self, base: int | None = None) -> None:
+        self.next_port = base if base is not None else PORT_BASE + (os.getpid() % 55) * PORT_SPAN
 
     def take(self) -> int:
         while True:
@@ -144,6 +149,7 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
     backend = None
     try:
         certs = {kind: make_cert(workdir / "certs", kind) for kind in KEY_TYPES}
+        ticket_keys = make_ticket_keys(workdir / "certs")
         backend_port = ports.take()
         backend = servers.start_backend(workdir / "backend", backend_port, settings.load_cpu)
         progress(f"nginx backend on 127.0.0.1:{backend_port} (CPU {settings.load_cpu})")
@@ -156,7 +162,7 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
                 progress(f"access logs off: {why}")
             else:
                 progress(f"access logs on: syslog to udp 127.0.0.1:{log_port} (held, not read)")
-        context = _Context(settings, progress, ports, certs, backend_port, log_port, workdir)
+        context = _Context(settings, progress, ports, certs, ticket_keys, backend_port, log_port, workdir)
         for scenario in settings.scenarios:
             progress(f"== {scenario.name}: {scenario.title}")
             try:
@@ -185,16 +191,17 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
 
 def _access_log_sink(ports: Ports, workdir: Path) -> tuple[socket.socket | None, int | None, str]:
     """A UDP socket to log to, if lbcore accepts a Spec that logs there."""
-    port = ports.take()
-    probe = configs.lbcore_spec(Frontend(port=ports.take(), backend_port=port, access_log_port=port))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    probe = configs.lbcore_spec(Frontend(port=ports.take(), backend_port=ports.take(), access_log_port=port))
     path = workdir / "access-log-check.yaml"
     path.write_text(yaml.safe_dump(probe, sort_keys=False))
     check = subprocess.run([sys.executable, "-m", "lbcore.cli", "check", str(path)],
                            capture_output=True, text=True, timeout=60, cwd=servers.ROOT)
     if check.returncode != 0:
+        sock.close()
         return None, None, f"lbcore check refuses access_log: {(check.stderr or check.stdout).strip()}"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", port))
     return sock, port, ""
 
 
@@ -204,6 +211,7 @@ class _Context:
     progress: Progress
     ports: Ports
     certs: dict
+    ticket_keys: Path
     backend_port: int
     log_port: int | None
     workdir: Path
@@ -238,7 +246,11 @@ def _run_scenario(scenario: Scenario, ctx: _Context) -> dict:
                 acls=scenario.acls,
                 tls=ctx.certs[scenario.tls] if scenario.tls else None,
                 resume=scenario.resume,
+                # A key file only where tickets must cross workers: with one, lbcore resumed
+                # only every other TLS 1.3 reconnection in this harness (see README).
+                ticket_keys=ctx.ticket_keys if scenario.tls and scenario.resume and spec.workers > 1 else None,
                 access_log_port=ctx.log_port if scenario.access_log and spec.kind in LOGGING else None,
+                admin_port=ctx.ports.take() if spec.kind == "lbcore" else None,
             )
             try:
                 running[label] = servers.start(spec, fe, ctx.workdir / scenario.name / label, settings.server_cpu)
@@ -331,6 +343,8 @@ def _measure_one(scenario: Scenario, ctx: _Context, server: servers.Running, lab
     result = load.run_wrk(_url(scenario, server), cpu=settings.load_cpu, seconds=settings.seconds,
                           connections=scenario.connections, script=scenario.script)
     after = cpu_sample(server.pids())
+    if tls_before is not None and server.spec.kind == "lbcore":
+        time.sleep(STATS_FLUSH)  # lbcore's workers send their counters every second
     tls_after = server.tls_sessions()
     use = before.until(after)
     cpu_s, lost = use.total, use.lost
@@ -433,6 +447,16 @@ def _summarise(scenario: Scenario, record: dict) -> None:
                     totals[key] = totals.get(key, 0) + count
             entry["errors_total"] = totals
             entry["requests_total"] = sum(run["requests"] for run in runs)
+        sessions = [run["tls_sessions"] for run in runs if run.get("tls_sessions")]
+        if sessions and scenario.unit == "handshakes":
+            total = sum(x["total"] for x in sessions)
+            share = sum(x["resumed"] for x in sessions) / total if total else 0.0
+            entry["resumed_share"] = round(share, 3)
+            # Each wrk connection starts with one full handshake: resumed runs stay below 100%.
+            if scenario.resume and share < 0.8 or not scenario.resume and share > 0.01:
+                entry["comparable"] = False
+                entry["note"] = (f"the server counted {share:.0%} of its handshakes as resumed "
+                                 f"(expected {'all' if scenario.resume else 'none'})")
     if scenario.kind == "idle":
         value = lambda e: (e.get("idle") or {}).get("bytes_per_connection")  # noqa: E731
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import http.client
 import io
+import json
 import re
 import signal
 import socket
@@ -107,27 +108,51 @@ class Running:
         return self.proc.alive()
 
     def tls_sessions(self) -> tuple[int, int] | None:
-        """haproxy only: (TLS sessions, of which resumed) on the frontend so far."""
-        if self.stats_socket is None or self.fe.tls is None:
+        """(TLS handshakes, of which resumed) on the frontend so far, as the server
+        counts them: haproxy's ``show stat``, lbcore's admin /stats.json. None for the
+        others, or when the server does not say."""
+        if self.fe.tls is None:
             return None
         try:
-            text = _haproxy_command(self.stats_socket, "show stat")
-        except OSError:
+            if self.stats_socket is not None:
+                return _haproxy_tls_sessions(self.stats_socket)
+            if self.fe.admin_port is not None:
+                return _lbcore_tls_sessions(self.fe.admin_port)
+        except (OSError, ValueError, KeyError, http.client.HTTPException):
             return None
-        rows = list(csv.reader(io.StringIO(text.lstrip("# "))))
-        header = rows[0]
-        for row in rows[1:]:
-            data = dict(zip(header, row))
-            if data.get("svname") == "FRONTEND" and data.get("ssl_sess", "") != "":
-                # ssl_sess counts new (full) sessions, ssl_reused_sess the resumed ones.
-                full, resumed = int(data["ssl_sess"] or 0), int(data["ssl_reused_sess"] or 0)
-                return full + resumed, resumed
         return None
 
     def stop(self) -> None:
         # lbcore drains for its Spec's drain timeout (1s); haproxy's SIGTERM is a hard
         # stop; nginx and stunnel stop on SIGTERM (nginx's fast shutdown).
         self.proc.stop(signal.SIGTERM, grace=10.0)
+
+
+def _haproxy_tls_sessions(sock_path: Path) -> tuple[int, int] | None:
+    text = _haproxy_command(sock_path, "show stat")
+    rows = list(csv.reader(io.StringIO(text.lstrip("# "))))
+    header = rows[0]
+    for row in rows[1:]:
+        data = dict(zip(header, row))
+        if data.get("svname") == "FRONTEND" and data.get("ssl_sess", "") != "":
+            # ssl_sess counts new (full) sessions, ssl_reused_sess the resumed ones.
+            full, resumed = int(data["ssl_sess"] or 0), int(data["ssl_reused_sess"] or 0)
+            return full + resumed, resumed
+    return None
+
+
+def _lbcore_tls_sessions(admin_port: int) -> tuple[int, int] | None:
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=3.0)
+    try:
+        conn.request("GET", "/stats.json")
+        snapshot = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    for listener in snapshot["listeners"]:
+        if listener["name"] == "bench":
+            tls = listener["tls"]
+            return tls["full"] + tls["resumed"], tls["resumed"]
+    return None
 
 
 def _haproxy_command(sock_path: Path, command: str) -> str:

@@ -10,6 +10,10 @@
                                         one runtime-API command to a running engine (show stat, set server ...)
     lbcore bench [--quick] [--scenario NAME] ...
                                         the benchmark harness (bench/ in a source checkout: python -m bench)
+    lbcore control {serve,init,token} ...
+                                        the control plane: REST API server, tenants' tokens
+    lbcore api [-o json] KIND ACTION ...
+                                        drive the control plane's REST API (pool list, member create ...)
 """
 
 from __future__ import annotations
@@ -165,6 +169,18 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     return run_ctl(args.socket, args.words)
 
 
+def cmd_control(args: argparse.Namespace) -> int:
+    from lbcore.control.server import main as control_main
+
+    return control_main(args.sub_args)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from lbcore.control.client import main as api_main
+
+    return api_main(args.sub_args)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     import os
 
@@ -246,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="who terminates TLS for https listeners (stunnel: stunnel.conf in front of haproxy)")
     p.add_argument("--runtime-dir", help="where haproxy's sockets and server-state file go (default: OUTDIR)")
     p.set_defaults(func=cmd_render)
+
+    # These two parse their own arguments (lbcore.control.server, lbcore.control.client).
+    p = sub.add_parser("control", add_help=False, help="the control plane: serve the REST API, make tokens")
+    p.set_defaults(func=cmd_control)
+    p = sub.add_parser("api", add_help=False, help="drive the control plane's REST API (lbcore api --help)")
+    p.set_defaults(func=cmd_api)
     return parser
 
 
@@ -254,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         args.bench_args = rest  # bench parses its own options
+    elif args.command in ("control", "api"):
+        args.sub_args = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.func(args)

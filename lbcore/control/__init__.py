@@ -1,5 +1,6 @@
 """The control plane: what produces Specs and applies them to engines.
 
-``lbcore.control.drivers`` holds the drivers that serve a Spec with something other
-than lbcore's own engine (``drivers.haproxy``: haproxy, optionally behind stunnel).
+``lbcore.control.drivers`` holds the drivers that make an engine serve a Spec
+(``drivers.native``: lbcore nodes; ``drivers.haproxy``: haproxy, optionally behind
+stunnel).
 """

@@ -38,7 +38,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["ApiClient", "ApiError", "ApiResponse", "main"]
+__all__ = ["ApiClient", "ApiError", "ApiResponse", "Unreachable", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:9876"
 TIMEOUT = 30.0  # seconds for one request: a change applies to engines before it answers
@@ -67,6 +67,10 @@ class ApiError(Exception):
             return f"HTTP {self.status}"
         parts = [f"{e.get('path')}: {e.get('message')}" if e.get("path") else str(e.get("message")) for e in self.errors]
         return f"HTTP {self.status}: " + "; ".join(parts)
+
+
+class Unreachable(Exception):
+    """No answer: connection refused, a timeout, a name that does not resolve."""
 
 
 class ApiClient:
@@ -103,6 +107,8 @@ class ApiClient:
             if not isinstance(errors, list):
                 errors = [{"path": "", "message": str(payload or exc.reason)}]
             raise ApiError(exc.code, errors) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unreachable(f"cannot reach the API at {self.base_url}: {getattr(exc, 'reason', exc)}") from None
 
     # The REST verbs of one collection (``kind_path`` as in ``/v1/pools``).
 
@@ -176,13 +182,30 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        print(f"error: cannot reach the API at {client.base_url}: {reason}", file=sys.stderr)
+    except Unreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # | head: the reader has gone, as with any filter
+        sys.stderr.close()
+        return 0
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+# The columns of ``KIND list`` tables (``-o json`` has every field).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "cluster": ("id", "name", "cluster_model", "shared", "revision"),
+    "loadbalancer": ("id", "name", "cluster_id", "driver", "management_address", "role", "revision"),
+    "instance": ("id", "name", "cluster_id", "address"),
+    "listener": ("id", "name", "instance_id", "port", "protocol"),
+    "tls_certificate": ("id", "name", "listener_id", "is_default", "hostnames", "not_after"),
+    "pool": ("id", "name", "algorithm"),
+    "member": ("id", "name", "pool_id", "address", "port", "weight", "backup", "admin_state", "health"),
+    "healthmonitor": ("id", "name", "pool_id", "type", "interval", "path"),
+    "acl": ("id", "name", "listener_id", "pool_id", "position", "condition"),
+}
+_STATUS_COLUMNS = ("provisioning_status", "operating_status")
 
 
 class UsageError(Exception):
@@ -197,53 +220,64 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help="bearer token (default: $LBCORE_API_TOKEN)")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND")
+    # The global options also after the action (lbcore api pool list -o json); SUPPRESS
+    # keeps the value given before the kind otherwise.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--token", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("-o", "--output", choices=["table", "json"], default=argparse.SUPPRESS)
 
     for entity in W.ENTITIES:
-        kp = kinds.add_parser(entity.cli_name, aliases=list(entity.cli_aliases), help=f"{entity.kind} objects")
+        aliases = [entity.kind] if entity.kind != entity.cli_name else []
+        kp = kinds.add_parser(entity.cli_name, aliases=aliases, help=f"{entity.kind} objects")
         actions = kp.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-        p = actions.add_parser("list", help=f"list {entity.kind} objects")
-        p.add_argument("--sort", help="field, -field for descending; comma-separated for several")
+        p = actions.add_parser("list", parents=[common], aliases=["ls"], help=f"list {entity.kind} objects")
+        p.add_argument("--sort", help="FIELD, or --sort=-FIELD for descending; comma-separated for several")
         p.add_argument("--limit", type=int)
         p.add_argument("--offset", type=int)
-        p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE")
-        if entity.parent is not None:
-            p.add_argument(f"--{entity.parent.cli_flag}", dest="parent_id", help=f"only those of this {entity.parent.kind}")
+        p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", help="repeatable")
+        if entity.parent_field is not None:
+            flag = entity.parent_field.removesuffix("_id").replace("_", "-")
+            p.add_argument(f"--{flag}", dest="parent_id", metavar="ID", help=f"only those of this {flag}")
         p.set_defaults(run=_run_list, entity=entity)
 
-        p = actions.add_parser("show", aliases=["get"], help=f"show one {entity.kind}")
+        p = actions.add_parser("show", parents=[common], aliases=["get"], help=f"show one {entity.kind}")
         p.add_argument("id")
         p.set_defaults(run=_run_show, entity=entity)
 
-        p = actions.add_parser("create", help=f"create a {entity.kind}")
+        p = actions.add_parser("create", parents=[common], help=f"create a {entity.kind}")
         _add_body_options(p, entity, creating=True)
         p.set_defaults(run=_run_create, entity=entity)
 
-        p = actions.add_parser("update", aliases=["set"], help=f"change fields of a {entity.kind}")
+        p = actions.add_parser("update", parents=[common], aliases=["set"], help=f"change fields of a {entity.kind}")
         p.add_argument("id")
         _add_body_options(p, entity, creating=False)
         p.add_argument("--if-match", help="only if the object's ETag is still this one")
         p.set_defaults(run=_run_update, entity=entity)
 
-        p = actions.add_parser("delete", aliases=["rm"], help=f"delete a {entity.kind}")
+        p = actions.add_parser("delete", parents=[common], aliases=["rm"], help=f"delete a {entity.kind}")
         p.add_argument("id")
         p.add_argument("--if-match", help="only if the object's ETag is still this one")
         p.add_argument("--dry-run", action="store_true", help="show the Spec diff per cluster; change nothing")
         p.set_defaults(run=_run_delete, entity=entity)
 
         if entity.cascading:
-            p = actions.add_parser("effective", help="every cascading attribute's value and where it comes from")
+            p = actions.add_parser("effective", parents=[common], help="every cascading attribute's value and where it comes from")
             p.add_argument("id")
             p.set_defaults(run=_run_effective, entity=entity)
 
         if entity.kind == "cluster":
-            p = actions.add_parser("status", help="the status tree of a cluster")
+            p = actions.add_parser("status", parents=[common], help="the status tree of a cluster")
             p.add_argument("id")
             p.set_defaults(run=_run_status, entity=entity)
+            p = actions.add_parser("reapply", parents=[common], help="push the cluster's Spec to every node again")
+            p.add_argument("id")
+            p.set_defaults(run=_run_reapply, entity=entity)
 
     kp = kinds.add_parser("vip", help="legacy workflow: a VIP for an existing pool")
     actions = kp.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = actions.add_parser("create", help="create the cluster, instance, listener and default acl for a pool")
+    p = actions.add_parser("create", parents=[common], help="create the cluster, instance, listener and default acl for a pool")
     _add_fields(p, W.VipCreate, required_flags=True)
     _add_generic_body(p)
     p.add_argument("--dry-run", action="store_true", help="show the Spec diff per cluster; change nothing")
@@ -251,13 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     kp = kinds.add_parser("tenant", help="tenants and their tokens (admin)")
     actions = kp.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = actions.add_parser("create", help="create a tenant")
+    p = actions.add_parser("create", parents=[common], help="create a tenant")
     p.add_argument("name")
     p.set_defaults(run=_run_tenant_create)
-    p = actions.add_parser("token", help="create a bearer token for a tenant (printed once)")
+    p = actions.add_parser("list", parents=[common], aliases=["ls"], help="list tenants")
+    p.set_defaults(run=_run_tenant_list)
+    p = actions.add_parser("token", parents=[common], help="create a bearer token for a tenant (printed once)")
     p.add_argument("tenant_id")
     p.add_argument("--admin", action="store_true", help="an admin token")
     p.set_defaults(run=_run_tenant_token)
+
+    kp = kinds.add_parser("token", help="bearer tokens")
+    actions = kp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("revoke", parents=[common], help="revoke a token (by its id: lbc_<id>_...)")
+    p.add_argument("id", help="the token's id, or the whole token")
+    p.set_defaults(run=_run_token_revoke)
     return parser
 
 
@@ -281,8 +323,18 @@ def _add_fields(p: argparse.ArgumentParser, schema: Any, *, required_flags: bool
         if name.endswith("_id"):
             flags.insert(0, f"--{name[:-3].replace('_', '-')}")
         p.add_argument(*flags, dest=f"field_{name}", metavar="VALUE",
-                       required=required_flags and info.is_required(), help=info.description)
+                       required=required_flags and info.is_required(), help=_field_help(schema, name))
         p.get_default("body_fields").append(name)
+
+
+def _field_help(schema: Any, name: str) -> str:
+    prop = schema.model_json_schema()["properties"].get(name, {})
+    parts = [prop.get("description") or ""]
+    if prop.get("enum"):
+        parts.append("one of " + ", ".join(str(v) for v in prop["enum"] if v is not None))
+    if name in schema.model_json_schema().get("required", ()):
+        parts.append("required")
+    return "; ".join(p for p in parts if p) or None  # type: ignore[return-value]
 
 
 def _body(args: argparse.Namespace, schema: Any = None) -> dict[str, Any]:
@@ -310,10 +362,14 @@ def _is_text(schema: Any, name: str) -> bool:
         return False
     from lbcore.control.api_schemas import is_text_field
 
-    return is_text_field(schema.model_fields[name])
+    return is_text_field(schema, name)
 
 
 def _field_value(raw: str, text: bool) -> Any:
+    """A text field takes the value as it is (``null`` unsets it); any other reads it as
+    JSON when it is JSON (``--port 80``, ``--attrs '{"maxconn": 100}'``)."""
+    if text and raw == "null":
+        return None
     value = _read_at(raw)
     if text or value is not raw:
         return value
@@ -348,16 +404,14 @@ def _run_list(client: ApiClient, args: argparse.Namespace) -> int:
         if not sep or not name:
             raise UsageError(f"--filter {item!r}: expected FIELD=VALUE")
         filters.append((name, value))
-    query = [*filters, ("sort", args.sort), ("limit", args.limit), ("offset", args.offset)]
     if getattr(args, "parent_id", None):
-        resp = client.request("GET", f"{entity.parent.path}/{_seg(args.parent_id)}/{entity.parent_segment}", query=query)
-    else:
-        resp = client.request("GET", entity.path, query=query)
-    page = resp.body
+        filters.append((entity.parent_field, args.parent_id))
+    query = [*filters, ("sort", args.sort), ("limit", args.limit), ("offset", args.offset)]
+    page = client.request("GET", entity.path, query=query).body
     if args.output == "json":
         _print_json(page)
         return 0
-    _print_table(page["items"], entity.columns)
+    _print_table(page["items"], COLUMNS.get(entity.kind, ("id", "name")) + _STATUS_COLUMNS)
     shown = len(page["items"])
     if shown < page["total"]:
         print(f"({shown} of {page['total']}; --offset {page['offset'] + shown} for more)")
@@ -399,17 +453,18 @@ def _run_effective(client: ApiClient, args: argparse.Namespace) -> int:
     if args.output == "json":
         _print_json(resp.body)
         return 0
-    values = resp.body.get("values", {})
-    rows = [{"attribute": name, "value": _cell(v.get("value")), "from": _origin(v)} for name, v in values.items()]
+    rows = [{"attribute": name, "value": _cell(item.get("value")), "from": _origin(item.get("source") or {})}
+            for name, item in (resp.body or {}).items() if isinstance(item, Mapping)]
     _print_table(rows, ("attribute", "value", "from"))
     return 0
 
 
-def _origin(value: Mapping[str, Any]) -> str:
-    kind, obj_id = value.get("source_kind"), value.get("source_id")
-    if not kind:
+def _origin(source: Mapping[str, Any]) -> str:
+    kind = source.get("kind")
+    if not kind or kind == "default":
         return "default"
-    return f"{kind} {obj_id}" if obj_id else str(kind)
+    label = source.get("name") or ""
+    return f"{kind} {label} ({source.get('id')})".replace("  (", " (")
 
 
 def _run_status(client: ApiClient, args: argparse.Namespace) -> int:
@@ -417,25 +472,38 @@ def _run_status(client: ApiClient, args: argparse.Namespace) -> int:
     if args.output == "json":
         _print_json(resp.body)
         return 0
-    for line in _status_lines(resp.body, 0):
-        print(line)
+    for key, node in (resp.body or {}).items():
+        for line in _status_lines(key, node, 0):
+            print(line)
     return 0
 
 
-def _status_lines(node: Any, depth: int) -> Iterable[str]:
-    """A status tree as indented lines: ``kind name (id): PROVISIONING / OPERATING``."""
+def _status_lines(key: str, node: Any, depth: int) -> Iterable[str]:
+    """A status tree as indented lines: ``listener web (ID) :80 ACTIVE / ONLINE``; the
+    children of a node are its list (and object) values, named by their key."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _status_lines(key, item, depth)
+        return
     if not isinstance(node, Mapping):
         return
-    kind = node.get("kind")
-    if kind:
-        label = node.get("name") or ""
-        ident = node.get("id", "")
-        status = f"{node.get('provisioning_status', '?')} / {node.get('operating_status', '?')}"
-        yield f"{'  ' * depth}{kind} {label} ({ident}): {status}".replace("  (", " (")
-    for value in node.values():
-        children = value if isinstance(value, list) else [value] if isinstance(value, Mapping) else []
-        for child in children:
-            yield from _status_lines(child, depth + (1 if kind else 0))
+    kind = _SINGULAR.get(key, key)
+    label = f" {node['name']}" if node.get("name") else ""
+    where = ""
+    if node.get("address"):
+        where = f" {node['address']}" + (f":{node['port']}" if node.get("port") else "")
+    elif node.get("port"):
+        where = f" :{node['port']}"
+    status = f"{node.get('provisioning_status', '?')} / {node.get('operating_status', '?')}"
+    yield f"{'  ' * depth}{kind}{label} ({node.get('id', '?')}){where}: {status}"
+    for child_key, child in node.items():
+        if isinstance(child, (list, Mapping)) and child_key not in _NOT_CHILDREN:
+            yield from _status_lines(child_key, child, depth + 1)
+
+
+_SINGULAR = {"loadbalancers": "loadbalancer", "instances": "instance", "listeners": "listener", "pools": "pool",
+             "members": "member", "tls_certificates": "tls_certificate", "acls": "acl"}
+_NOT_CHILDREN = {"hostnames", "ha_addresses", "attrs", "add_headers", "redirect", "condition"}
 
 
 def _run_vip(client: ApiClient, args: argparse.Namespace) -> int:
@@ -447,14 +515,56 @@ def _run_vip(client: ApiClient, args: argparse.Namespace) -> int:
     if args.output == "json":
         _print_json(resp.body)
     else:
-        _print_table([{"kind": k, "id": v.get("id"), "name": v.get("name", "")}
-                      for k, v in resp.body.items() if isinstance(v, Mapping)], ("kind", "id", "name"))
+        rows = []
+        for key, value in (resp.body or {}).items():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Mapping):
+                    rows.append({"kind": item.get("kind", key), "id": item.get("id"), "name": item.get("name"),
+                                 "provisioning_status": item.get("provisioning_status")})
+        _print_table(rows, ("kind", "id", "name", "provisioning_status"))
     return 0
 
 
 def _run_tenant_create(client: ApiClient, args: argparse.Namespace) -> int:
     resp = client.request("POST", "/v1/tenants", body={"name": args.name})
     _print_object(args, resp)
+    return 0
+
+
+def _run_reapply(client: ApiClient, args: argparse.Namespace) -> int:
+    resp = client.request("POST", f"{args.entity.path}/{_seg(args.id)}/reapply")
+    if args.output == "json":
+        _print_json(resp.body)
+        return 0
+    cluster = resp.body.get("cluster") or {}
+    print(f"cluster {args.id}: {cluster.get('provisioning_status', '?')}")
+    rows = [{"cluster": cluster_id, "node": node_id, "result": error or "applied"}
+            for cluster_id, nodes in (resp.body.get("applied") or {}).items() for node_id, error in nodes.items()]
+    if rows:
+        _print_table(rows, ("cluster", "node", "result"))
+    else:
+        print("no node to push to")
+    return 0
+
+
+def _run_tenant_list(client: ApiClient, args: argparse.Namespace) -> int:
+    resp = client.request("GET", "/v1/tenants")
+    if args.output == "json":
+        _print_json(resp.body)
+    else:
+        _print_table(resp.body["items"], ("id", "name", "created_at"))
+    return 0
+
+
+def _run_token_revoke(client: ApiClient, args: argparse.Namespace) -> int:
+    token_id = args.id
+    if token_id.count("_") >= 2:  # a whole token: lbc_<id>_<secret>
+        token_id = token_id.split("_", 2)[1]
+    client.request("DELETE", f"/v1/tokens/{_seg(token_id)}")
+    if args.output == "json":
+        _print_json({"revoked": token_id})
+    else:
+        print(f"revoked token {token_id}")
     return 0
 
 

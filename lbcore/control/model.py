@@ -146,6 +146,7 @@ _COMMON_FIELDS: dict[str, Field] = {
 }
 _COMMON_READ_ONLY = {
     "id": "uuid",
+    "kind": "the entity's kind (cluster, listener, ...)",
     "created_at": "ISO 8601, UTC",
     "updated_at": "ISO 8601, UTC",
     "version": "configuration version; the ETag is its value in double quotes",
@@ -199,7 +200,8 @@ class Entity(Base):
             if not field.write_only:
                 out[key] = _plain(getattr(self, key))
         for key in self.read_only():
-            out[key] = _plain(getattr(self, key))
+            if key not in out:
+                out[key] = _plain(getattr(self, key))
         return out
 
     def __repr__(self) -> str:

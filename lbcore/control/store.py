@@ -7,8 +7,10 @@
 
 A unit of work is one transaction in one session; leaving the block commits it,
 an exception rolls it back, and ``uow.rollback()`` ends it without committing (a
-dry run). Objects read in it stay usable after it ends (``expire_on_commit`` off):
-they are plain snapshots of what was committed.
+dry run). ``unit_of_work(readonly=True)`` never commits (nothing added in it is
+written) and opens no write transaction on SQLite. Objects read in a unit of work
+stay readable after it ends (``expire_on_commit`` off): detached snapshots of what
+was read, whose relationships not loaded by then cannot be loaded any more.
 
 SQLite specifics: foreign keys on, WAL journal, a 30 s busy timeout, and a write
 unit of work opens with ``BEGIN IMMEDIATE`` so two writers queue at the start
@@ -31,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["Store", "UnitOfWork", "database_url", "MIGRATIONS"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 0x6C62636F7265  # "lbcore": the advisory lock key migrations hold on PostgreSQL
 T = TypeVar("T")
 
 
@@ -111,6 +114,10 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                # Several control-plane processes may start at once: one migrates, the
+                # others wait here and then find the schema at head.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
         revision = self.schema_revision()
@@ -135,6 +142,7 @@ class Store:
             yield uow
             if not uow.rolled_back:
                 if readonly:
+                    session.expunge_all()  # detached as read (a rollback would expire them)
                     session.rollback()
                 else:
                     session.commit()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lbcore.spec import parse_spec
-from tests.integration.harness import LoopThread, Member
+from tests.integration.harness import Engine, LoopThread, Member
 
 HAPROXY = shutil.which("haproxy")
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
@@ -65,6 +65,24 @@ def haproxy_driver(tmp_path):
         log = driver.log_text()
         driver.stop()
         print(f"--- haproxy/stunnel log ({driver.state_dir}) ---\n{log}")
+
+
+@pytest.fixture
+def native_engine(tmp_path):
+    """Factory: native_engine(spec_dict) starts ``lbcore serve`` (one worker); stopped after."""
+    started: list[Engine] = []
+
+    def make(spec: dict[str, Any], workers: int = 1) -> Engine:
+        directory = tmp_path / f"native-{len(started)}"
+        directory.mkdir()
+        eng = Engine(directory, spec, workers=workers)
+        started.append(eng)
+        return eng.start()
+
+    yield make
+    for eng in started:
+        eng.stop()
+        print(f"--- lbcore log ({eng.spec_file}) ---\n{eng.log_text()}")
 
 
 @pytest.fixture(scope="module")

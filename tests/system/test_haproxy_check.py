@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.system.conftest import HAPROXY, needs_haproxy
-from tests.tlsgen import issue, make_ca, make_crl, ticket_key_line, write_pair, write_ticket_keys
+from tests.tlsgen import (
+    issue,
+    make_ca,
+    make_crl,
+    ticket_key_line,
+    write_pair,
+    write_ticket_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "unit" / "data" / "haproxy"

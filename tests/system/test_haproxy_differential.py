@@ -20,6 +20,7 @@ Python's re and PCRE2, origin-form targets.
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -28,7 +29,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lbcore.l7.acl import Always, And, Match, Not, Or, condition_to_dict, condition_to_string
+from lbcore.l7.acl import (
+    Always,
+    And,
+    Match,
+    Not,
+    Or,
+    condition_to_dict,
+    condition_to_string,
+)
 from lbcore.l7.facts import RequestFacts
 from lbcore.l7.router import Router
 from lbcore.spec import parse_spec
@@ -38,7 +47,9 @@ from tests.system.conftest import needs_haproxy
 pytestmark = [needs_haproxy, pytest.mark.slow]
 
 POOLS = ["p0", "p1", "p2", "p3", "p4", "p5", "dflt"]
-EXAMPLES = 12  # generated Specs, each with its batch of requests
+# Generated Specs, each with its batch of requests; raise it for a deeper search:
+# LBCORE_DIFFERENTIAL_EXAMPLES=500 pytest tests/system/test_haproxy_differential.py -o timeout=0
+EXAMPLES = int(os.environ.get("LBCORE_DIFFERENTIAL_EXAMPLES", "12"))
 SOURCES = [f"127.0.0.{n}" for n in range(1, 13)]
 
 # -- conditions ----------------------------------------------------------------------------
@@ -131,21 +142,22 @@ def requests():
     ])
     path = st.sampled_from([
         "/", "/b", "/b/c", "/API/x", "/api/v1/users", "/api", "/static/app.css", "/static/logo.png",
-        "/img/a.jpg", "/x/static/y", "/app.CSS", "/v1",
+        "/img/a.jpg", "/x/static/y", "/app.CSS", "/v1", "/api%2Fv1", "//b",
     ])
-    query = st.sampled_from(["", "?v=1", "?v=2&debug", "?v=a+b", "?v=%32", "?debug=0", "?x=1&v=1"])
+    query = st.sampled_from(["", "?v=1", "?v=2&debug", "?v=a+b", "?v=%32", "?debug=0", "?x=1&v=1", "?v=2&v=1"])
     cookies = st.dictionaries(st.sampled_from(["beta", "sess", "other"]), st.sampled_from(["1", "yes", "YES", "no"]), max_size=3)
-    env = st.lists(st.sampled_from(["prod", "dev", "Prod", "prod, dev", "canary", "x"]), max_size=2)
-    method = st.sampled_from(["GET", "GET", "HEAD", "POST", "delete"])
+    env = st.lists(st.sampled_from(["prod", "dev", "Prod", "prod, dev", "canary", "x", '"prod, dev", x', " dev "]), max_size=2)
+    env_name = st.sampled_from(["X-Env", "x-env", "X-ENV"])
+    method = st.sampled_from(["GET", "GET", "HEAD", "POST", "DELETE"])  # lbcore refuses lower-case methods (400)
     sni = st.sampled_from([None, "api.example.com", "WWW.example.com", "x.example.com", "other.test"])
 
-    def build(tls, method, host, path, query, cookies, env, source, sni):
-        headers = [("X-Env", value) for value in env]
+    def build(tls, method, host, path, query, cookies, env, env_name, source, sni):
+        headers = [(env_name, value) for value in env]
         if cookies:
             headers.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
         return Request(tls, method, path + query, host, tuple(headers), source, sni if tls else None)
 
-    return st.builds(build, st.booleans(), method, host, path, query, cookies, env, st.sampled_from(SOURCES), sni)
+    return st.builds(build, st.booleans(), method, host, path, query, cookies, env, env_name, st.sampled_from(SOURCES), sni)
 
 
 # -- the two engines -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ Waits are on conditions (a log line, a stats socket answer), never on sleeps.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -190,3 +191,139 @@ def test_stats_in_lbcores_structure(site, haproxy_driver):
     assert members["w2"]["check"]["code"]
     assert driver.stats()["pools"][2]["status"] == "DEGRADED"
     assert {member_of(port) for _ in range(4)} == {"w1"}
+
+
+def raw_status(port: int, head: str, body: bytes = b"") -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1") + body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        response.read()
+        return response.status
+
+
+def test_request_limits_answer_as_lbcore_does(site, haproxy_driver, native_engine):
+    """The same boundary requests to lbcore's engine and to haproxy: the same status."""
+    limits = {"max_request_line": 100, "max_header_bytes": 300, "max_headers": 6, "max_body": 20}
+    native_port, haproxy_port = free_port(), free_port()
+    native_engine(base_spec(native_port, site, limits=limits))
+    haproxy_driver(base_spec(haproxy_port, site, limits=limits))
+
+    def head(port: int, target: str = "/", fields: list[tuple[str, str]] = (), method: str = "GET") -> str:
+        lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in fields)]
+        return "\r\n".join(lines) + "\r\n\r\n"
+
+    def cases(port: int) -> list[tuple[str, bytes]]:
+        host_field = len("Host") + len(f"127.0.0.1:{port}") + 4
+        pad = 300 - host_field - len("X-Pad") - 4  # the header section exactly at the limit
+        return [
+            (head(port, "/" + "a" * (100 - 12 - 3 - 1)), b""),  # request line of 100 bytes
+            (head(port, "/" + "a" * (100 - 12 - 3)), b""),  # 101
+            (head(port, fields=[("X-Pad", "p" * pad)]), b""),
+            (head(port, fields=[("X-Pad", "p" * (pad + 1))]), b""),
+            (head(port, fields=[(f"X-{i}", "1") for i in range(5)]), b""),  # 6 fields with Host
+            (head(port, fields=[(f"X-{i}", "1") for i in range(6)]), b""),  # 7
+            (head(port, method="POST", fields=[("Content-Length", "20")]), b"b" * 20),
+            (head(port, method="POST", fields=[("Content-Length", "21")]), b"b" * 21),
+        ]
+
+    native = [raw_status(native_port, h, b) for h, b in cases(native_port)]
+    haproxy = [raw_status(haproxy_port, h, b) for h, b in cases(haproxy_port)]
+    assert native == [200, 414, 200, 431, 200, 431, 200, 413]
+    assert haproxy == native
+
+
+def test_redirects_answer_as_lbcore_does(site, haproxy_driver, native_engine):
+    def spec(ports: tuple[int, int]) -> dict:
+        return {
+            "version": 1,
+            "listeners": [
+                {"name": "to-https", "bind": f"127.0.0.1:{ports[0]}", "redirect": {"code": 301, "scheme": "https"}},
+                {"name": "moved", "bind": f"127.0.0.1:{ports[1]}",
+                 "redirect": {"code": 308, "host": "www.example.com", "port": 8443}},
+            ],
+            "pools": [],
+        }
+
+    def location(port: int, head: str) -> tuple[int, str]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head.encode())
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            response.read()
+            return response.status, response.getheader("Location") or ""
+
+    native_ports, haproxy_ports = (free_port(), free_port()), (free_port(), free_port())
+    native_engine(spec(native_ports))
+    haproxy_driver(spec(haproxy_ports))
+    heads = [
+        "GET /a/b?c=1 HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: www.example.com.\r\n\r\n",
+        "GET /no-host HTTP/1.0\r\n\r\n",
+    ]
+    for head in heads:
+        for native_port, haproxy_port in zip(native_ports, haproxy_ports):
+            assert location(haproxy_port, head) == location(native_port, head), head
+    assert location(haproxy_ports[0], heads[0]) == (301, "https://example.com/a/b?c=1")
+    assert location(haproxy_ports[1], heads[0]) == (308, "http://www.example.com:8443/a/b?c=1")
+
+
+def test_tcp_and_passthrough_listeners_route_by_client_and_sni(site, certs, loops, haproxy_driver):
+    import asyncio
+    import ssl
+
+    async def tls_member(name: str, cert: tuple[str, str]) -> int:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*cert)
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(f"HTTP/1.1 200 OK\r\nX-Member: {name}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+        servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    servers: list = []
+    api_port = loops.run(tls_member("tls-api", certs["api"]))
+    www_port = loops.run(tls_member("tls-www", certs["www"]))
+    tcp_port, tls_port = free_port(), free_port()
+    driver = haproxy_driver({
+        "version": 1,
+        "listeners": [
+            {"name": "tcp", "bind": f"127.0.0.1:{tcp_port}", "protocol": "tcp",
+             "acls": [{"name": "office", "condition": "src 127.0.0.2", "pool": "static"}], "default_pool": "www"},
+            {"name": "pass", "bind": f"127.0.0.1:{tls_port}", "protocol": "tls-passthrough",
+             "acls": [{"name": "api", "condition": "ssl_sni API.example.com", "pool": "tls-api"}], "default_pool": "tls-www"},
+        ],
+        "pools": [
+            {"name": "static", "members": [{"name": "s1", "address": site["s1"].address}]},
+            {"name": "www", "members": [{"name": "w1", "address": site["w1"].address}]},
+            {"name": "tls-api", "members": [{"name": "a", "address": f"127.0.0.1:{api_port}"}]},
+            {"name": "tls-www", "members": [{"name": "w", "address": f"127.0.0.1:{www_port}"}]},
+        ],
+    })
+    assert member_of(tcp_port, source="127.0.0.2") == "s1"
+    assert member_of(tcp_port, source="127.0.0.3") == "w1"
+    # The runtime API reaches a pool's tcp backend (www:tcp) too.
+    assert driver.set_member("www", "w1", weight=9) == ["set server www:tcp/w1 weight 9"]
+    assert {p["name"]: p for p in driver.stats()["pools"]}["www"]["members"][0]["weight"] == 9
+
+    def through(sni: str) -> tuple[str, str]:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(str(certs["ca"]))
+        raw = socket.create_connection(("127.0.0.1", tls_port), timeout=10)
+        with context.wrap_socket(raw, server_hostname=sni) as sock:
+            subject = dict(item[0] for item in sock.getpeercert()["subject"])["commonName"]
+            sock.sendall(f"GET / HTTP/1.1\r\nHost: {sni}\r\n\r\n".encode())
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            return subject, response.getheader("X-Member") or ""
+
+    assert through("api.example.com") == ("api.example.com", "tls-api"), "routed by SNI, TLS end to end"
+    assert through("www.example.com") == ("www.example.com", "tls-www")
+    for server in servers:
+        server.close()

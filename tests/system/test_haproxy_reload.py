@@ -90,8 +90,9 @@ def test_reloads_under_load_fail_no_request(members, haproxy_driver):
     total = CLIENTS * REQUESTS
     actions = []
     for version in range(1, RELOADS + 1):
+        target = total * version // (RELOADS + 1)
         with progress:
-            assert progress.wait_for(lambda: done[0] >= total * version // (RELOADS + 1) or failures,
+            assert progress.wait_for(lambda target=target: done[0] >= target or failures,
                                      timeout=max(0.0, deadline - time.monotonic())), "clients stalled"
         actions.append(driver.apply(parse_spec(spec_for(port, site, version))).action)
     for thread in threads:

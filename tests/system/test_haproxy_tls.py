@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -30,7 +31,7 @@ def served_name(port: int, server_name: str | None) -> str:
         ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *sni],
         input="", capture_output=True, text=True, timeout=30,
     )
-    match = re.search(r"^subject=.*CN ?= ?([^,\n]+)", done.stdout, re.M)
+    match = re.search(r"^subject=.*CN ?= ?([^,\n]+)", done.stdout, re.MULTILINE)
     assert match, done.stdout + done.stderr
     return match.group(1).strip()
 
@@ -107,7 +108,7 @@ def test_haproxy_terminates_tls_with_sni_certificates(site, certs, haproxy_drive
     sent = echoed(body)
     assert body["member"] == "w1"
     assert sent["x-ssl-client-verify"] == "SUCCESS"
-    leaf = x509.load_pem_x509_certificate(open(cert, "rb").read())
+    leaf = x509.load_pem_x509_certificate(Path(cert).read_bytes())
     assert sent["x-ssl-client-sha256"] == hashlib.sha256(leaf.public_bytes(serialization_der())).hexdigest()
     assert "lbcore test client" in sent["x-ssl-client-dn"]
 

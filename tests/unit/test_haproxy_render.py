@@ -32,7 +32,12 @@ from lbcore.control.drivers._haproxy_acl import (
 )
 from lbcore.control.drivers._haproxy_text import arg, lf_literal, seconds, word
 from lbcore.control.drivers._material import Material, RenderError
-from lbcore.control.drivers._render_haproxy import RenderOptions, crt_list_entries, render_haproxy, status_regex
+from lbcore.control.drivers._render_haproxy import (
+    RenderOptions,
+    crt_list_entries,
+    render_haproxy,
+    status_regex,
+)
 from lbcore.control.drivers._render_stunnel import sni_services
 from lbcore.l7.acl import parse_condition
 from lbcore.l7.facts import split_host
@@ -85,7 +90,7 @@ def material(spec) -> Material:
 
 def render_case(case: str):
     spec = load_spec(DATA / case / "spec.yaml")
-    return spec, render_haproxy(spec, material(spec), RenderOptions(DIRECTORY, RUNTIME, CASES[case]))
+    return render_haproxy(spec, material(spec), RenderOptions(DIRECTORY, RUNTIME, CASES[case]))
 
 
 # -- whole files ----------------------------------------------------------------------------
@@ -93,7 +98,7 @@ def render_case(case: str):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_whole_files(case):
-    spec, rendering = render_case(case)
+    rendering = render_case(case)
     expected_dir = DATA / case / "expected"
     texts = {f.path: f.content.decode() for f in rendering.files if not f.path.startswith("certs/")}
     if REGEN:
@@ -114,7 +119,7 @@ def test_whole_files(case):
 
 @pytest.mark.parametrize("case", ["tls", "stunnel"])
 def test_certificate_files_hold_chain_and_key_0600(case):
-    spec, rendering = render_case(case)
+    rendering = render_case(case)
     pems = [f for f in rendering.files if f.path.startswith("certs/")]
     assert pems
     for item in pems:
@@ -127,7 +132,7 @@ def test_certificate_files_hold_chain_and_key_0600(case):
 
 
 def test_write_creates_files_with_their_modes(tmp_path):
-    spec, rendering = render_case("tls")
+    rendering = render_case("tls")
     rendering.write(str(tmp_path))
     for item in rendering.files:
         path = tmp_path / item.path
@@ -137,7 +142,7 @@ def test_write_creates_files_with_their_modes(tmp_path):
 
 
 def test_crt_list_gives_each_name_to_lbcores_certificate():
-    spec, rendering = render_case("tls")
+    spec = load_spec(DATA / "tls" / "spec.yaml")
     store = material(spec).stores["secure"]
     entries = dict(crt_list_entries(store))
     order = [index for index, _ in crt_list_entries(store)]
@@ -407,3 +412,57 @@ def test_an_unknown_setting_is_refused_not_dropped():
     issues: list = []
     _unset_fields(spec.pools[0], "pools[p]", ("name",), issues, "test")
     assert {issue.path for issue in issues} == {"pools[p].members"}, "only the field set away from its default"
+
+
+# -- runtime API answers ---------------------------------------------------------------------
+
+SHOW_PROC = """#<PID>          <type>          <reloads>       <uptime>        <version>
+23312           master          3 [failed: 1]   0d00h10m33s     2.6.12-1+deb12u4
+# workers
+5441            worker          1               0d00h00m08s     2.6.12-1+deb12u4
+# old workers
+5307            worker          2               0d00h00m10s     2.6.12-1+deb12u4
+# programs
+
+"""
+
+
+def test_show_proc_parsed():
+    from lbcore.control.drivers._haproxy_runtime import parse_show_proc
+
+    info = parse_show_proc(SHOW_PROC)
+    assert (info.master_pid, info.reloads, info.failed) == (23312, 3, 1)
+    assert info.workers == (5441,) and info.old_workers == (5307,)
+
+
+def test_show_stat_rows_map_into_lbcores_stats():
+    from lbcore.control.drivers._haproxy_runtime import parse_show_stat, stats_snapshot
+
+    spec = _spec(
+        listener={"protocol": "tcp"},
+        pool={"health": {"type": "tcp"}, "members": [
+            {"name": "m", "address": "127.0.0.1:9000"}, {"name": "n", "address": "127.0.0.1:9001", "weight": 4}]},
+    )
+    rendering = render_haproxy(spec, Material(), RenderOptions(DIRECTORY))
+    layout = rendering.layout
+    assert layout.backends == {"p": ("p:web",)}
+    fields = "pxname,svname,qcur,scur,smax,stot,bin,bout,dreq,ereq,econ,eresp,wretr,wredis,status,weight,uweight,check_status,check_code,check_duration,hrsp_2xx,req_tot"
+    csv = "\n".join([
+        "# " + fields,
+        "web,FRONTEND,,2,5,40,1000,2000,1,3,,,,,OPEN,,,,,,,",
+        "p:web,m,0,1,2,30,700,1400,,,2,0,1,0,UP,1,1,L4OK,,0,,",
+        "p:web,n,0,1,1,10,300,600,,,0,0,0,1,DOWN 1/2,4,4,L4CON,,1,,",
+        "p:web,BACKEND,0,2,3,40,1000,2000,,,2,0,1,1,UP,5,5,,,,,",
+    ])
+    stats = stats_snapshot(spec, layout, parse_show_stat(csv), {"Version": "2.6.12", "Pid": "42", "Uptime_sec": "7", "Nbthread": "2"}, now=100.0)
+    assert stats["info"] == {"version": "haproxy 2.6.12", "pid": 42, "uptime_s": 7, "started_at": 93.0,
+                             "revision": spec.revision, "workers": 2}
+    web = stats["listeners"][0]
+    assert (web["requests"], web["conns_cur"], web["conns_max"], web["denied"], web["errors"]) == (40, 2, 5, 1, 3)
+    pool = stats["pools"][0]
+    assert (pool["requests"], pool["connect_errors"], pool["retries"], pool["redispatches"]) == (40, 2, 1, 1)
+    assert pool["status"] == "DEGRADED"
+    m, n = pool["members"]
+    assert (m["status"], m["operating_status"], m["requests"], m["connect_errors"]) == ("UP", "ONLINE", 30, 2)
+    assert (n["status"], n["operating_status"], n["weight"], n["check"]["code"]) == ("DOWN", "ERROR", 4, "L4CON")
+    assert m["latency"] is None and pool["no_member"] is None

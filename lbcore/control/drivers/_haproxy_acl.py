@@ -69,13 +69,13 @@ from lbcore.l7.acl_parse import WORD_DELIMITERS
 from ._haproxy_text import arg, word
 
 __all__ = [
-    "ConditionWriter",
-    "HCond",
     "HOST_VAR",
     "HOST_VAR_RULES",
+    "MAX_TERMS",
+    "ConditionWriter",
+    "HCond",
     "Inexpressible",
     "Leaf",
-    "MAX_TERMS",
     "translate",
     "uses",
 ]
@@ -146,17 +146,17 @@ class Leaf:
 
 @dataclass(frozen=True, slots=True)
 class HAnd:
-    items: tuple["HCond", ...]
+    items: tuple[HCond, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class HOr:
-    items: tuple["HCond", ...]
+    items: tuple[HCond, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class HNot:
-    item: "HCond"
+    item: HCond
 
 
 HCond = Union[Leaf, HAnd, HOr, HNot, bool]

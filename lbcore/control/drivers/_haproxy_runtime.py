@@ -48,7 +48,7 @@ class MasterCli:
         while True:
             try:
                 return self._once(text, max(0.1, deadline - time.monotonic()))
-            except (ConnectionError, FileNotFoundError, socket.timeout) as exc:
+            except (TimeoutError, ConnectionError, FileNotFoundError) as exc:
                 if time.monotonic() >= deadline:
                     raise CliError(f"haproxy master socket {self.path}: {exc}") from None
             # The master re-executes itself on a reload and its socket is briefly
@@ -62,7 +62,7 @@ class MasterCli:
             return self._once(text, timeout)
         except (ConnectionResetError, BrokenPipeError):
             return ""
-        except (ConnectionRefusedError, FileNotFoundError, socket.timeout) as exc:
+        except (TimeoutError, ConnectionRefusedError, FileNotFoundError) as exc:
             raise CliError(f"haproxy master socket {self.path}: {exc}") from None
 
     def _once(self, text: str, timeout: float) -> str:
@@ -213,7 +213,7 @@ def stats_snapshot(
             check = None
             if pool.health is not None and head:
                 check = {
-                    "enabled": "check" in (head.get("check_status") or "") or bool(head.get("check_status")),
+                    "enabled": bool(head.get("check_status")),
                     "code": head.get("check_status") or None,
                     "status": _int(head, "check_code") or None,
                     "duration_ms": _int(head, "check_duration") if head.get("check_duration") else None,

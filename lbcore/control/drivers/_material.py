@@ -10,11 +10,18 @@ serves (CN and SANs, normalised) are the ones lbcore's SNI table uses.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from lbcore.spec import Spec, SpecIssue
-from lbcore.tls import CertStore, Certificate, TlsError, load_certificate_files, load_listener_certificates, load_ticket_keys
+from lbcore.tls import (
+    Certificate,
+    CertStore,
+    TlsError,
+    load_certificate_files,
+    load_listener_certificates,
+    load_ticket_keys,
+)
 from lbcore.tls.store import resolve_path
 
 __all__ = ["Material", "RenderError", "load_material"]

@@ -32,12 +32,15 @@ Mapping (lbcore -> haproxy 2.6):
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import os
 import re
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from lbcore import __version__
 from lbcore.spec import Address, HealthCheck, Listener, Member, Pool, Spec, SpecIssue
@@ -45,12 +48,21 @@ from lbcore.spec._accesslog import parse_log_target
 from lbcore.spec._values import parse_status_ranges
 from lbcore.tls import DEFAULT_CIPHERS, CertStore
 
-from ._haproxy_acl import HOST_VAR, HOST_VAR_RULES, ConditionWriter, Context, HCond, Inexpressible, translate, uses
+from ._haproxy_acl import (
+    HOST_VAR,
+    HOST_VAR_RULES,
+    ConditionWriter,
+    Context,
+    HCond,
+    Inexpressible,
+    translate,
+    uses,
+)
 from ._haproxy_text import arg, lf_literal, seconds, word
 from ._material import Material, RenderError
 from ._render_stunnel import TLS_VERSION, render_stunnel
 
-__all__ = ["Layout", "RenderOptions", "Rendering", "RenderedFile", "render_haproxy", "status_regex"]
+__all__ = ["Layout", "RenderOptions", "RenderedFile", "Rendering", "render_haproxy", "status_regex"]
 
 TLS_TERMINATIONS = ("haproxy", "stunnel")
 DEFAULT_BUFSIZE = 16384  # haproxy's tune.bufsize
@@ -229,7 +241,7 @@ class _Rule:
     action: list[str]
     terms: list[list[str]] | None = None
 
-    def guarded(self, guard: list[str]) -> "_Rule":
+    def guarded(self, guard: list[str]) -> _Rule:
         return _Rule(self.action, [guard + term for term in (self.terms or [[]])])
 
     def words(self) -> list[str]:
@@ -330,10 +342,10 @@ class _Renderer:
         g.add("description", word(f"lbcore revision {spec.revision}"))
         # No global maxconn: lbcore limits each listener (frontend maxconn), not the
         # total; haproxy then sizes its own from the file descriptor limit.
-        socket = f"{self.runtime}/haproxy.sock"
-        if len(socket) > UNIX_PATH_MAX:
-            raise ValueError(f"runtime directory too long for a unix socket path: {socket!r}")
-        g.add("stats", "socket", word(socket), "mode", "600", "level", "admin", "expose-fd", "listeners")
+        stats_socket = f"{self.runtime}/haproxy.sock"
+        if len(stats_socket) > UNIX_PATH_MAX:
+            raise ValueError(f"runtime directory too long for a unix socket path: {stats_socket!r}")
+        g.add("stats", "socket", word(stats_socket), "mode", "600", "level", "admin", "expose-fd", "listeners")
         if self.spec.admin.socket is not None:
             g.add("stats", "socket", word(self.spec.admin.socket), "mode", "600", "level", "admin")
         g.add("stats", "timeout", "30s")
@@ -349,7 +361,7 @@ class _Renderer:
             bufsize = max(DEFAULT_BUFSIZE, -(-head // 1024) * 1024)
             if bufsize != DEFAULT_BUFSIZE:
                 g.add("tune.bufsize", str(bufsize))
-            g.add("tune.http.maxhdr", str(max(l.limits.max_headers for l in http) + 1))
+            g.add("tune.http.maxhdr", str(max(l.limits.max_headers for l in http) + 2))
         self.ssl_cache(g)
         return g
 
@@ -455,7 +467,7 @@ class _Renderer:
         fe = _Section("frontend", ADMIN_FRONTEND, comment=f"admin listener on {admin.bind} (haproxy's stats page and metrics)")
         fe.add("mode", "http")
         words = ["bind", haproxy_address(admin.bind)]
-        if admin.bind.family != 2:
+        if admin.bind.family == socket.AF_INET6:
             words.append("v6only")
         fe.add(*words)
         fe.add("timeout", "client", "30s")
@@ -499,12 +511,12 @@ class _Renderer:
     def bind_words(self, listener: Listener) -> list[str]:
         path = f"listeners[{listener.name}]"
         if listener.protocol == "https" and self.stunnel:
-            socket = f"{self.runtime}/tls-{listener.name}.sock"
-            if len(socket) > UNIX_PATH_MAX:
-                self.fail(f"{path}.name", f"the stunnel socket path {socket!r} is too long for a unix socket")
-            return ["bind", word(f"unix@{socket}"), "accept-proxy", "mode", "600", "backlog", str(listener.backlog)]
+            unix = f"{self.runtime}/tls-{listener.name}.sock"
+            if len(unix) > UNIX_PATH_MAX:
+                self.fail(f"{path}.name", f"the stunnel socket path {unix!r} is too long for a unix socket")
+            return ["bind", word(f"unix@{unix}"), "accept-proxy", "mode", "600", "backlog", str(listener.backlog)]
         out = ["bind", haproxy_address(listener.bind)]
-        if listener.bind.family != 2:  # AF_INET6: lbcore binds v6 sockets v6-only
+        if listener.bind.family == socket.AF_INET6:  # lbcore binds v6 sockets v6-only
             out.append("v6only")
         out += ["backlog", str(listener.backlog)]
         if listener.protocol == "https" and listener.tls is not None:
@@ -561,8 +573,6 @@ class _Renderer:
     def ticket_file(self, listener: Listener) -> str:
         # haproxy encrypts with the second key from the end (of the last three), lbcore
         # with the last: repeating the newest key makes it the one haproxy uses.
-        import base64
-
         keys = self.material.ticket_keys[listener.name]
         lines = [base64.b64encode(key).decode("ascii") for key in keys + keys[-1:]]
         return self.add_file(f"tickets/{listener.name}.keys", "".join(line + "\n" for line in lines), 0o600)
@@ -670,7 +680,7 @@ class _Renderer:
             "name", "algorithm", "hash_header", "persistence", "health", "members", "timeouts",
             "max_connections_per_member", "idle_connections_per_member", "retries", "outlier", "slow_start", "tls",
         ), self.issues, "unknown pool setting")
-        for index, member in enumerate(pool.members):
+        for member in pool.members:
             _unset_fields(member, f"{path}.members[{member.name}]", (
                 "name", "address", "weight", "backup", "admin_state", "monitor_address", "monitor_port",
             ), self.issues, "unknown member setting")
@@ -684,7 +694,7 @@ class _Renderer:
         names = self.backends[pool.name]
         usage = self.usage[pool.name]
         sections = []
-        for position, name in enumerate(names):
+        for name in names:
             tcp_listener = None
             if ":" in name:
                 tcp_listener = next(l for l in usage.tcp if name == f"{pool.name}:{l.name}")
@@ -698,7 +708,7 @@ class _Renderer:
         be = _Section("backend", word(name), comment=comment)
         be.add("mode", "http" if http else "tcp")
         be.add(*self.balance_words(pool, http, path))
-        if pool.algorithm in ("source", "uri", "hdr") and not (not http and pool.algorithm == "hdr"):
+        if pool.algorithm in ("source", "uri") or (pool.algorithm == "hdr" and http):
             be.add("hash-type", "consistent")
         persistence = pool.persistence
         if persistence is not None and persistence.type == "cookie" and http:

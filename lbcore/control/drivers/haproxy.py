@@ -46,18 +46,25 @@ from typing import Any
 
 from lbcore.spec import Spec
 
-from ._haproxy_runtime import CliError, MasterCli, parse_show_info, parse_show_proc, parse_show_stat, stats_snapshot
+from ._haproxy_runtime import (
+    CliError,
+    MasterCli,
+    parse_show_info,
+    parse_show_proc,
+    parse_show_stat,
+    stats_snapshot,
+)
 from ._material import RenderError, load_material
-from ._render_haproxy import Layout, RenderOptions, Rendering, render_haproxy
+from ._render_haproxy import Layout, Rendering, RenderOptions, render_haproxy
 
 __all__ = [
+    "DIFFERENCES",
     "ApplyError",
     "ApplyResult",
-    "DIFFERENCES",
     "HaproxyDriver",
     "RenderError",
-    "Rendering",
     "RenderOptions",
+    "Rendering",
     "check_config",
     "ensure_runtime",
     "render",
@@ -92,6 +99,8 @@ Balancing and persistence
   lbcore's tables are per worker.
 
 Requests
+- Methods: lbcore answers 400 to a method that is not upper case; haproxy accepts
+  any token (and a method ACL then compares it as sent, as lbcore would).
 - X-Forwarded-For and Forwarded: haproxy adds a header line; lbcore appends to the
   existing list in one line (the same list, RFC 9110 5.3).
 - max_body: haproxy checks Content-Length; a chunked body over the limit is not cut.
@@ -375,7 +384,13 @@ class HaproxyDriver:
                 self.haproxy_proc = None
                 raise
             self.spec, self.rendering = spec, rendering
-            self._sync_stunnel(None, rendering)
+            try:
+                self._sync_stunnel(None, rendering)
+            except ApplyError:
+                self.haproxy_proc.stop()
+                self.haproxy_proc = None
+                self.spec = self.rendering = None
+                raise
 
     def _wait_loaded(self, mark: int, revision: str) -> None:
         """Wait for the master's verdict on a (re)load; raise ApplyError on failure."""
@@ -431,10 +446,10 @@ class HaproxyDriver:
                 self.spec, self.rendering = spec, rendering
                 self._prune()
                 return ApplyResult(spec.revision, "runtime", tuple(commands))
-            self._save_server_state()
-            self._point_current(spec.revision)
             mark = self.haproxy_proc.mark()
             try:
+                self._save_server_state()
+                self._point_current(spec.revision)
                 self._send_reload()
                 self._wait_loaded(mark, spec.revision)
             except (ApplyError, CliError) as exc:
@@ -593,7 +608,7 @@ class HaproxyDriver:
                 self.haproxy_proc = None
             self.spec = None
 
-    def __enter__(self) -> "HaproxyDriver":
+    def __enter__(self) -> HaproxyDriver:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -605,7 +620,7 @@ def _same_stunnel(a: Rendering, b: Rendering) -> bool:
     def certs(r: Rendering) -> dict[str, bytes]:
         return {f.path: f.content for f in r.files if f.path.startswith("certs/")}
 
-    strip = re.compile(r"^; stunnel.conf for lbcore revision .*$", re.M)
+    strip = re.compile(r"^; stunnel.conf for lbcore revision .*$", re.MULTILINE)
     text_a = strip.sub("", a.text("stunnel.conf")).replace(a.directory, "")
     text_b = strip.sub("", b.text("stunnel.conf")).replace(b.directory, "")
     return text_a == text_b and certs(a) == certs(b)
