@@ -1,11 +1,14 @@
 """The ``lbcore`` command.
 
-    lbcore serve FILE [--workers N]     run the engine on a Spec (like haproxy -f)
+    lbcore serve FILE [--workers N] [--agent HOST:PORT --agent-cert C --agent-key K --agent-ca CA]
+                                        run the engine on a Spec (like haproxy -f); --agent: node agent
     lbcore check FILE                   validate; exit 2 with every error found
     lbcore diff OLD NEW                 what would change between two revisions
     lbcore route FILE --host H --path P [--client-ip A] [--cookie k=v] [--header k:v] [--method M] [--listener L]
                                         explain which ACL, pool and members a request gets
     lbcore demo [FILE]                  demo members + the engine on the bundled example
+    lbcore render --driver haproxy FILE OUTDIR [--tls-termination stunnel]
+                                        the same Spec as haproxy.cfg, crt-lists, certificates, stunnel.conf
     lbcore ctl [--socket PATH] COMMAND...
                                         one runtime-API command to a running engine (show stat, set server ...)
     lbcore bench [--quick] [--scenario NAME] ...
