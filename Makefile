@@ -2,7 +2,7 @@
 #   make demo   install lbcore and run the demo (demo members + engine on examples/demo.yaml)
 #   make test   install what the tests need (Debian packages, Python test extras) and run every test
 PYTHON ?= python3
-DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4 openssl
+DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4 openssl postgresql
 
 .PHONY: demo test deps install unit integration
 
@@ -21,11 +21,14 @@ deps: install
 demo: install
 	lbcore demo
 
+# scripts/pg-test-server runs the tests beside a throwaway PostgreSQL server (a Unix
+# socket in a temporary directory) and sets LBCORE_TEST_PG_URL for the control plane's
+# PostgreSQL store tests; it is stopped and removed afterwards.
 test: deps
-	$(PYTHON) -m pytest -q tests
+	bash scripts/pg-test-server $(PYTHON) -m pytest -q tests
 
 unit:
 	$(PYTHON) -m pytest -q tests/unit
 
 integration:
-	$(PYTHON) -m pytest -q tests/integration
+	bash scripts/pg-test-server $(PYTHON) -m pytest -q tests/integration

@@ -4,7 +4,7 @@
     python -m bench --quick               every scenario briefly (CI: proves the harness works)
     python -m bench --scenario keepalive --scenario close
     python -m bench --list                the scenarios
-    python -m bench --profile             py-spy on an lbcore worker under the keep-alive load
+    python -m bench --profile [SCENARIO]  py-spy on an lbcore worker under a scenario's load (keepalive)
 
 Results go to ``bench/results/<UTC timestamp>/results.{json,md,png}`` (``--out`` to
 choose); a full run (no ``--quick``, every scenario, default output) also updates
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-cpu", default="1", help="CPU for the server under test (default 1)")
     p.add_argument("--out", type=Path, help="results directory (default bench/results/<timestamp>)")
     p.add_argument("--keep-workdir", action="store_true", help="keep configurations and server logs")
-    p.add_argument("--profile", action="store_true", help="profile an lbcore worker under keep-alive load (py-spy)")
+    p.add_argument("--profile", nargs="?", const="keepalive", metavar="SCENARIO",
+                   help="profile an lbcore worker with py-spy under a scenario's load (default keepalive)")
     p.add_argument("--profile-seconds", type=int, default=20)
     return p
 
@@ -64,10 +65,15 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.profile:
-        from bench.profile import profile_keepalive
+        from bench.profile import profile
 
-        return profile_keepalive(RESULTS, seconds=args.profile_seconds, workers=args.workers,
-                                 load_cpu=args.load_cpu, server_cpu=args.server_cpu)
+        try:
+            scenario = by_name(args.profile)
+        except KeyError as exc:
+            print(exc.args[0], file=sys.stderr)
+            return 2
+        return profile(scenario, args.out or RESULTS, seconds=args.profile_seconds, workers=args.workers,
+                       load_cpu=args.load_cpu, server_cpu=args.server_cpu)
     try:
         scenarios = [by_name(n) for name in args.scenario for n in name.split(",")] if args.scenario else list(SCENARIOS)
     except KeyError as exc:

@@ -7,10 +7,13 @@ the model's field tables in ``api_schemas``)::
         GET (filters ?field=value, ?sort=name,-created_at, ?limit=&offset=), POST
     /v1/{kind}/{id}              GET (ETag), PUT/PATCH and DELETE (If-Match -> 412)
     /v1/{kind}/{id}/effective    cascading attributes and where each comes from
-    /v1/pools/{id}/members       GET, POST
+    /v1/pools/{pool_id}/members  GET, POST
     /v1/clusters/{id}/status     the status tree
+    /v1/clusters/{id}/reapply    POST: push the cluster's Spec to its nodes again
     /v1/vips                     POST: the legacy workflow
-    /v1/tenants, /v1/tenants/{id}/tokens   POST (admin)
+    /v1/tenants                  GET, POST (admin)
+    /v1/tenants/{id}/tokens      POST (admin): a token, shown once
+    /v1/tokens/{id}              DELETE: revoke
 
 Every change takes ``?dry_run=true``: the answer is the Spec diff per cluster and
 nothing changes. Every request but ``/healthz`` and the OpenAPI document needs
@@ -58,7 +61,8 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status: int, errors: Iterable[tuple[str, str]], headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, errors: Iterable[tuple[str, str]],
+                   headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"errors": [{"path": path, "message": message} for path, message in errors]}
     return JSONResponse(body, status_code=status, headers=headers)
 

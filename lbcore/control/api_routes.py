@@ -11,12 +11,14 @@ from typing import Annotated, Any, Callable, Literal, Optional
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field as PydanticField
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
 
 from lbcore.control.api import ApiError, scrub
 from lbcore.control.api_schemas import (
     ENTITIES,
     ENTITY_BY_KIND,
+    SECRET_FIELDS,
     ChangePreview,
     EntityWire,
     ErrorBody,
@@ -27,6 +29,7 @@ from lbcore.control.api_schemas import (
     TokenOut,
     VipCreate,
 )
+from lbcore.control.errors import NotFound
 from lbcore.control.status import OPERATING_STATUSES, PROVISIONING_STATUSES
 
 __all__ = ["build_router", "DEFAULT_LIMIT", "MAX_LIMIT"]
@@ -54,7 +57,8 @@ def build_router(service: Any) -> APIRouter:
 
     def principal(credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Any:
         if credentials is None or not credentials.credentials:
-            raise ApiError(401, [("header.authorization", "a bearer token is required")], {"WWW-Authenticate": "Bearer"})
+            raise ApiError(401, [("header.authorization", "a bearer token is required")],
+                           {"WWW-Authenticate": "Bearer"})
         found = service.authenticate(credentials.credentials)
         if found is None:
             raise ApiError(401, [("header.authorization", "invalid token")],
@@ -85,7 +89,7 @@ def _entity_routes(router: APIRouter, service: Any, principal: Callable[..., Any
         responses={200: {"model": Page, "description": f"a page of {kind} objects (items: {entity.read.__name__})"},
                    **_ERRORS})
 
-    def create(request: Request, response: Response, body: entity.create = Body(...),  # type: ignore[name-defined]
+    def create(request: Request, body: entity.create = Body(...),  # type: ignore[name-defined]
                dry_run: bool = _DRY_RUN, who: Any = Depends(principal)) -> Any:
         result = service.create(who, kind, _payload(body, kind), dry_run=dry_run)
         return _change(request, entity, result, dry_run=dry_run, status=201)
@@ -101,7 +105,8 @@ def _entity_routes(router: APIRouter, service: Any, principal: Callable[..., Any
         return _object(obj, etag)
 
     router.add_api_route(
-        item, get, methods=["GET"], tags=[tag], summary=f"show a {kind}", operation_id=f"get_{kind}", name=f"get_{kind}",
+        item, get, methods=["GET"], tags=[tag], summary=f"show a {kind}", operation_id=f"get_{kind}",
+        name=f"get_{kind}",
         response_model=None, responses={200: {"model": entity.read, "description": "the object (ETag)"}, **_ERRORS})
 
     def update(request: Request, id: str = id_param, body: entity.update = Body(...),  # type: ignore[name-defined]
@@ -112,7 +117,8 @@ def _entity_routes(router: APIRouter, service: Any, principal: Callable[..., Any
 
     for method in ("PUT", "PATCH"):
         router.add_api_route(
-            item, update, methods=[method], tags=[tag], operation_id=f"{'replace' if method == 'PUT' else 'update'}_{kind}",
+            item, update, methods=[method], tags=[tag],
+            operation_id=f"{'replace' if method == 'PUT' else 'update'}_{kind}",
             summary=f"change a {kind} (fields not sent keep their value)", response_model=None,
             responses={200: {"model": entity.read, "description": "the object as changed (ETag), or a dry run's "
                                                                     "ChangePreview"}, **_CHANGE_ERRORS})
@@ -122,13 +128,19 @@ def _entity_routes(router: APIRouter, service: Any, principal: Callable[..., Any
         result = service.delete(who, kind, id, if_match=_if_match(if_match), dry_run=dry_run)
         if dry_run:
             return _change(request, entity, result, dry_run=True, status=200)
+        if any(error for nodes in result.applied.values() for error in nodes.values()):
+            try:  # a node refused: the object stays, in ERROR (a delete retries)
+                return _object(*service.get(who, kind, id))
+            except NotFound:
+                pass
         return Response(status_code=204)
 
     router.add_api_route(
         item, delete, methods=["DELETE"], tags=[tag], summary=f"delete a {kind}", operation_id=f"delete_{kind}",
         status_code=204, response_model=None, response_class=Response,
-        responses={204: {"description": "deleted"}, 200: {"model": ChangePreview, "description": "dry run"},
-                   **_CHANGE_ERRORS})
+        responses={204: {"description": "deleted"},
+                   200: {"description": "a dry run (ChangePreview), or a node refused the change: the object, "
+                                        "left in ERROR (delete again to retry)"}, **_CHANGE_ERRORS})
 
     if entity.cascading:
         def effective(id: str = id_param, cluster_id: Optional[str] = Query(
@@ -157,7 +169,8 @@ def _list_endpoint(service: Any, principal: Callable[..., Any], entity: EntityWi
         who = kwargs["who"]
         unknown = sorted(set(request.query_params) - known)
         if unknown:
-            raise ApiError(422, [(f"query.{name}", f"unknown filter (filters: {', '.join(filters)})") for name in unknown])
+            raise ApiError(422, [(f"query.{name}", f"unknown filter (filters: {', '.join(filters)})")
+                                 for name in unknown])
         chosen = {key: _text(kwargs[key]) for key in filters if kwargs.get(key) is not None}
         if parent_field is not None:
             service.get(who, parent_kind, kwargs[parent_field])  # 404 for a parent not there (or not yours)
@@ -165,7 +178,7 @@ def _list_endpoint(service: Any, principal: Callable[..., Any], entity: EntityWi
         sort = _sort(entity, kwargs["sort"])
         limit, offset = kwargs["limit"], kwargs["offset"]
         items, total = service.list(who, entity.kind, filters=chosen, sort=sort, limit=limit, offset=offset)
-        page = {"items": [_readable(obj) for obj in items], "total": total, "limit": limit, "offset": offset}
+        page = {"items": scrub(items), "total": total, "limit": limit, "offset": offset}
         return JSONResponse(page, headers=_page_headers(request, total, limit, offset))
 
     params = [
@@ -290,7 +303,7 @@ def _vip_route(router: APIRouter, service: Any, principal: Callable[..., Any]) -
                    dry_run: bool = _DRY_RUN, who: Any = Depends(principal)) -> Any:
         result = service.legacy_vip(who, _payload(body), dry_run=dry_run)
         if dry_run:
-            return JSONResponse(scrub({"dry_run": True, "object": result.obj, "diffs": result.diffs}))
+            return _preview(result.obj, result.diffs)
         headers = {}
         listener = (result.obj or {}).get("listener")
         if listener:
@@ -392,22 +405,31 @@ def _quoted(etag: str) -> str:
     return etag if etag.startswith(('"', "W/")) else f'"{etag}"'
 
 
-def _readable(obj: dict[str, Any]) -> dict[str, Any]:
-    return scrub(obj)
-
-
 def _object(obj: dict[str, Any], etag: Optional[str], *, status: int = 200,
             headers: Optional[dict[str, str]] = None) -> JSONResponse:
     out = dict(headers or {})
     if etag:
         out["ETag"] = _quoted(etag)
-    return JSONResponse(_readable(obj), status_code=status, headers=out)
+    return JSONResponse(scrub(obj), status_code=status, headers=out)
+
+
+def _preview(obj: Any, diffs: dict[str, list[dict[str, Any]]]) -> JSONResponse:
+    """A dry run's answer. A Spec change whose path ends in a secret's name shows
+    ``(secret)`` for its values (the Spec's own diff does so already)."""
+    shown = {cluster_id: [_redacted(change) for change in changes] for cluster_id, changes in diffs.items()}
+    return JSONResponse(scrub({"dry_run": True, "object": obj, "diffs": shown}))
+
+
+def _redacted(change: dict[str, Any]) -> dict[str, Any]:
+    leaf = str(change.get("path", "")).rsplit(".", 1)[-1]
+    if leaf not in SECRET_FIELDS:
+        return change
+    return {**change, **{key: "(secret)" for key in ("old", "new") if change.get(key) is not None}}
 
 
 def _change(request: Request, entity: EntityWire, result: Any, *, dry_run: bool, status: int) -> JSONResponse:
     if dry_run:
-        obj = _readable(result.obj) if result.obj is not None else None
-        return JSONResponse(scrub({"dry_run": True, "object": obj, "diffs": result.diffs}))
+        return _preview(result.obj, result.diffs)
     headers = {}
     if status == 201 and result.obj is not None:
         headers["Location"] = str(request.url_for(f"get_{entity.kind}", id=result.obj["id"]))

@@ -21,11 +21,20 @@ read-only fields sent back unchanged, so a GET result can be PUT back as it is.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field as PydanticField, StrictBool, StrictInt, StrictStr, WithJsonSchema, create_model
-
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StrictStr,
+    WithJsonSchema,
+    create_model,
+)
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, DateTime
 
 from lbcore.control.cascade import attrs_for
@@ -47,6 +56,7 @@ __all__ = [
     "TokenOut",
     "VipCreate",
     "is_text_field",
+    "json_schema",
     "SECRET_FIELDS",
 ]
 
@@ -154,7 +164,8 @@ def _body_model(name: str, fields: dict[str, Field], *, creating: bool, doc: str
         else:
             default = None  # not sent: unchanged (model_dump(exclude_unset=True) leaves it out)
             extra["x-omit-default"] = True
-        spec[key] = (_json_value(_json_names(field)), PydanticField(default, json_schema_extra=_extra_hook(extra), **kwargs))
+        spec[key] = (_json_value(_json_names(field)),
+                     PydanticField(default, json_schema_extra=_extra_hook(extra), **kwargs))
     return create_model(name, __base__=_Body, __doc__=doc, **spec)
 
 
@@ -270,10 +281,16 @@ ENTITY_BY_KIND: dict[str, EntityWire] = {entity.kind: entity for entity in ENTIT
 SECRET_FIELDS: frozenset[str] = frozenset().union(*(entity.write_only for entity in ENTITIES))
 
 
+@functools.cache
+def json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """``schema.model_json_schema()``, computed once (the CLI asks for it per field)."""
+    return schema.model_json_schema()
+
+
 def is_text_field(schema: type[BaseModel], name: str) -> bool:
     """Whether body field ``name`` of ``schema`` takes a plain string (and maybe null):
     the CLI then passes a value as it is instead of reading it as JSON."""
-    prop = schema.model_json_schema()["properties"].get(name, {})
+    prop = json_schema(schema)["properties"].get(name, {})
     types = {item.get("type") for item in prop.get("anyOf", [prop])}
     return "string" in types and types <= {"string", "null"}
 
@@ -282,7 +299,8 @@ def is_text_field(schema: type[BaseModel], name: str) -> bool:
 
 
 class ErrorItem(BaseModel):
-    path: str = PydanticField(description="the field (``port``, ``query.limit``, a Spec path); empty: the request as a whole")
+    path: str = PydanticField(
+        description="the field (``port``, ``query.limit``, a Spec path); empty: the request as a whole")
     message: str
 
 

@@ -116,7 +116,7 @@ def attrs_check(kind: str) -> Callable[[Any], dict[str, Any]]:
         for name, raw in value.items():
             attr = ATTRS.get(name) if isinstance(name, str) else None
             if attr is None:
-                problems.append(f"{name}: unknown attribute{s._did_you_mean(str(name), ATTRS)}")
+                problems.append(f"{name}: unknown attribute{s.did_you_mean(str(name), ATTRS)}")
                 continue
             if kind not in attr.levels:
                 where = " or ".join(level for level in attr.levels if level not in attr.fields)

@@ -7,18 +7,19 @@ the server accepts.
 
     lbcore api [--url URL] [--token TOKEN] [-o table|json] KIND ACTION [ARGS]
 
-    lbcore api pool list [--sort -name] [--limit N] [--offset N] [--filter name=www]
+    lbcore api pool list [--sort=-name] [--limit N] [--offset N] [--filter name=www]
     lbcore api pool show ID
     lbcore api pool create --name www --algorithm leastconn [--dry-run]
     lbcore api pool update ID --algorithm roundrobin [--if-match ETAG] [--dry-run]
     lbcore api pool delete ID [--if-match ETAG] [--dry-run]
     lbcore api member create --pool ID --address 127.0.0.1 --port 9001
     lbcore api member list --pool ID
-    lbcore api listener effective ID
+    lbcore api listener effective ID            (pool/member: [--cluster ID])
     lbcore api cluster status ID
+    lbcore api cluster reapply ID
     lbcore api vip create --pool ID --address 127.0.0.1 --port 8080 --protocol HTTP
-    lbcore api tenant create NAME            (admin)
-    lbcore api tenant token TENANT_ID [--admin] (admin)
+    lbcore api tenant create NAME | tenant list | tenant token TENANT_ID [--admin]   (admin)
+    lbcore api token revoke TOKEN_OR_ID
 
 The base URL and token come from ``--url``/``--token`` or ``LBCORE_API_URL`` /
 ``LBCORE_API_TOKEN``. A string value ``@PATH`` is read from the file PATH (a PEM
@@ -65,7 +66,8 @@ class ApiError(Exception):
     def __str__(self) -> str:
         if not self.errors:
             return f"HTTP {self.status}"
-        parts = [f"{e.get('path')}: {e.get('message')}" if e.get("path") else str(e.get("message")) for e in self.errors]
+        parts = [f"{e.get('path')}: {e.get('message')}" if e.get("path") else str(e.get("message"))
+                 for e in self.errors]
         return f"HTTP {self.status}: " + "; ".join(parts)
 
 
@@ -263,8 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=_run_delete, entity=entity)
 
         if entity.cascading:
-            p = actions.add_parser("effective", parents=[common], help="every cascading attribute's value and where it comes from")
+            p = actions.add_parser("effective", parents=[common],
+                                   help="every cascading attribute's value and where it comes from")
             p.add_argument("id")
+            if entity.kind in ("pool", "member", "healthmonitor"):  # a pool may serve several clusters
+                p.add_argument("--cluster", dest="cluster_id", metavar="ID",
+                               help="resolve against this cluster (a pool serving several)")
             p.set_defaults(run=_run_effective, entity=entity)
 
         if entity.kind == "cluster":
@@ -277,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     kp = kinds.add_parser("vip", help="legacy workflow: a VIP for an existing pool")
     actions = kp.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = actions.add_parser("create", parents=[common], help="create the cluster, instance, listener and default acl for a pool")
-    _add_fields(p, W.VipCreate, required_flags=True)
+    p = actions.add_parser("create", parents=[common],
+                           help="create the cluster, instance, listener and default acl for a pool")
+    _add_fields(p, W.VipCreate)
     _add_generic_body(p)
     p.add_argument("--dry-run", action="store_true", help="show the Spec diff per cluster; change nothing")
     p.set_defaults(run=_run_vip)
@@ -304,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_body_options(p: argparse.ArgumentParser, entity: Any, *, creating: bool) -> None:
-    _add_fields(p, entity.create if creating else entity.update, required_flags=False)
+    _add_fields(p, entity.create if creating else entity.update)
     _add_generic_body(p)
     p.add_argument("--dry-run", action="store_true", help="show the Spec diff per cluster; change nothing")
 
@@ -315,24 +322,27 @@ def _add_generic_body(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="the whole request body as JSON, or @FILE")
 
 
-def _add_fields(p: argparse.ArgumentParser, schema: Any, *, required_flags: bool) -> None:
-    """One ``--flag`` per body field (``pool_id`` also as ``--pool``)."""
+def _add_fields(p: argparse.ArgumentParser, schema: Any) -> None:
+    """One ``--flag`` per body field (``pool_id`` also as ``--pool``). None is required
+    here: ``--data`` may carry them, and the server names what is missing."""
     p.set_defaults(body_fields=[])
-    for name, info in schema.model_fields.items():
+    for name in schema.model_fields:
         flags = [f"--{name.replace('_', '-')}"]
         if name.endswith("_id"):
             flags.insert(0, f"--{name[:-3].replace('_', '-')}")
-        p.add_argument(*flags, dest=f"field_{name}", metavar="VALUE",
-                       required=required_flags and info.is_required(), help=_field_help(schema, name))
+        p.add_argument(*flags, dest=f"field_{name}", metavar="VALUE", help=_field_help(schema, name))
         p.get_default("body_fields").append(name)
 
 
 def _field_help(schema: Any, name: str) -> str:
-    prop = schema.model_json_schema()["properties"].get(name, {})
+    from lbcore.control.api_schemas import json_schema
+
+    document = json_schema(schema)
+    prop = document["properties"].get(name, {})
     parts = [prop.get("description") or ""]
     if prop.get("enum"):
         parts.append("one of " + ", ".join(str(v) for v in prop["enum"] if v is not None))
-    if name in schema.model_json_schema().get("required", ()):
+    if name in document.get("required", ()):
         parts.append("required")
     return "; ".join(p for p in parts if p) or None  # type: ignore[return-value]
 
@@ -449,7 +459,8 @@ def _run_delete(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def _run_effective(client: ApiClient, args: argparse.Namespace) -> int:
-    resp = client.request("GET", f"{args.entity.path}/{_seg(args.id)}/effective")
+    resp = client.request("GET", f"{args.entity.path}/{_seg(args.id)}/effective",
+                          query={"cluster_id": getattr(args, "cluster_id", None)})
     if args.output == "json":
         _print_json(resp.body)
         return 0

@@ -12,20 +12,21 @@ own code checks it, so a rule is written once.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from lbcore.l7.acl import parse_condition
-from lbcore.spec import HealthCheck, Outlier, Persistence, Redirect, SpecError, parse_duration
+from lbcore.spec import HealthCheck, Outlier, Persistence, Redirect, SpecError, parse_duration, parse_size
 
 __all__ = [
     "Field",
     "check_input",
     "describe",
     "NAME_MAX",
+    "did_you_mean",
 ]
 
 Check = Callable[[Any], Any]
@@ -188,8 +189,7 @@ def forwarded_headers(value: Any) -> list[str]:
 
 
 def size(value: Any) -> int:
-    from lbcore.spec import parse_size
-
+    """Bytes: a number or ``64k``, ``10m`` (the Spec's syntax)."""
     try:
         return parse_size(value)
     except ValueError as exc:
@@ -290,7 +290,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
-        return "a number" if not (isinstance(value, float) and math.isnan(value)) else "NaN"
+        return "a number"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, Mapping):
@@ -332,7 +332,7 @@ def check_input(
                 if creating or current is None or current.get(key) != value:
                     errors.append((key, "is read-only"))
                 continue
-            errors.append((key, f"unknown field{_did_you_mean(key, fields)}"))
+            errors.append((key, f"unknown field{did_you_mean(key, fields)}"))
             continue
         if value is None and field.nullable:
             canonical = None
@@ -365,9 +365,7 @@ def check_input(
     return out, errors, forbidden
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    import difflib
-
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", default=os.environ.get("LBCORE_CONTROL_DB"), required="LBCORE_CONTROL_DB" not in os.environ,
+        p.add_argument("--db", default=os.environ.get("LBCORE_CONTROL_DB"),
+                       required="LBCORE_CONTROL_DB" not in os.environ,
                        help="SQLite file or PostgreSQL URL (default: $LBCORE_CONTROL_DB)")
         p.add_argument("--secrets-key", default=os.environ.get("LBCORE_SECRETS_KEY"),
                        help="key file for secrets at rest (default: $LBCORE_SECRETS_KEY)")

@@ -46,7 +46,18 @@ when the service starts) turns those older than ``recover_after`` into ERROR.
 
 Updates are partial: fields not sent keep their value; ``attrs`` merges key by key
 and a null value removes a key (JSON merge patch). ``version`` counts configuration
-changes; the ETag is ``"<version>"``; status transitions do not change it.
+changes; the ETag is ``"<version>"``; status transitions do not change it. Parent
+ids and a few fields (a listener's protocol, a cluster's model) are fixed at create.
+
+Deletes: a listener takes its acls and certificates along, a pool its members and
+monitor, a cluster its loadbalancers. A cluster with instances, an instance with
+listeners and a pool still bound by an acl are a Conflict (delete those first).
+
+Nodes: a cluster's owner (a tenant on its own cluster, or an admin) adds
+loadbalancers; a new node gets the current Spec at once, as every node of the
+cluster does on every change. For drivers and node agents: ``cluster_spec``,
+``cluster_payload`` (what an apply would push now), ``reapply`` (push again and
+settle) and ``report_member_health`` (engines' health checks -> operating status).
 """
 
 from __future__ import annotations
@@ -228,7 +239,12 @@ class _Change:
         payloads: dict[str, tuple[Spec, dict[str, bytes], list[dict[str, Any]]]] = {}
         for cluster_id in sorted(self.old):
             resolution = resolve(session, cluster_id)
-            spec = validate(resolution)
+            try:
+                spec = validate(resolution)
+            except Invalid as exc:
+                if len(self.old) == 1:
+                    raise
+                raise Invalid([(path, f"{message} (cluster {cluster_id})") for path, message in exc.errors]) from None
             diffs[cluster_id] = [change.to_dict() for change in diff(self.old[cluster_id], spec)]
             if not self.dry_run:
                 session.execute(update(Cluster).where(Cluster.id == cluster_id).values(revision=spec.revision))
@@ -362,7 +378,7 @@ class ControlService:
         for key, raw in (filters or {}).items():
             column = columns.get(key)
             if column is None:
-                errors.append((f"filters.{key}", f"not a field to filter on{s._did_you_mean(key, columns)}"))
+                errors.append((f"filters.{key}", f"not a field to filter on{s.did_you_mean(key, columns)}"))
                 continue
             try:
                 conditions.append(column == _typed(column, raw))
@@ -374,7 +390,7 @@ class ControlService:
             key = part.lstrip("-")
             column = columns.get(key)
             if column is None:
-                errors.append(("sort", f"cannot sort on {key!r}{s._did_you_mean(key, columns)}"))
+                errors.append(("sort", f"cannot sort on {key!r}{s.did_you_mean(key, columns)}"))
                 continue
             order.append(column.desc() if part.startswith("-") else column.asc())
         if errors:
@@ -492,6 +508,9 @@ class ControlService:
             values.pop("tenant_id", None)
             change = _Change(self, session, dry_run)
             change.lock(rules.clusters_of(obj))
+            if if_match is not None:
+                session.refresh(obj)  # another writer may have committed while we waited for the lock
+                _check_if_match(obj, if_match)
             if "attrs" in values:
                 merged = {**(obj.attrs or {}), **values["attrs"]}  # type: ignore[attr-defined]
                 values["attrs"] = {key: value for key, value in merged.items() if value is not None}
@@ -502,6 +521,8 @@ class ControlService:
             changed = {key for key, value in values.items() if getattr(obj, key) != value}
             for key in changed:
                 setattr(obj, key, values[key])
+            if isinstance(obj, Member) and changed & {"address", "port", "monitor_address", "monitor_port"}:
+                obj.health = None  # what was reported was about another endpoint
             self._check(session, obj, changed, creating=False)
             change.touch(obj, "update")
             outcome = self._finish(change, uow, obj)
@@ -520,6 +541,9 @@ class ControlService:
             _check_if_match(obj, if_match)
             change = _Change(self, session, dry_run)
             change.lock(rules.clusters_of(obj))
+            if if_match is not None:
+                session.refresh(obj)
+                _check_if_match(obj, if_match)
             with session.no_autoflush:
                 rules.check_delete(session, obj)
             change.touch(obj, "delete")
@@ -827,7 +851,13 @@ class ControlService:
         """After the commit: apply, settle, answer. A dry run only answers."""
         if outcome.dry_run:
             return ChangeResult(outcome.obj, None, outcome.diffs, dry_run=True)
-        results = self._apply(outcome)
+        try:
+            results = self._apply(outcome)
+        except Exception as exc:  # never leave the change PENDING: settle it as failed
+            log.exception("applying a change failed")
+            results = {cluster_id: {node["id"]: f"internal error while applying: {type(exc).__name__}"
+                                    for node in outcome.payloads.get(cluster_id, (None, {}, []))[2]}
+                       for cluster_id in outcome.clusters}
         obj, etag = self._settle(outcome, results)
         return ChangeResult(obj, etag, outcome.diffs, applied=results)
 
@@ -847,9 +877,11 @@ class ControlService:
                 node["id"]: (answer[node["id"]] if node["id"] in answer else "the applier gave no answer for this node")
                 for node in nodes
             }
-            for node_id, error in results[cluster_id].items():
-                if error:
-                    log.warning("cluster %s revision %s: node %s failed: %s", cluster_id, spec.revision, node_id, error)
+            failures = {node_id: error for node_id, error in results[cluster_id].items() if error}
+            for node_id, error in failures.items():
+                log.warning("cluster %s revision %s: node %s failed: %s", cluster_id, spec.revision, node_id, error)
+            log.info("cluster %s revision %s applied to %d of %d node(s)", cluster_id, spec.revision,
+                     len(nodes) - len(failures), len(nodes))
         return results
 
     def _settle(self, outcome: _Outcome, results: dict[str, dict[str, str | None]]) -> tuple[dict[str, Any] | None, str | None]:

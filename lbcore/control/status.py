@@ -38,6 +38,8 @@ __all__ = [
     "PENDING_DELETE",
     "PENDING_UPDATE",
     "PROVISIONING_STATUSES",
+    "SETTLED",
+    "TransitionError",
     "is_pending",
     "member_status",
     "next_status",

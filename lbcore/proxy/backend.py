@@ -40,7 +40,7 @@ class BackendOwner(Protocol):
 
 class BackendConnection(asyncio.Protocol):
     # lifetime: connection
-    __slots__ = ("pool", "transport", "gate", "owner", "closed", "reader", "reused", "idle_deadline", "connected")
+    __slots__ = ("pool", "transport", "gate", "owner", "closed", "reader", "reused", "deadline", "connected")
 
     def __init__(self, pool: "MemberPool") -> None:
         self.pool = pool
@@ -50,10 +50,12 @@ class BackendConnection(asyncio.Protocol):
         self.connected: asyncio.Future[None] | None = None
         # lifetime: one exchange
         self.owner: BackendOwner | None = None
-        self.reader: ResponseReader | None = None
+        self.reader: ResponseReader | None = None  # kept for the connection's life: one per connection
         self.reused = False
-        # lifetime: idle period
-        self.idle_deadline: Deadline | None = None
+        # One lazy timer for the connection's whole life: the server timeout while an
+        # exchange owns it, the idle timeout while it waits in the pool. (A timer per
+        # request costs a heap entry, a handle and a reference cycle every time.)
+        self.deadline = Deadline(pool.loop, self._expired)
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -85,8 +87,7 @@ class BackendConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self.idle_deadline is not None:
-            self.idle_deadline.cancel()
+        self.deadline.cancel()
         owner = self.owner
         self.owner = None
         if owner is not None:
@@ -120,13 +121,17 @@ class BackendConnection(asyncio.Protocol):
     def release(self) -> None:
         """The exchange is done and the connection is clean: keep it for reuse."""
         self.owner = None
-        self.reader = None
         self.gate.resume(ReadGate.PEER_FULL)
         self.pool.put_idle(self)
 
-    def _idle_expired(self) -> None:
-        if self.owner is None:
-            self.close()
+    def _expired(self) -> None:
+        owner = self.owner
+        if owner is None:
+            self.close()  # idle in the pool for idle_timeout
+            return
+        server_timeout = getattr(owner, "server_timeout", None)
+        if server_timeout is not None:
+            server_timeout()
 
 
 class MemberPool:
@@ -182,8 +187,6 @@ class MemberPool:
         while idle:
             conn = idle.pop()  # most recently used first: warmest, least likely closed by the member
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                if conn.idle_deadline is not None:
-                    conn.idle_deadline.cancel()
                 conn.reused = True
                 self.reuses += 1
                 return conn
@@ -207,9 +210,7 @@ class MemberPool:
         if conn.closed or len(self.idle) >= self.idle_max:
             conn.close()
             return
-        if conn.idle_deadline is None:
-            conn.idle_deadline = Deadline(self.loop, conn._idle_expired)
-        conn.idle_deadline.extend(self.idle_timeout)
+        conn.deadline.extend(self.idle_timeout)
         self.idle.append(conn)
 
     def forget(self, conn: BackendConnection) -> None:

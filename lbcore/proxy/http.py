@@ -288,6 +288,7 @@ class ClientConnection(asyncio.Protocol):
         """
         self.exchange = None
         self.tunnel = backend
+        backend.deadline.cancel()  # the tunnel's inactivity is timed on this side
         self.tunnel_timeout = timeout
         backend.owner = TunnelOwner(self)
         self.phase = _BUSY
@@ -470,7 +471,6 @@ class Exchange:
         self.backend_keep_alive = False
         self.tried: list[MemberState] = []
         self.finished = False
-        self.server_deadline: Deadline | None = None
 
     # -- phases ---------------------------------------------------------------------
     def start(self) -> None:
@@ -618,9 +618,10 @@ class Exchange:
         self.backend = backend
         backend.owner = self
         request = self.request
-        reader = ResponseReader()
+        reader = backend.reader
+        if reader is None:
+            reader = backend.reader = ResponseReader()
         reader.expect(request.method)
-        backend.reader = reader
         self.reader = reader
         pool = self.pool
         assert pool is not None and self.member is not None
@@ -648,8 +649,7 @@ class Exchange:
         if self.body_pending_size:
             self.body_pending_size = 0
             self.conn.gate.resume(ReadGate.BUFFERED)
-        self.server_deadline = Deadline(self.conn.loop, self.server_timeout)
-        self.server_deadline.extend(pool.spec.timeouts.server)
+        backend.deadline.extend(pool.spec.timeouts.server)
         if self.conn.transport is not None and self.conn.transport.get_write_buffer_size() > 65536:
             backend.gate.pause(ReadGate.PEER_FULL)
 
@@ -704,15 +704,14 @@ class Exchange:
             self.body_sent = True
             self.mstats.bytes_out += len(data)
             self.backend.write(data)
-            if self.server_deadline is not None:
-                self.server_deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
+            self.backend.deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
 
     # -- member events (BackendOwner) -------------------------------------------------
     def backend_data(self, backend: BackendConnection, data: bytes) -> None:
         reader = self.reader
         assert reader is not None
         self.mstats.bytes_in += len(data)
-        self.server_deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
+        backend.deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
         try:
             events = reader.feed(data)
         except ProtocolError as exc:
@@ -941,8 +940,7 @@ class Exchange:
             access_log = self.conn.worker.access_logs.for_listener(self.listener.name)
             if access_log is not None:
                 access_log.log(self.access_record(log_member))
-            if self.server_deadline is not None:
-                self.server_deadline.cancel()
+
 
     def free_slot(self) -> None:
         slot = self.slot

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ __all__ = ["Worker", "main"]
 log = logging.getLogger("lbcore.worker")
 
 RAMP_STEP = 0.5  # seconds between slow-start weight updates
+GC_THRESHOLD = 20_000  # allocations between young-generation collections (CPython's default: 700)
 TICKET_KEYS_CHECK = 2.0  # seconds between checks of TLS ticket key files for rotation
 
 
@@ -312,6 +314,13 @@ class Worker:
 
 async def run(channel: Channel, index: int, nworkers: int) -> None:
     loop = asyncio.get_running_loop()
+    # What start-up allocated lives as long as the process: keep it out of every
+    # collection. And collect young objects less often: the request path frees its
+    # objects by reference counting, so cycle collection is mostly wasted work
+    # (it was ~12% of a worker's CPU under keep-alive load at the default 700).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
     worker = Worker(loop, channel, index, nworkers)
     channel.sock.setblocking(True)
     message = channel.receive_blocking()

@@ -1,8 +1,8 @@
 """The REST API over the real control-plane service on a SQLite file (in-process client).
 
 Each test works in a tenant of its own, so the tests share one database (migrated
-once) and stay independent. No node is registered: changes commit and settle
-without a push (the apply path has its own tests).
+once) and stay independent. Most tests register no node, so their changes commit
+and settle without a push; the apply tests give a cluster a node and a stand-in driver.
 """
 
 from __future__ import annotations
@@ -30,10 +30,22 @@ from tests.tlsgen import issue, key_pem, make_ca
 _names = itertools.count(1)
 
 
+class Applier:
+    """Stands in for the native driver: records each push; ``failing`` nodes refuse it."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.pushed: list[tuple[str, str, list[str]]] = []
+
+    def apply(self, cluster_id, spec, files, nodes):
+        self.pushed.append((cluster_id, spec.revision, sorted(files)))
+        return {node["id"]: ("node down" if node["id"] in self.failing else None) for node in nodes}
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("control") / "control.db")
-    svc = ControlService(store, Secrets.generate())
+    svc = ControlService(store, Secrets.generate(), Applier())
     yield svc
     store.close()
 
@@ -132,7 +144,8 @@ def test_another_tenants_objects_are_404_and_never_listed(tenant, other):
     assert other.call("GET", f"/v1/pools/{objs['pool']['id']}/effective").status_code == 404
     assert other.call("GET", f"/v1/pools/{objs['pool']['id']}/members").status_code == 404
     # Nor can the other tenant bind to them.
-    response = other.call("POST", "/v1/members", json={"pool_id": objs["pool"]["id"], "address": "127.0.0.1", "port": 1})
+    response = other.call("POST", "/v1/members",
+                          json={"pool_id": objs["pool"]["id"], "address": "127.0.0.1", "port": 1})
     assert response.status_code in (404, 422)
     assert tenant.get("pools", objs["pool"]["id"])["name"] == "www"  # untouched
 
@@ -304,7 +317,8 @@ def test_list_filters_sorts_and_paginates_with_total_and_links(tenant):
 @pytest.mark.parametrize("query, path", [
     ("sort=nope", "query.sort"), ("sort=private_key", "query.sort"), ("limit=0", "query.limit"),
     ("limit=1001", "query.limit"), ("offset=-1", "query.offset"), ("port=abc", "query.port"),
-    ("nmae=x", "query.nmae"), ("private_key=x", "query.private_key"), ("provisioning_status=DONE", "query.provisioning_status"),
+    ("nmae=x", "query.nmae"), ("private_key=x", "query.private_key"),
+    ("provisioning_status=DONE", "query.provisioning_status"),
 ])
 def test_bad_list_queries_are_422_naming_the_parameter(tenant, query, path):
     response = tenant.call("GET", f"/v1/members?{query}", expect=422)
@@ -331,8 +345,7 @@ def test_private_keys_and_passphrases_never_come_back(tenant):
     answers.append(tenant.call("POST", "/v1/tls-certificates?dry_run=true", json=body, expect=200).json())
     created = tenant.call("POST", "/v1/tls-certificates", json=body, expect=201).json()
     answers.append(created)
-    assert created["hostnames"] == ["www.example.com", "api.example.com"] or \
-        sorted(created["hostnames"]) == ["api.example.com", "www.example.com"]
+    assert sorted(created["hostnames"]) == ["api.example.com", "www.example.com"]
     cert_id = created["id"]
     answers.append(tenant.get("tls-certificates", cert_id))
     answers.append(tenant.call("GET", "/v1/tls-certificates", expect=200).json())
@@ -403,8 +416,35 @@ def test_legacy_vip_creates_cluster_instance_listener_and_default_acl(tenant):
     assert "port" in errors(tenant.call("POST", "/v1/vips", json={**body, "port": "80"}, expect=422))
 
 
-def test_cluster_reapply_settles_the_cluster(tenant):
+def test_cluster_reapply_without_nodes_pushes_nothing(tenant):
     objs = tenant.stack()
     answer = tenant.call("POST", f"/v1/clusters/{objs['cluster']['id']}/reapply", expect=200).json()
     assert answer["cluster"]["provisioning_status"] == "ACTIVE"
-    assert answer["applied"] == {objs["cluster"]["id"]: {}}  # no node registered: nothing pushed
+    assert answer["applied"] == {objs["cluster"]["id"]: {}}
+
+
+# -- apply ----------------------------------------------------------------------------------------
+
+
+def test_a_node_that_refuses_leaves_the_change_in_error_and_a_retry_settles_it(tenant, service):
+    applier = service.applier
+    objs = tenant.stack()
+    cluster_id = objs["cluster"]["id"]
+    node = tenant.create("loadbalancers", {"cluster_id": cluster_id, "management_address": "127.0.0.1:9443"})
+    assert node["provisioning_status"] == "ACTIVE" and applier.pushed[-1][0] == cluster_id
+
+    applier.failing.add(node["id"])
+    changed = tenant.call("PATCH", f"/v1/pools/{objs['pool']['id']}", json={"algorithm": "leastconn"}, expect=200)
+    assert changed.json()["provisioning_status"] == "ERROR"
+    assert tenant.get("loadbalancers", node["id"])["last_error"] == "node down"
+    kept = tenant.call("DELETE", f"/v1/acls/{objs['acl']['id']}", expect=200).json()
+    assert kept["id"] == objs["acl"]["id"] and kept["provisioning_status"] == "ERROR"
+
+    applier.failing.clear()
+    tenant.call("DELETE", f"/v1/acls/{objs['acl']['id']}", expect=204)
+    tenant.call("GET", f"/v1/acls/{objs['acl']['id']}", expect=404)
+    retried = tenant.call("PATCH", f"/v1/pools/{objs['pool']['id']}", json={}, expect=200).json()
+    assert retried["provisioning_status"] == "ACTIVE"
+    answer = tenant.call("POST", f"/v1/clusters/{cluster_id}/reapply", expect=200).json()
+    assert answer["applied"] == {cluster_id: {node["id"]: None}}
+    assert tenant.get("loadbalancers", node["id"])["provisioning_status"] == "ACTIVE"

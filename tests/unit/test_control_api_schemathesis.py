@@ -30,7 +30,7 @@ from lbcore.control.secrets import Secrets  # noqa: E402
 from lbcore.control.service import ControlService  # noqa: E402
 from lbcore.control.store import Store  # noqa: E402
 
-MAX_EXAMPLES = 8  # per operation: ~70 operations, each request a few ms: the file stays near 20 s
+MAX_EXAMPLES = 10  # per operation (~70 operations): the file stays near 20 s
 COLLECTIONS = {"clusters": "cluster", "loadbalancers": "loadbalancer", "instances": "instance", "listeners": "listener",
                "tls-certificates": "tls_certificate", "pools": "pool", "members": "member",
                "healthmonitors": "healthmonitor", "acls": "acl", "tenants": "tenant"}

@@ -64,8 +64,26 @@ class World:
                      dict(self.ids))
 
 
+_TEMPLATE: dict[str, bytes] = {}
+
+
+def _fresh_sqlite(path: Path) -> str:
+    """A migrated SQLite database at ``path``, copied from one migrated once per process
+    (migrating takes most of a test's setup)."""
+    if "db" not in _TEMPLATE:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            template = Store(os.path.join(scratch, "template.db"))
+            template.migrate()
+            template.close()
+            _TEMPLATE["db"] = Path(scratch, "template.db").read_bytes()
+    path.write_bytes(_TEMPLATE["db"])
+    return os.fspath(path)
+
+
 def make_world(tmp_path: Path, url: str | None = None) -> World:
-    store = Store(url or os.fspath(tmp_path / "control.db"))
+    store = Store(url or _fresh_sqlite(tmp_path / "control.db"))
     secrets = Secrets.load(tmp_path / "control.key", create=True)
     applier = FakeApplier()
     service = ControlService(store, secrets, applier)
