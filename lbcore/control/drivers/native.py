@@ -112,6 +112,11 @@ class NativeDriver:
 
 
 def _split(address: str) -> tuple[str, int]:
-    parsed = S.Address.parse(address)
-    return parsed.host, parsed.port
+    """HOST:PORT, [V6]:PORT or NAME:PORT (a node's management address may be a name)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise PushFailed(f"{address}: management address must be HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
 
