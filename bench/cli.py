@@ -7,13 +7,14 @@
     python -m bench --profile [SCENARIO]  py-spy on an lbcore worker under a scenario's load (keepalive)
 
 Results go to ``bench/results/<UTC timestamp>/results.{json,md,png}`` (``--out`` to
-choose); a full run (no ``--quick``, every scenario, default output) also updates
-``bench/results/latest.{json,md,png}``.
+choose); a full run with the defaults (every scenario and server, 3 x 5 s, 1 worker,
+access logs on, default output) also updates ``bench/results/latest.{json,md,png}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing: {', '.join(missing)} (Debian: apt-get install wrk util-linux openssl; or `make deps`)",
               file=sys.stderr)
         return 2
+    if (os.cpu_count() or 1) < 2 and args.server_cpu == "1":
+        print("one CPU only: the server shares CPU 0 with the load generator (figures per CPU-second still hold)",
+              file=sys.stderr)
+        args.server_cpu = "0"
     if args.profile:
         from bench.profile import profile
 
@@ -98,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or RESULTS / (stamp + ("-quick" if quick else ""))
-    full = not quick and args.scenario is None and args.servers is None and args.out is None
+    # Only a run with the defaults replaces latest.*: the committed reference figures.
+    full = (not quick and args.scenario is None and args.servers is None and args.out is None
+            and args.workers == 1 and not args.no_access_log and args.reps is None and args.seconds is None)
     command = ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])]
     results = run(settings, out, command)
     written = report.write(results, out, RESULTS if full else None)
