@@ -480,7 +480,7 @@ class Pool:
     members: tuple[Member, ...] = ()
     timeouts: Timeouts = Timeouts()
     max_connections_per_member: int = 0  # concurrent connections to one member; 0 = no limit
-    idle_connections_per_member: int = 32  # idle keep-alive connections kept for reuse
+    idle_connections_per_member: int = 256  # idle keep-alive connections kept for reuse (per worker)
     retries: int = 2  # connect attempts after the first, each to another member if one is up
     outlier: Outlier | None = None
     slow_start: float = 0.0
