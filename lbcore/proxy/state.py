@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from lbcore import __version__
 from lbcore import spec as S
-from lbcore.proxy.stats import Aggregate, latency_dict, responses_dict
+from lbcore.proxy.stats import Aggregate, latency_dict, operating_status, responses_dict
 
 __all__ = ["MemberBook", "ADMIN_ALIASES"]
 
@@ -178,15 +178,6 @@ class MemberBook:
             return "NO_CHECK"
         return "UP"
 
-    @staticmethod
-    def _operating(status: str, monitored: bool) -> str:
-        return {
-            "MAINT": "OFFLINE",
-            "DRAIN": "DRAINING",
-            "DOWN": "ERROR",
-            "NO_CHECK": "NO_MONITOR" if not monitored else "ONLINE",
-        }.get(status, "ONLINE")
-
     def snapshot(self, aggregate: Aggregate, workers: int) -> dict[str, Any]:
         assert self.spec is not None
         spec = self.spec
@@ -224,7 +215,7 @@ class MemberBook:
                         "backup": member.backup,
                         "admin": override.get("admin", member.admin_state),
                         "status": status,
-                        "operating_status": self._operating(status, pool.health is not None),
+                        "operating_status": operating_status(status, pool.health is not None),
                         "check": check,
                         "active": aggregate.active(f"{pool.name}/{member.name}"),
                         "conns_total": row.get("conns_total", 0),

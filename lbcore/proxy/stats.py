@@ -40,6 +40,7 @@ __all__ = [
     "WorkerStats",
     "Aggregate",
     "RESPONSE_CLASSES",
+    "operating_status",
 ]
 
 FLUSH_INTERVAL = 1.0  # seconds between worker -> supervisor flushes
@@ -220,6 +221,16 @@ class Aggregate:
 
     def member_row(self, pool: str, member: str) -> dict[str, Any]:
         return self.members.get(f"{pool}/{member}") or _empty(MemberCounters.COUNTERS)
+
+
+def operating_status(status: str, monitored: bool) -> str:
+    """Octavia-style operating status of a member from its status (UP, DOWN, DRAIN, MAINT, NO_CHECK)."""
+    return {
+        "MAINT": "OFFLINE",
+        "DRAIN": "DRAINING",
+        "DOWN": "ERROR",
+        "NO_CHECK": "NO_MONITOR" if not monitored else "ONLINE",
+    }.get(status, "ONLINE")
 
 
 def responses_dict(values: list[int]) -> dict[str, int]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbcore import spec as S
+from lbcore.proxy.stats import operating_status
 
 from ._render_haproxy import Layout
 
@@ -175,14 +176,8 @@ def member_status(row: dict[str, str]) -> str:
     return status or "NO_CHECK"
 
 
-def _operating(status: str, monitored: bool) -> str:
-    # As lbcore.proxy.state.MemberBook derives it for the native engine.
-    return {
-        "MAINT": "OFFLINE",
-        "DRAIN": "DRAINING",
-        "DOWN": "ERROR",
-        "NO_CHECK": "NO_MONITOR" if not monitored else "ONLINE",
-    }.get(status, "ONLINE")
+# The native engine's derivation, so both drivers report the same statuses.
+_operating = operating_status
 
 
 def _admin(status: str) -> str:
