@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 __all__ = ["build_service", "main", "parse_listen"]
@@ -76,10 +77,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s lbcore[control pid %(process)d] %(levelname)s %(name)s %(message)s")
-    service = build_service(args.db, args.secrets_key, applier=_applier(args), create_key=args.create_key)
+    applier = _applier(args)
+    service = build_service(args.db, args.secrets_key, applier=applier, create_key=args.create_key)
+    if applier is not None and args.reconcile_interval > 0:
+        start_reconciler(service, args.reconcile_interval)
     uvicorn.run(create_app(service), host=host, port=port, log_level=args.log_level.lower(),
                 access_log=not args.no_access_log)
     return 0
+
+
+def start_reconciler(service: Any, interval: float) -> threading.Thread:
+    """Every ``interval`` seconds, push the current revision to nodes left in ERROR
+    (down or refusing when a change was made): a node that comes back is brought up
+    to date without an operator."""
+    log = logging.getLogger("lbcore.control.reconcile")
+
+    def loop() -> None:
+        while not _stop.wait(interval):
+            try:
+                clusters = service.reconcile()
+            except Exception:  # keep reconciling whatever one round hit
+                log.exception("reconcile round failed")
+                continue
+            if clusters:
+                log.info("re-pushed clusters with failed nodes: %s", ", ".join(clusters))
+
+    thread = threading.Thread(target=loop, name="lbcore-reconcile", daemon=True)
+    thread.start()
+    return thread
+
+
+_stop = threading.Event()
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -139,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mgmt-ca", help="the management CA the nodes' certificates chain to")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--no-access-log", action="store_true")
+    p.add_argument("--reconcile-interval", type=float, default=10.0,
+                   help="seconds between retries of nodes left in ERROR (0: off)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("init", help="first setup: a tenant and its admin token (printed once)")

@@ -79,7 +79,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from lbcore.control import rules
 from lbcore.control import schema as s
 from lbcore.control.cascade import attrs_for, resolve as resolve_attr
-from lbcore.control.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed
+from lbcore.control.errors import Conflict, ControlError, Forbidden, Invalid, NotFound, PreconditionFailed
 from lbcore.control.model import (
     KINDS,
     LISTENER_PROTOCOLS,
@@ -561,6 +561,24 @@ class ControlService:
             outcome = self._finish(change, uow, None)
             outcome.primary = (Cluster, cluster_id)
         return self._complete(outcome)
+
+    def reconcile(self) -> list[str]:
+        """Bring nodes that failed back to their cluster's current revision.
+
+        A node that was down (or refused) when a change was pushed is left in ERROR;
+        once it answers again, pushing the cluster's current Spec settles it (and the
+        cluster) to ACTIVE. Called periodically by ``lbcore control serve``. Returns
+        the ids of the clusters it re-pushed.
+        """
+        admin = Principal(tenant_id="", is_admin=True)
+        nodes, _total = self.list(admin, "loadbalancer", filters={"provisioning_status": "ERROR"}, limit=1000)
+        clusters = sorted({node["cluster_id"] for node in nodes})
+        for cluster_id in clusters:
+            try:
+                self.reapply(admin, cluster_id)
+            except ControlError:
+                pass  # mid-change (409) or gone: the next round sees it again
+        return clusters
 
     def legacy_vip(self, principal: Principal, data: Mapping[str, Any], *, dry_run: bool = False) -> ChangeResult:
         """The 2014 workflow's last step, for an existing pool (with its members and

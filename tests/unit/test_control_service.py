@@ -754,3 +754,19 @@ def test_every_committed_spec_is_one_parse_spec_accepts(world):
         assert parse_spec(call["spec"].to_dict()) == call["spec"]
     with world.store.unit_of_work(readonly=True) as uow:
         assert uow.get(Listener, ids["listener"]).etag == '"1"'
+
+
+def test_reconcile_brings_a_node_that_comes_back_to_the_current_revision(world):
+    svc, who = world.service, world.alice
+    ids = build_site(world)
+    world.applier.fail["127.0.0.1:9441"] = "node1: connection refused"
+    svc.create(who, "member", {"pool_id": ids["pool"], "name": "w3", "address": "127.0.0.1", "port": 9003})
+    assert svc.get(who, "loadbalancer", ids["node1"])[0]["provisioning_status"] == "ERROR"
+    assert svc.reconcile() == [ids["cluster"]]  # still down: stays ERROR, retried next round
+    assert svc.get(who, "loadbalancer", ids["node1"])[0]["provisioning_status"] == "ERROR"
+    world.applier.fail.clear()  # the node is back
+    assert svc.reconcile() == [ids["cluster"]]
+    node1 = svc.get(who, "loadbalancer", ids["node1"])[0]
+    assert node1["provisioning_status"] == "ACTIVE"
+    assert node1["revision"] == svc.get(who, "cluster", ids["cluster"])[0]["revision"]
+    assert svc.reconcile() == []  # nothing left to do
