@@ -15,7 +15,7 @@ from ._http1_headers import (
     parse_content_length,
     parse_transfer_encoding,
 )
-from ._http1_state import BODY, CLOSED, EMPTY_END, HEAD, IDLE, REQUEST_STATES, TUNNEL, Stop, goto, translate
+from ._http1_state import BODY, CLOSED, EMPTY_END, HEAD, IDLE, REQUEST_STATES, TUNNEL, Stop, TunnelTail, goto, translate
 
 __all__ = ["RequestReader"]
 
@@ -29,7 +29,7 @@ _LONGEST_METHOD = 11
 _LINE_OVERHEAD = 12
 
 
-class RequestReader:
+class RequestReader(TunnelTail):
     """Server side: request bytes in, Request/Data/EndOfMessage events out.
 
     Limits (defaults as Apache's LimitRequestLine 8190 and LimitRequestFields
@@ -130,21 +130,6 @@ class RequestReader:
         if self._state in (IDLE, CLOSED, TUNNEL):
             return []
         self._fail(ProtocolError("connection closed in the middle of a request", 400), [])
-
-    def take_tail(self) -> bytes:
-        """The bytes after an upgrade or CONNECT request; the reader then takes no more input."""
-        if self._state is not TUNNEL or self._tail_taken:
-            raise RuntimeError("take_tail() needs an upgraded reader, once")
-        self._tail_taken = True
-        tail = b"".join(self._tail)
-        self._tail = []
-        return tail
-
-    def _tunnel_input(self, data: bytes) -> list[Event]:
-        if self._tail_taken:
-            raise RuntimeError("the reader is upgraded: tunnel bytes no longer go through it")
-        self._tail.append(bytes(data))
-        return []
 
     def _check_incomplete(self, state: str, seq: int, size: int) -> None:
         # Bound what httptools holds for an incomplete head or trailer field:

@@ -19,6 +19,7 @@ from ._http1_headers import (
     parse_transfer_encoding,
 )
 from ._http1_state import (
+    TunnelTail,
     BODY_CHUNKED,
     BODY_LENGTH,
     BODY_UNTIL_EOF,
@@ -39,7 +40,7 @@ __all__ = ["ResponseReader"]
 _FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
-class ResponseReader:
+class ResponseReader(TunnelTail):
     """Client side: response bytes in, Response/InformationalResponse/Data/EndOfMessage out.
 
     Call ``expect(method)`` once per request sent, in order; a response to HEAD
@@ -129,21 +130,6 @@ class ResponseReader:
         elif state is BODY_LENGTH or state is BODY_CHUNKED or (state is HEAD and self._begun):
             self._fail(ProtocolError("connection closed in the middle of a response", 400), events)
         return events
-
-    def take_tail(self) -> bytes:
-        """The bytes after a 101 (or 2xx to CONNECT) head; the reader then takes no more input."""
-        if self._state is not TUNNEL or self._tail_taken:
-            raise RuntimeError("take_tail() needs an upgraded reader, once")
-        self._tail_taken = True
-        tail = b"".join(self._tail)
-        self._tail = []
-        return tail
-
-    def _tunnel_input(self, data: bytes) -> list[Event]:
-        if self._tail_taken:
-            raise RuntimeError("the reader is upgraded: tunnel bytes no longer go through it")
-        self._tail.append(bytes(data))
-        return []
 
     def _run(self, data: bytes) -> None:
         # Feed llhttp one message (part) at a time; see the module docstring.

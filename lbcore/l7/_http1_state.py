@@ -112,3 +112,26 @@ def translate(exc: Exception) -> ProtocolError:
         return inner
     reason = str(exc)
     return ProtocolError(f"malformed HTTP/1.1 message: {reason}", _LLHTTP_STATUS.get(reason, 400))
+
+
+class TunnelTail:
+    """What both readers do once upgraded: keep the bytes that follow, hand them over once."""
+
+    _state: object
+    _tail: list[bytes]
+    _tail_taken: bool
+
+    def take_tail(self) -> bytes:
+        """The bytes after the upgrade (101, CONNECT); the reader then takes no more input."""
+        if self._state is not TUNNEL or self._tail_taken:
+            raise RuntimeError("take_tail() needs an upgraded reader, once")
+        self._tail_taken = True
+        tail = b"".join(self._tail)
+        self._tail = []
+        return tail
+
+    def _tunnel_input(self, data: bytes) -> list:
+        if self._tail_taken:
+            raise RuntimeError("the reader is upgraded: tunnel bytes no longer go through it")
+        self._tail.append(bytes(data))
+        return []
