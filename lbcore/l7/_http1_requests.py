@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from ._http1_events import Data, EndOfMessage, Event, ProtocolError, Request
+from ._http1_events import EndOfMessage, Event, ProtocolError, Request
 from ._http1_headers import (
     connection_options,
     decode_fields,
@@ -15,7 +14,7 @@ from ._http1_headers import (
     parse_content_length,
     parse_transfer_encoding,
 )
-from ._http1_state import BODY, CLOSED, EMPTY_END, HEAD, IDLE, REQUEST_STATES, TUNNEL, Stop, TunnelTail, goto, translate
+from ._http1_state import BODY, CLOSED, EMPTY_END, HEAD, IDLE, REQUEST_STATES, TUNNEL, Stop, ReaderBase, goto, translate
 
 __all__ = ["RequestReader"]
 
@@ -29,7 +28,7 @@ _LONGEST_METHOD = 11
 _LINE_OVERHEAD = 12
 
 
-class RequestReader(TunnelTail):
+class RequestReader(ReaderBase):
     """Server side: request bytes in, Request/Data/EndOfMessage events out.
 
     Limits (defaults as Apache's LimitRequestLine 8190 and LimitRequestFields
@@ -153,18 +152,8 @@ class RequestReader(TunnelTail):
         if size > self._max_header_bytes:
             raise ProtocolError(f"{section} section larger than {self._max_header_bytes} bytes", 431)
 
-    def _fail(self, exc: ProtocolError, events: list[Event]) -> NoReturn:
-        exc.events = events
-        self._error = exc
-        raise exc
-
     def _goto(self, event: str) -> None:
         self._state = goto(REQUEST_STATES, self._state, event)
-
-    def _flush_body(self) -> None:
-        body = self._body
-        self._events.append(Data(body[0] if len(body) == 1 else b"".join(body)))
-        self._body = []
 
     # -- httptools callbacks -----------------------------------------------------
     def on_message_begin(self) -> None:

@@ -8,7 +8,7 @@ from typing import NoReturn
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from ._http1_chunks import ChunkScanner
-from ._http1_events import Data, EndOfMessage, Event, InformationalResponse, ProtocolError, Response
+from ._http1_events import EndOfMessage, Event, InformationalResponse, ProtocolError, Response
 from ._http1_headers import (
     REASON_RE,
     connection_options,
@@ -19,7 +19,7 @@ from ._http1_headers import (
     parse_transfer_encoding,
 )
 from ._http1_state import (
-    TunnelTail,
+    ReaderBase,
     BODY_CHUNKED,
     BODY_LENGTH,
     BODY_UNTIL_EOF,
@@ -40,7 +40,7 @@ __all__ = ["ResponseReader"]
 _FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
-class ResponseReader(TunnelTail):
+class ResponseReader(ReaderBase):
     """Client side: response bytes in, Response/InformationalResponse/Data/EndOfMessage out.
 
     Call ``expect(method)`` once per request sent, in order; a response to HEAD
@@ -208,18 +208,8 @@ class ResponseReader(TunnelTail):
         except HttpParserUpgrade:
             raise ProtocolError("unexpected upgrade in a response", 400) from None
 
-    def _fail(self, exc: ProtocolError, events: list[Event]) -> NoReturn:
-        exc.events = events
-        self._error = exc
-        raise exc
-
     def _goto(self, event: str) -> None:
         self._state = goto(RESPONSE_STATES, self._state, event)
-
-    def _flush_body(self) -> None:
-        body = self._body
-        self._events.append(Data(body[0] if len(body) == 1 else b"".join(body)))
-        self._body = []
 
     def _end_without_body(self, response: Response, event: str) -> NoReturn:
         self._events.append(response)

@@ -38,7 +38,9 @@ no sense (or llhttp and the reader disagree), which is a ProtocolError.
 
 from __future__ import annotations
 
-from ._http1_events import EndOfMessage, ProtocolError
+from typing import NoReturn
+
+from ._http1_events import Data, EndOfMessage, ProtocolError
 
 __all__ = [
     "IDLE", "HEAD", "BODY", "BODY_LENGTH", "BODY_CHUNKED", "BODY_UNTIL_EOF", "CLOSED", "TUNNEL",
@@ -114,12 +116,27 @@ def translate(exc: Exception) -> ProtocolError:
     return ProtocolError(f"malformed HTTP/1.1 message: {reason}", _LLHTTP_STATUS.get(reason, 400))
 
 
-class TunnelTail:
-    """What both readers do once upgraded: keep the bytes that follow, hand them over once."""
+class ReaderBase:
+    """What the request and response readers share: failing for good, flushing a body
+    piece as one Data event, and, once upgraded, keeping the bytes that follow to hand
+    them over once."""
 
     _state: object
     _tail: list[bytes]
     _tail_taken: bool
+    _error: ProtocolError | None
+    _body: list[bytes]
+    _events: list
+
+    def _fail(self, exc: ProtocolError, events: list) -> NoReturn:
+        exc.events = events
+        self._error = exc
+        raise exc
+
+    def _flush_body(self) -> None:
+        body = self._body
+        self._events.append(Data(body[0] if len(body) == 1 else b"".join(body)))
+        self._body = []
 
     def take_tail(self) -> bytes:
         """The bytes after the upgrade (101, CONNECT); the reader then takes no more input."""
