@@ -182,6 +182,17 @@ def _apply_policy(context: ssl.SSLContext, settings: TlsSettings, base_dir: str,
         _apply_client_auth(context, settings.client_auth, base_dir, f"{path}.client_auth", errors)
 
 
+def _load_verify_file(context: ssl.SSLContext, file: str, what: str) -> str | None:
+    """Load a CA bundle or CRL into ``context``; the problem, or None."""
+    try:
+        context.load_verify_locations(cafile=file)
+    except FileNotFoundError:
+        return f"cannot read {file}: no such file"
+    except (ssl.SSLError, OSError) as exc:
+        return f"{file} is not a PEM {what} ({getattr(exc, 'reason', None) or exc.strerror or type(exc).__name__})"
+    return None
+
+
 def _apply_client_auth(context: ssl.SSLContext, auth: ClientAuth, base_dir: str, path: str, errors: list[TlsIssue]) -> None:
     context.verify_mode = CLIENT_AUTH_VERIFY[auth.mode]
     if auth.mode == "none":
@@ -190,14 +201,7 @@ def _apply_client_auth(context: ssl.SSLContext, auth: ClientAuth, base_dir: str,
         value = getattr(auth, key)
         if value is None:
             continue
-        file = resolve_path(base_dir, value)
-        problem = None
-        try:
-            context.load_verify_locations(cafile=file)
-        except FileNotFoundError:
-            problem = f"cannot read {file}: no such file"
-        except (ssl.SSLError, OSError) as exc:
-            problem = f"{file} is not a PEM {'CA bundle' if key == 'ca' else 'CRL'} ({getattr(exc, 'reason', None) or exc.strerror or type(exc).__name__})"
+        problem = _load_verify_file(context, resolve_path(base_dir, value), "CA bundle" if key == "ca" else "CRL")
         if problem is not None:
             errors.append(TlsIssue(f"{path}.{key}", problem))
         elif key == "crl":
@@ -389,14 +393,7 @@ def build_member_tls(
         if settings.ca is None:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         else:
-            file = resolve_path(base_dir, settings.ca)
-            problem = None
-            try:
-                context.load_verify_locations(cafile=file)
-            except FileNotFoundError:
-                problem = f"cannot read {file}: no such file"
-            except (ssl.SSLError, OSError) as exc:
-                problem = f"{file} is not a PEM CA bundle ({getattr(exc, 'reason', None) or type(exc).__name__})"
+            problem = _load_verify_file(context, resolve_path(base_dir, settings.ca), "CA bundle")
             if problem is not None:
                 errors.append(TlsIssue(f"{path}.ca", problem))
     if settings.cert is not None:
