@@ -8,6 +8,7 @@ Everything listens on 127.0.0.0/8.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,35 +16,16 @@ from typing import Any
 import pytest
 
 from lbcore.spec import parse_spec
-from tests.integration.harness import Engine, LoopThread, Member
+from tests.integration.conftest import loops, members  # noqa: F401  (the same test members)
+from tests.integration.harness import Engine
 
 HAPROXY = shutil.which("haproxy")
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
 
-needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (make deps installs it)")
-needs_stunnel = pytest.mark.skipif(STUNNEL is None, reason="stunnel4 is not installed (make deps installs it)")
-
-
-@pytest.fixture(scope="module")
-def loops():
-    lt = LoopThread()
-    yield lt
-    lt.stop()
-
-
-@pytest.fixture
-def members(loops):
-    """Factory: members(name) starts a test member on 127.0.0.1; all stop after the test."""
-    started: list[Member] = []
-
-    def make(name: str, host: str = "127.0.0.1") -> Member:
-        member = Member(loops, name, host).start()
-        started.append(member)
-        return member
-
-    yield make
-    for member in started:
-        member.stop()
+# Outside CI a missing haproxy/stunnel skips; in CI (which installs them) it must fail, never hide.
+_IN_CI = bool(os.environ.get("CI"))
+needs_haproxy = pytest.mark.skipif(HAPROXY is None and not _IN_CI, reason="haproxy is not installed (make deps installs it)")
+needs_stunnel = pytest.mark.skipif(STUNNEL is None and not _IN_CI, reason="stunnel4 is not installed (make deps installs it)")
 
 
 @pytest.fixture
