@@ -7,10 +7,13 @@ side that paused is the only one that can resume, and a transport never resumes
 early because another reason went away.
 
 Deadlines: resetting a timer on every read (cancel + call_later) costs two heap
-operations per packet. Instead a connection moves ``deadline.expires`` forward
-(one float store); the single timer, when it fires early, re-arms itself for the
-remaining time. Inactivity timeouts therefore cost one timer per connection and
-almost nothing per read.
+operations per packet. Instead a connection moves ``deadline.expires`` (one float
+store); the single timer, when it fires early, re-arms itself for the remaining
+time. A new expiry only needs a new timer when it comes before the time the timer
+is *armed* for (not before the last expiry asked for): a connection that switches
+between a long idle timeout and a shorter request timeout re-arms about once per
+timeout period, not on every request. Inactivity timeouts therefore cost one timer
+per connection and almost nothing per read.
 """
 
 from __future__ import annotations
@@ -60,25 +63,28 @@ class ReadGate:
 class Deadline:
     """One lazily re-armed timer: ``extend(seconds)`` is cheap, ``cancel()`` stops it."""
 
-    __slots__ = ("loop", "callback", "expires", "handle")
+    __slots__ = ("loop", "callback", "expires", "armed", "handle")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self.loop = loop
         self.callback = callback
-        self.expires = 0.0
+        self.expires = 0.0  # when the deadline is
+        self.armed = 0.0  # when the timer goes off (<= expires while a timer runs)
         self.handle: asyncio.TimerHandle | None = None
 
     def extend(self, seconds: float) -> None:
         """Expire ``seconds`` from now (replacing any earlier or later expiry)."""
         expires = self.loop.time() + seconds
+        self.expires = expires
         handle = self.handle
         if handle is None:
+            self.armed = expires
             self.handle = self.loop.call_at(expires, self._fire)
-        elif expires < self.expires:
-            # Moving a deadline earlier needs a new timer; later ones are lazy.
+        elif expires < self.armed:
+            # Earlier than the timer will go off: that needs a new timer; later is lazy.
             handle.cancel()
+            self.armed = expires
             self.handle = self.loop.call_at(expires, self._fire)
-        self.expires = expires
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -92,6 +98,7 @@ class Deadline:
     def _fire(self) -> None:
         remaining = self.expires - self.loop.time()
         if remaining > 0.001:
+            self.armed = self.expires
             self.handle = self.loop.call_at(self.expires, self._fire)
             return
         self.handle = None

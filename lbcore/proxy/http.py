@@ -76,6 +76,13 @@ _NO_MEMBER_STATS = MemberCounters()  # client-side phases: which timeout applies
 class ClientConnection(asyncio.Protocol):
     """One client connection on an HTTP listener."""
 
+    __slots__ = (
+        "worker", "loop", "listener_name", "transport", "gate", "deadline", "phase", "client_ip",
+        "client_ip_text", "client_port", "reader", "pending", "closed", "counted", "lstats", "requests",
+        "tunnel", "tunnel_backlog", "tunnel_timeout", "sni", "cert_headers", "cert_header_names",
+        "exchange", "timeouts", "head_started",
+    )
+
     def __init__(self, worker: "Worker", listener_name: str) -> None:
         # lifetime: connection
         self.worker = worker
@@ -101,6 +108,8 @@ class ClientConnection(asyncio.Protocol):
         self.sni: str | None = None
         self.cert_headers: tuple[tuple[str, str], ...] = ()
         self.cert_header_names: frozenset[str] = frozenset()
+        self.timeouts = None  # the listener's, set once admitted
+        self.head_started = 0.0  # when the current request head began to arrive
         # lifetime: current request
         self.exchange: Exchange | None = None
 
@@ -175,7 +184,8 @@ class ClientConnection(asyncio.Protocol):
         if self.phase == _IDLE:
             self.phase = _HEAD
             self.head_started = time.monotonic()
-            self.deadline.extend(self.timeouts.http_request)
+            if not events:  # a head in pieces: it has http_request to arrive (with events, dispatch sets the timeout)
+                self.deadline.extend(self.timeouts.http_request)
         elif self.phase == _BUSY:
             self.deadline.extend(self.timeouts.client)
         if events:
@@ -392,6 +402,8 @@ class TlsClientConnection(ClientConnection):
     handshake, counted here.
     """
 
+    __slots__ = ()
+
     def __del__(self) -> None:
         if self.transport is None:
             self.worker.stats.listener(self.listener_name).tls_failed += 1
@@ -430,6 +442,14 @@ class TunnelOwner:
 
 class Exchange:
     """One request and its response."""
+
+    __slots__ = (
+        "conn", "request", "revision", "listener", "pool", "member", "backend", "pstats", "mstats", "started",
+        "accepted", "status", "bytes_out", "termination", "t_queue", "t_connect", "t_first_byte", "sent_at",
+        "slot", "acl", "facts", "client_keep_alive", "request_done", "body_pending", "body_pending_size",
+        "body_sent", "body_received", "body_limit", "discard_body", "reader", "response_started",
+        "response_chunked", "response_keep_alive", "backend_keep_alive", "tried", "finished",
+    )
 
     def __init__(self, conn: ClientConnection, request: Request) -> None:
         # lifetime: this exchange
@@ -740,8 +760,8 @@ class Exchange:
                 if self.response_chunked:
                     out.append(encode_last_chunk(event.trailers))
                 if out:
-                    conn.write(b"".join(out))
-                    conn.deadline.extend(conn.timeouts.client)
+                    # No client timeout to set: exchange_done sets keepalive (or the next request's).
+                    conn.write(b"".join(out) if len(out) > 1 else out[0])
                 if index != last:
                     # Bytes after the response: the member broke framing; never reuse it.
                     self.backend_keep_alive = False

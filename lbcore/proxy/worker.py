@@ -137,6 +137,8 @@ class Worker:
         self.apply_member_states()
 
     def member_ok(self, member) -> None:
+        if not self.passive:  # no member has failed since the counts were last cleared
+            return
         counts = self.passive.get(member.data.pool + "/" + member.name)
         if counts is not None:
             counts[0] = counts[1] = 0

@@ -1,0 +1,155 @@
+"""lbcore.proxy.flow: the lazy Deadline and the ReadGate, on a loop the test steps."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from lbcore.proxy.flow import Deadline, ReadGate
+
+
+class Handle:
+    def __init__(self, when: float, callback) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class SteppedLoop:
+    """time() and call_at() on a clock that only ``advance`` moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, int, Handle]] = []
+        self.armed = 0  # call_at calls: the cost a lazy deadline avoids
+        self._seq = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback) -> Handle:
+        self.armed += 1
+        handle = Handle(when, callback)
+        heapq.heappush(self.timers, (when, next(self._seq), handle))
+        return handle
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self.timers and self.timers[0][0] <= end:
+            when, _, handle = heapq.heappop(self.timers)
+            if handle.cancelled:
+                continue
+            self.now = max(self.now, when)
+            handle.callback()
+        self.now = end
+
+
+def deadline():
+    loop = SteppedLoop()
+    fired: list[float] = []
+    return loop, Deadline(loop, lambda: fired.append(loop.now)), fired
+
+
+def test_fires_once_at_the_expiry():
+    loop, d, fired = deadline()
+    d.extend(10)
+    loop.advance(9.9)
+    assert fired == []
+    loop.advance(1)
+    assert fired == [10]
+    assert not d.active
+    loop.advance(100)
+    assert fired == [10]
+
+
+def test_a_later_expiry_needs_no_new_timer_and_still_fires_at_the_end():
+    loop, d, fired = deadline()
+    d.extend(10)
+    for _ in range(100):
+        loop.advance(0.05)
+        d.extend(10)  # activity: the deadline moves on
+    assert loop.armed == 1
+    loop.advance(9.99)
+    assert fired == []  # the timer went off at 10, saw time left, re-armed
+    loop.advance(0.02)
+    assert len(fired) == 1 and abs(fired[0] - 15.0) < 1e-6
+
+
+def test_an_earlier_expiry_fires_early():
+    loop, d, fired = deadline()
+    d.extend(60)
+    loop.advance(1)
+    d.extend(5)
+    loop.advance(5)
+    assert fired == [6.0]
+
+
+def test_switching_between_long_and_short_timeouts_does_not_arm_a_timer_each_time():
+    # keep-alive (60 s) between requests, request (10 s) while one is read: the
+    # timer stays armed for the short one; extending to the long one is lazy.
+    loop, d, fired = deadline()
+    for _ in range(1000):
+        d.extend(10)
+        loop.advance(0.001)
+        d.extend(60)
+        loop.advance(0.001)
+    assert loop.armed <= 2
+    assert fired == []
+    loop.advance(59.9)
+    assert fired == []
+    loop.advance(0.2)
+    assert len(fired) == 1 and abs(fired[0] - (2.0 + 60)) < 0.01
+
+
+def test_cancel_stops_it_and_extend_starts_it_again():
+    loop, d, fired = deadline()
+    d.extend(1)
+    d.cancel()
+    loop.advance(5)
+    assert fired == [] and not d.active
+    d.extend(1)
+    loop.advance(1)
+    assert fired == [6.0]
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.reading = True
+        self.calls = 0
+
+    def pause_reading(self) -> None:
+        self.calls += 1
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.calls += 1
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_read_gate_resumes_only_when_every_reason_is_gone():
+    t = Transport()
+    gate = ReadGate(t)
+    gate.pause(ReadGate.PEER_FULL)
+    gate.pause(ReadGate.PIPELINE)
+    gate.pause(ReadGate.PIPELINE)  # idempotent
+    assert not t.reading and t.calls == 1
+    gate.resume(ReadGate.PIPELINE)
+    assert not t.reading
+    gate.resume(ReadGate.BUFFERED)  # a reason that was not set changes nothing
+    assert not t.reading
+    gate.resume(ReadGate.PEER_FULL)
+    assert t.reading and t.calls == 2
+
+
+def test_read_gate_applies_a_pause_decided_before_the_transport():
+    gate = ReadGate()
+    gate.pause(ReadGate.BUFFERED)
+    t = Transport()
+    gate.attach(t)
+    assert not t.reading
