@@ -2,6 +2,7 @@
 #   make demo   install lbcore and run the demo (demo members + engine on examples/demo.yaml)
 #   make test   install what the tests need (Debian packages, Python test extras) and run every test
 PYTHON ?= python3
+PURE_TWIN_TESTS = tests/integration/test_routing.py tests/integration/test_http_edges.py tests/integration/test_lifecycle.py
 DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4 openssl postgresql
 
 .PHONY: demo test deps install unit integration
@@ -24,8 +25,12 @@ demo: install
 # scripts/pg-test-server runs the tests beside a throwaway PostgreSQL server (a Unix
 # socket in a temporary directory) and sets LBCORE_TEST_PG_URL for the control plane's
 # PostgreSQL store tests; it is stopped and removed afterwards.
+# Then the engine's HTTP tests again on the pure-Python twins of lbcore/_fastpath (the
+# first run uses the compiled ones), and the micro-benchmarks once each, untimed.
 test: deps
 	bash scripts/pg-test-server $(PYTHON) -m pytest -q tests
+	LBCORE_NO_EXTENSIONS=1 $(PYTHON) -m pytest -q $(PURE_TWIN_TESTS)
+	$(PYTHON) -m pytest -q bench/micro --benchmark-disable
 
 unit:
 	$(PYTHON) -m pytest -q tests/unit

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from ._http1_events import EndOfMessage, Event, ProtocolError, Request
+from lbcore._fastpath import heads
+
+from ._http1_events import Data, EndOfMessage, Event, ProtocolError, Request
 from ._http1_headers import (
     connection_options,
     decode_fields,
@@ -14,7 +17,19 @@ from ._http1_headers import (
     parse_content_length,
     parse_transfer_encoding,
 )
-from ._http1_state import BODY, CLOSED, EMPTY_END, HEAD, IDLE, REQUEST_STATES, TUNNEL, Stop, ReaderBase, goto, translate
+from ._http1_state import (
+    BODY,
+    CLOSED,
+    EMPTY_END,
+    HEAD,
+    IDLE,
+    REQUEST_STATES,
+    TUNNEL,
+    ReaderBase,
+    Stop,
+    goto,
+    translate,
+)
 
 __all__ = ["RequestReader"]
 
@@ -26,6 +41,10 @@ _FIELDS = frozenset({"host", "content-length", "transfer-encoding", "connection"
 # measured exactly.
 _LONGEST_METHOD = 11
 _LINE_OVERHEAD = 12
+
+# The fast lane: data, pos, max_request_line, max_header_bytes, max_headers ->
+# (method, target, headers, version, keep_alive, content_length, end) or None.
+ScanRequest = Callable[[bytes, int, int, int, int], tuple | None]
 
 
 class RequestReader(ReaderBase):
@@ -49,10 +68,26 @@ class RequestReader(ReaderBase):
     request ``upgraded`` is True and ``take_tail()`` returns the bytes that
     followed it; a server that declines an upgrade hands those bytes to a fresh
     RequestReader.
+
+    ``fast_lane`` (default: ``lbcore._fastpath.heads.scan_request``, the compiled
+    twin when built) recognises a complete simple request at the start of the
+    unparsed bytes; such a request, when its whole body is in the same buffer,
+    is turned into events here and never reaches llhttp. The first request it
+    declines, and everything after it in that ``feed``, goes to llhttp, which is
+    then at a message boundary because it never saw the fast ones. The events
+    and errors are the same either way; None turns the fast lane off.
     """
 
-    def __init__(self, *, max_request_line: int = 8192, max_header_bytes: int = 32768, max_headers: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        max_request_line: int = 8192,
+        max_header_bytes: int = 32768,
+        max_headers: int = 100,
+        fast_lane: ScanRequest | None = heads.scan_request,
+    ) -> None:
         # configuration
+        self._fast_lane = fast_lane
         self._max_request_line = max_request_line
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
@@ -94,6 +129,14 @@ class RequestReader(ReaderBase):
         events = self._events = []
         seq = self._seq
         view = data
+        if state is IDLE and self._fast_lane is not None:
+            if type(data) is not bytes:
+                data = view = bytes(data)
+            pos = self._fast(data)
+            if pos:
+                if pos == len(data) or self._state is CLOSED:
+                    return events  # all taken, or the rest follows a closing request
+                view = memoryview(data)[pos:]
         try:
             while True:
                 try:
@@ -120,6 +163,32 @@ class RequestReader(ReaderBase):
         if self._body:
             self._flush_body()
         return events
+
+    def _fast(self, data: bytes) -> int:
+        """Take the simple requests at the start of ``data`` (see ``fast_lane``); the
+        index where llhttp has to go on."""
+        scan = self._fast_lane
+        events = self._events
+        pos, size = 0, len(data)
+        while pos < size and self._state is IDLE:
+            head = scan(data, pos, self._max_request_line, self._max_header_bytes, self._max_headers)
+            if head is None:
+                break
+            method, target, headers, version, keep_alive, length, end = head
+            body_end = end + length if length else end
+            if body_end > size:
+                break  # llhttp streams a body that is still to come
+            # what on_message_begin, on_headers_complete, on_body and
+            # on_message_complete would have done
+            self._seq += 1
+            self._stalled = 0
+            events.append(Request(method, target, headers, version, keep_alive, False, length, False, None))
+            if body_end > end:
+                events.append(Data(data[end:body_end]))
+            events.append(EMPTY_END)
+            self._state = IDLE if keep_alive else CLOSED
+            pos = body_end
+        return pos
 
     def feed_eof(self) -> list[Event]:
         """The client closed its side: nothing if between messages, else an error."""
@@ -255,3 +324,8 @@ class RequestReader(ReaderBase):
             self.upgraded = True
         else:
             self._goto("end" if self._keep_alive else "end-close")
+        if not self._parser.should_keep_alive():
+            # llhttp will refuse what follows ("Data after `Connection: close`")
+            # where the reader would not (Proxy-Connection: close); so that the
+            # same happens, everything from now on goes to llhttp.
+            self._fast_lane = None

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import NoReturn
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from lbcore._fastpath import heads
+
 from ._http1_chunks import ChunkScanner
-from ._http1_events import EndOfMessage, Event, InformationalResponse, ProtocolError, Response
+from ._http1_events import (
+    EndOfMessage,
+    Event,
+    InformationalResponse,
+    ProtocolError,
+    Response,
+)
 from ._http1_headers import (
     REASON_RE,
     connection_options,
@@ -19,7 +28,6 @@ from ._http1_headers import (
     parse_transfer_encoding,
 )
 from ._http1_state import (
-    ReaderBase,
     BODY_CHUNKED,
     BODY_LENGTH,
     BODY_UNTIL_EOF,
@@ -29,6 +37,7 @@ from ._http1_state import (
     IDLE,
     RESPONSE_STATES,
     TUNNEL,
+    ReaderBase,
     Stop,
     goto,
     translate,
@@ -38,6 +47,10 @@ __all__ = ["ResponseReader"]
 
 # Fields that decide framing and connection handling.
 _FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+# The fast lane: data, pos, method, max_header_bytes, max_headers ->
+# (status, reason, headers, version, keep_alive, content_length, end) or None.
+ScanResponse = Callable[[bytes, int, str, int, int], tuple | None]
 
 
 class ResponseReader(ReaderBase):
@@ -57,10 +70,25 @@ class ResponseReader(ReaderBase):
     lines excepted); bytes after a response that closes the connection are
     ignored. After a 101 (or a 2xx to CONNECT) ``upgraded`` is True and
     ``take_tail()`` returns the bytes that followed the head.
+
+    ``fast_lane`` (default: ``lbcore._fastpath.heads.scan_response``, the
+    compiled twin when built) recognises a complete simple head (no body, or a
+    Content-Length body) where a response begins; the reader then builds the
+    Response itself and hands the body on as Data, counting its bytes, so the
+    message never reaches llhttp, which stays at a message boundary. Any other
+    head goes to llhttp as before. The events and errors are the same either
+    way; None turns the fast lane off.
     """
 
-    def __init__(self, *, max_header_bytes: int = 65536, max_headers: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        max_header_bytes: int = 65536,
+        max_headers: int = 200,
+        fast_lane: ScanResponse | None = heads.scan_response,
+    ) -> None:
         # configuration
+        self._fast_lane = fast_lane
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
         # connection
@@ -85,6 +113,7 @@ class ResponseReader(ReaderBase):
         self._names: list[bytes] = []
         self._values: list[bytes] = []
         self._left = 0  # bytes to come of a Content-Length body
+        self._direct = False  # the fast lane took the head: the body bypasses llhttp
         self._keep_alive = True
 
     def expect(self, method: str) -> None:
@@ -153,6 +182,13 @@ class ResponseReader(ReaderBase):
             elif state is BODY_LENGTH:
                 take = min(self._left, end - pos)
                 self._left -= take
+                if self._direct:
+                    # what on_body and on_message_complete would have done
+                    self._body.append(data[pos : pos + take])
+                    pos += take
+                    if not self._left:
+                        self._end_message()
+                    continue
                 self._execute(view[pos : pos + take])
                 pos += take
                 if not self._left and self._state is BODY_LENGTH:
@@ -179,11 +215,39 @@ class ResponseReader(ReaderBase):
                 self._reason = []
                 self._names = []
                 self._values = []
+                self._direct = False
+                if self._fast_lane is not None:
+                    head = self._fast_lane(data, pos, self._expected[0], self._max_header_bytes, self._max_headers)
+                    if head is not None:
+                        pos = self._fast_head(head)
             elif state is TUNNEL:
                 self._tail.append(data[pos:end])
                 return
             else:  # CLOSED: what follows a closing response is ignored
                 return
+
+    def _fast_head(self, head: tuple) -> int:
+        """Emit a head the fast lane recognised (as on_headers_complete would); the
+        index after it. A body of Content-Length bytes then goes the direct way."""
+        status, reason, headers, version, keep_alive, length, end = head
+        method = self._expected[0]
+        self._keep_alive = keep_alive
+        self._events.append(Response(status, reason, headers, version, keep_alive, False, length))
+        if not length or method == "HEAD" or status == 204 or status == 304:
+            self._end_message()
+        else:
+            self._left = length
+            self._direct = True
+            self._goto("length")
+        return end
+
+    def _end_message(self) -> None:
+        # What on_message_complete does for a message without trailers.
+        if self._body:
+            self._flush_body()
+        self._events.append(EMPTY_END)
+        self._expected.popleft()
+        self._goto("end" if self._keep_alive else "end-close")
 
     def _head_end(self, data: bytes, pos: int, end: int) -> int:
         """The index just after the CRLF CRLF ending the head, or -1."""
@@ -305,3 +369,8 @@ class ResponseReader(ReaderBase):
             self._events.append(EMPTY_END)
         self._expected.popleft()
         self._goto("end" if self._keep_alive else "end-close")
+        if not self._parser.should_keep_alive():
+            # llhttp will refuse what follows ("Data after `Connection: close`")
+            # where the reader would not (Proxy-Connection: close); so that the
+            # same happens, everything from now on goes to llhttp.
+            self._fast_lane = None

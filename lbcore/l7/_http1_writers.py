@@ -33,7 +33,10 @@ def _fields(headers: Iterable[tuple[str, str]]) -> str:
         names.append(name)
         values.append(value)
         lines.append(f"{name}: {value}\r\n")
-    if names and TOKEN_LIST_RE.fullmatch("\n".join(names)) is None:
+    # One regex over the names joined by LF; a name with an LF of its own would pass
+    # as two tokens, so the number of LFs must be exactly the joins.
+    joined = "\n".join(names)
+    if names and (TOKEN_LIST_RE.fullmatch(joined) is None or joined.count("\n") != len(names) - 1):
         bad = next(n for n in names if TOKEN_RE.fullmatch(n) is None)
         raise ValueError(f"invalid header name {bad!r}")
     # HTAB is a legal value character, so it can join the values for one search.

@@ -10,6 +10,9 @@ a character.
 
 The layouts are documented in ``lbcore.proxy.accesslog``; ``JSON_KEYS`` is the order
 of the JSON keys.
+
+This module is the pure twin of ``lbcore._fastpath._logline`` (Cython, same output for
+every record); ``make_formatter`` uses the one ``lbcore._fastpath.logline`` selects.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from lbcore.proxy.accesslog import AccessRecord
 
 __all__ = [
+    "IMPLEMENTATION",
     "JSON_KEYS",
     "SYSLOG_MSGID",
     "SYSLOG_SEVERITY_INFO",
@@ -39,6 +43,7 @@ __all__ = [
     "syslog_hostname",
 ]
 
+IMPLEMENTATION = "pure"
 JSON_KEYS = (
     "timestamp", "worker", "mode", "listener", "client_ip", "client_port", "sni", "tls_version", "tls_resumed",
     "acl", "pool", "member", "method", "target", "http_version", "host", "user_agent", "status",
@@ -215,7 +220,10 @@ def syslog_hostname() -> str:
 def make_formatter(settings: AccessLogSettings, worker: int = 0) -> Callable[["AccessRecord"], str]:
     """record -> one message: the line, inside an RFC 5424 frame for syslog targets
     (``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG``)."""
-    line = format_json if settings.format == "json" else format_text
+    # The selected twin, imported here and not at the top: logline imports this module.
+    from lbcore._fastpath import logline
+
+    line = logline.format_json if settings.format == "json" else logline.format_text
     if not settings.sink.is_syslog:
         return lambda record: line(record, worker)
     prefix = f"<{settings.priority_facility * 8 + SYSLOG_SEVERITY_INFO}>1 "

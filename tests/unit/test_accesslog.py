@@ -1,4 +1,7 @@
-"""lbcore.proxy.accesslog: line formats, escaping, the bounded buffer, flushing, sharing."""
+"""lbcore.proxy.accesslog: line formats, escaping, the bounded buffer, flushing, sharing.
+
+The line formats run over both twins: ``lbcore.proxy.accesslog_format`` (pure) and
+``lbcore._fastpath._logline`` (compiled); tests/unit/test_logline.py checks they agree."""
 
 from __future__ import annotations
 
@@ -16,11 +19,41 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lbcore.proxy.accesslog import TERMINATIONS, AccessLog, AccessLogs, AccessRecord
+from lbcore.proxy import accesslog_format as pure_format
 from lbcore.proxy.accesslog_format import JSON_KEYS, escape_text, format_json, format_text, make_formatter
 from lbcore.spec import AccessLogSettings, parse_spec
 
 T0 = 1714564800.123  # 2024-05-01T12:00:00.123Z
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# -- the two formatter twins --------------------------------------------------------------------
+TWINS = ["pure", "compiled"]
+_IN_CI = bool(os.environ.get("CI"))
+
+
+def compiled_twin() -> Any | None:
+    """lbcore._fastpath._logline, whatever LBCORE_NO_EXTENSIONS says; None when not built."""
+    try:
+        from lbcore._fastpath import _logline
+    except ImportError:
+        return None
+    return _logline
+
+
+def twin(name: str) -> Any:
+    """The formatter module ``name`` ("pure" or "compiled"). A compiled twin that is not
+    built skips the test outside CI and fails it in CI (which builds it): never hidden."""
+    if name == "pure":
+        return pure_format
+    module = compiled_twin()
+    if module is None:
+        message = "lbcore._fastpath._logline is not built (cythonize -i -3 lbcore/_fastpath/_logline.pyx)"
+        if _IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    assert module.IMPLEMENTATION == "compiled"
+    return module
+
 
 TEXT_RE = re.compile(
     r"(?P<client>\S+) \[(?P<date>[^\]]+)\] (?P<listener>\S+) (?P<pool>[^/ ]+)/(?P<member>\S+) "
@@ -140,7 +173,9 @@ def new_log(sink: ListSink | None = None, **kwargs: Any) -> AccessLog:
 # -- JSON -------------------------------------------------------------------------------------------
 
 
-def test_json_round_trip_and_stable_keys() -> None:
+@pytest.mark.parametrize("name", TWINS)
+def test_json_round_trip_and_stable_keys(name: str) -> None:
+    format_json = twin(name).format_json
     rec = record(tls_version="TLSv1.3", tls_resumed=True, sni="api.example.com", t_tls=0.0031, retries=1)
     line = format_json(rec, worker=3)
     data = json.loads(line)
@@ -153,7 +188,9 @@ def test_json_round_trip_and_stable_keys() -> None:
     assert {f.name for f in fields(AccessRecord)} - set(JSON_KEYS) == {"accepted", "started"}
 
 
-def test_json_nulls_for_what_did_not_happen() -> None:
+@pytest.mark.parametrize("name", TWINS)
+def test_json_nulls_for_what_did_not_happen(name: str) -> None:
+    format_json = twin(name).format_json
     rec = AccessRecord(T0, 5.0, "::1", 40000, "edge", method="", target="", http_version="")
     data = json.loads(format_json(rec))
     assert data["status"] is None and data["pool"] is None and data["member"] is None
@@ -167,7 +204,9 @@ def test_json_nulls_for_what_did_not_happen() -> None:
 # -- text -------------------------------------------------------------------------------------------
 
 
-def test_text_layout_httplog() -> None:
+@pytest.mark.parametrize("name", TWINS)
+def test_text_layout_httplog(name: str) -> None:
+    format_text = twin(name).format_text
     line = format_text(record(retries=2, termination="SH"))
     assert line == (
         '192.0.2.7:51234 [01/May/2024:12:00:00.123] web api/a1 0/0/0/2/3 200 512 - - SH 2 api '
@@ -177,7 +216,9 @@ def test_text_layout_httplog() -> None:
     assert fields_ is not None and fields_["term"] == "SH"
 
 
-def test_text_missing_phases_and_names() -> None:
+@pytest.mark.parametrize("name", TWINS)
+def test_text_missing_phases_and_names(name: str) -> None:
+    format_text = twin(name).format_text
     rec = AccessRecord(T0, 0.0, "2001:db8::1", 443, "web", method="", status=None, termination="cR", t_request=10.0)
     assert format_text(rec) == (
         '[2001:db8::1]:443 [01/May/2024:12:00:00.123] web <NOPOOL>/<NOSRV> 10000/-1/-1/-1/-1 -1 0 - - cR 0 - '
@@ -188,7 +229,9 @@ def test_text_missing_phases_and_names() -> None:
     assert format_text(rec).endswith(' web api/<NOSRV> 0/0/-1/-1/3 503 512 - - SC 0 - {|} "GET /v1/x?y=1 HTTP/1.0"')
 
 
-def test_text_tcplog() -> None:
+@pytest.mark.parametrize("name", TWINS)
+def test_text_tcplog(name: str) -> None:
+    format_text = twin(name).format_text
     rec = AccessRecord(T0, 0.0, "198.51.100.2", 5555, "db", pool="pg", member="pg1", mode="tcp", t_queue=0.0,
                        t_connect=0.0015, t_total=12.5, bytes_out=4096, termination="CD", retries=1)
     line = format_text(rec)
@@ -219,8 +262,10 @@ def _one_ascii_line(line: str) -> None:
     assert line.splitlines() == [line]
 
 
+@pytest.mark.parametrize("name", TWINS)
 @pytest.mark.parametrize("nasty", NASTY)
-def test_escaping_keeps_one_line_and_fields(nasty: str) -> None:
+def test_escaping_keeps_one_line_and_fields(nasty: str, name: str) -> None:
+    format_text, format_json = twin(name).format_text, twin(name).format_json
     rec = record(target=nasty, user_agent=nasty, host=nasty, method="GET")
     text = format_text(rec)
     _one_ascii_line(text)
@@ -234,9 +279,11 @@ def test_escaping_keeps_one_line_and_fields(nasty: str) -> None:
     assert data["target"] == data["user_agent"] == data["host"] == nasty
 
 
+@pytest.mark.parametrize("name", TWINS)
 @SETTINGS
 @given(st.text(), st.text(), st.text(), st.text(max_size=5))
-def test_escaping_any_text(target: str, user_agent: str, host: str, term: str) -> None:
+def test_escaping_any_text(name: str, target: str, user_agent: str, host: str, term: str) -> None:
+    format_text, format_json = twin(name).format_text, twin(name).format_json
     rec = record(target=target, user_agent=user_agent, host=host, termination=term or "--")
     text = format_text(rec)
     _one_ascii_line(text)
@@ -256,7 +303,9 @@ def test_escape_text_forms() -> None:
     assert escape_text("plain /path?q=1 ok") == "plain /path?q=1 ok"
 
 
-def test_bare_fields_escape_spaces() -> None:
+@pytest.mark.parametrize("name", TWINS)
+def test_bare_fields_escape_spaces(name: str) -> None:
+    format_text = twin(name).format_text
     line = format_text(record(termination="a b", acl=None, client_ip="1.2.3.4 evil"))
     assert line.startswith("1.2.3.4\\x20evil:51234 ")
     assert " a\\x20b 0 - {" in line

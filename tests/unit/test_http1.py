@@ -2,7 +2,9 @@
 
 Every reader test runs its bytes three ways (h11 tests/test_io.py): the whole
 buffer at once, one byte at a time, and followed by trailing bytes of a next
-message that must not disturb the events.
+message that must not disturb the events. And every test runs with the
+readers' fast lane off, with its pure twin and with its compiled twin
+(``fast_lane`` below): the fast lane must not change any outcome.
 """
 
 from __future__ import annotations
@@ -28,10 +30,18 @@ from lbcore.l7.http1 import (
     encode_response_head,
     error_response,
 )
+from tests.unit.test_http1_fastlane import LANES, use_default_lane
 
 MODES = ["whole", "bytewise", "trailing"]
 NEXT_REQUEST = b"GET /next HTTP/1.1\r\nHo"  # the start of a pipelined request
 NEXT_RESPONSE = b"HTTP/1.1 200 OK\r\nCont"
+
+
+@pytest.fixture(autouse=True, params=LANES)
+def fast_lane(request, monkeypatch):
+    """Every test runs with the readers' fast lane off (llhttp only), with the pure
+    twin and with the compiled twin: the fast lane must not change any outcome."""
+    use_default_lane(monkeypatch, request.param)
 
 
 def merge(events):
@@ -696,6 +706,8 @@ def test_encode_request_head():
     [
         ("GET", "/", [("Bad Name", "v")]),
         ("GET", "/", [("", "v")]),
+        ("GET", "/", [("A\nB", "v")]),  # a bare LF in a name
+        ("GET", "/", [("A", "v"), ("B\nC", "v")]),
         ("GET", "/", [("X", "a\r\nInjected: yes")]),
         ("GET", "/", [("X", "a\nb")]),
         ("GET", "/", [("X", "a\x00")]),

@@ -46,8 +46,17 @@ from lbcore.l7.http1 import (
     Response,
     ResponseReader,
 )
+from tests.unit.test_http1_fastlane import LANES, use_default_lane
 
 SETTINGS = settings(max_examples=200, deadline=None)
+
+
+@pytest.fixture(autouse=True, params=LANES)
+def fast_lane(request, monkeypatch):
+    """Every test runs with the readers' fast lane off (llhttp only), with the pure
+    twin and with the compiled twin: the fast lane must not change any outcome."""
+    use_default_lane(monkeypatch, request.param)
+
 
 # -- grammar -----------------------------------------------------------------------
 

@@ -1,0 +1,476 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Access-log lines: the compiled twin of ``lbcore.proxy.accesslog_format``'s formatters.
+
+``format_text`` and ``format_json`` return, for every record, exactly the string the
+pure functions return (the pure module is the reference; read its docstring for the
+escaping rules and ``lbcore.proxy.accesslog`` for the layouts). What differs is how:
+
+- escaping is a C loop over the string's code points against a 128-entry table per
+  context (quoted, bare token, capture); a string with nothing to escape (the common
+  case) is used as it is, no copy, no regex. One that needs escaping is written in
+  two passes (measure, then fill) into a new ASCII string;
+- a JSON string with nothing to escape is written between two quotes of the line
+  itself; anything else goes to ``json.encoder.encode_basestring_ascii``, the very
+  function the pure twin calls;
+- the line is joined once (a Cython f-string: one allocation);
+- a JSON duration (``.6f``) is written from integers in C when ``|d| < 4e9``, with
+  the rounding Python's dtoa does (exact value, half to even; see ``_fixed6``),
+  else by ``PyOS_double_to_string``, what ``float.__format__`` calls;
+- timestamps: the same rounding as the pure ``_split`` (``round(t * 1000)``, half to
+  even, floor ``divmod``) done in C, and the date text from the pure ``_second``
+  (its ``lru_cache``), remembered here for the last second seen;
+- anything off the common types (a duration that is not a float, a value that is a
+  ``str`` subclass or whose ``str()`` is one, a timestamp out of range) goes to the
+  pure module's own helper, so the odd cases, exceptions included, behave the same.
+"""
+
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.mem cimport PyMem_Free
+from cpython.unicode cimport (
+    PyUnicode_1BYTE_DATA,
+    PyUnicode_DATA,
+    PyUnicode_FromStringAndSize,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_KIND,
+    PyUnicode_New,
+    PyUnicode_READ,
+)
+from libc.math cimport fabs, fma, isfinite, rint, round as c_round, signbit
+from libc.string cimport strlen
+
+from json.encoder import encode_basestring_ascii as _encode_json  # type: ignore[attr-defined]
+
+from lbcore.proxy import accesslog_format as _pure
+
+__all__ = ["IMPLEMENTATION", "format_json", "format_text"]
+
+IMPLEMENTATION = "compiled"
+
+cdef extern from "Python.h":
+    # pystrtod.h: what float.__format__ calls for ".6f" (flags 0: no "#", no "z").
+    char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *type) except NULL
+
+cdef extern from *:
+    """
+    /* a * b rounded to a double, as Python's float multiplication gives it: never fused
+       with a later addition into one fma (gcc's default -ffp-contract=fast may do that
+       on a target with FMA instructions, and the tie tests below would then differ). */
+    static double lbcore_logline_mul(double a, double b) { volatile double product = a * b; return product; }
+    """
+    double _mul "lbcore_logline_mul" (double a, double b) nogil
+
+# -- escaping -----------------------------------------------------------------------------------
+# Per context, for each ASCII code: 1 = kept as is (the pure module's three regex classes).
+cdef unsigned char _QUOTED_SAFE[128]  # [\x20\x21\x23-\x5b\x5d-\x7e]: inside "...", and JSON's kept set
+cdef unsigned char _TOKEN_SAFE[128]  # [\x21\x23-\x5b\x5d-\x7e]: a bare field, no space
+cdef unsigned char _CAPTURE_SAFE[128]  # [\x20\x21\x23-\x5b\x5d-\x7a\x7e]: inside {..|..}, no { | }
+
+
+cdef void _init_tables():
+    cdef int c
+    for c in range(128):
+        _QUOTED_SAFE[c] = 0x20 <= c <= 0x7e and c != 0x22 and c != 0x5c
+        _TOKEN_SAFE[c] = _QUOTED_SAFE[c] and c != 0x20
+        _CAPTURE_SAFE[c] = _QUOTED_SAFE[c] and c != 0x7b and c != 0x7c and c != 0x7d
+
+
+_init_tables()
+
+cdef const char *_HEX = b"0123456789abcdef"
+
+
+cdef inline Py_ssize_t _first_unsafe(str s, const unsigned char *safe):
+    """Index of the first character ``safe`` does not keep; -1 when there is none."""
+    cdef Py_ssize_t i = 0
+    cdef Py_UCS4 c
+    for c in s:  # readies a legacy string; reads by kind
+        if c >= 128 or not safe[c]:
+            return i
+        i += 1
+    return -1
+
+
+cdef inline Py_ssize_t _hex(unsigned char *out, Py_ssize_t j, unsigned int c, int digits):
+    cdef int shift = (digits - 1) * 4
+    while shift >= 0:
+        out[j] = _HEX[(c >> shift) & 0xF]
+        j += 1
+        shift -= 4
+    return j
+
+
+cdef object _escape(str s, const unsigned char *safe):
+    """``s`` itself when nothing needs escaping, else a new ASCII string: ``\\"``,
+    ``\\\\``, ``\\xHH``, ``\\uHHHH``, ``\\UHHHHHHHH`` (the pure ``_escape_char``)."""
+    cdef Py_ssize_t first = _first_unsafe(s, safe)
+    if first < 0:
+        return s
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s)
+    cdef int kind = PyUnicode_KIND(s)
+    cdef void *data = PyUnicode_DATA(s)
+    cdef Py_ssize_t size = first, k, j = 0
+    cdef Py_UCS4 c
+    for k in range(first, n):
+        c = PyUnicode_READ(kind, data, k)
+        if c < 128 and safe[c]:
+            size += 1
+        elif c == 0x22 or c == 0x5c:
+            size += 2
+        elif c <= 0xFF:
+            size += 4
+        elif c <= 0xFFFF:
+            size += 6
+        else:
+            size += 10
+    out = PyUnicode_New(size, 127)
+    cdef unsigned char *o = <unsigned char *>PyUnicode_1BYTE_DATA(out)
+    for k in range(n):
+        c = PyUnicode_READ(kind, data, k)
+        if c < 128 and safe[c]:
+            o[j] = <unsigned char>c
+            j += 1
+        elif c == 0x22 or c == 0x5c:
+            o[j] = 0x5c
+            o[j + 1] = <unsigned char>c
+            j += 2
+        else:
+            o[j] = 0x5c
+            if c <= 0xFF:
+                o[j + 1] = 0x78  # x
+                j = _hex(o, j + 2, c, 2)
+            elif c <= 0xFFFF:
+                o[j + 1] = 0x75  # u
+                j = _hex(o, j + 2, c, 4)
+            else:
+                o[j + 1] = 0x55  # U
+                j = _hex(o, j + 2, c, 8)
+    return out
+
+
+cdef object _escape_any(object value, const unsigned char *safe, object pattern):
+    """A value that is not exactly a ``str``: through ``str()`` as the pure twin does.
+    A ``str`` subclass goes to the pure regex (which returns an exact ``str``)."""
+    if not isinstance(value, str):
+        value = str(value)
+        if type(value) is str:
+            return _escape(<str>value, safe)
+    return pattern.sub(_pure._escape_char, value)
+
+
+cdef inline object _quoted(object value):
+    """The pure ``escape_text``: inside ``"..."``."""
+    if type(value) is str:
+        return _escape(<str>value, _QUOTED_SAFE)
+    return _escape_any(value, _QUOTED_SAFE, _pure._QUOTED_UNSAFE)
+
+
+cdef inline object _token(object value):
+    """The pure ``_token``: a bare field, ``-`` when None or empty."""
+    if value is None:
+        return "-"
+    if type(value) is str:
+        if PyUnicode_GET_LENGTH(value) == 0:
+            return "-"
+        return _escape(<str>value, _TOKEN_SAFE)
+    if value == "":
+        return "-"
+    return _escape_any(value, _TOKEN_SAFE, _pure._TOKEN_UNSAFE)
+
+
+cdef inline object _capture(object value):
+    """The pure ``_capture``: inside ``{..|..}``, empty when None."""
+    if value is None:
+        return ""
+    if type(value) is str:
+        return _escape(<str>value, _CAPTURE_SAFE)
+    return _escape_any(value, _CAPTURE_SAFE, _pure._CAPTURE_UNSAFE)
+
+
+# -- time ---------------------------------------------------------------------------------------
+cdef tuple _MS_TEXT = tuple([f".{ms:03d}" for ms in range(1000)])
+cdef tuple _MS_ISO = tuple([f".{ms:03d}Z" for ms in range(1000)])
+cdef object _second = _pure._second  # (ISO date, haproxy date) of a whole second, lru_cache'd
+cdef long long _last_second = 0
+cdef tuple _last_pair = None  # _second(_last_second), None before the first
+
+
+cdef inline tuple _second_pair(long long second):
+    global _last_second, _last_pair
+    if _last_pair is not None and second == _last_second:
+        return _last_pair
+    pair = _second(second)
+    _last_pair = pair
+    _last_second = second
+    return pair
+
+
+cdef inline bint _split(object timestamp, long long *second, int *ms):
+    """The pure ``_split`` for a float in range: ``divmod(round(t * 1000), 1000)``.
+    False: not a float, or out of range; the caller uses the pure helper."""
+    if type(timestamp) is not float:
+        return False
+    cdef double x = _mul(PyFloat_AS_DOUBLE(timestamp), 1000.0)
+    if not isfinite(x):
+        return False
+    cdef double r = c_round(x)  # float.__round__(): half away from zero, then ties to even
+    if fabs(x - r) == 0.5:
+        r = 2.0 * c_round(x / 2.0)
+    if not -9.0e15 < r < 9.0e15:
+        return False
+    cdef long long n = <long long>r
+    second[0] = n // 1000  # cdivision off: Python's floor division and modulo
+    ms[0] = <int>(n % 1000)
+    return True
+
+
+# -- numbers ------------------------------------------------------------------------------------
+
+
+cdef object _ms(object seconds):
+    """The pure ``_ms`` (whole milliseconds, -1 for none), as text."""
+    cdef double d, x, r
+    if seconds is None:
+        return "-1"
+    if type(seconds) is float:
+        d = PyFloat_AS_DOUBLE(seconds)
+        if not isfinite(d):
+            return "-1"
+        x = _mul(d, 1000.0)
+        if isfinite(x):
+            r = c_round(x)
+            if fabs(x - r) == 0.5:
+                r = 2.0 * c_round(x / 2.0)
+            if r <= 0.0:
+                return "0"
+            if r < 9.0e18:
+                return f"{<long long>r}"
+    return _pure._ms(seconds)  # an int, a huge value, ...: the reference decides (or raises)
+
+
+cdef object _fixed6(double d):
+    """``f"{d:.6f}"`` for a finite ``|d| < 4e9``; None for any other.
+
+    Python writes the exact binary value of ``d`` rounded to 6 decimals, half to even
+    (dtoa). Here: ``p = |d| * 1e6`` rounded, ``n = rint(p)``; the exact product is
+    ``p + e`` with ``e = fma(|d|, 1e6, -p)`` exactly and ``|e| <= ulp(p) / 2``. As
+    ``p < 2**52``, ``p - n`` is a multiple of ``ulp(p)`` (so is 0.5): unless ``p`` is a
+    half-integer the exact product rounds to ``n`` too; when it is, ``e`` decides (0:
+    a true tie, ``rint`` already chose the even one). The sign is ``d``'s, even when
+    the digits are all 0 (``-0.000000``), as Python writes it."""
+    cdef double a = fabs(d), p, r, e
+    cdef unsigned long long n
+    cdef char buf[32]
+    cdef int i = 32, k
+    if a < 1e-7:  # the product is below 0.1
+        n = 0
+    elif a < 4.0e9:
+        p = _mul(a, 1e6)
+        r = rint(p)
+        n = <unsigned long long>r
+        r = p - r
+        if r == 0.5 or r == -0.5:
+            e = fma(a, 1e6, -p)
+            if r == 0.5 and e > 0.0:
+                n += 1
+            elif r == -0.5 and e < 0.0:
+                n -= 1
+    else:
+        return None
+    for k in range(6):
+        i -= 1
+        buf[i] = <char>(48 + n % 10)
+        n //= 10
+    i -= 1
+    buf[i] = c'.'
+    while True:
+        i -= 1
+        buf[i] = <char>(48 + n % 10)
+        n //= 10
+        if n == 0:
+            break
+    if signbit(d):
+        i -= 1
+        buf[i] = c'-'
+    return PyUnicode_FromStringAndSize(buf + i, 32 - i)
+
+
+cdef object _jf(object value):
+    """The pure ``_jf``: ``f"{value:.6f}"``, null for None, NaN or infinity."""
+    cdef double d
+    cdef char *text
+    if value is None:
+        return "null"
+    if type(value) is float:
+        d = PyFloat_AS_DOUBLE(value)
+        if not isfinite(d):
+            return "null"
+        fixed = _fixed6(d)
+        if fixed is not None:
+            return fixed
+        text = PyOS_double_to_string(d, c'f', 6, 0, NULL)
+        try:
+            return PyUnicode_FromStringAndSize(text, <Py_ssize_t>strlen(text))
+        finally:
+            PyMem_Free(text)
+    return _pure._jf(value)
+
+
+cdef inline object _ji(object value):
+    return "null" if value is None else int(value)
+
+
+cdef inline object _jb(object value):
+    return "null" if value is None else ("true" if value else "false")
+
+
+cdef object _js(object value, bint *quoted):
+    """The pure ``_js``. A string with nothing to escape is returned as it is with
+    ``quoted`` set: the caller writes the quotes."""
+    quoted[0] = False
+    if value is None:
+        return "null"
+    if type(value) is str:
+        if _first_unsafe(<str>value, _QUOTED_SAFE) < 0:  # JSON keeps the same set as "..."
+            quoted[0] = True
+            return value
+        return _encode_json(value)
+    return _encode_json(value if isinstance(value, str) else str(value))
+
+
+cdef inline object _q(bint quoted):
+    return '"' if quoted else ""
+
+
+# -- the formatters -----------------------------------------------------------------------------
+
+
+def format_text(record, worker=0):
+    """haproxy's httplog layout (tcplog for ``mode == "tcp"``); see ``lbcore.proxy.accesslog``."""
+    cdef long long second
+    cdef int ms
+    r = record
+    # In the pure twin's order, so a malformed record fails the same way.
+    ip = _token(r.client_ip)
+    port = f"{r.client_port}"
+    if ":" in <str>ip:
+        lb, rb = "[", "]"
+    else:
+        lb = rb = ""
+    accepted = r.accepted
+    if _split(accepted, &second, &ms):
+        date = _second_pair(second)[1]
+        millis = _MS_TEXT[ms]
+    else:
+        date = _pure.text_timestamp(accepted)
+        millis = ""
+    listener = _token(r.listener)
+    pool = _token(r.pool or "<NOPOOL>")
+    member = _token(r.member or "<NOSRV>")
+    if r.mode == "tcp":
+        tw = _ms(r.t_queue)
+        tc = _ms(r.t_connect)
+        tt = _ms(r.t_total)
+        bytes_out = int(r.bytes_out)
+        term = _token(r.termination)
+        retries = int(r.retries)
+        return (
+            f"{lb}{ip}{rb}:{port} [{date}{millis}] {listener} {pool}/{member} "
+            f"{tw}/{tc}/{tt} {bytes_out} {term} {retries}"
+        )
+    if r.method:
+        method = _quoted(r.method)
+        space = " "
+        target = _quoted(r.target)
+        version = _quoted(r.http_version or "")
+        http = "" if (<str>version).startswith("HTTP/") else "HTTP/"
+    else:
+        method = "<BADREQ>"
+        space = target = version = http = ""
+    status = r.status
+    status = "-1" if status is None else int(status)
+    tq = _ms(r.t_request)
+    tw = _ms(r.t_queue)
+    tc = _ms(r.t_connect)
+    tr = _ms(r.t_first_byte)
+    ta = _ms(r.t_total)
+    bytes_out = int(r.bytes_out)
+    term = _token(r.termination)
+    retries = int(r.retries)
+    acl = _token(r.acl)
+    host = _capture(r.host)
+    user_agent = _capture(r.user_agent)
+    return (
+        f"{lb}{ip}{rb}:{port} [{date}{millis}] {listener} {pool}/{member} "
+        f"{tq}/{tw}/{tc}/{tr}/{ta} {status} {bytes_out} - - {term} {retries} {acl} "
+        f'{{{host}|{user_agent}}} "{method}{space}{target}{space}{http}{version}"'
+    )
+
+
+def format_json(record, worker=0):
+    """One JSON object, keys in ``JSON_KEYS`` order; durations in seconds."""
+    cdef long long second
+    cdef int ms
+    cdef bint q
+    r = record
+    accepted = r.accepted
+    if _split(accepted, &second, &ms):
+        timestamp = _second_pair(second)[0]
+        millis = _MS_ISO[ms]
+    else:
+        timestamp = _pure.iso_timestamp(accepted)
+        millis = ""
+    worker_ = int(worker)
+    mode = _js(r.mode, &q)
+    q_mode = _q(q)
+    listener = _js(r.listener, &q)
+    q_listener = _q(q)
+    client_ip = _js(r.client_ip, &q)
+    q_client_ip = _q(q)
+    client_port = _ji(r.client_port)
+    sni = _js(r.sni, &q)
+    q_sni = _q(q)
+    tls_version = _js(r.tls_version, &q)
+    q_tls_version = _q(q)
+    tls_resumed = _jb(r.tls_resumed)
+    acl = _js(r.acl, &q)
+    q_acl = _q(q)
+    pool = _js(r.pool, &q)
+    q_pool = _q(q)
+    member = _js(r.member, &q)
+    q_member = _q(q)
+    method = _js(r.method or None, &q)
+    q_method = _q(q)
+    target = _js(r.target or None, &q)
+    q_target = _q(q)
+    http_version = _js(r.http_version or None, &q)
+    q_http_version = _q(q)
+    host = _js(r.host, &q)
+    q_host = _q(q)
+    user_agent = _js(r.user_agent, &q)
+    q_user_agent = _q(q)
+    status = _ji(r.status)
+    bytes_in = _ji(r.bytes_in)
+    bytes_out = _ji(r.bytes_out)
+    retries = _ji(r.retries)
+    termination = _js(r.termination, &q)
+    q_termination = _q(q)
+    t_tls = _jf(r.t_tls)
+    t_request = _jf(r.t_request)
+    t_queue = _jf(r.t_queue)
+    t_connect = _jf(r.t_connect)
+    t_first_byte = _jf(r.t_first_byte)
+    t_total = _jf(r.t_total)
+    return (
+        f'{{"timestamp":"{timestamp}{millis}","worker":{worker_},"mode":{q_mode}{mode}{q_mode},'
+        f'"listener":{q_listener}{listener}{q_listener},"client_ip":{q_client_ip}{client_ip}{q_client_ip},'
+        f'"client_port":{client_port},"sni":{q_sni}{sni}{q_sni},'
+        f'"tls_version":{q_tls_version}{tls_version}{q_tls_version},"tls_resumed":{tls_resumed},'
+        f'"acl":{q_acl}{acl}{q_acl},"pool":{q_pool}{pool}{q_pool},"member":{q_member}{member}{q_member},'
+        f'"method":{q_method}{method}{q_method},"target":{q_target}{target}{q_target},'
+        f'"http_version":{q_http_version}{http_version}{q_http_version},'
+        f'"host":{q_host}{host}{q_host},"user_agent":{q_user_agent}{user_agent}{q_user_agent},'
+        f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},"retries":{retries},'
+        f'"termination":{q_termination}{termination}{q_termination},'
+        f'"t_tls":{t_tls},"t_request":{t_request},"t_queue":{t_queue},'
+        f'"t_connect":{t_connect},"t_first_byte":{t_first_byte},"t_total":{t_total}}}'
+    )

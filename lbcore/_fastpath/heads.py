@@ -1,0 +1,36 @@
+"""The readers' fast lane: simple HTTP/1.1 heads recognised without llhttp.
+
+- ``scan_request(data, pos, max_request_line, max_header_bytes, max_headers)``
+- ``scan_response(data, pos, method, max_header_bytes, max_headers)``
+
+Each returns the parsed head of a complete, simple message at ``data[pos:]``, or
+None for anything else, which the readers then give to llhttp (see
+``_heads_py`` for the subset and why it is safe).
+
+Two twins with one interface: ``_heads`` (Cython: C loops over the bytes) and
+``_heads_py`` (pure Python: the reference); the compiled one is used when built
+unless ``LBCORE_NO_EXTENSIONS=1``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from lbcore._fastpath import USE_EXTENSIONS, _heads_py
+
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "scan_request", "scan_response"]
+
+compiled: ModuleType | None = None
+if USE_EXTENSIONS:
+    try:
+        from lbcore._fastpath import _heads as compiled  # type: ignore[no-redef]
+    except ImportError:  # not built: the pure twin serves
+        compiled = None
+
+IMPLEMENTATIONS: dict[str, ModuleType] = {"pure": _heads_py}
+if compiled is not None:
+    IMPLEMENTATIONS["compiled"] = compiled
+_impl = compiled or _heads_py
+IMPLEMENTATION: str = _impl.IMPLEMENTATION
+scan_request = _impl.scan_request
+scan_response = _impl.scan_response

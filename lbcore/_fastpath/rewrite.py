@@ -1,0 +1,31 @@
+"""Header rewriting between client and member: picks the twin that serves.
+
+``request_head_for_member`` and ``response_head_for_client`` (the rules are in
+``lbcore.l7.rewrite``, which re-exports them) have two twins with one interface:
+``_rewrite`` (Cython: rewrite, field checks and latin-1 encoding in one pass) and
+``_rewrite_py`` (the reference: builds the field list, then ``encode_*_head``).
+The compiled one is used when built unless ``LBCORE_NO_EXTENSIONS=1``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from lbcore._fastpath import USE_EXTENSIONS, _rewrite_py
+
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "request_head_for_member", "response_head_for_client"]
+
+compiled: ModuleType | None = None
+if USE_EXTENSIONS:
+    try:
+        from lbcore._fastpath import _rewrite as compiled  # type: ignore[no-redef]
+    except ImportError:  # not built: the pure twin serves
+        compiled = None
+
+IMPLEMENTATIONS: dict[str, ModuleType] = {"pure": _rewrite_py}
+if compiled is not None:
+    IMPLEMENTATIONS["compiled"] = compiled
+_impl = compiled or _rewrite_py
+IMPLEMENTATION: str = _impl.IMPLEMENTATION
+request_head_for_member = _impl.request_head_for_member
+response_head_for_client = _impl.response_head_for_client

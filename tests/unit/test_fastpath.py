@@ -1,0 +1,53 @@
+"""lbcore._fastpath: every compiled twin is built and chosen, and LBCORE_NO_EXTENSIONS forces the pure ones.
+
+The twins' agreement is tested beside each one (test_http1_fastlane, test_rewrite,
+test_logline, test_tls_tickets); this file checks the selection itself, so that a
+build that silently lost its extensions fails here under CI instead of running the
+whole suite on the pure twins.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lbcore._fastpath as fastpath
+
+SELECTORS = ["heads", "rewrite", "logline", "sslctx"]
+SOURCES = sorted(p.stem for p in Path(fastpath.__file__).parent.glob("*.pyx"))
+
+
+def test_every_compiled_module_has_a_selector():
+    # _heads.pyx -> heads.py, _sslctx.pyx -> sslctx.py, ...
+    assert sorted(name.lstrip("_") for name in SOURCES) == sorted(SELECTORS)
+
+
+@pytest.mark.parametrize("name", SELECTORS)
+def test_the_selector_offers_both_twins(name):
+    selector = importlib.import_module(f"lbcore._fastpath.{name}")
+    assert "pure" in selector.IMPLEMENTATIONS
+    assert selector.IMPLEMENTATIONS["pure"].IMPLEMENTATION == "pure"
+    if "compiled" not in selector.IMPLEMENTATIONS:
+        if os.environ.get("CI") and fastpath.USE_EXTENSIONS:
+            pytest.fail(f"lbcore._fastpath._{name} is not built (pip install -e . builds it)")
+        pytest.skip(f"lbcore._fastpath._{name} is not built here")
+    assert selector.IMPLEMENTATIONS["compiled"].IMPLEMENTATION == "compiled"
+    expected = "compiled" if fastpath.USE_EXTENSIONS else "pure"
+    assert selector.IMPLEMENTATION == expected
+
+
+def test_the_environment_variable_forces_the_pure_twins():
+    code = (
+        "import importlib\n"
+        f"for name in {SELECTORS!r}:\n"
+        "    m = importlib.import_module('lbcore._fastpath.' + name)\n"
+        "    print(name, m.IMPLEMENTATION)\n"
+    )
+    env = {**os.environ, "LBCORE_NO_EXTENSIONS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [word for name in SELECTORS for word in (name, "pure")]

@@ -1,0 +1,231 @@
+"""lbcore._fastpath.logline: the compiled access-log formatters give the pure ones' string,
+byte for byte, for every record (and fail the same way for a malformed one)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from lbcore._fastpath import USE_EXTENSIONS, logline
+from lbcore.proxy import accesslog_format as pure
+from lbcore.proxy.accesslog import AccessRecord
+from lbcore.spec import AccessLogSettings
+from tests.unit.test_accesslog import NASTY, T0, compiled_twin, record, twin
+
+PARITY = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FORMATS = ["format_text", "format_json"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def outcome(fn: Callable[..., str], rec: Any, worker: Any = 0) -> tuple[str, Any]:
+    """("ok", the line) or ("error", the exception's type)."""
+    try:
+        return "ok", fn(rec, worker)
+    except Exception as exc:  # noqa: BLE001 - the two twins must fail alike
+        return "error", type(exc)
+
+
+def assert_same(rec: Any, worker: Any = 0) -> None:
+    compiled = twin("compiled")
+    for name in FORMATS:
+        expected = outcome(getattr(pure, name), rec, worker)
+        assert outcome(getattr(compiled, name), rec, worker) == expected, (name, rec)
+
+
+# -- strategies -----------------------------------------------------------------------------------
+
+# Every escaping class: controls, the delimiters, Latin-1, the BMP (line and paragraph
+# separators, lone surrogates as surrogateescape leaves them), astral characters.
+SPECIAL = list(
+    ' "\\{|}:/[]-<>%\x00\x01\x09\x0a\x0d\x1b\x1f\x7f\x80\x85\x9f\xa0\xe9\xff'
+    "\u0100\u2028\u2029\u65e5\ud800\udc80\udfff\ufeff\uffff\U00010000\U0001f600\U0010ffff"
+)
+CHARS = st.one_of(st.characters(codec=None, exclude_categories=()), st.sampled_from(SPECIAL), st.characters(max_codepoint=0x7f))
+TEXT = st.one_of(st.text(), st.text(alphabet=CHARS, max_size=40), st.sampled_from(NASTY + ["", "-", "GET", "HTTP/1.1", "2001:db8::1"]))
+
+
+class Str(str):
+    """A str subclass: the pure twin runs it through its regex, which returns a plain str."""
+
+    def __str__(self) -> str:
+        return "sub:" + str.__str__(self)
+
+
+class Named:
+    """Not a str: both twins take its str()."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Named({self.text!r})"
+
+
+ODD_TEXT = st.one_of(st.integers(), TEXT.map(Str), TEXT.map(Named), st.booleans())
+OPT_TEXT = st.one_of(st.none(), TEXT, TEXT, ODD_TEXT)
+REQ_TEXT = st.one_of(TEXT, TEXT, ODD_TEXT)
+INTS = st.one_of(st.integers(min_value=0, max_value=10**6), st.integers(), st.booleans())
+DURATIONS = st.one_of(
+    st.none(),
+    st.floats(min_value=0, max_value=100),
+    st.floats(),  # nan, +-inf, negative, huge (overflows to an error in both)
+    st.sampled_from([0.0, -0.0, 0.0005, 0.0015, 0.0025, 1e-7, -0.0004, 2.5e-3, 9.2e15, 1e300, math.nan, math.inf]),
+    st.integers(min_value=-(10**6), max_value=10**6),
+)
+TIMESTAMPS = st.one_of(
+    st.floats(min_value=0, max_value=4_102_444_800),  # 1970..2100
+    st.sampled_from([T0, 0.0, 0.0005, 0.0015, 1714564800.0005, 1714564800.9995, 1714564799.9999, -1.5, -0.0005]),
+    st.floats(min_value=-1e10, max_value=1e13),
+    st.integers(min_value=0, max_value=4_102_444_800),
+)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> AccessRecord:
+    return AccessRecord(
+        accepted=draw(TIMESTAMPS),
+        started=draw(st.floats()),
+        client_ip=draw(st.one_of(st.sampled_from(["192.0.2.7", "::1", "2001:db8::1", "", "fe80::1%eth0"]), REQ_TEXT)),
+        client_port=draw(st.one_of(INTS, st.none())),
+        listener=draw(REQ_TEXT),
+        acl=draw(OPT_TEXT),
+        pool=draw(OPT_TEXT),
+        member=draw(OPT_TEXT),
+        method=draw(st.one_of(st.sampled_from(["", "GET", "POST"]), REQ_TEXT, st.none())),
+        target=draw(st.one_of(st.just(""), REQ_TEXT, st.none())),
+        http_version=draw(st.one_of(st.sampled_from(["1.1", "1.0", "HTTP/1.1", "HTTP/2", "", "HTTP"]), REQ_TEXT, st.none())),
+        host=draw(OPT_TEXT),
+        user_agent=draw(OPT_TEXT),
+        status=draw(st.one_of(st.none(), st.integers(min_value=100, max_value=599), INTS)),
+        bytes_in=draw(INTS),
+        bytes_out=draw(INTS),
+        t_tls=draw(DURATIONS),
+        t_request=draw(DURATIONS),
+        t_queue=draw(DURATIONS),
+        t_connect=draw(DURATIONS),
+        t_first_byte=draw(DURATIONS),
+        t_total=draw(DURATIONS),
+        retries=draw(INTS),
+        termination=draw(st.one_of(st.sampled_from(["--", "SC", "cR"]), REQ_TEXT, st.none())),
+        tls_version=draw(OPT_TEXT),
+        tls_resumed=draw(st.one_of(st.none(), st.booleans())),
+        sni=draw(OPT_TEXT),
+        mode=draw(st.one_of(st.just("http"), st.just("tcp"), REQ_TEXT)),
+    )
+
+
+# -- parity ---------------------------------------------------------------------------------------
+
+
+@PARITY
+@given(records(), st.integers(min_value=0, max_value=64))
+@example(record(), 0)
+@example(record(mode="tcp"), 1)
+@example(record(method="", target="", http_version=""), 0)
+@example(record(client_ip="2001:db8::1", pool=None, member=None, status=None, t_total=math.nan), 0)
+def test_twins_agree_on_any_record(rec: AccessRecord, worker: int) -> None:
+    assert_same(rec, worker)
+
+
+@PARITY
+@given(TEXT, TEXT, TEXT, TEXT)
+def test_twins_agree_on_any_text(target: str, host: str, user_agent: str, other: str) -> None:
+    # Every string field at once, in both modes: the escaping of each context.
+    for mode in ("http", "tcp"):
+        rec = record(target=target, host=host, user_agent=user_agent, method=other or "GET", acl=other,
+                     listener=other, pool=other, member=other, termination=other, client_ip=other,
+                     http_version=other, sni=other, tls_version=other, mode=mode)
+        assert_same(rec)
+
+
+@pytest.mark.parametrize("nasty", NASTY)
+def test_twins_agree_on_nasty_strings(nasty: str) -> None:
+    assert_same(record(target=nasty, host=nasty, user_agent=nasty, method=nasty, acl=nasty, client_ip=nasty,
+                       listener=nasty, termination=nasty, http_version=nasty, sni=nasty))
+
+
+@pytest.mark.parametrize("changes", [
+    {"bytes_out": "lots"},  # ValueError in int()
+    {"bytes_out": "12"},  # int("12"): fine in both
+    {"retries": None},  # TypeError in int()
+    {"status": 3.7},
+    {"accepted": math.nan},
+    {"accepted": math.inf},
+    {"accepted": 1e300},
+    {"accepted": 1e17},  # a year gmtime cannot write
+    {"accepted": "soon"},
+    {"t_total": 1e307},  # text: round(inf) overflows; JSON: a long decimal
+    {"t_total": "slow"},
+    {"t_total": 7},
+    {"client_port": Named("x")},
+    {"listener": Str("we b")},
+    {"listener": Named("")},
+    {"host": Named("a|b")},
+    {"mode": Named("tcp")},
+    {"tls_resumed": 0},
+])
+def test_twins_agree_on_odd_values(changes: dict[str, Any]) -> None:
+    assert_same(record(**changes))
+    assert_same(record(**{"mode": "tcp", **changes}))
+
+
+def test_worker_is_an_int_in_json() -> None:
+    for worker in (0, 7, True, 2.9, "3"):
+        assert_same(record(), worker)
+
+
+def test_compiled_passes_clean_strings_through() -> None:
+    compiled = twin("compiled")
+    line = compiled.format_text(record())
+    assert line == pure.format_text(record())
+    assert compiled.format_json(record(), 5) == pure.format_json(record(), 5)
+
+
+# -- the selector ---------------------------------------------------------------------------------
+
+
+def test_selector_picks_the_compiled_twin_when_built() -> None:
+    assert logline.IMPLEMENTATIONS["pure"] is pure and pure.IMPLEMENTATION == "pure"
+    assert logline.IMPLEMENTATION in logline.IMPLEMENTATIONS
+    chosen = logline.IMPLEMENTATIONS[logline.IMPLEMENTATION]
+    assert (logline.format_text, logline.format_json) == (chosen.format_text, chosen.format_json)
+    if USE_EXTENSIONS:
+        twin("compiled")  # skips (outside CI) or fails (in CI) when not built
+        assert logline.IMPLEMENTATION == "compiled" and logline.IMPLEMENTATIONS["compiled"] is compiled_twin()
+    else:
+        assert logline.IMPLEMENTATION == "pure" and "compiled" not in logline.IMPLEMENTATIONS
+
+
+def test_make_formatter_uses_the_selected_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(logline, "format_text", lambda rec, worker=0: calls.append("text") or "T")
+    monkeypatch.setattr(logline, "format_json", lambda rec, worker=0: calls.append("json") or "J")
+    assert pure.make_formatter(AccessLogSettings(format="text"))(record()) == "T"
+    assert pure.make_formatter(AccessLogSettings(format="json"))(record()) == "J"
+    assert calls == ["text", "json"]
+
+
+@pytest.mark.parametrize("module", ["lbcore._fastpath.logline", "lbcore.proxy.worker", "lbcore._fastpath._logline"])
+def test_imports_in_any_order_without_a_cycle(module: str) -> None:
+    if module.endswith("._logline"):
+        twin("compiled")
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=ROOT)
+
+
+def test_no_extensions_selects_the_pure_twin() -> None:
+    env = dict(os.environ, LBCORE_NO_EXTENSIONS="1")
+    code = "from lbcore._fastpath import logline; print(logline.IMPLEMENTATION, sorted(logline.IMPLEMENTATIONS))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env, cwd=ROOT).stdout
+    assert out.split() == ["pure", "['pure']"]
