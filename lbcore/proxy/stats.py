@@ -56,6 +56,10 @@ def _status_index(status: int) -> int:
     return klass - 1 if 1 <= klass <= 5 else 5
 
 
+# Every status a response can carry (three digits) -> its class index: one lookup per response.
+_CLASS_OF = tuple(_status_index(status) for status in range(1000))
+
+
 class _Counters:
     """Integer fields; ``take()`` returns and resets the counters (gauges are kept)."""
 
@@ -69,7 +73,7 @@ class _Counters:
         self.responses = [0] * 6  # type: ignore[attr-defined]
 
     def response(self, status: int) -> None:
-        self.responses[_status_index(status)] += 1  # type: ignore[attr-defined]
+        self.responses[_CLASS_OF[status] if 0 <= status < 1000 else 5] += 1  # type: ignore[attr-defined]
 
     def take(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
