@@ -1,6 +1,6 @@
 """The engine's request path in one process, without sockets: what Python costs per request.
 
-``python -m bench.inproc [--requests N] [--profile] [--no-access-log] [--acls 3|50]``
+``python -m bench.inproc [--requests N] [--profile] [--no-access-log] [--acls 3|50] [--close]``
 
 A real ``Worker`` with the bench's Spec (``bench/configs.lbcore_spec``: the ACLs,
 X-Forwarded-For/-Proto, the access log to syslog over UDP), one ``ClientConnection``
@@ -32,6 +32,7 @@ from bench.configs import Frontend, lbcore_spec
 __all__ = ["RequestPath", "main"]
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"  # what wrk sends
+CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
 RESPONSE = (  # Debian's nginx answering the bench's small fixed response
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 23:58:51 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, world\n"
@@ -112,6 +113,16 @@ class RequestPath:
         self.client.data_received(REQUEST)
         self.backend.data_received(RESPONSE)
 
+    def one_connection(self) -> None:
+        """A client connection that sends one request and closes (wrk's Connection: close)."""
+        from lbcore.proxy.http import ClientConnection
+
+        client = ClientConnection(self.worker, "bench")
+        client.connection_made(self.client_transport)
+        client.data_received(CLOSE_REQUEST)
+        self.backend.data_received(RESPONSE)
+        client.connection_lost(None)
+
     def check(self) -> None:
         """The last exchange went through: the member got a head, the client a 200."""
         sent = b"".join(self.member_transport.written)
@@ -125,12 +136,13 @@ class RequestPath:
         self.sink.close()
 
 
-async def _run(path: RequestPath, requests: int, batch: int = 256) -> float:
+async def _run(path: RequestPath, requests: int, batch: int = 256, close: bool = False) -> float:
+    one = path.one_connection if close else path.one
     start = time.process_time()
     done = 0
     while done < requests:
         for _ in range(min(batch, requests - done)):
-            path.one()
+            one()
         done += batch
         path.check()
         await asyncio.sleep(0)  # let the access log's flush (call_soon) run, as the loop would
@@ -142,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=50_000)
     p.add_argument("--acls", type=int, default=3)
     p.add_argument("--no-access-log", action="store_true")
+    p.add_argument("--close", action="store_true", help="a new client connection per request")
     p.add_argument("--profile", action="store_true", help="cProfile's top functions (slows every call)")
     args = p.parse_args(argv)
     import uvloop
@@ -151,20 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     loop = uvloop.new_event_loop()
     path = RequestPath(loop, acls=args.acls, access_log=not args.no_access_log)
     try:
-        loop.run_until_complete(_run(path, 2_000))  # warm up
+        loop.run_until_complete(_run(path, 2_000, close=args.close))  # warm up
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            loop.run_until_complete(_run(path, args.requests))
+            loop.run_until_complete(_run(path, args.requests, close=args.close))
             profiler.disable()
             pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(30)
-        seconds = loop.run_until_complete(_run(path, args.requests))
+        seconds = loop.run_until_complete(_run(path, args.requests, close=args.close))
     finally:
         path.close()
         loop.close()
     print(f"{seconds / args.requests * 1e6:.2f} µs CPU per request over {args.requests} requests "
           f"(extensions {'on' if USE_EXTENSIONS else 'off'}, {args.acls} ACLs, access log "
-          f"{'off' if args.no_access_log else 'on'})")
+          f"{'off' if args.no_access_log else 'on'}{', a connection per request' if args.close else ''})")
     return 0
 
 

@@ -93,7 +93,7 @@ class RequestReader(ReaderBase):
         self._max_headers = max_headers
         self._url_budget = max_request_line - _LONGEST_METHOD - _LINE_OVERHEAD
         # connection
-        self._parser = HttpRequestParser(self)
+        self._parser: HttpRequestParser | None = None  # llhttp, made when a message needs it (the fast lane may never)
         self._state = IDLE
         self._error: ProtocolError | None = None
         self._eof = False
@@ -140,7 +140,10 @@ class RequestReader(ReaderBase):
         try:
             while True:
                 try:
-                    self._parser.feed_data(view)
+                    parser = self._parser
+                    if parser is None:
+                        parser = self._parser = HttpRequestParser(self)
+                    parser.feed_data(view)
                     break
                 except HttpParserUpgrade as pause:
                     offset = pause.args[0]

@@ -92,7 +92,7 @@ class ResponseReader(ReaderBase):
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
         # connection
-        self._parser = HttpResponseParser(self)
+        self._parser: HttpResponseParser | None = None  # llhttp, made when a message needs it (the fast lane may never)
         self._expected: deque[str] = deque()
         self._state = IDLE
         self._error: ProtocolError | None = None
@@ -262,11 +262,15 @@ class ResponseReader(ReaderBase):
 
     def _execute(self, segment: memoryview) -> None:
         try:
-            self._parser.feed_data(segment)
+            parser = self._parser
+            if parser is None:
+                parser = self._parser = HttpResponseParser(self)
+            parser.feed_data(segment)
         except HttpParserError as exc:
             if isinstance(exc.__context__, Stop):
-                # The head had no body: llhttp, which would read one, is replaced.
-                self._parser = HttpResponseParser(self)
+                # The head had no body: llhttp, which would read one, is replaced
+                # (by a fresh parser when the next message needs one).
+                self._parser = None
                 return
             raise translate(exc) from exc
         except HttpParserUpgrade:

@@ -3,17 +3,44 @@
 A listener's ACLs are an ordered list of (acl name, condition, pool name); the first
 rule that matches wins, and a request no rule matches goes to the default pool, or
 to none (the engine answers 503). ``Router`` compiles every condition once, when the
-configuration revision is built, so ``route()`` is a loop over closures; ``explain()``
-replays the same decision in words, and ``shadowed()`` lists rules that an earlier
-rule always beats (lint reports them).
+configuration revision is built; ``explain()`` replays the decision in words, and
+``shadowed()`` lists rules that an earlier rule always beats (lint reports them).
+
+``route()`` is a loop over the compiled closures, unless some rules are *indexable*:
+a lone ``Match`` (no and/or/not) of
+
+* ``hdr(host)`` equality, with or without ``-i``: haproxy's ``hdr()`` samples, i.e.
+  every Host line split on commas outside quotes and trimmed, raw (port, case and
+  trailing dot kept; ``-i`` lower-cases the sample, the values are already lower);
+* ``host`` equality: the normalised host (never empty), lower-cased as the matcher does;
+* ``path_beg``, with or without ``-i``, any number of values: ``startswith`` on the
+  path (lower-cased as a whole under ``-i``, as the matcher does, then sliced).
+
+Those are answered with dictionaries built here - value to the lowest rule index
+for host equality, and for prefixes one dictionary per prefix length (``path[:n]``
+looked up) - which give the lowest indexable rule that matches, ``best``. The other
+(*generic*) rules are then tried in order only while their index is below ``best``,
+so the first rule that matches wins exactly as in the loop. The lookups only read
+the request facts (whose accessors cache), so doing them before an earlier generic
+rule is tried changes nothing but the cost.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .acl import AclError, Condition, compile_condition, explain_condition, implies, parse_condition
+from .acl import (
+    AclError,
+    Condition,
+    Match,
+    Matcher,
+    compile_condition,
+    explain_condition,
+    implies,
+    parse_condition,
+    split_header_list,
+)
 from .facts import RequestFacts
 
 __all__ = ["Route", "Router"]
@@ -30,7 +57,7 @@ class Route:
 class Router:
     """The routing table of one listener."""
 
-    __slots__ = ("rules", "default_pool", "_table", "_default")
+    __slots__ = ("rules", "default_pool", "_table", "_default", "_indexed")
 
     def __init__(self, rules: Sequence[tuple[str, Condition, str]], default_pool: str | None) -> None:
         seen: set[str] = set()
@@ -44,8 +71,13 @@ class Router:
         self.default_pool = default_pool
         self._table = tuple((compile_condition(cond), Route(pool, name)) for name, cond, pool in self.rules)
         self._default = Route(default_pool, None)
+        self._indexed = _index(self.rules, self._table, self._default)
 
     def route(self, facts: RequestFacts) -> Route:
+        """The first rule whose condition matches, else the default (see the module doc)."""
+        indexed = self._indexed
+        if indexed is not None:
+            return indexed(facts)
         for matches, route in self._table:
             if matches(facts):
                 return route
@@ -85,3 +117,101 @@ class Router:
                     found.append((name, earlier))
                     break
         return found
+
+
+# -- the index ------------------------------------------------------------------------------
+
+
+def _index(
+    rules: Sequence[tuple[str, Condition, str]],
+    table: Sequence[tuple[Matcher, Route]],
+    default: Route,
+) -> Callable[[RequestFacts], Route] | None:
+    """``route()`` for rules of which some are indexable (module doc), else None.
+
+    Every lookup mirrors the compiled matcher of ``lbcore.l7.acl`` for that Match:
+    ``hdr(host)`` tests ``value in frozenset(values)`` (``value.lower()`` under -i) for
+    each value of ``split_header_list`` of each Host line; ``host`` tests
+    ``facts.host.lower()`` when the host is not empty; ``path_beg`` tests
+    ``path.startswith(values)`` (``path.lower()`` under -i; values were lower-cased
+    when parsed, -i ones only).
+    """
+    header_exact: dict[str, int] = {}  # hdr(host) value -> lowest rule index
+    header_folded: dict[str, int] = {}  # hdr(host) -i
+    host_exact: dict[str, int] = {}  # host (always -i)
+    prefix_exact: dict[int, dict[str, int]] = {}  # path_beg: len(prefix) -> prefix -> lowest rule index
+    prefix_folded: dict[int, dict[str, int]] = {}  # path_beg -i
+    generic: list[tuple[int, Matcher]] = []
+    for i, ((_, cond, _), (matcher, _)) in enumerate(zip(rules, table)):
+        if isinstance(cond, Match) and cond.op == "equals" and cond.fetch == "header" and cond.name == "host":
+            into = header_folded if cond.ignore_case else header_exact
+            for value in cond.values:
+                into.setdefault(value, i)
+        elif isinstance(cond, Match) and cond.op == "equals" and cond.fetch == "host":
+            for value in cond.values:
+                host_exact.setdefault(value, i)
+        elif isinstance(cond, Match) and cond.op == "prefix" and cond.fetch == "path":
+            by_length = prefix_folded if cond.ignore_case else prefix_exact
+            for value in cond.values:
+                by_length.setdefault(len(value), {}).setdefault(value, i)
+        else:
+            generic.append((i, matcher))
+    if len(generic) == len(rules):
+        return None
+
+    routes = tuple(route for _, route in table) + (default,)
+    count = len(table)
+    header = bool(header_exact or header_folded)
+
+    def buckets(by_length: dict[int, dict[str, int]]) -> tuple[tuple[int, dict[str, int], int], ...]:
+        # (length, prefixes, lowest index among them), lowest first: once a bucket's
+        # lowest index is not below the best match so far, neither is any later one.
+        return tuple(sorted(((n, d, min(d.values())) for n, d in by_length.items()), key=lambda b: b[2]))
+
+    exact_buckets, folded_buckets = buckets(prefix_exact), buckets(prefix_folded)
+    generic_rules = tuple(generic)
+
+    def route(facts: RequestFacts) -> Route:
+        best = count
+        if header:
+            for line in facts.header_values("host"):
+                # split_header_list of a line without a comma is the line, trimmed.
+                for value in split_header_list(line) if "," in line else (line.strip(" \t"),):
+                    if header_exact:
+                        i = header_exact.get(value, count)
+                        if i < best:
+                            best = i
+                    if header_folded:
+                        i = header_folded.get(value.lower(), count)
+                        if i < best:
+                            best = i
+        if host_exact:
+            host = facts.host
+            if host:
+                i = host_exact.get(host.lower(), count)
+                if i < best:
+                    best = i
+        if exact_buckets:
+            path = facts.path
+            for n, prefixes, lowest in exact_buckets:
+                if lowest >= best:
+                    break
+                i = prefixes.get(path[:n], count)
+                if i < best:
+                    best = i
+        if folded_buckets:
+            path = facts.path.lower()  # the whole path, as the matcher: lower() may change lengths
+            for n, prefixes, lowest in folded_buckets:
+                if lowest >= best:
+                    break
+                i = prefixes.get(path[:n], count)
+                if i < best:
+                    best = i
+        for i, matches in generic_rules:
+            if i >= best:
+                break
+            if matches(facts):
+                return routes[i]
+        return routes[best]
+
+    return route

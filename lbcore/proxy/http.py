@@ -23,6 +23,7 @@ Revision it started on even if a reload swaps a new one in meanwhile.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -66,6 +67,9 @@ log = logging.getLogger("lbcore.proxy.http")
 BODY_BUFFER_HIGH = 64 * 1024
 
 _IDLE, _HEAD, _BUSY, _CLOSING = range(4)
+
+# str() of a client address, once per distinct client (see runtime.parse_client).
+_address_text = functools.lru_cache(maxsize=4096)(str)
 
 # Stand-ins before a connection or exchange has its real counters: they absorb
 # increments so the hot path needs no "is None" checks.
@@ -132,7 +136,7 @@ class ClientConnection(asyncio.Protocol):
             max_headers=limits.max_headers,
         )
         self.client_ip, self.client_port = parse_client(transport.get_extra_info("peername"))
-        self.client_ip_text = str(self.client_ip) if self.client_ip is not None else ""
+        self.client_ip_text = _address_text(self.client_ip) if self.client_ip is not None else ""
         if listener.tls is not None:
             self.tls_established(transport, listener)
         self.timeouts = listener.spec.timeouts

@@ -13,6 +13,7 @@ That is what lets a reload keep health results and connection counts.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Iterable
@@ -154,7 +155,14 @@ def parse_client(peer: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Ad
     """The client address and port from a transport's peername."""
     if isinstance(peer, tuple) and len(peer) >= 2:
         try:
-            return ipaddress.ip_address(peer[0].split("%", 1)[0]), int(peer[1])
+            return _address(peer[0]), int(peer[1])
         except ValueError:
             return None, 0
     return None, 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # Parsing an address costs microseconds and clients come back: the address
+    # objects are immutable, so one per distinct client is shared.
+    return ipaddress.ip_address(host.split("%", 1)[0])

@@ -271,3 +271,191 @@ def test_implies_is_not_vacuous_on_matches():
     ]
     for a, b in true_pairs:
         assert implies(P(a), P(b)), (a, b)
+
+
+# -- the index: route() agrees with the plain loop ------------------------------------------------
+
+
+def linear_route(router, facts):
+    """The plain loop over the compiled conditions, first match wins (the reference)."""
+    for _, cond, pool in router.rules:
+        pass
+    for name, cond, pool in router.rules:
+        if compile_condition(cond)(facts):
+            return Route(pool, name)
+    return Route(router.default_pool, None)
+
+
+def test_nothing_indexable_keeps_the_plain_loop():
+    assert design_router()._indexed is not None  # hdr(host) and path_beg are indexed
+    generic = Router([("a", P("src 10.0.0.0/8"), "a"), ("b", P("path /x"), "b"), ("c", P("hdr_beg(host) a || path_beg /a"), "c")], None)
+    assert generic._indexed is None
+    assert Router([], "www")._indexed is None
+    assert generic.route(req("/x")) == Route("b", "b")
+
+
+def test_hdr_host_equality_sees_the_raw_values():
+    router = Router([("api", P("hdr(host) -i api.example.com"), "api"), ("exact", P("hdr(host) Api.example.com"), "exact")], "www")
+
+    def host(*lines, target="/"):
+        return router.route(RequestFacts("GET", target, [("Host", line) for line in lines]))
+
+    assert host("API.Example.com") == Route("api", "api")
+    assert host("api.example.com:8080") == Route("www", None)  # the port is part of the value
+    assert host("api.example.com.") == Route("www", None)  # so is the root dot
+    assert host(" api.example.com\t") == Route("api", "api")  # trimmed
+    assert host("x.com, api.example.com") == Route("api", "api")  # any comma-separated value
+    assert host('"x, api.example.com"') == Route("www", None)  # not inside quotes
+    assert host("x.com", "API.EXAMPLE.COM") == Route("api", "api")  # any Host line
+    assert host(target="http://api.example.com/") == Route("www", None)  # not the absolute-form authority
+    assert host() == Route("www", None)
+    exact = Router([("exact", P("hdr(host) Api.example.com"), "exact")], "www")
+    assert exact.route(req(host="Api.example.com")) == Route("exact", "exact")
+    assert exact.route(req(host="api.example.com")) == Route("www", None)
+
+
+def test_host_equality_sees_the_normalised_host():
+    router = Router([("api", P("host api.example.com"), "api"), ("v6", P("host ::1"), "v6"), ("empty", Router([], None).rules or P("host_beg x"), "x")], "www")
+    assert router.route(req(host="API.example.com.:8080")) == Route("api", "api")
+    assert router.route(RequestFacts("GET", "http://Api.Example.com/x", [("Host", "other")])) == Route("api", "api")
+    assert router.route(req(host="[::1]:8080")) == Route("v6", "v6")
+    assert router.route(req(host="")) == Route("www", None)
+
+
+def test_path_prefixes_any_value_lowest_rule():
+    router = Router(
+        [
+            ("a", P("path_beg /a/b /x"), "a"),
+            ("b", P("path_beg /a"), "b"),
+            ("c", P("path_beg -i /C/ /D"), "c"),
+            ("d", P("path_beg /"), "d"),
+        ],
+        None,
+    )
+    assert router.route(req("/a/b/c")) == Route("a", "a")
+    assert router.route(req("/xyz")) == Route("a", "a")
+    assert router.route(req("/a/c")) == Route("b", "b")
+    assert router.route(req("/c/x")) == Route("c", "c")
+    assert router.route(req("/dX")) == Route("c", "c")
+    assert router.route(req("/q?a=/a")) == Route("d", "d")
+    assert router.route(req("http://h/a/b")) == Route("a", "a")  # absolute-form: its path
+    assert router.route(req("http://h")) == Route("d", "d")
+    assert router.route(req("*")) == Route(None, None)
+    assert Router([("e", P("path_beg ''"), "e")], None).route(req("*")) == Route("e", "e")  # the empty prefix
+
+
+def test_path_prefix_ignoring_case_lowers_the_whole_path():
+    # "İ".lower() is two characters: the matcher lowers the path, then tests the prefix.
+    router = Router([("i", P("path_beg -i /i"), "i"), ("ss", P("path_beg -i /ß"), "ss")], None)
+    assert router.route(req("/İx")) == linear_route(router, req("/İx")) == Route("i", "i")
+    assert router.route(req("/SS")) == Route(None, None)
+    assert router.route(req("/ßa")) == Route("ss", "ss")
+
+
+def test_generic_rules_interleave_with_indexed_ones():
+    router = Router(
+        [
+            ("lan", P("src 10.0.0.0/8"), "lan"),
+            ("api", P("hdr(host) api.example.com"), "api"),
+            ("post", P("method POST"), "post"),
+            ("static", P("path_beg /static/"), "static"),
+            ("beta", P("req.cook(beta) -m found"), "beta"),
+        ],
+        "www",
+    )
+    assert router.route(req("/static/x", host="api.example.com", client_ip="10.1.1.1")) == Route("lan", "lan")
+    assert router.route(req("/static/x", host="api.example.com", method="POST")) == Route("api", "api")
+    assert router.route(req("/static/x", method="POST")) == Route("post", "post")
+    assert router.route(req("/static/x", headers=[("Cookie", "beta=1")])) == Route("static", "static")
+    assert router.route(req("/x", headers=[("Cookie", "beta=1")])) == Route("beta", "beta")
+    assert router.route(req("/x")) == Route("www", None)
+
+
+HOST_VALUES = [
+    "api.example.com", "API.example.com", "api.example.com:8080", "api.example.com.", "svc1.example.com",
+    "127.0.0.1:8080", "127.0.0.1", "[::1]:8080", "[::1]", "::1", "", '"a,b"', "a", "İ.example.com", "i̇.example.com",
+]
+HOST_LINES = HOST_VALUES + [
+    " api.example.com ", "\tAPI.EXAMPLE.COM", "api.example.com, svc1.example.com", "a,,b", '"a,b", api.example.com',
+    "API.Example.COM.:80", "[2001:db8::1]:443", "2001:db8::1",
+]
+PREFIXES = ["", "/", "/a", "/a/", "/ab", "/A", "/svc1/", "/svc11/", "/İ", "/i", "/i̇", "/ß", "/SS", "/ss"]
+PATHS = ["/", "", "/a", "/a/b", "/ab", "/A/b", "/svc1/x", "/svc11/", "/svc1", "/İx", "/i̇x", "/ßx", "/SSx", "*", "/a?b=/c", "/ab#f"]
+AUTHORITIES = ["api.example.com", "API.example.com:8080", "[::1]:8080", "svc1.example.com.", "127.0.0.1:8080"]
+NETWORKS = ["10.0.0.0/8", "192.0.2.0/24", "::1", "2001:db8::/32"]
+
+
+def values(pool):
+    return st.lists(st.sampled_from(pool), min_size=1, max_size=3).map(tuple)
+
+
+def build(fetch, name, op, vals=(), ic=False):
+    return Match(fetch, name, op, vals, ic)
+
+
+# The indexable shapes, and generic ones that look like them.
+hdr_host_eq = st.builds(build, st.just("header"), st.sampled_from(["host", "Host"]), st.just("equals"), values(HOST_VALUES), st.booleans())
+host_eq = st.builds(build, st.just("host"), st.none(), st.just("equals"), values(HOST_VALUES[:-4] + ["example.com"]))
+path_beg = st.builds(build, st.just("path"), st.none(), st.just("prefix"), values(PREFIXES), st.booleans())
+lookalikes = st.one_of(
+    st.builds(build, st.just("path"), st.none(), st.just("equals"), values(PATHS), st.booleans()),
+    st.builds(build, st.just("header"), st.just("host"), st.sampled_from(["prefix", "suffix", "domain"]), values(["api", ".com", "example.com", "a"]), st.booleans()),
+    st.builds(build, st.just("fheader"), st.just("host"), st.just("equals"), values(HOST_LINES), st.booleans()),
+    st.builds(build, st.just("header"), st.just("x-env"), st.just("equals"), values(["prod", "api.example.com", "/a"]), st.booleans()),
+    st.builds(build, st.just("host"), st.none(), st.sampled_from(["prefix", "present"]).flatmap(
+        lambda op: st.just(()) if op == "present" else values(["api", "127.", ":"])).map(lambda v: v), st.booleans()
+    ).filter(lambda m: True) if False else st.builds(build, st.just("host"), st.none(), st.just("present")),
+    st.builds(build, st.just("src"), st.none(), st.just("cidr"), values(NETWORKS)),
+    st.builds(build, st.just("cookie"), st.just("beta"), st.just("present")),
+    st.builds(build, st.just("path"), st.none(), st.just("suffix"), values(["/", "b", "x"])),
+    st.just(Always()),
+    st.just(Not(Always())),
+)
+leaf = st.one_of(hdr_host_eq, host_eq, path_beg, lookalikes, matches_st())
+combined = st.recursive(
+    leaf,
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3).map(lambda xs: And(tuple(xs))),
+        st.lists(children, min_size=1, max_size=3).map(lambda xs: Or(tuple(xs))),
+        children.map(Not),
+    ),
+    max_leaves=4,
+)
+rule_conditions = st.one_of(hdr_host_eq, host_eq, path_beg, hdr_host_eq, path_beg, lookalikes, combined)
+rule_lists = st.one_of(
+    st.lists(rule_conditions, max_size=14),
+    # few distinct conditions, repeated: duplicates and ties
+    st.lists(rule_conditions, min_size=1, max_size=4).flatmap(lambda pool: st.lists(st.sampled_from(pool), max_size=12)),
+)
+
+
+@st.composite
+def request_args(draw):
+    headers = []
+    for _ in range(draw(st.integers(0, 3))):
+        headers.append((draw(st.sampled_from(["Host", "host", "HOST"])), draw(st.sampled_from(HOST_LINES))))
+    if draw(st.booleans()):
+        headers.append(("X-Env", draw(st.sampled_from(["prod", "api.example.com", "/a"]))))
+    if draw(st.booleans()):
+        headers.append(("Cookie", draw(st.sampled_from(["beta=1", "alpha=2", "beta="]))))
+    headers = draw(st.permutations(headers))
+    path = draw(st.sampled_from(PATHS))
+    if draw(st.booleans()):
+        scheme = draw(st.sampled_from(["http://", "https://"]))
+        target = scheme + draw(st.sampled_from(AUTHORITIES)) + (path if path.startswith("/") else "")
+    else:
+        target = path
+    ip = draw(st.sampled_from([None, "10.1.2.3", "192.0.2.7", "198.51.100.1", "::1", "2001:db8::5", "::ffff:10.1.2.3"]))
+    method = draw(st.sampled_from(["GET", "POST"]))
+    return method, target, headers, ip
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(rule_lists, st.sampled_from(["www", None]), st.lists(request_args(), min_size=1, max_size=6))
+def test_indexed_route_agrees_with_the_linear_loop(conds, default, requests):
+    router = Router([(f"acl{i}", cond, f"pool{i}") for i, cond in enumerate(conds)], default)
+    for method, target, headers, ip in requests:
+        expected = linear_route(router, RequestFacts(method, target, list(headers), client_ip=ip))
+        facts = RequestFacts(method, target, list(headers), client_ip=ip)
+        assert router.route(facts) == expected
+        assert router.route(facts) == expected  # again, with the facts' caches filled
