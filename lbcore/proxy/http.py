@@ -656,7 +656,7 @@ class Exchange:
             request,
             self.listener.policy,
             self.conn.client_ip_text,
-            default_host=f"{info.host}:{info.port}",
+            default_host=info.authority,
             strip_cookie=strip,
             connection_headers=self.conn.cert_headers,
             connection_header_names=self.conn.cert_header_names,

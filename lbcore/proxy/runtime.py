@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from lbcore import spec as S
@@ -37,6 +37,13 @@ class MemberInfo:
     name: str
     host: str
     port: int
+    # The Host header for a request that came without one (HTTP/1.0): host:port,
+    # an IPv6 address in brackets; made once, not per request.
+    authority: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        object.__setattr__(self, "authority", f"{host}:{self.port}")
 
     @property
     def key(self) -> tuple[str, int]:

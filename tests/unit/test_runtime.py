@@ -1,0 +1,27 @@
+"""lbcore.proxy.runtime: member facts and client addresses, as the request path uses them."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lbcore.proxy.runtime import MemberInfo, parse_client
+
+
+def test_a_member_authority_is_the_host_header_it_gets_when_the_client_sent_none():
+    assert MemberInfo("p", "m", "10.0.0.5", 8080).authority == "10.0.0.5:8080"
+    assert MemberInfo("p", "m", "::1", 8080).authority == "[::1]:8080"  # RFC 3986 3.2.2
+    assert MemberInfo("p", "m", "app.internal", 80).authority == "app.internal:80"
+
+
+def test_the_authority_does_not_change_member_equality():
+    assert MemberInfo("p", "m", "::1", 80) == MemberInfo("p", "m", "::1", 80)
+    assert MemberInfo("p", "m", "::1", 80) != MemberInfo("p", "m", "::1", 81)
+
+
+def test_client_addresses():
+    assert parse_client(("192.0.2.7", 51234)) == (ipaddress.ip_address("192.0.2.7"), 51234)
+    assert parse_client(("fe80::1%eth0", 1, 0, 2)) == (ipaddress.ip_address("fe80::1"), 1)
+    assert parse_client(("not an address", 1)) == (None, 0)
+    assert parse_client(None) == (None, 0)
+    # one object per distinct client: later connections share it
+    assert parse_client(("198.51.100.1", 1))[0] is parse_client(("198.51.100.1", 2))[0]
