@@ -350,6 +350,23 @@ def test_path_prefix_ignoring_case_lowers_the_whole_path():
     assert router.route(req("/ßa")) == Route("ss", "ss")
 
 
+def test_lowest_rule_wins_across_hosts_and_prefix_lengths():
+    rules = [
+        ("long", P("path_beg /abc"), "long"),
+        ("host", P("hdr(host) h"), "host"),
+        ("short", P("path_beg /a"), "short"),
+        ("fold", P("hdr(host) -i H"), "fold"),
+        ("norm", P("host h"), "norm"),
+    ]
+    router = Router(rules, None)
+    assert router.route(req("/abc", host="h")) == Route("long", "long")
+    assert router.route(req("/ab", host="h")) == Route("host", "host")
+    assert router.route(req("/ab", host="H")) == Route("short", "short")
+    assert router.route(req("/b", host="H")) == Route("fold", "fold")
+    assert router.route(req("/b", host="H:80")) == Route("norm", "norm")
+    assert Router(rules[::-1], None).route(req("/abc", host="h")) == Route("norm", "norm")
+
+
 def test_generic_rules_interleave_with_indexed_ones():
     router = Router(
         [
@@ -375,7 +392,7 @@ HOST_VALUES = [
 ]
 HOST_LINES = HOST_VALUES + [
     " api.example.com ", "\tAPI.EXAMPLE.COM", "api.example.com, svc1.example.com", "a,,b", '"a,b", api.example.com',
-    "API.Example.COM.:80", "[2001:db8::1]:443", "2001:db8::1",
+    "API.Example.COM.:80", "[2001:db8::1]:443", "2001:db8::1", ":8080", "[]", "\xa0api.example.com",
 ]
 PREFIXES = ["", "/", "/a", "/a/", "/ab", "/A", "/svc1/", "/svc11/", "/İ", "/i", "/i̇", "/ß", "/SS", "/ss"]
 PATHS = ["/", "", "/a", "/a/b", "/ab", "/A/b", "/svc1/x", "/svc11/", "/svc1", "/İx", "/i̇x", "/ßx", "/SSx", "*", "/a?b=/c", "/ab#f"]
@@ -446,10 +463,14 @@ def rule_values(conds):
 # Host lines and paths made from a rule's value: case changed, port, root dot, blanks,
 # comma lists (quoted or not), longer paths.
 HOST_VARIANTS = [
-    str, str.upper, str.swapcase, str.title, "{}:8080".format, "{}.".format, "{}.:80".format, "[{}]:8080".format,
-    " {}\t".format, "x.com, {}".format, "{},x".format, '"{}"'.format, '"x,{}"'.format,
+    str, str, str, str.upper, str.upper, str.swapcase, str.title, "{}:8080".format, "{}.".format, "{}.:80".format,
+    "[{}]:8080".format, " {}\t".format, "\xa0{}".format, "{}\x0b".format, "x.com, {}".format, "{},x".format,
+    '"{}"'.format, '"x,{}"'.format, lambda v: v.replace("i", "İ"),
 ]
-PATH_VARIANTS = [str, str.upper, str.swapcase, "{}x".format, "{}/y?q=1".format, lambda p: p[:-1], "{}#f".format]
+PATH_VARIANTS = [
+    str, str, str.upper, str.upper, str.swapcase, "{}x".format, "{}/y?q=1".format, lambda p: p[:-1], "{}#f".format,
+    lambda p: p.replace("i", "İ"), lambda p: p.replace("s", "ß"),
+]
 
 
 @st.composite
