@@ -3,6 +3,8 @@
 # _heads_py, and then equals what the llhttp path of the readers builds; else None.
 # ``pos`` is an index into ``data`` (>= 0); ``end`` is the index just after the
 # CRLF CRLF that ends the head.
+from lbcore.l7._http1_events import Request, Response
+
 IMPLEMENTATION: str
 
 def scan_request(
@@ -11,3 +13,11 @@ def scan_request(
 def scan_response(
     data: bytes, pos: int, method: str, max_header_bytes: int, max_headers: int
 ) -> tuple[int, str, tuple[tuple[str, str], ...], str, bool, int | None, int] | None: ...
+def make_request(
+    method: str, target: str, headers: tuple[tuple[str, str], ...], version: str, keep_alive: bool,
+    content_length: int | None,
+) -> Request: ...
+def make_response(
+    status: int, reason: str, headers: tuple[tuple[str, str], ...], version: str, keep_alive: bool,
+    content_length: int | None,
+) -> Response: ...

@@ -13,12 +13,14 @@ name), and makes Python objects only for what it returns.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_GenericSetAttr
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memchr, memcmp
 
 from lbcore._fastpath import _heads_py as _pure
+from lbcore.l7._http1_events import Request as _Request, Response as _Response
 
-__all__ = ["IMPLEMENTATION", "scan_request", "scan_response"]
+__all__ = ["IMPLEMENTATION", "make_request", "make_response", "scan_request", "scan_response"]
 
 IMPLEMENTATION = "compiled"
 
@@ -117,6 +119,48 @@ cdef struct Fields:
     long long length  # -1: no Content-Length
     bint close  # a Connection "close" token
     bint keep_alive  # a Connection "keep-alive" token
+
+
+# -- the events of a simple head ------------------------------------------------------------
+# Request and Response are frozen, slotted dataclasses: their __init__ stores each
+# field through object.__setattr__ (~1 us per event). A simple head's fields are
+# already valid, so the slots are filled directly; __post_init__'s checks (the
+# version, the status range) hold by construction of the scans.
+
+assert _Request.__slots__ == ("method", "target", "headers", "http_version", "keep_alive", "chunked",
+                              "content_length", "expect_continue", "upgrade")
+assert _Response.__slots__ == ("status", "reason", "headers", "http_version", "keep_alive", "chunked",
+                               "content_length")
+
+_new = object.__new__
+
+
+def make_request(str method, str target, tuple headers, str version, bint keep_alive, content_length):
+    """The Request event of a simple head (what the llhttp path builds)."""
+    event = _new(_Request)
+    PyObject_GenericSetAttr(event, "method", method)
+    PyObject_GenericSetAttr(event, "target", target)
+    PyObject_GenericSetAttr(event, "headers", headers)
+    PyObject_GenericSetAttr(event, "http_version", version)
+    PyObject_GenericSetAttr(event, "keep_alive", True if keep_alive else False)
+    PyObject_GenericSetAttr(event, "chunked", False)
+    PyObject_GenericSetAttr(event, "content_length", content_length)
+    PyObject_GenericSetAttr(event, "expect_continue", False)
+    PyObject_GenericSetAttr(event, "upgrade", None)
+    return event
+
+
+def make_response(int status, str reason, tuple headers, str version, bint keep_alive, content_length):
+    """The Response event of a simple head (what the llhttp path builds)."""
+    event = _new(_Response)
+    PyObject_GenericSetAttr(event, "status", status)
+    PyObject_GenericSetAttr(event, "reason", reason)
+    PyObject_GenericSetAttr(event, "headers", headers)
+    PyObject_GenericSetAttr(event, "http_version", version)
+    PyObject_GenericSetAttr(event, "keep_alive", True if keep_alive else False)
+    PyObject_GenericSetAttr(event, "chunked", False)
+    PyObject_GenericSetAttr(event, "content_length", content_length)
+    return event
 
 
 # -- the scans -----------------------------------------------------------------------

@@ -3,7 +3,9 @@
 - ``scan_request(data, pos, max_request_line, max_header_bytes, max_headers)``
 - ``scan_response(data, pos, method, max_header_bytes, max_headers)``
 
-Each returns the parsed head of a complete, simple message at ``data[pos:]``, or
+- ``make_request(...)``, ``make_response(...)``: the event of such a head
+
+Each scan returns the parsed head of a complete, simple message at ``data[pos:]``, or
 None for anything else, which the readers then give to llhttp (see
 ``_heads_py`` for the subset and why it is safe).
 
@@ -18,7 +20,7 @@ from types import ModuleType
 
 from lbcore._fastpath import USE_EXTENSIONS, _heads_py
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "scan_request", "scan_response"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "make_request", "make_response", "scan_request", "scan_response"]
 
 compiled: ModuleType | None = None
 if USE_EXTENSIONS:
@@ -34,3 +36,5 @@ _impl = compiled or _heads_py
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 scan_request = _impl.scan_request
 scan_response = _impl.scan_response
+make_request = _impl.make_request
+make_response = _impl.make_response

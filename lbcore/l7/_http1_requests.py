@@ -33,6 +33,8 @@ from ._http1_state import (
 
 __all__ = ["RequestReader"]
 
+_make_request = heads.make_request
+
 # Fields that decide framing and connection handling.
 _FIELDS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "expect"})
 
@@ -185,7 +187,7 @@ class RequestReader(ReaderBase):
             # on_message_complete would have done
             self._seq += 1
             self._stalled = 0
-            events.append(Request(method, target, headers, version, keep_alive, False, length, False, None))
+            events.append(_make_request(method, target, headers, version, keep_alive, length))
             if body_end > end:
                 events.append(Data(data[end:body_end]))
             events.append(EMPTY_END)

@@ -45,6 +45,8 @@ from ._http1_state import (
 
 __all__ = ["ResponseReader"]
 
+_make_response = heads.make_response
+
 # Fields that decide framing and connection handling.
 _FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
 
@@ -232,7 +234,7 @@ class ResponseReader(ReaderBase):
         status, reason, headers, version, keep_alive, length, end = head
         method = self._expected[0]
         self._keep_alive = keep_alive
-        self._events.append(Response(status, reason, headers, version, keep_alive, False, length))
+        self._events.append(_make_response(status, reason, headers, version, keep_alive, length))
         if not length or method == "HEAD" or status == 204 or status == 304:
             self._end_message()
         else:

@@ -16,6 +16,7 @@ set), where a missing build fails the tests that need it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 
@@ -663,3 +664,32 @@ def test_a_stray_cr_before_a_request(lane) -> None:
     reader = RequestReader(fast_lane=lanes(lane)[0])
     events = reader.feed(GET + b"\r") + reader.feed(GET) + reader.feed(b"\n" + GET)
     assert [type(e) for e in events] == [Request, EndOfMessage] * 3
+
+
+# == the events of simple heads ======================================================
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]),
+    target=st.text(alphabet="/abc%?=&", min_size=1, max_size=20),
+    headers=st.lists(st.tuples(st.text(alphabet="Hostx-", min_size=1, max_size=8), st.text(max_size=10)),
+                     max_size=4).map(tuple),
+    version=st.sampled_from(["1.0", "1.1"]),
+    keep_alive=st.booleans(),
+    length=st.none() | st.integers(0, 10**12),
+    status=st.integers(200, 599),
+    reason=st.text(max_size=12),
+)
+def test_event_makers_build_what_the_constructors_build(twin, method, target, headers, version, keep_alive,
+                                                        length, status, reason):
+    request = twin.make_request(method, target, headers, version, keep_alive, length)
+    assert type(request) is Request
+    assert request == Request(method, target, headers, version, keep_alive, False, length, False, None)
+    response = twin.make_response(status, reason, headers, version, keep_alive, length)
+    assert type(response) is Response
+    assert response == Response(status, reason, headers, version, keep_alive, False, length)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.method = "POST"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        response.status = 500  # type: ignore[misc]
