@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import re
 
+from lbcore.l7._http1_events import Request, Response
+
 __all__ = ["IMPLEMENTATION", "make_request", "make_response", "scan_request", "scan_response"]
 
 IMPLEMENTATION = "pure"
@@ -58,15 +60,11 @@ IMPLEMENTATION = "pure"
 
 def make_request(method: str, target: str, headers, version: str, keep_alive: bool, content_length):
     """The Request event of a simple head (what the llhttp path builds)."""
-    from lbcore.l7._http1_events import Request
-
     return Request(method, target, headers, version, keep_alive, False, content_length, False, None)
 
 
 def make_response(status: int, reason: str, headers, version: str, keep_alive: bool, content_length):
     """The Response event of a simple head (what the llhttp path builds)."""
-    from lbcore.l7._http1_events import Response
-
     return Response(status, reason, headers, version, keep_alive, False, content_length)
 
 # -- what is simple ------------------------------------------------------------------
