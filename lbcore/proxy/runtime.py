@@ -50,8 +50,7 @@ class MemberInfo:
         return (self.host, self.port)
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.pool}/{self.name}({host}:{self.port})"
+        return f"{self.pool}/{self.name}({self.authority})"
 
 
 class MemberRegistry:

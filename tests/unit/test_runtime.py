@@ -25,3 +25,8 @@ def test_client_addresses():
     assert parse_client(None) == (None, 0)
     # one object per distinct client: later connections share it
     assert parse_client(("198.51.100.1", 1))[0] is parse_client(("198.51.100.1", 2))[0]
+
+
+def test_a_member_names_itself_with_its_authority():
+    assert str(MemberInfo("web", "a1", "::1", 8080)) == "web/a1([::1]:8080)"
+    assert str(MemberInfo("web", "a1", "10.0.0.5", 80)) == "web/a1(10.0.0.5:80)"
