@@ -14,6 +14,12 @@ is *armed* for (not before the last expiry asked for): a connection that switche
 between a long idle timeout and a shorter request timeout re-arms about once per
 timeout period, not on every request. Inactivity timeouts therefore cost one timer
 per connection and almost nothing per read.
+
+``suspend()`` is the lazy form of ``cancel()``: no expiry until the next ``extend``,
+while the armed timer stays in place (when it goes off it finds nothing to do and
+ends). A client connection suspends its deadline while a response is awaited, every
+request; cancelling there cost two timer creations per request (re-armed for the
+keep-alive timeout, then again for the next request's client timeout).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import asyncio
 from typing import Callable
 
 __all__ = ["ReadGate", "Deadline"]
+
+_NEVER = float("inf")
 
 
 class ReadGate:
@@ -91,11 +99,19 @@ class Deadline:
             self.handle.cancel()
             self.handle = None
 
+    def suspend(self) -> None:
+        """No expiry until the next ``extend`` (which then costs no new timer if later)."""
+        self.expires = _NEVER
+
     @property
     def active(self) -> bool:
-        return self.handle is not None
+        """A timer runs and an expiry is set (neither cancelled nor suspended)."""
+        return self.handle is not None and self.expires != _NEVER
 
     def _fire(self) -> None:
+        if self.expires == _NEVER:  # suspended: the next extend arms a timer again
+            self.handle = None
+            return
         remaining = self.expires - self.loop.time()
         if remaining > 0.001:
             self.armed = self.expires

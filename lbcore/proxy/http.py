@@ -700,7 +700,7 @@ class Exchange:
             elif not self.response_started:
                 # The client has said everything and waits: only the server timeout
                 # applies until the response flows (as haproxy's "timeout client").
-                self.conn.deadline.cancel()
+                self.conn.deadline.suspend()
 
     def body_too_large(self) -> None:
         """A chunked body grew past limits.max_body (a Content-Length one is refused upfront)."""

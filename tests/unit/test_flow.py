@@ -115,6 +115,46 @@ def test_cancel_stops_it_and_extend_starts_it_again():
     assert fired == [6.0]
 
 
+def test_suspend_stops_the_expiry_and_extend_needs_no_new_timer():
+    loop, d, fired = deadline()
+    d.extend(10)
+    d.suspend()
+    assert not d.active
+    loop.advance(30)  # the armed timer went off and found nothing to do
+    assert fired == []
+    d.extend(10)
+    loop.advance(10)
+    assert fired == [40.0]
+
+
+def test_a_response_awaited_every_request_arms_no_timer_per_request():
+    # A client connection: client timeout while a request is read, suspended while
+    # the member answers, keep-alive timeout after the response.
+    loop, d, fired = deadline()
+    for _ in range(1000):
+        d.extend(30)
+        d.suspend()
+        loop.advance(0.001)
+        d.extend(60)
+        loop.advance(0.001)
+    assert loop.armed <= 2
+    assert fired == []
+    loop.advance(59.9)
+    assert fired == []
+    loop.advance(0.2)
+    assert len(fired) == 1 and abs(fired[0] - (2.0 + 60)) < 0.01
+
+
+def test_suspended_while_a_later_timer_runs_then_an_earlier_expiry_fires_on_time():
+    loop, d, fired = deadline()
+    d.extend(60)
+    d.suspend()
+    loop.advance(1)
+    d.extend(5)
+    loop.advance(5)
+    assert fired == [6.0]
+
+
 class Transport:
     def __init__(self) -> None:
         self.reading = True
