@@ -658,6 +658,34 @@ def test_after_proxy_connection_close_llhttp_has_the_last_word(lane, split) -> N
     assert [type(e) for e in events] == [Response, Data, EndOfMessage] and error == (ProtocolError, 400)
 
 
+WHOLE_RESPONSES = [
+    ("GET", NGINX),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n"),
+    ("GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"),
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ("GET", b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"),
+    ("GET", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    ("GET", NGINX[:-1]),  # body short: not whole
+    ("GET", NGINX + b"!"),  # a byte more than the body: not whole
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nx"),  # bytes after a bodiless head
+]
+
+
+@pytest.mark.parametrize("lane", LANES)
+@pytest.mark.parametrize("method,wire", WHOLE_RESPONSES)
+def test_a_response_in_one_read_reads_as_with_llhttp(lane, method, wire) -> None:
+    # One read holding exactly one simple response takes a shortcut through the
+    # reader; the events, the error and the state after it are llhttp's.
+    def run(lane_name):
+        reader = ResponseReader(fast_lane=lanes(lane_name)[1])
+        reader.expect(method)
+        reader.expect("GET")
+        return outcome(reader, [wire, NGINX])
+
+    assert run(lane) == run("none")
+
+
 @pytest.mark.parametrize("lane", LANES)
 def test_a_stray_cr_before_a_request(lane) -> None:
     # llhttp skips CR and LF before a request line, across feeds too.
