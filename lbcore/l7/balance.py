@@ -253,6 +253,9 @@ class RoundRobinBalancer(Balancer):
         self, tier: int, facts: RequestFacts | None, exclude: Collection[MemberState]
     ) -> MemberState | None:
         members = self._tiers[tier]
+        if len(members) == 1:
+            # One candidate: its running weight would gain and lose the same total.
+            return None if exclude and members[0] in exclude else members[0]
         current = self._current[tier]
         total = 0
         best = -1

@@ -29,6 +29,7 @@ socket's ``show stat``). Its shape, as JSON:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any, Iterable
 
 __all__ = [
@@ -115,11 +116,8 @@ class MemberCounters(_Counters):
 
     def observe(self, seconds: float) -> None:
         self.latency_sum_us += int(seconds * 1_000_000)
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                self.latency[i] += 1
-                return
-        self.latency[-1] += 1
+        # The first bucket whose bound is >= seconds; past the last bound, +Inf.
+        self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def take(self) -> dict[str, Any]:
         out = super().take()

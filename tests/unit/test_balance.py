@@ -224,6 +224,15 @@ def test_roundrobin_exclude_keeps_proportions_of_the_rest():
     assert counts == {"a": 200, "b": 100}
 
 
+def test_roundrobin_with_one_primary_excluded_goes_to_a_backup():
+    pool = members("a", "b", "c")
+    pool[1].backup = pool[2].backup = True
+    balancer = make_balancer("roundrobin", pool)
+    assert names(balancer, 3) == "aaa"
+    assert names(balancer, 4, exclude=[pool[0]]) == "bcbc"
+    assert balancer.pick(exclude=pool) is None
+
+
 def test_roundrobin_weight_change_applies_after_update():
     pool = members("a", "b")
     balancer = make_balancer("roundrobin", pool)

@@ -1,0 +1,38 @@
+"""lbcore.proxy.stats: the per-worker counters a request updates."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lbcore.proxy.stats import LATENCY_BUCKETS, MemberCounters
+
+
+def bucket_by_scan(seconds: float) -> int:
+    """The histogram's definition: the first bucket whose upper bound holds ``seconds``."""
+    for i, bound in enumerate(LATENCY_BUCKETS):
+        if seconds <= bound:
+            return i
+    return len(LATENCY_BUCKETS)  # +Inf
+
+
+@given(st.one_of(st.sampled_from(LATENCY_BUCKETS), st.floats(0, 20, allow_nan=False)))
+def test_a_latency_lands_in_the_first_bucket_that_holds_it(seconds) -> None:
+    counters = MemberCounters()
+    counters.observe(seconds)
+    expected = [0] * (len(LATENCY_BUCKETS) + 1)
+    expected[bucket_by_scan(seconds)] = 1
+    assert counters.latency == expected
+    assert counters.latency_sum_us == int(seconds * 1_000_000)
+
+
+def test_bounds_are_inclusive_and_past_the_last_is_infinity() -> None:
+    counters = MemberCounters()
+    counters.observe(0.001)
+    counters.observe(0.0010001)
+    counters.observe(10.0)
+    counters.observe(11.0)
+    assert counters.latency[0] == 1 and counters.latency[1] == 1
+    assert counters.latency[-2] == 1 and counters.latency[-1] == 1
+    taken = counters.take()
+    assert sum(taken["latency"]) == 4 and not any(counters.latency)
