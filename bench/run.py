@@ -246,9 +246,9 @@ def _run_scenario(scenario: Scenario, ctx: _Context) -> dict:
                 acls=scenario.acls,
                 tls=ctx.certs[scenario.tls] if scenario.tls else None,
                 resume=scenario.resume,
-                # A key file only where tickets must cross workers: with one, lbcore resumed
-                # only every other TLS 1.3 reconnection in this harness (see README).
-                ticket_keys=ctx.ticket_keys if scenario.tls and scenario.resume and spec.workers > 1 else None,
+                # lbcore's tickets cross workers (and nodes) through the key file; haproxy's
+                # threads share one process's keys.
+                ticket_keys=ctx.ticket_keys if scenario.tls and scenario.resume else None,
                 access_log_port=ctx.log_port if scenario.access_log and spec.kind in LOGGING else None,
                 admin_port=ctx.ports.take() if spec.kind == "lbcore" else None,
             )

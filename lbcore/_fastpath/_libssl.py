@@ -56,6 +56,7 @@ SSL_SESS_CACHE_SERVER = 0x0002
 # crypto.h, evp.h, core.h, params.h
 OPENSSL_VERSION = 0  # OpenSSL_version(OPENSSL_VERSION): "OpenSSL 3.0.13 30 Jan 2024"
 CRYPTO_EX_INDEX_SSL_CTX = 1
+TLS1_3_VERSION = 0x0304
 EVP_MAX_IV_LENGTH = 16
 OSSL_PARAM_UTF8_STRING = 4
 OSSL_PARAM_OCTET_STRING = 5
@@ -94,6 +95,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "SSL_CTX_set_ex_data": (c_int, [c_void_p, c_int, c_void_p]),
     "SSL_CTX_get_ex_data": (c_void_p, [c_void_p, c_int]),
     "SSL_get_SSL_CTX": (c_void_p, [c_void_p]),
+    "SSL_version": (c_int, [c_void_p]),
     "CRYPTO_get_ex_new_index": (c_int, [c_int, c_long, c_void_p, c_void_p, c_void_p, c_void_p]),
     "RAND_bytes": (c_int, [c_void_p, c_int]),
     "EVP_aes_128_cbc": (c_void_p, []),

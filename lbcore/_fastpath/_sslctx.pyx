@@ -45,6 +45,7 @@ cdef enum:
     MAX_HALF = 32
     IV_SIZE = 16  # EVP_MAX_IV_LENGTH
     CRYPTO_EX_INDEX_SSL_CTX = 1
+    TLS1_3_VERSION = 0x0304
     OSSL_PARAM_UTF8_STRING = 4
     OSSL_PARAM_OCTET_STRING = 5
 
@@ -58,6 +59,7 @@ ctypedef struct OSSL_PARAM:
 ctypedef int (*ticket_cb_t)(void *, unsigned char *, unsigned char *, void *, void *, int) noexcept nogil
 ctypedef void (*ex_free_t)(void *, void *, void *, int, long, void *) noexcept nogil
 ctypedef void *(*get_ssl_ctx_t)(void *) noexcept nogil
+ctypedef int (*ssl_version_t)(const void *) noexcept nogil
 ctypedef void *(*get_ex_data_t)(void *, int) noexcept nogil
 ctypedef int (*set_ex_data_t)(void *, int, void *) noexcept nogil
 ctypedef int (*get_ex_new_index_t)(int, long, void *, void *, void *, ex_free_t) noexcept nogil
@@ -68,6 +70,7 @@ ctypedef int (*cipher_init_t)(void *, const void *, void *, const unsigned char 
 ctypedef int (*mac_set_params_t)(void *, const OSSL_PARAM *) noexcept nogil
 
 cdef get_ssl_ctx_t SSL_get_SSL_CTX
+cdef ssl_version_t SSL_version
 cdef get_ex_data_t SSL_CTX_get_ex_data
 cdef set_ex_data_t SSL_CTX_set_ex_data
 cdef get_ex_new_index_t CRYPTO_get_ex_new_index
@@ -116,13 +119,14 @@ cdef void _free_ctx_data(void *parent, void *ptr, void *ad, int idx, long argl, 
 
 
 cdef int _bind() except -1:
-    global SSL_get_SSL_CTX, SSL_CTX_get_ex_data, SSL_CTX_set_ex_data, CRYPTO_get_ex_new_index
+    global SSL_get_SSL_CTX, SSL_version, SSL_CTX_get_ex_data, SSL_CTX_set_ex_data, CRYPTO_get_ex_new_index
     global SSL_CTX_set_tlsext_ticket_key_evp_cb, RAND_bytes, EVP_aes_128_cbc, EVP_aes_256_cbc
     global EVP_EncryptInit_ex, EVP_DecryptInit_ex, EVP_MAC_CTX_set_params, ex_index
     if ex_index >= 0:
         return 0
     lib = _libssl.load()
     SSL_get_SSL_CTX = <get_ssl_ctx_t><void *>_address(lib, "SSL_get_SSL_CTX")
+    SSL_version = <ssl_version_t><void *>_address(lib, "SSL_version")
     SSL_CTX_get_ex_data = <get_ex_data_t><void *>_address(lib, "SSL_CTX_get_ex_data")
     SSL_CTX_set_ex_data = <set_ex_data_t><void *>_address(lib, "SSL_CTX_set_ex_data")
     CRYPTO_get_ex_new_index = <get_ex_new_index_t><void *>_address(lib, "CRYPTO_get_ex_new_index")
@@ -190,7 +194,10 @@ cdef int _ticket_key_cb(void *ssl, unsigned char *name, unsigned char *iv, void 
                 if not _set_mac(mac_ctx, key) or not EVP_DecryptInit_ex(cipher_ctx, _cipher(key), NULL, key.aes, iv):
                     result = -1
                 else:
-                    result = 1 if i == data.ring.count - 1 else 2  # 2: renew under the newest key
+                    # 2: renew (a new ticket under the newest key). Under an older key,
+                    # and always in TLS 1.3, where a client uses a ticket once: without a
+                    # new ticket on a resumed handshake its next one is full (as nginx).
+                    result = 1 if i == data.ring.count - 1 and SSL_version(ssl) != TLS1_3_VERSION else 2
                 break
     PyThread_release_lock(data.lock)
     return result

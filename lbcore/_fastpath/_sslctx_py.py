@@ -28,7 +28,14 @@ import weakref
 from typing import Any, Sequence
 
 from lbcore._fastpath import _libssl
-from lbcore._fastpath._libssl import EVP_MAX_IV_LENGTH, OSSL_PARAM, OSSL_PARAM_OCTET_STRING, OSSL_PARAM_UNMODIFIED, OSSL_PARAM_UTF8_STRING
+from lbcore._fastpath._libssl import (
+    EVP_MAX_IV_LENGTH,
+    OSSL_PARAM,
+    OSSL_PARAM_OCTET_STRING,
+    OSSL_PARAM_UNMODIFIED,
+    OSSL_PARAM_UTF8_STRING,
+    TLS1_3_VERSION,
+)
 
 __all__ = ["IMPLEMENTATION", "install_ticket_keys", "ticket_key_names", "MAX_KEYS", "check_keys"]
 
@@ -115,7 +122,10 @@ def _ticket_key_cb(ssl_ptr: int, name: Any, iv: Any, cipher_ctx: int, mac_ctx: i
             return -1
         if not lib.EVP_DecryptInit_ex(cipher_ctx, key.cipher, None, key.aes, iv):
             return -1
-        return 1 if key is ring.newest else 2  # 2: valid, but renew under the newest key
+        # 2: renew (a new ticket under the newest key). Under an older key, and always
+        # in TLS 1.3, where a client uses a ticket once: without a new ticket on a
+        # resumed handshake its next one is full (as nginx).
+        return 1 if key is ring.newest and lib.SSL_version(ssl_ptr) != TLS1_3_VERSION else 2
     except BaseException:  # noqa: BLE001 - an exception cannot cross into OpenSSL
         return -1
 

@@ -158,6 +158,26 @@ def test_rotation_keeps_old_tickets_and_renews_them(name, twin, version, size, l
     assert resumes(client, only_new, renewed)[0]  # the renewed ticket is under the newest key
 
 
+@pytest.mark.parametrize("name, twin", TWINS)
+@pytest.mark.parametrize("version", [TLS13, TLS12])
+def test_every_reconnection_resumes_with_the_last_session(name, twin, version, leaf, clients, tmp_path) -> None:
+    # A client that reconnects with the session of its last connection (wrk, browsers):
+    # TLS 1.3 clients use a ticket once, so a resumed handshake must hand out a new
+    # ticket, or every other reconnection is a full handshake.
+    ring = keys(1)
+    a, b = server(leaf, tmp_path), server(leaf, tmp_path)
+    twin.install_ticket_keys(a, ring)
+    twin.install_ticket_keys(b, ring)
+    client = clients[version]
+    session = tlsgen.memory_handshake(client, a).client.session
+    for context in (a, b, a, b, a):
+        reused, renewed = resumes(client, context, session)
+        assert reused
+        if version is TLS13:  # a new ticket came (a TLS 1.3 client names a session by its ticket's hash)
+            assert renewed.has_ticket and renewed.id != session.id
+        session = renewed
+
+
 @pytest.mark.skipif(len(TWINS) < 2, reason="the compiled twin is not built")
 @pytest.mark.parametrize("version", [TLS13, TLS12])
 def test_twins_agree(version, leaf, clients, tmp_path) -> None:
