@@ -87,7 +87,7 @@ class BackendConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        self.deadline.cancel()
+        self.deadline.close()
         owner = self.owner
         self.owner = None
         if owner is not None:

@@ -32,6 +32,10 @@ __all__ = ["ReadGate", "Deadline"]
 _NEVER = float("inf")
 
 
+def _nothing() -> None:
+    """The callback of a closed Deadline."""
+
+
 class ReadGate:
     """Pauses a transport's reading while at least one reason is active."""
 
@@ -98,6 +102,14 @@ class Deadline:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
+
+    def close(self) -> None:
+        """Stop for good: cancel, and let go of the owner's callback. A bound method of
+        the owner held here keeps owner and deadline in a reference cycle that only
+        the garbage collector would free; without it a closed connection is freed
+        at once, by reference counting."""
+        self.cancel()
+        self.callback = _nothing
 
     def suspend(self) -> None:
         """No expiry until the next ``extend`` (which then costs no new timer if later)."""

@@ -228,7 +228,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.deadline.cancel()
+        self.deadline.close()
         if self.counted:
             self.lstats.conns_cur -= 1
         self.worker.release(self.listener_name, self)

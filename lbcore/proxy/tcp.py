@@ -232,7 +232,7 @@ class TcpClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.deadline.cancel()
+        self.deadline.close()
         if self.counted:
             self.lstats.conns_cur -= 1
             self.log_access()

@@ -155,6 +155,16 @@ def test_suspended_while_a_later_timer_runs_then_an_earlier_expiry_fires_on_time
     assert fired == [6.0]
 
 
+def test_close_cancels_and_never_calls_the_owner_again():
+    loop, d, fired = deadline()
+    d.extend(1)
+    d.close()
+    loop.advance(5)
+    d.extend(1)  # a late extend (a callback racing the close) arms a harmless timer
+    loop.advance(5)
+    assert fired == []
+
+
 class Transport:
     def __init__(self) -> None:
         self.reading = True

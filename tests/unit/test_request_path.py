@@ -1,13 +1,16 @@
-"""The access record an exchange hands to the access log: every field, by name.
+"""A real Worker's request path, in memory (``bench.inproc.RequestPath``).
 
-``Exchange.access_record`` builds the record positionally (keyword matching was
-the dearest part of it), so this test pins each field to what it must hold.
-It drives a real Worker's request path in memory (``bench.inproc.RequestPath``).
+- The access record an exchange hands to the access log, every field by name:
+  ``Exchange.access_record`` builds it positionally (keyword matching was the
+  dearest part of it).
+- A closed client connection is freed by reference counting, not left in a cycle
+  for the garbage collector.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 
 import uvloop
@@ -76,3 +79,22 @@ def test_every_field_of_a_proxied_request() -> None:
     assert set(expected) | {"accepted", "started", "t_request", "t_first_byte", "t_total"} == {
         field.name for field in dataclasses.fields(AccessRecord)
     }
+
+
+def test_a_closed_connection_leaves_no_cycle_for_the_garbage_collector() -> None:
+    loop = uvloop.new_event_loop()
+    path = RequestPath(loop)
+
+    async def connections() -> None:
+        for _ in range(20):
+            path.one_connection()
+
+    gc.collect()
+    gc.disable()
+    try:
+        loop.run_until_complete(connections())
+        assert gc.collect() == 0  # nothing unreachable: all of it was freed when released
+    finally:
+        gc.enable()
+        path.close()
+        loop.close()
