@@ -1012,7 +1012,7 @@ class Exchange:
         facts = self.facts
         pool = self.pool
         started = self.started
-        # Positional, in AccessRecord's field order (tests/unit/test_exchange_record.py
+        # Positional, in AccessRecord's field order (tests/unit/test_request_path.py
         # checks every field): matching 23 keywords cost more than the rest of this.
         return AccessRecord(
             self.accepted,  # accepted
