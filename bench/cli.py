@@ -5,6 +5,7 @@
     python -m bench --scenario keepalive --scenario close
     python -m bench --list                the scenarios
     python -m bench --profile [SCENARIO]  py-spy on an lbcore worker under a scenario's load (keepalive)
+    python -m bench --perf [SCENARIO]     CPU per request by library and system call, servers side by side
 
 Results go to ``bench/results/<UTC timestamp>/results.{json,md,png}`` (``--out`` to
 choose); a full run with the defaults (every scenario and server, 3 x 5 s, 1 worker,
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", nargs="?", const="keepalive", metavar="SCENARIO",
                    help="profile an lbcore worker with py-spy under a scenario's load (default keepalive)")
     p.add_argument("--profile-seconds", type=int, default=20)
+    p.add_argument("--perf", nargs="?", const="keepalive", metavar="SCENARIO",
+                   help="perf + strace on lbcore, haproxy and the naive proxy (or --servers) under a scenario's "
+                        "load: CPU per request by shared object and system calls per request (default keepalive)")
+    p.add_argument("--perf-seconds", type=int, default=5)
     return p
 
 
@@ -79,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return profile(scenario, args.out or RESULTS, seconds=args.profile_seconds, workers=args.workers,
                        load_cpu=args.load_cpu, server_cpu=args.server_cpu)
+    if args.perf:
+        from bench.perfsplit import perf_split
+
+        try:
+            scenario = by_name(args.perf)
+        except KeyError as exc:
+            print(exc.args[0], file=sys.stderr)
+            return 2
+        return perf_split(scenario, args.out or RESULTS, labels=args.servers.split(",") if args.servers else None,
+                          seconds=args.perf_seconds, workers=args.workers, load_cpu=args.load_cpu,
+                          server_cpu=args.server_cpu)
     try:
         scenarios = [by_name(n) for name in args.scenario for n in name.split(",")] if args.scenario else list(SCENARIOS)
     except KeyError as exc:

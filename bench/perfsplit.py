@@ -1,0 +1,214 @@
+"""``python -m bench --perf [SCENARIO]``: each server's CPU per request, by library and system call.
+
+Where ``--profile`` looks inside an lbcore worker (py-spy), this puts the servers side
+by side on what they all have: for each server of the scenario (default: lbcore,
+haproxy and the naive proxy, as the scenario allows) it starts the nginx backend and
+the server with the scenario's configuration, loads it with wrk and the scenario's
+script, and
+
+- samples the whole server process tree with ``perf record`` (cpu-clock, 2 kHz) while
+  wrk runs: microseconds of CPU per request (or handshake) in each shared object
+  (the kernel, libcrypto, libssl, libc, the interpreter, uvloop, the server binary)
+  and in the kernel's busiest functions;
+- counts the system calls per request with ``strace -c -f`` in a second run (strace
+  slows the server; only the counts are used).
+
+The tables go to ``bench/results/perf-SCENARIO.md`` (``--out`` to choose). Needs
+``perf`` (Debian: linux-perf) and ``strace``; the figures are per request, so the
+machine's noise moves them less than it moves rates. ``perf`` sees kernel symbols only
+when ``/proc/sys/kernel/kptr_restrict`` allows it (as root it does).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench import servers
+from bench.certs import make_cert, make_ticket_keys
+from bench.configs import Frontend
+from bench.load import LUA
+from bench.run import LOGGING, Ports, Progress
+from bench.scenarios import Scenario
+
+__all__ = ["perf_split", "parse_perf_report", "parse_strace", "requests_of"]
+
+FREQUENCY = 2000  # samples per second of CPU
+DEFAULT_SERVERS = ("lbcore", "haproxy", "naive")
+TOP_KERNEL = 10
+_ROW = re.compile(r"^\s*([\d.]+)%\s+(\d+)\s+(.+?)\s*$")
+
+
+def parse_perf_report(text: str) -> dict[str, int]:
+    """Samples per key from ``perf report --stdio -n --sort KEY -g none`` (one key column)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = _ROW.match(line)
+        if m:
+            key = m.group(3).removeprefix("[k] ").removeprefix("[.] ").strip()
+            out[key] = out.get(key, 0) + int(m.group(2))
+    return out
+
+
+def parse_strace(text: str) -> dict[str, int]:
+    """Calls per system call from ``strace -c`` output."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total" and not fields[-1].startswith("-"):
+            out[fields[-1]] = out.get(fields[-1], 0) + int(fields[3])
+    return out
+
+
+def requests_of(wrk_output: str) -> int:
+    """What wrk counted: the BENCH_JSON line of the bench's Lua scripts, else its summary."""
+    for line in wrk_output.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return int(json.loads(line[len("BENCH_JSON "):])["requests"])
+    m = re.search(r"(\d+) requests in", wrk_output)
+    if not m:
+        raise ValueError(f"no request count in wrk's output: {wrk_output.strip()[-300:]!r}")
+    return int(m.group(1))
+
+
+def _wrk(scenario: Scenario, url: str, seconds: int, load_cpu: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["taskset", "-c", load_cpu, "wrk", "-t1", f"-c{scenario.connections}", f"-d{seconds}s",
+         "-s", str(LUA / scenario.script), url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _attach(argv: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # perf/strace attach before the load starts (not a synchronisation the figures rely on)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err or ""
+
+
+def _measure(scenario: Scenario, running: servers.Running, workdir: Path, seconds: int, load_cpu: str,
+             progress: Progress) -> dict:
+    url = f"{running.fe.scheme}://127.0.0.1:{running.fe.port}{scenario.path}"
+    pids = ",".join(str(pid) for pid in running.pids())
+    data = workdir / f"{running.label}.perf"
+    perf = _attach(["perf", "record", "-F", str(FREQUENCY), "-o", str(data), f"--pid={pids}"])
+    wrk = _wrk(scenario, url, seconds, load_cpu)
+    out, _ = wrk.communicate(timeout=seconds + 60)
+    _stop(perf)
+    requests = requests_of(out)
+    report = ["perf", "report", "-i", str(data), "--stdio", "-n", "--no-children", "-g", "none"]
+    dsos = parse_perf_report(subprocess.run(report + ["--sort", "dso"], capture_output=True, text=True).stdout)
+    kernel = parse_perf_report(subprocess.run(report + ["--sort", "sym", "--dsos", "[kernel.kallsyms]"],
+                                              capture_output=True, text=True).stdout)
+    progress(f"{scenario.name}: {running.label}: perf: {requests:,} requests, {sum(dsos.values()):,} samples")
+    trace = workdir / f"{running.label}.strace"
+    strace = _attach(["strace", "-c", "-f", "-o", str(trace)] + [a for pid in running.pids() for a in ("-p", str(pid))])
+    wrk = _wrk(scenario, url, seconds, load_cpu)
+    out, _ = wrk.communicate(timeout=seconds + 60)
+    _stop(strace)
+    traced = requests_of(out)
+    calls = parse_strace(trace.read_text()) if trace.exists() else {}
+    progress(f"{scenario.name}: {running.label}: strace: {traced:,} requests, {sum(calls.values()):,} calls")
+    us = 1e6 / FREQUENCY
+    return {
+        "requests": requests,
+        "dso_us": {k: v * us / requests for k, v in dsos.items()},
+        "kernel_us": {k: v * us / requests for k, v in kernel.items()},
+        "syscalls": {k: v / traced for k, v in calls.items()} if traced else {},
+    }
+
+
+def render(scenario: Scenario, results: dict[str, dict]) -> str:
+    labels = list(results)
+    lines = [f"# CPU per {scenario.unit.rstrip('s') if scenario.unit else 'request'}: {scenario.title}",
+             "", f"(generated by `python -m bench --perf {scenario.name}`: perf {FREQUENCY} Hz cpu-clock over the "
+             "whole server process tree; system calls from strace -c in a second run)", ""]
+
+    def table(title: str, key: str, fmt: str, top: int | None = None) -> None:
+        totals: dict[str, float] = {}
+        for label in labels:
+            for name, value in results[label][key].items():
+                totals[name] = max(totals.get(name, 0.0), value)
+        names = sorted(totals, key=totals.get, reverse=True)[:top]
+        lines.extend([f"## {title}", "", "| | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)])
+        for name in names:
+            cells = [fmt.format(results[label][key][name]) if name in results[label][key] else "–" for label in labels]
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        if key != "kernel_us":
+            sums = [fmt.format(sum(results[label][key].values())) for label in labels]
+            lines.append("| total | " + " | ".join(sums) + " |")
+        lines.append("")
+
+    table("µs of CPU per request, by shared object", "dso_us", "{:.1f}", 12)
+    table(f"µs per request in the kernel's {TOP_KERNEL} busiest functions", "kernel_us", "{:.2f}", TOP_KERNEL)
+    table("System calls per request", "syscalls", "{:.2f}", 20)
+    lines.append("Requests measured: " + ", ".join(f"{label} {results[label]['requests']:,}" for label in labels))
+    return "\n".join(lines) + "\n"
+
+
+def perf_split(scenario: Scenario, results_dir: Path, *, labels: list[str] | None, seconds: int, workers: int,
+               load_cpu: str, server_cpu: str) -> int:
+    progress = Progress()
+    missing = [tool for tool in ("perf", "strace") if shutil.which(tool) is None]
+    if missing:
+        print(f"missing: {', '.join(missing)} (Debian: apt-get install linux-perf strace)", flush=True)
+        return 2
+    if scenario.kind != "wrk":
+        print(f"{scenario.name} is not a load scenario: pick one that runs wrk", flush=True)
+        return 2
+    allowed = scenario.servers or DEFAULT_SERVERS
+    labels = [label for label in (labels or DEFAULT_SERVERS) if label in allowed]
+    workdir = Path(tempfile.mkdtemp(prefix="lbcore-perf-"))
+    workdir.chmod(0o755)
+    ports = Ports()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    backend = None
+    results: dict[str, dict] = {}
+    try:
+        sink.bind(("127.0.0.1", 0))
+        backend_port = ports.take()
+        backend = servers.start_backend(workdir / "backend", backend_port, load_cpu)
+        cert = make_cert(workdir / "certs", scenario.tls) if scenario.tls else None
+        keys = make_ticket_keys(workdir / "certs") if scenario.tls and scenario.resume else None
+        for label in labels:
+            spec = servers.parse_label(label, workers)
+            fe = Frontend(port=ports.take(), backend_port=backend_port, workers=spec.workers, acls=scenario.acls,
+                          tls=cert, resume=scenario.resume, ticket_keys=keys,
+                          access_log_port=sink.getsockname()[1] if scenario.access_log and spec.kind in LOGGING
+                          else None)
+            running = servers.start(spec, fe, workdir / label, server_cpu)
+            try:
+                results[label] = _measure(scenario, running, workdir, seconds, load_cpu, progress)
+            finally:
+                running.stop()
+        results_dir.mkdir(parents=True, exist_ok=True)
+        path = results_dir / f"perf-{scenario.name}.md"
+        text = render(scenario, results)
+        path.write_text(text)
+        print(text, flush=True)
+        progress(f"written: {path}")
+        return 0
+    finally:
+        if backend is not None:
+            backend.stop()
+        sink.close()
+        shutil.rmtree(workdir, ignore_errors=True)
