@@ -42,7 +42,7 @@ from json.encoder import encode_basestring_ascii as _encode_json  # type: ignore
 
 from lbcore.proxy import accesslog_format as _pure
 
-__all__ = ["IMPLEMENTATION", "format_json", "format_text"]
+__all__ = ["IMPLEMENTATION", "format_json", "format_text", "iso_timestamp"]
 
 IMPLEMENTATION = "compiled"
 
@@ -404,6 +404,16 @@ def format_text(record, worker=0):
         f"{tq}/{tw}/{tc}/{tr}/{ta} {status} {bytes_out} - - {term} {retries} {acl} "
         f'{{{host}|{user_agent}}} "{method}{space}{target}{space}{http}{version}"'
     )
+
+
+def iso_timestamp(timestamp):
+    """``2024-05-01T12:00:00.123Z`` (UTC, milliseconds): the pure ``iso_timestamp``
+    (the RFC 5424 frame of every syslog line)."""
+    cdef long long second
+    cdef int ms
+    if _split(timestamp, &second, &ms):
+        return _second_pair(second)[0] + _MS_ISO[ms]
+    return _pure.iso_timestamp(timestamp)
 
 
 def format_json(record, worker=0):

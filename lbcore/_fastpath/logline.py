@@ -1,5 +1,6 @@
 """Access-log line formatters: ``format_text`` (haproxy's httplog/tcplog) and
-``format_json``, one line per ``AccessRecord``.
+``format_json``, one line per ``AccessRecord``, and ``iso_timestamp`` (the RFC 5424
+timestamp of a syslog frame).
 
 Two twins with one interface and the same output for every record:
 ``lbcore.proxy.accesslog_format`` (pure Python, regex escaping: the reference) and
@@ -18,7 +19,7 @@ from types import ModuleType
 from lbcore._fastpath import USE_EXTENSIONS
 from lbcore.proxy import accesslog_format as _pure
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "format_json", "format_text"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "format_json", "format_text", "iso_timestamp"]
 
 compiled: ModuleType | None = None
 if USE_EXTENSIONS:
@@ -34,3 +35,4 @@ _impl = compiled or _pure
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 format_text = _impl.format_text
 format_json = _impl.format_json
+iso_timestamp = _impl.iso_timestamp

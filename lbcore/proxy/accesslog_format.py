@@ -39,6 +39,7 @@ __all__ = [
     "escape_text",
     "format_json",
     "format_text",
+    "iso_timestamp",
     "make_formatter",
     "syslog_hostname",
 ]
@@ -228,4 +229,5 @@ def make_formatter(settings: AccessLogSettings, worker: int = 0) -> Callable[["A
         return lambda record: line(record, worker)
     prefix = f"<{settings.priority_facility * 8 + SYSLOG_SEVERITY_INFO}>1 "
     middle = f" {syslog_hostname()} {settings.tag} {os.getpid()} {SYSLOG_MSGID} - "
-    return lambda record: f"{prefix}{iso_timestamp(record.accepted)}{middle}{line(record, worker)}"
+    stamp = logline.iso_timestamp
+    return lambda record: f"{prefix}{stamp(record.accepted)}{middle}{line(record, worker)}"

@@ -140,6 +140,20 @@ def test_twins_agree_on_any_record(rec: AccessRecord, worker: int) -> None:
 
 
 @PARITY
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(min_value=0, max_value=4e9),
+                 st.integers(min_value=-10**12, max_value=10**12)))
+@example(1714564800.1235)  # rounds half to even, as round()
+@example(1714564800.9996)  # rounds up into the next second
+@example(-0.0005)
+def test_twins_agree_on_syslog_timestamps(timestamp: Any) -> None:
+    compiled = twin("compiled")
+    expected = outcome(lambda t, _worker: pure.iso_timestamp(t), timestamp)
+    assert outcome(lambda t, _worker: compiled.iso_timestamp(t), timestamp) == expected
+    if isinstance(timestamp, float) and 0 <= timestamp < 4e9:
+        assert expected[0] == "ok" and expected[1].endswith("Z")
+
+
+@PARITY
 @given(TEXT, TEXT, TEXT, TEXT)
 def test_twins_agree_on_any_text(target: str, host: str, user_agent: str, other: str) -> None:
     # Every string field at once, in both modes: the escaping of each context.
