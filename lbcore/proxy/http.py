@@ -787,21 +787,20 @@ class Exchange:
         self.pstats.response(status)
         mstats = self.mstats
         mstats.response(status)
+        worker = self.conn.worker
         if status >= 500:
-            self.conn.worker.member_error(self.member, gateway=False)
-        elif self.member is not None:
-            self.conn.worker.member_ok(self.member)
-        extra: list[tuple[str, str]] = []
+            worker.member_error(self.member, gateway=False)
+        elif worker.passive and self.member is not None:  # some member has failed lately
+            worker.member_ok(self.member)
+        extra = self.listener.response_headers
         persistence = self.pool.persistence if self.pool else None
         if persistence is not None and self.member is not None:
             if isinstance(persistence, CookiePersistence):
                 cookie = persistence.response_cookie(self.facts, self.member)
                 if cookie is not None:
-                    extra.append(cookie)
-                    extra.append(persistence.nocache_header)
+                    extra = (cookie, persistence.nocache_header, *extra)
             else:
                 persistence.record(self.facts, self.member, self.conn.loop.time())
-        extra.extend(self.listener.response_headers)
         framing = response_head_for_client(
             response,
             request_method=self.request.method,
