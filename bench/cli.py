@@ -74,24 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         print("one CPU only: the server shares CPU 0 with the load generator (figures per CPU-second still hold)",
               file=sys.stderr)
         args.server_cpu = "0"
-    if args.profile:
-        from bench.profile import profile
-
+    if args.profile or args.perf:
         try:
-            scenario = by_name(args.profile)
+            scenario = by_name(args.profile or args.perf)
         except KeyError as exc:
             print(exc.args[0], file=sys.stderr)
             return 2
-        return profile(scenario, args.out or RESULTS, seconds=args.profile_seconds, workers=args.workers,
-                       load_cpu=args.load_cpu, server_cpu=args.server_cpu)
-    if args.perf:
+        if args.profile:
+            from bench.profile import profile
+
+            return profile(scenario, args.out or RESULTS, seconds=args.profile_seconds, workers=args.workers,
+                           load_cpu=args.load_cpu, server_cpu=args.server_cpu)
         from bench.perfsplit import perf_split
 
-        try:
-            scenario = by_name(args.perf)
-        except KeyError as exc:
-            print(exc.args[0], file=sys.stderr)
-            return 2
         return perf_split(scenario, args.out or RESULTS, labels=args.servers.split(",") if args.servers else None,
                           seconds=args.perf_seconds, workers=args.workers, load_cpu=args.load_cpu,
                           server_cpu=args.server_cpu)
