@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,8 +22,8 @@ from pathlib import Path
 from bench import servers
 from bench.certs import make_cert
 from bench.configs import Frontend
-from bench.load import LUA
-from bench.run import Ports, Progress
+from bench.oneoff import Stage, stage, wrk
+from bench.run import Progress
 from bench.scenarios import Scenario
 
 __all__ = ["profile", "summarise"]
@@ -87,19 +85,19 @@ def profile(scenario: Scenario, results: Path, *, seconds: int, workers: int, lo
     if shutil.which("py-spy") is None:
         print("py-spy is not installed: pip install py-spy", flush=True)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="lbcore-profile-"))
-    workdir.chmod(0o755)
-    ports = Ports()
-    backend = lbcore = None
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with stage(load_cpu, "lbcore-profile-") as where:
+        return _profile(scenario, results, where, seconds=seconds, workers=workers, load_cpu=load_cpu,
+                        server_cpu=server_cpu, progress=progress)
+
+
+def _profile(scenario: Scenario, results: Path, where: Stage, *, seconds: int, workers: int, load_cpu: str,
+             server_cpu: str, progress: Progress) -> int:
+    workdir = where.workdir
+    fe = Frontend(port=where.ports.take(), backend_port=where.backend_port, workers=workers, acls=scenario.acls,
+                  tls=make_cert(workdir / "certs", scenario.tls) if scenario.tls else None,
+                  resume=scenario.resume, access_log_port=where.log_port if scenario.access_log else None)
+    lbcore = None
     try:
-        backend_port = ports.take()
-        sink.bind(("127.0.0.1", 0))
-        log_port = sink.getsockname()[1]
-        backend = servers.start_backend(workdir / "backend", backend_port, load_cpu)
-        fe = Frontend(port=ports.take(), backend_port=backend_port, workers=workers, acls=scenario.acls,
-                      tls=make_cert(workdir / "certs", scenario.tls) if scenario.tls else None,
-                      resume=scenario.resume, access_log_port=log_port if scenario.access_log else None)
         lbcore = servers.start(servers.ServerSpec("lbcore", "lbcore", workers), fe, workdir / "lbcore", server_cpu)
         worker_pids = [pid for pid in lbcore.pids() if pid != lbcore.proc.pid]
         if not worker_pids:
@@ -111,18 +109,14 @@ def profile(scenario: Scenario, results: Path, *, seconds: int, workers: int, lo
         svg = results / f"profile-{scenario.name}.svg"
         for fmt, output in (("raw", raw), ("flamegraph", svg)):
             progress(f"wrk on {url} and py-spy ({fmt}) on worker pid {worker_pids[0]} for {seconds}s")
-            wrk = subprocess.Popen(
-                ["taskset", "-c", load_cpu, "wrk", "-t1", f"-c{scenario.connections}", f"-d{seconds + 4}s",
-                 "-s", str(LUA / scenario.script), url],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )
+            load = wrk(scenario, url, seconds + 4, load_cpu)
             time.sleep(2)
             spy = subprocess.run(
                 ["taskset", "-c", load_cpu, "py-spy", "record", "--pid", str(worker_pids[0]), "--native",
                  "--rate", str(RATE), "--duration", str(seconds), "--format", fmt, "--output", str(output)],
                 capture_output=True, text=True, timeout=seconds + 60,
             )
-            out, _ = wrk.communicate(timeout=seconds + 60)
+            out, _ = load.communicate(timeout=seconds + 60)
             progress((spy.stdout + spy.stderr).strip().splitlines()[-1] if (spy.stdout + spy.stderr).strip() else
                      f"py-spy exited {spy.returncode}")
             totals = next((line for line in out.splitlines() if line.startswith("BENCH_JSON")), out.strip()[-300:])
@@ -149,7 +143,3 @@ def profile(scenario: Scenario, results: Path, *, seconds: int, workers: int, lo
     finally:
         if lbcore is not None:
             lbcore.stop()
-        if backend is not None:
-            backend.stop()
-        sink.close()
-        shutil.rmtree(workdir, ignore_errors=True)
