@@ -16,23 +16,11 @@ unless ``LBCORE_NO_EXTENSIONS=1``.
 
 from __future__ import annotations
 
-from types import ModuleType
-
-from lbcore._fastpath import USE_EXTENSIONS, _heads_py
+from lbcore._fastpath import twins, _heads_py
 
 __all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "make_request", "make_response", "scan_request", "scan_response"]
 
-compiled: ModuleType | None = None
-if USE_EXTENSIONS:
-    try:
-        from lbcore._fastpath import _heads as compiled  # type: ignore[no-redef]
-    except ImportError:  # not built: the pure twin serves
-        compiled = None
-
-IMPLEMENTATIONS: dict[str, ModuleType] = {"pure": _heads_py}
-if compiled is not None:
-    IMPLEMENTATIONS["compiled"] = compiled
-_impl = compiled or _heads_py
+IMPLEMENTATIONS, _impl = twins(_heads_py, "_heads")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 scan_request = _impl.scan_request
 scan_response = _impl.scan_response

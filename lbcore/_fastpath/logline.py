@@ -14,24 +14,12 @@ that module imports this one only inside ``make_formatter``, never at import tim
 
 from __future__ import annotations
 
-from types import ModuleType
-
-from lbcore._fastpath import USE_EXTENSIONS
+from lbcore._fastpath import twins
 from lbcore.proxy import accesslog_format as _pure
 
 __all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "format_json", "format_text", "iso_timestamp"]
 
-compiled: ModuleType | None = None
-if USE_EXTENSIONS:
-    try:
-        from lbcore._fastpath import _logline as compiled  # type: ignore[no-redef]
-    except ImportError:  # not built: the pure twin serves
-        compiled = None
-
-IMPLEMENTATIONS: dict[str, ModuleType] = {"pure": _pure}
-if compiled is not None:
-    IMPLEMENTATIONS["compiled"] = compiled
-_impl = compiled or _pure
+IMPLEMENTATIONS, _impl = twins(_pure, "_logline")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 format_text = _impl.format_text
 format_json = _impl.format_json

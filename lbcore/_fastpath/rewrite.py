@@ -9,23 +9,11 @@ The compiled one is used when built unless ``LBCORE_NO_EXTENSIONS=1``.
 
 from __future__ import annotations
 
-from types import ModuleType
-
-from lbcore._fastpath import USE_EXTENSIONS, _rewrite_py
+from lbcore._fastpath import twins, _rewrite_py
 
 __all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "request_head_for_member", "response_head_for_client"]
 
-compiled: ModuleType | None = None
-if USE_EXTENSIONS:
-    try:
-        from lbcore._fastpath import _rewrite as compiled  # type: ignore[no-redef]
-    except ImportError:  # not built: the pure twin serves
-        compiled = None
-
-IMPLEMENTATIONS: dict[str, ModuleType] = {"pure": _rewrite_py}
-if compiled is not None:
-    IMPLEMENTATIONS["compiled"] = compiled
-_impl = compiled or _rewrite_py
+IMPLEMENTATIONS, _impl = twins(_rewrite_py, "_rewrite")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 request_head_for_member = _impl.request_head_for_member
 response_head_for_client = _impl.response_head_for_client

@@ -15,9 +15,7 @@ unless ``LBCORE_NO_EXTENSIONS=1``. Both reach the libssl that ``_ssl`` itself us
 
 from __future__ import annotations
 
-from types import ModuleType
-
-from lbcore._fastpath import USE_EXTENSIONS, _libssl, _sslctx_py
+from lbcore._fastpath import twins, _libssl, _sslctx_py
 from lbcore._fastpath._libssl import (
     OpenSSLUnavailable,
     library_version,
@@ -42,17 +40,7 @@ __all__ = [
     "unavailable_reason",
 ]
 
-compiled: ModuleType | None = None
-if USE_EXTENSIONS:
-    try:
-        from lbcore._fastpath import _sslctx as compiled  # type: ignore[no-redef]
-    except ImportError:  # not built: the pure twin serves
-        compiled = None
-
-IMPLEMENTATIONS: dict[str, ModuleType] = {"pure": _sslctx_py}
-if compiled is not None:
-    IMPLEMENTATIONS["compiled"] = compiled
-_impl = compiled or _sslctx_py
+IMPLEMENTATIONS, _impl = twins(_sslctx_py, "_sslctx")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 MAX_KEYS = _sslctx_py.MAX_KEYS
 install_ticket_keys = _impl.install_ticket_keys
