@@ -30,7 +30,7 @@ from lbcore.l7.http1 import (
     encode_response_head,
     error_response,
 )
-from tests.unit.test_http1_fastlane import LANES, use_default_lane
+from tests.unit.test_http1_fastlane import LANES, merge, use_default_lane
 
 MODES = ["whole", "bytewise", "trailing"]
 NEXT_REQUEST = b"GET /next HTTP/1.1\r\nHo"  # the start of a pipelined request
@@ -42,17 +42,6 @@ def fast_lane(request, monkeypatch):
     """Every test runs with the readers' fast lane off (llhttp only), with the pure
     twin and with the compiled twin: the fast lane must not change any outcome."""
     use_default_lane(monkeypatch, request.param)
-
-
-def merge(events):
-    """Events with adjacent Data joined, so that splitting does not matter."""
-    out = []
-    for event in events:
-        if isinstance(event, Data) and out and isinstance(out[-1], Data):
-            out[-1] = Data(out[-1].data + event.data)
-        else:
-            out.append(event)
-    return out
 
 
 def feed(reader, data: bytes, mode: str = "whole", eof: bool = False):

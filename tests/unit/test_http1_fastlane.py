@@ -430,6 +430,7 @@ def test_scan_response_generated(twin, data, prefix, method, limits) -> None:
 
 
 def merge(events) -> list:
+    """Events with adjacent Data joined, so that splitting does not matter."""
     out: list = []
     for event in events:
         if isinstance(event, Data) and out and isinstance(out[-1], Data):
