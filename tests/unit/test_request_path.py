@@ -5,18 +5,26 @@
   dearest part of it).
 - A closed client connection is freed by reference counting, not left in a cycle
   for the garbage collector.
+- The last response of a plain connection is corked (TCP_CORK) so that it leaves
+  with the FIN; never on a keep-alive response, a TLS connection, or when the client
+  pipelined bytes the engine has not handled.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import socket
 import time
 
+import pytest
 import uvloop
 
-from bench.inproc import RESPONSE, RequestPath
+from bench.inproc import CLOSE_REQUEST, RESPONSE, MemoryTransport, RequestPath
+from bench.inproc import REQUEST as KEEP_ALIVE_REQUEST
 from lbcore.proxy.accesslog import AccessRecord
+from lbcore.proxy.flow import ReadGate
+from lbcore.proxy.http import ClientConnection, TlsClientConnection
 
 REQUEST = (b"POST /upload?x=1 HTTP/1.1\r\nHost: shop.example:8080\r\nUser-Agent: probe/2\r\n"
            b"Content-Length: 5\r\n\r\nhello")
@@ -98,3 +106,69 @@ def test_a_closed_connection_leaves_no_cycle_for_the_garbage_collector() -> None
         gc.enable()
         path.close()
         loop.close()
+
+
+class _Socket:
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.events.append(("setsockopt", level, option, value))
+
+
+class _RecordingTransport(MemoryTransport):
+    """Writes, closes and socket options, in the order the engine did them."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 40001))
+        self.events: list[tuple] = []
+
+    def write(self, data: bytes) -> None:
+        self.events.append(("write",))
+        super().write(data)
+
+    def close(self) -> None:
+        self.events.append(("close",))
+        super().close()
+
+    def get_extra_info(self, name: str, default=None):
+        if name == "socket":
+            return _Socket(self.events)
+        return super().get_extra_info(name, default)
+
+
+CORK = ("setsockopt", socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+WRITE, CLOSE = ("write",), ("close",)
+
+
+@pytest.mark.parametrize(("connection_class", "requests", "paused", "expected"), [
+    pytest.param(ClientConnection, [CLOSE_REQUEST], False, [CORK, WRITE, CLOSE], id="close-corked"),
+    pytest.param(ClientConnection, [KEEP_ALIVE_REQUEST], False, [WRITE], id="keep-alive-not-corked"),
+    pytest.param(ClientConnection, [KEEP_ALIVE_REQUEST, CLOSE_REQUEST], False, [WRITE, CORK, WRITE, CLOSE],
+                 id="pipelined-last-corked"),
+    # Reading paused (a limit): the kernel may hold bytes the client sent after its request.
+    pytest.param(ClientConnection, [CLOSE_REQUEST], True, [WRITE, CLOSE], id="reading-paused-not-corked"),
+    pytest.param(TlsClientConnection, [CLOSE_REQUEST], False, [WRITE, CLOSE], id="tls-not-corked"),
+])
+def test_the_last_response_of_a_plain_connection_leaves_corked(connection_class, requests, paused, expected) -> None:
+    """The requests arrive in one read; the member answers each (its writes are not recorded)."""
+    loop = uvloop.new_event_loop()
+    path = RequestPath(loop)
+    transport = _RecordingTransport()
+
+    async def exchange() -> None:
+        client = connection_class(path.worker, "bench")
+        client.connection_made(transport)
+        client.data_received(b"".join(requests))
+        if paused:
+            client.gate.pause(ReadGate.LIMIT)
+        for _ in requests:
+            path.backend.data_received(RESPONSE)
+
+    try:
+        loop.run_until_complete(exchange())
+    finally:
+        path.close()
+        loop.close()
+    assert transport.events == expected
+    assert b"".join(transport.written).startswith(b"HTTP/1.1 200 OK\r\n")
