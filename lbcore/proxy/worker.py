@@ -27,6 +27,7 @@ from lbcore import spec as S
 from lbcore.proxy.accesslog import AccessLogs
 from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
+from lbcore.proxy.heap import tune_malloc
 from lbcore.proxy.http import ClientConnection, TlsClientConnection
 from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
 from lbcore.proxy.stats import FLUSH_INTERVAL, WorkerStats
@@ -355,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         format=f"%(asctime)s lbcore[worker {args.index} pid %(process)d] %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    log.debug("%s", tune_malloc())
     channel = Channel(socket.socket(fileno=args.control_fd))
     try:
         import uvloop
