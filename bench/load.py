@@ -5,8 +5,9 @@ CPU, ``bench/lua/report.lua`` printing the totals as JSON. Over https with a new
 connection per request, wrk offers the previous session on every reconnection
 (it keeps its SSL object across connections), so it resumes whenever the server
 allows: the full-handshake scenarios turn resumption off on the server, and
-``probe_resumption`` checks that the server really refuses it (haproxy's own
-counters confirm it per run, see ``Running.tls_sessions``).
+``probe_tls`` checks that the server really refuses it (haproxy's own counters
+confirm it per run, see ``Running.tls_sessions``), and which protocol version it
+negotiates (TLS 1.3 for all, or the figures compare different handshakes).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from bench.certs import SERVER_NAME
 from bench.servers import unverified_context
 
-__all__ = ["IdleResult", "WrkResult", "hold_idle", "openssl_speed", "probe_resumption", "run_wrk"]
+__all__ = ["IdleResult", "TlsProbe", "WrkResult", "hold_idle", "openssl_speed", "probe_tls", "run_wrk"]
 
 LUA = Path(__file__).resolve().parent / "lua"
 IDLE_CLIENT = Path(__file__).resolve().parent / "idle_client.py"
@@ -65,9 +66,16 @@ def run_wrk(url: str, *, cpu: str, seconds: int, connections: int, script: str =
     raise LoadError(f"wrk exited {done.returncode} without totals: {(done.stderr or done.stdout).strip()[-500:]}")
 
 
-def probe_resumption(port: int) -> bool:
-    """Whether the server resumes a TLS session: one request on a first connection (so
-    a TLS 1.3 ticket arrives), then a second connection offering that session."""
+@dataclass(frozen=True, slots=True)
+class TlsProbe:
+    version: str  # what the first handshake negotiated, as ssl says it ("TLSv1.3")
+    resumed: bool  # whether the second connection resumed the first one's session
+
+
+def probe_tls(port: int) -> TlsProbe:
+    """The protocol version a server negotiates, and whether it resumes a TLS session:
+    one request on a first connection (so a TLS 1.3 ticket arrives), then a second
+    connection offering that session."""
     ctx = unverified_context()
     request = f"GET / HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", port), timeout=5.0) as raw:
@@ -76,12 +84,13 @@ def probe_resumption(port: int) -> bool:
             while tls.recv(65536):
                 pass
             session = tls.session
+            version = tls.version() or "unknown"
     with socket.create_connection(("127.0.0.1", port), timeout=5.0) as raw:
         with ctx.wrap_socket(raw, server_hostname=SERVER_NAME, session=session) as tls:
             tls.sendall(request)
             while tls.recv(65536):
                 pass
-            return tls.session_reused
+            return TlsProbe(version, tls.session_reused)
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,7 +227,7 @@ def _labels(scenario: Scenario, settings: Settings) -> list[str]:
 def _run_scenario(scenario: Scenario, ctx: _Context) -> dict:
     settings = ctx.settings
     record: dict = {"name": scenario.name, "title": scenario.title, "kind": scenario.kind, "unit": scenario.unit,
-                    "servers": {}}
+                    "tls": scenario.tls, "servers": {}}
     if scenario.kind == "speed":
         speed = load.openssl_speed(settings.server_cpu, settings.speed_seconds)
         record["speed"] = speed
@@ -285,13 +285,18 @@ def _measure_wrk(scenario: Scenario, ctx: _Context, running: dict[str, servers.R
     if scenario.tls:
         for label, server in running.items():
             try:
-                resumed = load.probe_resumption(server.fe.port)
+                probe = load.probe_tls(server.fe.port)
             except (OSError, ValueError) as exc:
                 record["servers"][label]["resumption_probe"] = f"failed: {exc}"
                 continue
             entry = record["servers"][label]
-            entry["resumes_sessions"] = resumed
-            if resumed != scenario.resume:
+            entry["tls_version"] = probe.version
+            entry["resumes_sessions"] = resumed = probe.resumed
+            if probe.version != "TLSv1.3":
+                entry["comparable"] = False
+                entry["note"] = f"negotiates {probe.version}, not TLS 1.3 as the others: its handshakes differ"
+                ctx.progress(f"{scenario.name}: {label}: {entry['note']}")
+            elif resumed != scenario.resume:
                 entry["comparable"] = False
                 entry["note"] = ("resumes sessions although resumption is off in its configuration: its figure "
                                  "counts resumed handshakes" if resumed else

@@ -73,6 +73,17 @@ def test_load_scenarios_produced_figures(quick_run: tuple[dict, Path]) -> None:
 
 
 @pytest.mark.timeout(600)
+def test_tls_servers_are_compared_on_the_same_protocol(quick_run: tuple[dict, Path]) -> None:
+    """Every TLS server negotiates TLS 1.3 with the load's client (Debian's nginx 1.22
+    stops at TLS 1.2 unless told), and resumes sessions only where the scenario does."""
+    results, _ = quick_run
+    for scenario in (s for s in results["scenarios"] if s["kind"] == "wrk" and s.get("tls")):
+        for label, entry in scenario["servers"].items():
+            assert entry.get("tls_version") == "TLSv1.3", (scenario["name"], label, entry.get("tls_version"))
+            assert entry.get("comparable", True), (scenario["name"], label, entry.get("note"))
+
+
+@pytest.mark.timeout(600)
 def test_idle_scenarios_produced_figures(quick_run: tuple[dict, Path]) -> None:
     results, _ = quick_run
     for scenario in (s for s in results["scenarios"] if s["kind"] == "idle"):
