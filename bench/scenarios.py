@@ -44,6 +44,8 @@ SCENARIOS = (
     Scenario("keepalive", "HTTP keep-alive, small response", "wrk", PROXIES),
     Scenario("keepalive-nolog", "HTTP keep-alive, small response, access logs off", "wrk", ("haproxy", "lbcore"),
              access_log=False),
+    Scenario("keepalive-paced", "HTTP keep-alive at a fixed pace (~10k requests/s offered): cost at equal load",
+             "wrk", PROXIES, script="paced.lua"),
     Scenario("close", "HTTP, new connection per request", "wrk", PROXIES, script="close.lua"),
     Scenario(f"acl{ROUTING_RULES}", f"L7 routing, {ROUTING_RULES} ACLs (host and path), keep-alive", "wrk",
              ("haproxy", "lbcore"), script=f"acl{ROUTING_RULES}.lua", acls=ROUTING_RULES),
