@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Mapping
 
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "tune_malloc"]
 
@@ -37,7 +38,7 @@ TRIM_THRESHOLD = 32 << 20
 _OPERATOR_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
-def tune_malloc(environ: dict[str, str] | os._Environ = os.environ) -> str:
+def tune_malloc(environ: Mapping[str, str] = os.environ) -> str:
     """Apply the settings to this process; says what was done (for the worker's log)."""
     if any(name in environ for name in _OPERATOR_SETTINGS) or "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
         return "malloc: the environment's settings"
