@@ -795,13 +795,8 @@ class Exchange:
                     out.append(encode_last_chunk(event.trailers))
                 if out:
                     # No client timeout to set: exchange_done sets keepalive (or the next request's).
-                    data = b"".join(out) if len(out) > 1 else out[0]
-                    if self.response_keep_alive and self.client_keep_alive and self.request_done:
-                        conn.write(data)
-                    elif self.request_done and conn.exchange is self:
-                        conn.write_last(data)  # response_complete -> exchange_done closes the connection
-                    else:
-                        conn.write(data)
+                    self.write_end(b"".join(out) if len(out) > 1 else out[0],
+                                   self.response_keep_alive and self.client_keep_alive)
                 if index != last:
                     # Bytes after the response: the member broke framing; never reuse it.
                     self.backend_keep_alive = False
@@ -813,6 +808,14 @@ class Exchange:
         if out:
             conn.write(b"".join(out) if len(out) > 1 else out[0])
             conn.deadline.extend(conn.timeouts.client)
+
+    def write_end(self, data: bytes, keep_alive: bool) -> None:
+        """The response's last bytes. When the connection ends with it (exchange_done
+        closes it) and the whole request was read, as the connection's last write."""
+        if keep_alive or not self.request_done or self.conn.exchange is not self:
+            self.conn.write(data)
+        else:
+            self.conn.write_last(data)
 
     def response_head(self, response: Response) -> bytes:
         self.response_started = True
@@ -970,11 +973,7 @@ class Exchange:
         self.response_started = True
         self.response_keep_alive = keep_alive
         self.conn.lstats.response(status)
-        response = error_response(status, extra_headers=extra_headers, keep_alive=keep_alive)
-        if keep_alive or not self.request_done or self.conn.exchange is not self:
-            self.conn.write(response)
-        else:
-            self.conn.write_last(response)  # exchange_done closes the connection
+        self.write_end(error_response(status, extra_headers=extra_headers, keep_alive=keep_alive), keep_alive)
         if not keep_alive:
             self.conn.exchange_done(self, False)
         elif self.request_done:
