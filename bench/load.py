@@ -25,7 +25,8 @@ from pathlib import Path
 from bench.certs import SERVER_NAME
 from bench.servers import unverified_context
 
-__all__ = ["IdleResult", "TlsProbe", "WrkResult", "hold_idle", "openssl_speed", "probe_tls", "run_wrk"]
+__all__ = ["IdleResult", "TlsProbe", "WrkResult", "bench_totals", "hold_idle", "openssl_speed", "probe_tls", "run_wrk",
+           "wrk_argv"]
 
 LUA = Path(__file__).resolve().parent / "lua"
 IDLE_CLIENT = Path(__file__).resolve().parent / "idle_client.py"
@@ -48,21 +49,31 @@ class WrkResult:
         return sum(self.errors.values())
 
 
-def run_wrk(url: str, *, cpu: str, seconds: int, connections: int, script: str = "report.lua") -> WrkResult:
-    argv = [
+def wrk_argv(url: str, *, cpu: str, seconds: int, connections: int, script: str = "report.lua") -> list[str]:
+    """wrk, one thread pinned to ``cpu``, with one of the bench's Lua scripts."""
+    return [
         "taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
         "-s", str(LUA / script), url,
     ]
+
+
+def bench_totals(wrk_output: str) -> dict | None:
+    """The run's totals from the ``BENCH_JSON`` line ``report.lua`` prints; None without one."""
+    for line in wrk_output.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON "):])
+    return None
+
+
+def run_wrk(url: str, *, cpu: str, seconds: int, connections: int, script: str = "report.lua") -> WrkResult:
+    argv = wrk_argv(url, cpu=cpu, seconds=seconds, connections=connections, script=script)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     except subprocess.TimeoutExpired:
         raise LoadError(f"wrk did not finish within {seconds + 30}s") from None
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCH_JSON "):
-            data = json.loads(line[len("BENCH_JSON "):])
-            return WrkResult(
-                data["requests"], data["duration_us"] / 1e6, data["bytes"], data["errors"], data["latency_us"]
-            )
+    data = bench_totals(done.stdout)
+    if data is not None:
+        return WrkResult(data["requests"], data["duration_us"] / 1e6, data["bytes"], data["errors"], data["latency_us"])
     raise LoadError(f"wrk exited {done.returncode} without totals: {(done.stderr or done.stdout).strip()[-500:]}")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import servers
-from bench.load import LUA
+from bench.load import wrk_argv
 from bench.run import Ports
 from bench.scenarios import Scenario
 
@@ -53,9 +53,9 @@ def stage(load_cpu: str, prefix: str) -> Iterator[Stage]:
 
 
 def wrk(scenario: Scenario, url: str, seconds: int, load_cpu: str) -> subprocess.Popen:
-    """wrk with the scenario's connections and Lua script, pinned to the load CPU; stdout piped."""
+    """wrk with the scenario's connections and Lua script, pinned to the load CPU, as the
+    scenarios run it (``load.wrk_argv``); stdout piped."""
     return subprocess.Popen(
-        ["taskset", "-c", load_cpu, "wrk", "-t1", f"-c{scenario.connections}", f"-d{seconds}s",
-         "-s", str(LUA / scenario.script), url],
+        wrk_argv(url, cpu=load_cpu, seconds=seconds, connections=scenario.connections, script=scenario.script),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -21,7 +21,6 @@ when ``/proc/sys/kernel/kptr_restrict`` allows it (as root it does).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 from bench import servers
 from bench.certs import make_cert, make_ticket_keys
 from bench.configs import Frontend
+from bench.load import bench_totals
 from bench.oneoff import stage, wrk
 from bench.run import LOGGING, Progress
 from bench.scenarios import Scenario
@@ -70,9 +70,9 @@ def parse_strace(text: str) -> dict[str, int]:
 
 def requests_of(wrk_output: str) -> int:
     """What wrk counted: the BENCH_JSON line of the bench's Lua scripts, else its summary."""
-    for line in wrk_output.splitlines():
-        if line.startswith("BENCH_JSON "):
-            return int(json.loads(line[len("BENCH_JSON "):])["requests"])
+    totals = bench_totals(wrk_output)
+    if totals is not None:
+        return int(totals["requests"])
     m = re.search(r"(\d+) requests in", wrk_output)
     if not m:
         raise ValueError(f"no request count in wrk's output: {wrk_output.strip()[-300:]!r}")
