@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import gc
 import logging
 import math
@@ -24,6 +25,7 @@ import time
 from typing import Any
 
 from lbcore import spec as S
+from lbcore._fastpath.tlsconn import TlsServer
 from lbcore.proxy.accesslog import AccessLogs
 from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
@@ -41,6 +43,11 @@ log = logging.getLogger("lbcore.worker")
 RAMP_STEP = 0.5  # seconds between slow-start weight updates
 GC_THRESHOLD = 20_000  # allocations between young-generation collections (CPython's default: 700)
 TICKET_KEYS_CHECK = 2.0  # seconds between checks of TLS ticket key files for rotation
+
+
+def _tls_protocol(terminator: TlsServer, factory):
+    """The loop's protocol for a connection accepted on an https listener: TLS, carrying the engine's."""
+    return terminator.connection(factory())
 
 
 class Worker:
@@ -242,29 +249,20 @@ class Worker:
         current = self.servers.get(key)
         if current is not None and current[1] is context:
             return
-        if context is not None:
-            self._record_sni(tls)
+        factory = self._protocol_for(key)
+        if tls is not None:
+            # TLS is terminated by lbcore's own layer over a plain TCP transport
+            # (lbcore._fastpath.tlsconn), not by the loop's ssl= support.
+            terminator = TlsServer(tls.contexts, tls.store.sni.lookup, tls.store.sni.default_index,
+                                   listener.timeouts.http_request, self.loop)
+            factory = functools.partial(_tls_protocol, terminator, factory)
         # asyncio owns (and closes) the socket it is given: hand it a duplicate, keep ours.
         sock = socket.socket(fileno=os.dup(fd))
         sock.setblocking(False)
-        server = await self.loop.create_server(
-            self._protocol_for(key), sock=sock, backlog=listener.backlog,
-            ssl=context, ssl_handshake_timeout=listener.timeouts.http_request if context is not None else None,
-        )
+        server = await self.loop.create_server(factory, sock=sock, backlog=listener.backlog)
         self.servers[key] = (server, context)
         if current is not None:
             current[0].close()
-
-    @staticmethod
-    def _record_sni(tls) -> None:
-        """Keep the client's SNI name on the connection's SSLObject, for ACLs and logs."""
-        select = tls.sni_callback
-
-        def sni_callback(ssl_object, server_name, context):
-            ssl_object.lbcore_sni = server_name.lower().rstrip(".") if server_name else None
-            return select(ssl_object, server_name, context)
-
-        tls.context.sni_callback = sni_callback
 
     def report(self, message: dict[str, Any]) -> None:
         try:

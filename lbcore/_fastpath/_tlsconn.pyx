@@ -1,0 +1,613 @@
+# cython: language_level=3
+"""Server-side TLS over a plain TCP transport: the compiled twin.
+
+Same interface and behaviour as ``_tlsconn_py`` (read its docstring first). The
+difference is how OpenSSL is driven: an ``SSL *`` made from the context's
+``SSL_CTX`` with two memory BIOs, called directly (no ``ssl.SSLObject``, no
+exception per "want more data"), and the SNI choice made by a C servername
+callback that asks ``lookup`` and switches the ``SSL_CTX`` (``SSL_set_SSL_CTX``,
+what ``SSLObject.context = ...`` does).
+
+OpenSSL's functions are not linked at build time: their addresses come from
+``_libssl`` (the very libssl Python's ``_ssl`` uses, checked there), as in
+``_sslctx``. The prototypes below are OpenSSL 3's public ABI.
+
+The servername callback is installed on the default ``SSL_CTX`` before each
+handshake step of a connection (a pointer store): Python's own SNI callback,
+should anything set ``sni_callback`` on that context meanwhile, must never run
+for an ``SSL`` made here (it would take this object for one of its own). An
+``SSL`` not made here (no entry at this module's ex_data index) is left alone.
+"""
+
+import logging
+import ssl
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport strlen
+
+from lbcore._fastpath import _libssl
+
+__all__ = ["IMPLEMENTATION", "READ_BATCH", "SHUTDOWN_TIMEOUT", "TlsConnection", "TlsServer"]
+
+IMPLEMENTATION = "compiled"
+READ_BATCH = 65536
+SHUTDOWN_TIMEOUT = 5.0
+
+log = logging.getLogger("lbcore.tls")
+
+cdef enum:
+    HANDSHAKE = 0
+    OPEN = 1
+    SHUTDOWN = 2
+    CLOSED = 3
+    BATCH = 65536
+    SSL_ERROR_NONE = 0
+    SSL_ERROR_SSL = 1
+    SSL_ERROR_WANT_READ = 2
+    SSL_ERROR_WANT_WRITE = 3
+    SSL_ERROR_SYSCALL = 5
+    SSL_ERROR_ZERO_RETURN = 6
+    BIO_CTRL_PENDING = 10
+    SSL_CTRL_SET_TLSEXT_SERVERNAME_CB = 53
+    SSL_CTRL_MODE = 33
+    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER = 2
+    CRYPTO_EX_INDEX_SSL = 0
+    TLSEXT_NAMETYPE_host_name = 0
+    SSL_TLSEXT_ERR_OK = 0
+    SSL_TLSEXT_ERR_ALERT_FATAL = 2
+    SSL_TLSEXT_ERR_NOACK = 3
+    SSL_AD_INTERNAL_ERROR = 80
+
+ctypedef void *(*ssl_new_t)(void *) noexcept nogil
+ctypedef void (*ssl_free_t)(void *) noexcept nogil
+ctypedef const void *(*bio_s_mem_t)() noexcept nogil
+ctypedef void *(*bio_new_t)(const void *) noexcept nogil
+ctypedef void (*ssl_set_bio_t)(void *, void *, void *) noexcept nogil
+ctypedef void (*ssl_void_t)(void *) noexcept nogil
+ctypedef int (*ssl_int_t)(void *) noexcept nogil
+ctypedef int (*ssl_const_int_t)(const void *) noexcept nogil
+ctypedef int (*ssl_rw_ex_t)(void *, void *, size_t, size_t *) noexcept nogil
+ctypedef int (*ssl_get_error_t)(const void *, int) noexcept nogil
+ctypedef int (*bio_rw_t)(void *, void *, int) noexcept nogil
+ctypedef long (*bio_ctrl_t)(void *, int, long, void *) noexcept nogil
+ctypedef long (*ssl_ctrl_t)(void *, int, long, void *) noexcept nogil
+ctypedef long (*ctx_callback_ctrl_t)(void *, int, void *) noexcept nogil
+ctypedef const char *(*get_servername_t)(const void *, int) noexcept nogil
+ctypedef void *(*set_ssl_ctx_t)(void *, void *) noexcept nogil
+ctypedef void *(*get_ssl_ctx_t)(const void *) noexcept nogil
+ctypedef int (*set_ex_data_t)(void *, int, void *) noexcept nogil
+ctypedef void *(*get_ex_data_t)(const void *, int) noexcept nogil
+ctypedef int (*get_ex_new_index_t)(int, long, void *, void *, void *, void *) noexcept nogil
+ctypedef const char *(*ssl_string_t)(const void *) noexcept nogil
+ctypedef const void *(*get_cipher_t)(const void *) noexcept nogil
+ctypedef int (*cipher_bits_t)(const void *, int *) noexcept nogil
+ctypedef void *(*get_peer_t)(const void *) noexcept nogil
+ctypedef int (*i2d_x509_t)(void *, unsigned char **) noexcept nogil
+ctypedef void (*x509_free_t)(void *) noexcept nogil
+ctypedef void (*alpn_t)(const void *, const unsigned char **, unsigned int *) noexcept nogil
+ctypedef unsigned long (*err_get_t)() noexcept nogil
+ctypedef void (*err_string_t)(unsigned long, char *, size_t) noexcept nogil
+ctypedef void (*err_clear_t)() noexcept nogil
+
+cdef ssl_new_t SSL_new
+cdef ssl_free_t SSL_free
+cdef bio_s_mem_t BIO_s_mem
+cdef bio_new_t BIO_new
+cdef ssl_set_bio_t SSL_set_bio
+cdef ssl_void_t SSL_set_accept_state
+cdef ssl_int_t SSL_do_handshake
+cdef ssl_int_t SSL_shutdown
+cdef ssl_const_int_t SSL_session_reused
+cdef ssl_rw_ex_t SSL_read_ex
+cdef ssl_rw_ex_t SSL_write_ex
+cdef ssl_get_error_t SSL_get_error
+cdef bio_rw_t BIO_write
+cdef bio_rw_t BIO_read
+cdef bio_ctrl_t BIO_ctrl
+cdef ssl_ctrl_t SSL_ctrl
+cdef ctx_callback_ctrl_t SSL_CTX_callback_ctrl
+cdef get_servername_t SSL_get_servername
+cdef set_ssl_ctx_t SSL_set_SSL_CTX
+cdef get_ssl_ctx_t SSL_get_SSL_CTX
+cdef set_ex_data_t SSL_set_ex_data
+cdef get_ex_data_t SSL_get_ex_data
+cdef get_ex_new_index_t CRYPTO_get_ex_new_index
+cdef ssl_string_t SSL_get_version
+cdef get_cipher_t SSL_get_current_cipher
+cdef ssl_string_t SSL_CIPHER_get_name
+cdef ssl_string_t SSL_CIPHER_get_version
+cdef cipher_bits_t SSL_CIPHER_get_bits
+cdef get_peer_t SSL_get1_peer_certificate
+cdef i2d_x509_t i2d_X509
+cdef x509_free_t X509_free
+cdef alpn_t SSL_get0_alpn_selected
+cdef err_get_t ERR_get_error
+cdef err_string_t ERR_error_string_n
+cdef err_clear_t ERR_clear_error
+cdef int ex_index = -1
+cdef const void *mem_method = NULL
+
+# Plaintext is decrypted here and copied once into the bytes handed to the engine
+# (one event loop per process, and the GIL held throughout: one buffer is enough).
+cdef unsigned char read_buffer[BATCH]
+
+
+cdef size_t _address(lib, str name) except 0:
+    cdef size_t value = ctypes_address(lib, name)
+    if value == 0:
+        raise _libssl.OpenSSLUnavailable(f"no address for {name}")
+    return value
+
+
+def ctypes_address(lib, name):
+    import ctypes
+    return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+
+
+cdef int _bind() except -1:
+    global SSL_new, SSL_free, BIO_s_mem, BIO_new, SSL_set_bio, SSL_set_accept_state, SSL_do_handshake
+    global SSL_shutdown, SSL_session_reused, SSL_read_ex, SSL_write_ex, SSL_get_error, BIO_write, BIO_read
+    global BIO_ctrl, SSL_ctrl, SSL_CTX_callback_ctrl, SSL_get_servername, SSL_set_SSL_CTX, SSL_get_SSL_CTX
+    global SSL_set_ex_data, SSL_get_ex_data, CRYPTO_get_ex_new_index, SSL_get_version, SSL_get_current_cipher
+    global SSL_CIPHER_get_name, SSL_CIPHER_get_version, SSL_CIPHER_get_bits, SSL_get1_peer_certificate
+    global i2d_X509, X509_free, SSL_get0_alpn_selected, ERR_get_error, ERR_error_string_n, ERR_clear_error
+    global ex_index, mem_method
+    if ex_index >= 0:
+        return 0
+    lib = _libssl.load()
+    SSL_new = <ssl_new_t><void *>_address(lib, "SSL_new")
+    SSL_free = <ssl_free_t><void *>_address(lib, "SSL_free")
+    BIO_s_mem = <bio_s_mem_t><void *>_address(lib, "BIO_s_mem")
+    BIO_new = <bio_new_t><void *>_address(lib, "BIO_new")
+    SSL_set_bio = <ssl_set_bio_t><void *>_address(lib, "SSL_set_bio")
+    SSL_set_accept_state = <ssl_void_t><void *>_address(lib, "SSL_set_accept_state")
+    SSL_do_handshake = <ssl_int_t><void *>_address(lib, "SSL_do_handshake")
+    SSL_shutdown = <ssl_int_t><void *>_address(lib, "SSL_shutdown")
+    SSL_session_reused = <ssl_const_int_t><void *>_address(lib, "SSL_session_reused")
+    SSL_read_ex = <ssl_rw_ex_t><void *>_address(lib, "SSL_read_ex")
+    SSL_write_ex = <ssl_rw_ex_t><void *>_address(lib, "SSL_write_ex")
+    SSL_get_error = <ssl_get_error_t><void *>_address(lib, "SSL_get_error")
+    BIO_write = <bio_rw_t><void *>_address(lib, "BIO_write")
+    BIO_read = <bio_rw_t><void *>_address(lib, "BIO_read")
+    BIO_ctrl = <bio_ctrl_t><void *>_address(lib, "BIO_ctrl")
+    SSL_ctrl = <ssl_ctrl_t><void *>_address(lib, "SSL_ctrl")
+    SSL_CTX_callback_ctrl = <ctx_callback_ctrl_t><void *>_address(lib, "SSL_CTX_callback_ctrl")
+    SSL_get_servername = <get_servername_t><void *>_address(lib, "SSL_get_servername")
+    SSL_set_SSL_CTX = <set_ssl_ctx_t><void *>_address(lib, "SSL_set_SSL_CTX")
+    SSL_get_SSL_CTX = <get_ssl_ctx_t><void *>_address(lib, "SSL_get_SSL_CTX")
+    SSL_set_ex_data = <set_ex_data_t><void *>_address(lib, "SSL_set_ex_data")
+    SSL_get_ex_data = <get_ex_data_t><void *>_address(lib, "SSL_get_ex_data")
+    CRYPTO_get_ex_new_index = <get_ex_new_index_t><void *>_address(lib, "CRYPTO_get_ex_new_index")
+    SSL_get_version = <ssl_string_t><void *>_address(lib, "SSL_get_version")
+    SSL_get_current_cipher = <get_cipher_t><void *>_address(lib, "SSL_get_current_cipher")
+    SSL_CIPHER_get_name = <ssl_string_t><void *>_address(lib, "SSL_CIPHER_get_name")
+    SSL_CIPHER_get_version = <ssl_string_t><void *>_address(lib, "SSL_CIPHER_get_version")
+    SSL_CIPHER_get_bits = <cipher_bits_t><void *>_address(lib, "SSL_CIPHER_get_bits")
+    SSL_get1_peer_certificate = <get_peer_t><void *>_address(lib, "SSL_get1_peer_certificate")
+    i2d_X509 = <i2d_x509_t><void *>_address(lib, "i2d_X509")
+    X509_free = <x509_free_t><void *>_address(lib, "X509_free")
+    SSL_get0_alpn_selected = <alpn_t><void *>_address(lib, "SSL_get0_alpn_selected")
+    ERR_get_error = <err_get_t><void *>_address(lib, "ERR_get_error")
+    ERR_error_string_n = <err_string_t><void *>_address(lib, "ERR_error_string_n")
+    ERR_clear_error = <err_clear_t><void *>_address(lib, "ERR_clear_error")
+    mem_method = BIO_s_mem()
+    index = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, NULL)
+    if index < 0 or mem_method == NULL:
+        raise _libssl.OpenSSLUnavailable("CRYPTO_get_ex_new_index or BIO_s_mem failed")
+    ex_index = index
+    return 0
+
+
+cdef str _error_text(int code):
+    """OpenSSL's error queue as one line (and the queue emptied)."""
+    cdef char text[256]
+    cdef unsigned long err
+    parts = []
+    while True:
+        err = ERR_get_error()
+        if err == 0:
+            break
+        ERR_error_string_n(err, text, sizeof(text))
+        parts.append((<bytes>text[:strlen(text)]).decode("ascii", "replace"))
+    if not parts:
+        return "SSL_get_error %d" % code
+    return "; ".join(parts)
+
+
+cdef int _servername_cb(void *ssl, int *alert, void *arg) noexcept with gil:
+    """SNI: ask the connection's server which context serves the name, switch to it."""
+    cdef TlsConnection conn
+    cdef void *conn_pointer = SSL_get_ex_data(ssl, ex_index)
+    cdef const char *raw
+    if conn_pointer == NULL:
+        return SSL_TLSEXT_ERR_NOACK  # not an SSL made here
+    conn = <TlsConnection>conn_pointer
+    raw = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)
+    try:
+        name = (<bytes>raw[:strlen(raw)]).decode("ascii") if raw != NULL else None
+        index = conn.server.lookup(name)
+        context = conn.server.contexts[index]
+        if context is not conn.context:
+            SSL_set_SSL_CTX(ssl, <void *><size_t>conn.server.pointers[index])
+            conn.context = context
+        conn.lbcore_sni = name.lower().rstrip(".") if name else None
+    except Exception as exc:  # a name that is not ASCII (an A-label is), a failing lookup
+        log.debug("TLS: SNI name refused: %s", exc)
+        alert[0] = SSL_AD_INTERNAL_ERROR
+        return SSL_TLSEXT_ERR_ALERT_FATAL
+    return SSL_TLSEXT_ERR_OK
+
+
+cdef class TlsServer:
+    """One https listener's TLS for one revision: its contexts and SNI choice."""
+
+    cdef readonly tuple contexts
+    cdef readonly object lookup
+    cdef readonly object default
+    cdef readonly double handshake_timeout
+    cdef readonly object loop
+    cdef tuple pointers  # SSL_CTX * of each context, as ints
+    cdef void *default_ctx
+
+    def __init__(self, contexts, lookup, int default_index, double handshake_timeout, loop):
+        _bind()
+        self.loop = loop
+        self.contexts = tuple(contexts)
+        self.lookup = lookup
+        self.default = self.contexts[default_index]
+        self.handshake_timeout = handshake_timeout
+        self.pointers = tuple(_libssl.ssl_ctx_pointer(context) for context in self.contexts)
+        self.default_ctx = <void *><size_t>self.pointers[default_index]
+
+    def connection(self, app):
+        """The protocol for the loop's next accepted TCP connection, carrying ``app``."""
+        return TlsConnection(self, app)
+
+
+cdef class TlsConnection:
+    """Protocol of the TCP transport below, transport of the engine's protocol above."""
+
+    cdef readonly TlsServer server
+    cdef public object app
+    cdef object loop
+    cdef object tcp
+    cdef int state
+    cdef bint app_made
+    cdef bint reading
+    cdef object timer
+    cdef public object lbcore_sni
+    cdef public object context  # the SSLContext in use (the SNI choice)
+    cdef void *ssl
+    cdef void *rbio
+    cdef void *wbio
+
+    def __cinit__(self, TlsServer server, app):
+        self.server = server
+        self.app = app
+        self.state = HANDSHAKE
+        self.reading = True
+        self.context = server.default
+
+    def __dealloc__(self):
+        if self.ssl != NULL:
+            SSL_free(self.ssl)  # and its BIOs
+            self.ssl = NULL
+
+    # -- protocol of the TCP transport ---------------------------------------------
+    def connection_made(self, transport):
+        self.tcp = transport
+        self.loop = self.server.loop
+        ssl_ = SSL_new(self.server.default_ctx)
+        if ssl_ == NULL:
+            log.error("TLS: SSL_new failed: %s", _error_text(0))
+            transport.abort()
+            self.state = CLOSED
+            return
+        self.ssl = ssl_
+        self.rbio = BIO_new(mem_method)
+        self.wbio = BIO_new(mem_method)
+        if self.rbio == NULL or self.wbio == NULL:
+            log.error("TLS: BIO_new failed")
+            transport.abort()
+            self.state = CLOSED
+            return
+        SSL_set_bio(ssl_, self.rbio, self.wbio)
+        SSL_ctrl(ssl_, SSL_CTRL_MODE, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, NULL)
+        SSL_set_ex_data(ssl_, ex_index, <void *>self)
+        SSL_set_accept_state(ssl_)
+        self.timer = self.loop.call_later(self.server.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data):
+        cdef Py_ssize_t size
+        if self.state == CLOSED or self.ssl == NULL:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        size = PyBytes_GET_SIZE(data)
+        if size and BIO_write(self.rbio, <void *>PyBytes_AS_STRING(data), <int>size) != size:
+            self._fail("BIO_write failed")
+            return
+        if self.state == HANDSHAKE:
+            self._handshake()
+        elif self.state == OPEN:
+            self._read()
+        elif self.state == SHUTDOWN:
+            self._read_shutdown()
+
+    def eof_received(self):
+        if self.state == OPEN:
+            self._read()  # what came with the FIN
+            if self.state == OPEN:
+                if self.app.eof_received():
+                    return True
+                self.close()
+        return False
+
+    def connection_lost(self, exc):
+        self.state = CLOSED
+        self._cancel_timer()
+        app = self.app
+        if self.app_made:
+            self.app_made = False
+            app.connection_lost(exc)
+        self.app = None
+
+    def pause_writing(self):
+        if self.app_made:
+            self.app.pause_writing()
+
+    def resume_writing(self):
+        if self.app_made:
+            self.app.resume_writing()
+
+    # -- transport of the engine's protocol ---------------------------------------------
+    def write(self, data):
+        cdef size_t written = 0
+        cdef Py_ssize_t size
+        if self.state != OPEN:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        size = PyBytes_GET_SIZE(data)
+        if size == 0:
+            return
+        if SSL_write_ex(self.ssl, <void *>PyBytes_AS_STRING(data), <size_t>size, &written) != 1:
+            self._fail(_error_text(SSL_get_error(self.ssl, 0)))
+            return
+        self._flush()
+
+    def writelines(self, chunks):
+        self.write(b"".join(chunks))
+
+    def close(self):
+        if self.state == OPEN:
+            self.state = SHUTDOWN
+            SSL_shutdown(self.ssl)  # our close_notify; the client's is not awaited here
+            ERR_clear_error()
+            self._flush()
+            if self.tcp.can_write_eof():
+                self.tcp.write_eof()
+            self._cancel_timer()
+            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self.abort)
+        elif self.state == HANDSHAKE:
+            self.abort()
+
+    def abort(self):
+        if self.state != CLOSED:
+            self.state = CLOSED
+            self._cancel_timer()
+            if self.tcp is not None:
+                self.tcp.abort()
+
+    def is_closing(self):
+        return self.state != OPEN or self.tcp.is_closing()
+
+    def get_extra_info(self, name, default=None):
+        if name == "ssl_object":
+            return self
+        if name == "sslcontext":
+            return self.context
+        return self.tcp.get_extra_info(name, default) if self.tcp is not None else default
+
+    def pause_reading(self):
+        if self.reading:
+            self.reading = False
+            self.tcp.pause_reading()
+
+    def resume_reading(self):
+        if not self.reading:
+            self.reading = True
+            self.tcp.resume_reading()
+            if self.state == OPEN:
+                self.loop.call_soon(self._read_soon)  # what was decrypted and held back
+
+    def is_reading(self):
+        return self.reading
+
+    def get_write_buffer_size(self):
+        return self.tcp.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self.tcp.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self.tcp.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self):
+        return False  # TLS has no half-close
+
+    def write_eof(self):
+        raise NotImplementedError("TLS connections cannot half-close")
+
+    def get_protocol(self):
+        return self.app
+
+    def set_protocol(self, protocol):
+        self.app = protocol
+
+    # -- ssl_object ---------------------------------------------------------------------
+    @property
+    def session_reused(self):
+        return self.ssl != NULL and SSL_session_reused(self.ssl) == 1
+
+    def version(self):
+        if self.ssl == NULL:
+            return None
+        raw = SSL_get_version(self.ssl)
+        return (<bytes>raw[:strlen(raw)]).decode("ascii")
+
+    def cipher(self):
+        cdef const void *cipher
+        if self.ssl == NULL:
+            return None
+        cipher = SSL_get_current_cipher(self.ssl)
+        if cipher == NULL:
+            return None
+        name = SSL_CIPHER_get_name(cipher)
+        version = SSL_CIPHER_get_version(cipher)
+        return ((<bytes>name[:strlen(name)]).decode("ascii"), (<bytes>version[:strlen(version)]).decode("ascii"),
+                SSL_CIPHER_get_bits(cipher, NULL))
+
+    def selected_alpn_protocol(self):
+        cdef const unsigned char *data = NULL
+        cdef unsigned int size = 0
+        if self.ssl == NULL:
+            return None
+        SSL_get0_alpn_selected(self.ssl, &data, &size)
+        if data == NULL or size == 0:
+            return None
+        return (<bytes>(<const char *>data)[:size]).decode("ascii")
+
+    def getpeercert(self, binary_form=False):
+        cdef void *cert
+        cdef unsigned char *out = NULL
+        cdef unsigned char *cursor
+        cdef int size
+        if not binary_form:
+            raise ValueError("only getpeercert(binary_form=True) is supported")
+        if self.ssl == NULL or self.state == HANDSHAKE:
+            return None
+        cert = SSL_get1_peer_certificate(self.ssl)
+        if cert == NULL:
+            return None
+        try:
+            size = i2d_X509(cert, NULL)
+            if size <= 0:
+                return None
+            result = PyBytes_FromStringAndSize(NULL, size)
+            cursor = <unsigned char *>PyBytes_AS_STRING(result)
+            if i2d_X509(cert, &cursor) != size:
+                return None
+            return result
+        finally:
+            X509_free(cert)
+
+    # -- inside -------------------------------------------------------------------------
+    cdef int _handshake(self) except -1:
+        cdef int result, code
+        # See the module docstring: ours, whatever was set on the context since.
+        SSL_CTX_callback_ctrl(self.server.default_ctx, SSL_CTRL_SET_TLSEXT_SERVERNAME_CB, <void *>_servername_cb)
+        result = SSL_do_handshake(self.ssl)
+        if result != 1:
+            code = SSL_get_error(self.ssl, result)
+            if code == SSL_ERROR_WANT_READ:
+                self._flush()
+                return 0
+            self._fail(_error_text(code))
+            return 0
+        self._flush()  # the server's Finished and session tickets
+        self.state = OPEN
+        self._cancel_timer()
+        self.app_made = True
+        self.app.connection_made(self)
+        if self.state == OPEN:
+            self._read()  # a request that came with the client's Finished
+        return 0
+
+    def _read_soon(self):
+        if self.state == OPEN:
+            self._read()
+
+    cdef int _read(self) except -1:
+        cdef size_t got, size
+        cdef int result, code
+        cdef bint eof
+        while self.reading and self.state == OPEN:
+            size = 0
+            eof = False
+            while size < BATCH:
+                got = 0
+                result = SSL_read_ex(self.ssl, &read_buffer[size], BATCH - size, &got)
+                if result == 1:
+                    size += got
+                    continue
+                code = SSL_get_error(self.ssl, result)
+                if code == SSL_ERROR_WANT_READ:
+                    break
+                if code == SSL_ERROR_ZERO_RETURN:
+                    eof = True
+                    break
+                self._flush()
+                self._fail(_error_text(code))
+                return 0
+            self._flush()  # a key update or a post-handshake message may want an answer
+            if size:
+                self.app.data_received(PyBytes_FromStringAndSize(<char *>read_buffer, size))
+            if eof:
+                if self.state == OPEN and not self.app.eof_received():
+                    self.close()
+                return 0
+            if size < BATCH:
+                return 0
+        return 0
+
+    cdef int _read_shutdown(self) except -1:
+        """After our close_notify: drop application data, end on the client's close_notify."""
+        cdef size_t got
+        cdef int result, code
+        while True:
+            got = 0
+            result = SSL_read_ex(self.ssl, read_buffer, BATCH, &got)
+            if result == 1:
+                continue
+            code = SSL_get_error(self.ssl, result)
+            ERR_clear_error()
+            if code == SSL_ERROR_WANT_READ:
+                return 0
+            break
+        self.tcp.close()
+        return 0
+
+    cdef int _flush(self) except -1:
+        cdef long pending = BIO_ctrl(self.wbio, BIO_CTRL_PENDING, 0, NULL)
+        cdef int got
+        if pending <= 0:
+            return 0
+        out = PyBytes_FromStringAndSize(NULL, pending)
+        got = BIO_read(self.wbio, <void *>PyBytes_AS_STRING(out), <int>pending)
+        if got == pending:
+            self.tcp.write(out)
+        elif got > 0:
+            self.tcp.write(out[:got])
+        return 0
+
+    cdef int _fail(self, str why) except -1:
+        log.debug("TLS connection from %s: %s", self.get_extra_info("peername"), why)
+        if self.ssl != NULL:
+            self._flush()  # the alert, so the client learns why
+        self.state = CLOSED
+        self._cancel_timer()
+        self.tcp.close()
+        return 0
+
+    def _handshake_timeout(self):
+        self.timer = None
+        log.debug("TLS handshake from %s timed out", self.get_extra_info("peername"))
+        self.abort()
+
+    cdef int _cancel_timer(self) except -1:
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        return 0

@@ -1,0 +1,345 @@
+"""Server-side TLS over a plain TCP transport: the reference twin of ``_tlsconn``.
+
+An https listener's server hands every accepted connection to a ``TlsConnection``:
+to the event loop it is the protocol of a plain TCP transport; to the engine's
+protocol (``ClientConnection``) it is the transport, carrying plaintext. It
+terminates TLS on memory buffers: ciphertext in from ``data_received``, out through
+the TCP transport's ``write``.
+
+Why not the loop's own TLS (``create_server(ssl=...)``): uvloop's ``SSLProtocol``
+drives Python's ``ssl.SSLObject``, which costs ~80 µs of interpreter time per
+connection before the engine does anything (Python frames around every OpenSSL
+call, an ``SSLWantReadError`` built and caught several times per handshake).
+The compiled twin (``_tlsconn.pyx``) drives the same ``SSL_CTX`` through OpenSSL's
+C API instead; this twin does it through ``ssl.SSLObject`` and is the reference
+for what the compiled one must do.
+
+Behaviour, the same in both twins:
+
+- Handshake: ``TlsServer(contexts, lookup, default_index, handshake_timeout, loop)``;
+  the ClientHello's server name picks ``contexts[lookup(name)]`` (SNI; ``lookup``
+  gets None without one) and is kept, lower case without a trailing dot, as
+  ``lbcore_sni``. A handshake that fails or does not finish in
+  ``handshake_timeout`` closes the connection (OpenSSL's alert is sent first);
+  the engine's protocol then never sees ``connection_made``.
+- Data: plaintext is delivered to ``data_received`` as it is decrypted, in
+  batches of up to ``READ_BATCH`` bytes; ``pause_reading`` holds what is
+  decrypted back until ``resume_reading``.
+- ``close()``: after the buffered writes, a close_notify, then the write side is
+  shut (FIN); the connection ends when the client closes its side or after
+  ``SHUTDOWN_TIMEOUT``. Waiting for the client's end instead of closing at once
+  keeps the kernel from resetting the connection (and dropping the response's
+  tail on the client's side) when the client sent something not read yet.
+- The client's close_notify or a TCP EOF: ``eof_received`` on the engine's
+  protocol; unless it returns true (a response still to finish), ``close()``.
+- ``get_extra_info("ssl_object")`` is the connection itself: ``session_reused``,
+  ``lbcore_sni``, ``version()``, ``cipher()``, ``selected_alpn_protocol()``,
+  ``getpeercert(binary_form=True)``, ``context``. Other names go to the TCP
+  transport (``peername``, ``sockname``, ``socket``).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any, Callable, Sequence
+
+__all__ = ["IMPLEMENTATION", "READ_BATCH", "SHUTDOWN_TIMEOUT", "TlsConnection", "TlsServer"]
+
+IMPLEMENTATION = "pure"
+READ_BATCH = 65536  # plaintext bytes handed to data_received at most at once
+SHUTDOWN_TIMEOUT = 5.0  # seconds a closed connection waits for the client's end
+
+log = logging.getLogger("lbcore.tls")
+
+_HANDSHAKE, _OPEN, _SHUTDOWN, _CLOSED = range(4)
+
+
+class TlsServer:
+    """One https listener's TLS for one revision: its contexts and SNI choice."""
+
+    __slots__ = ("contexts", "lookup", "default", "handshake_timeout", "loop")
+
+    def __init__(self, contexts: Sequence[ssl.SSLContext], lookup: Callable[[str | None], int], default_index: int,
+                 handshake_timeout: float, loop: Any) -> None:
+        self.loop = loop
+        self.contexts = tuple(contexts)
+        self.lookup = lookup
+        self.default = self.contexts[default_index]
+        self.handshake_timeout = handshake_timeout
+
+    def connection(self, app: Any) -> "TlsConnection":
+        """The protocol for the loop's next accepted TCP connection, carrying ``app``."""
+        return TlsConnection(self, app)
+
+    def _select(self, sslobj: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
+        sslobj.lbcore_sni = server_name.lower().rstrip(".") if server_name else None  # type: ignore[attr-defined]
+        sslobj.context = self.contexts[self.lookup(server_name)]
+
+
+class TlsConnection:
+    """Protocol of the TCP transport below, transport of the engine's protocol above."""
+
+    __slots__ = ("server", "app", "loop", "tcp", "state", "app_made", "reading", "timer", "lbcore_sni",
+                 "_in", "_out", "_sslobj")
+
+    def __init__(self, server: TlsServer, app: Any) -> None:
+        self.server = server
+        self.app = app
+        self.loop: Any = None
+        self.tcp: Any = None
+        self.state = _HANDSHAKE
+        self.app_made = False
+        self.reading = True
+        self.timer: Any = None
+        self.lbcore_sni: str | None = None
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._sslobj: ssl.SSLObject | None = None
+
+    # -- protocol of the TCP transport ---------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.tcp = transport
+        self.loop = self.server.loop
+        server = self.server
+        self._sslobj = server.default.wrap_bio(self._in, self._out, server_side=True)
+        self.timer = self.loop.call_later(server.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._in.write(data)
+        state = self.state
+        if state == _HANDSHAKE:
+            self._handshake()
+        elif state == _OPEN:
+            self._read()
+        elif state == _SHUTDOWN:
+            self._read_shutdown()
+
+    def eof_received(self) -> bool:
+        if self.state == _OPEN:
+            self._read()  # what came with the FIN
+            if self.state == _OPEN:
+                keep_open = bool(self.app.eof_received())
+                if keep_open:
+                    return True
+                self.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = _CLOSED
+        self._cancel_timer()
+        if self.app_made:
+            self.app_made = False
+            self.app.connection_lost(exc)
+        self.app = None
+
+    def pause_writing(self) -> None:
+        if self.app_made:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app_made:
+            self.app.resume_writing()
+
+    # -- transport of the engine's protocol ---------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.state != _OPEN or not data:
+            return
+        assert self._sslobj is not None
+        self._sslobj.write(data)
+        self._flush()
+
+    def writelines(self, chunks) -> None:
+        self.write(b"".join(chunks))
+
+    def close(self) -> None:
+        if self.state == _OPEN:
+            self.state = _SHUTDOWN
+            try:
+                self._sslobj.unwrap()  # type: ignore[union-attr]
+            except ssl.SSLWantReadError:  # the close_notify went out; the client's is not awaited
+                pass
+            except ssl.SSLError:
+                pass
+            self._flush()
+            tcp = self.tcp
+            if tcp.can_write_eof():
+                tcp.write_eof()
+            self._cancel_timer()
+            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self.abort)
+        elif self.state == _HANDSHAKE:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.state != _CLOSED:
+            self.state = _CLOSED
+            self._cancel_timer()
+            if self.tcp is not None:
+                self.tcp.abort()
+
+    def is_closing(self) -> bool:
+        return self.state != _OPEN or self.tcp.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self
+        if name == "sslcontext":
+            return self.context
+        return self.tcp.get_extra_info(name, default) if self.tcp is not None else default
+
+    def pause_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.tcp.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.tcp.resume_reading()
+            if self.state == _OPEN:
+                self.loop.call_soon(self._read)  # what was decrypted and held back
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def get_write_buffer_size(self) -> int:
+        return self.tcp.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.tcp.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.tcp.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        return False  # TLS has no half-close
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS connections cannot half-close")
+
+    def get_protocol(self) -> Any:
+        return self.app
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.app = protocol
+
+    # -- ssl_object ---------------------------------------------------------------------
+    @property
+    def session_reused(self) -> bool:
+        return bool(self._sslobj is not None and self._sslobj.session_reused)
+
+    @property
+    def context(self) -> ssl.SSLContext | None:
+        return self._sslobj.context if self._sslobj is not None else None
+
+    def version(self) -> str | None:
+        return self._sslobj.version() if self._sslobj is not None else None
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._sslobj.cipher() if self._sslobj is not None else None
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self._sslobj.selected_alpn_protocol() if self._sslobj is not None else None
+
+    def getpeercert(self, binary_form: bool = False) -> bytes | None:
+        if not binary_form:
+            raise ValueError("only getpeercert(binary_form=True) is supported")
+        if self._sslobj is None or self.state == _HANDSHAKE:
+            return None
+        return self._sslobj.getpeercert(binary_form=True)
+
+    # -- inside -------------------------------------------------------------------------
+    def _handshake(self) -> None:
+        sslobj = self._sslobj
+        assert sslobj is not None
+        # The SNI choice is this connection's server's: installed on the default
+        # context before each step, whatever was set there since (another revision's
+        # server sharing the context, anything else).
+        server = self.server
+        server.default.sni_callback = server._select
+        try:
+            sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            self._failed(exc)
+            return
+        self._flush()  # the server's Finished and session tickets
+        self.state = _OPEN
+        self._cancel_timer()
+        self.lbcore_sni = getattr(sslobj, "lbcore_sni", None)
+        self.app_made = True
+        self.app.connection_made(self)
+        if self.state == _OPEN:
+            self._read()  # a request that came with the client's Finished
+
+    def _read(self) -> None:
+        sslobj = self._sslobj
+        assert sslobj is not None
+        while self.reading and self.state == _OPEN:
+            chunks = []
+            size = 0
+            eof = False
+            while size < READ_BATCH:
+                try:
+                    data = sslobj.read(READ_BATCH - size)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    eof = True
+                    break
+                except ssl.SSLError as exc:
+                    self._failed(exc)
+                    return
+                if not data:
+                    eof = True
+                    break
+                chunks.append(data)
+                size += len(data)
+            self._flush()  # a key update or a post-handshake message may want an answer
+            if chunks:
+                self.app.data_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+            if eof:
+                if self.state == _OPEN and not self.app.eof_received():
+                    self.close()
+                return
+            if size < READ_BATCH:
+                return
+
+    def _read_shutdown(self) -> None:
+        """After our close_notify: drop application data, end on the client's close_notify."""
+        sslobj = self._sslobj
+        assert sslobj is not None
+        while True:
+            try:
+                if not sslobj.read(READ_BATCH):
+                    break
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLError:
+                break
+        self.tcp.close()
+
+    def _flush(self) -> None:
+        out = self._out
+        if out.pending:
+            self.tcp.write(out.read())
+
+    def _failed(self, exc: BaseException) -> None:
+        log.debug("TLS connection from %s: %s", self.get_extra_info("peername"), exc)
+        self._flush()  # the alert, so the client learns why
+        self.state = _CLOSED
+        self._cancel_timer()
+        self.tcp.close()
+
+    def _handshake_timeout(self) -> None:
+        self.timer = None
+        log.debug("TLS handshake from %s timed out", self.get_extra_info("peername"))
+        self.abort()
+
+    def _cancel_timer(self) -> None:
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
