@@ -4,7 +4,8 @@ Python's ``ssl`` cannot set session-ticket keys, TLS 1.3 cipher suites, the key
 exchange groups (beyond one curve) or the server session cache; OpenSSL can. This
 module finds the *same* libssl/libcrypto that ``_ssl`` is linked to and the
 ``SSL_CTX *`` inside an ``ssl.SSLContext``, so the shims in ``_sslctx_py`` (ctypes)
-and ``_sslctx`` (Cython) can call OpenSSL on it.
+and ``_sslctx`` (Cython) can call OpenSSL on it, and ``_tlsconn`` (Cython) can make
+its connections' ``SSL *`` from it.
 
 How the library is found: ``dlopen`` of ``_ssl``'s own file returns the handle it
 was loaded with (it is loaded already), and ``dlsym`` on a handle searches that
