@@ -7,9 +7,10 @@ terminates TLS on memory buffers: ciphertext in from ``data_received``, out thro
 the TCP transport's ``write``.
 
 Why not the loop's own TLS (``create_server(ssl=...)``): uvloop's ``SSLProtocol``
-drives Python's ``ssl.SSLObject``, which costs ~80 µs of interpreter time per
-connection before the engine does anything (Python frames around every OpenSSL
-call, an ``SSLWantReadError`` built and caught several times per handshake).
+drives Python's ``ssl.SSLObject``: Python frames around every OpenSSL call, an
+``SSLWantReadError`` built and caught several times per handshake. With the
+compiled twin instead, a resumed handshake costs lbcore 92 µs of interpreter time
+against 154 (``bench/results/perf-tls-resumed.md``).
 The compiled twin (``_tlsconn.pyx``) drives the same ``SSL_CTX`` through OpenSSL's
 C API instead; this twin does it through ``ssl.SSLObject`` and is the reference
 for what the compiled one must do.
