@@ -13,8 +13,10 @@ class TlsServer:
     default: ssl.SSLContext
     handshake_timeout: float
     loop: asyncio.AbstractEventLoop
+    on_failed: Callable[[], None] | None
     def __init__(self, contexts: Sequence[ssl.SSLContext], lookup: Callable[[str | None], int], default_index: int,
-                 handshake_timeout: float, loop: asyncio.AbstractEventLoop) -> None: ...
+                 handshake_timeout: float, loop: asyncio.AbstractEventLoop,
+                 on_failed: Callable[[], None] | None = ...) -> None: ...
     def connection(self, app: Any) -> TlsConnection: ...
 
 class TlsConnection(asyncio.Protocol, asyncio.Transport):  # both sides

@@ -246,12 +246,14 @@ cdef class TlsServer:
     cdef readonly object default
     cdef readonly double handshake_timeout
     cdef readonly object loop
+    cdef readonly object on_failed
     cdef tuple pointers  # SSL_CTX * of each context, as ints
     cdef void *default_ctx
 
-    def __init__(self, contexts, lookup, int default_index, double handshake_timeout, loop):
+    def __init__(self, contexts, lookup, int default_index, double handshake_timeout, loop, on_failed=None):
         _bind()
         self.loop = loop
+        self.on_failed = on_failed
         self.contexts = tuple(contexts)
         self.lookup = lookup
         self.default = self.contexts[default_index]
@@ -273,6 +275,7 @@ cdef class TlsConnection:
     cdef object tcp
     cdef int state
     cdef bint app_made
+    cdef bint handshaken
     cdef bint reading
     cdef object timer
     cdef public object lbcore_sni
@@ -350,6 +353,8 @@ cdef class TlsConnection:
         if self.app_made:
             self.app_made = False
             app.connection_lost(exc)
+        elif not self.handshaken and self.server.on_failed is not None:
+            self.server.on_failed()
         self.app = None
 
     def pause_writing(self):
@@ -518,7 +523,7 @@ cdef class TlsConnection:
         self._flush()  # the server's Finished and session tickets
         self.state = OPEN
         self._cancel_timer()
-        self.app_made = True
+        self.handshaken = self.app_made = True
         self.app.connection_made(self)
         if self.state == OPEN:
             self._read()  # a request that came with the client's Finished

@@ -17,12 +17,15 @@ for what the compiled one must do.
 
 Behaviour, the same in both twins:
 
-- Handshake: ``TlsServer(contexts, lookup, default_index, handshake_timeout, loop)``;
+- Handshake: ``TlsServer(contexts, lookup, default_index, handshake_timeout, loop,
+  on_failed=None)``;
   the ClientHello's server name picks ``contexts[lookup(name)]`` (SNI; ``lookup``
   gets None without one) and is kept, lower case without a trailing dot, as
   ``lbcore_sni``. A handshake that fails or does not finish in
   ``handshake_timeout`` closes the connection (OpenSSL's alert is sent first);
-  the engine's protocol then never sees ``connection_made``.
+  the engine's protocol then never sees ``connection_made``, and ``on_failed()``
+  is called once the connection is gone (any connection that ends before its
+  handshake completed: refused, timed out, or the client left).
 - Data: plaintext is delivered to ``data_received`` as it is decrypted, in
   batches of up to ``READ_BATCH`` bytes; ``pause_reading`` holds what is
   decrypted back until ``resume_reading``.
@@ -59,11 +62,12 @@ _HANDSHAKE, _OPEN, _SHUTDOWN, _CLOSED = range(4)
 class TlsServer:
     """One https listener's TLS for one revision: its contexts and SNI choice."""
 
-    __slots__ = ("contexts", "lookup", "default", "handshake_timeout", "loop")
+    __slots__ = ("contexts", "lookup", "default", "handshake_timeout", "loop", "on_failed")
 
     def __init__(self, contexts: Sequence[ssl.SSLContext], lookup: Callable[[str | None], int], default_index: int,
-                 handshake_timeout: float, loop: Any) -> None:
+                 handshake_timeout: float, loop: Any, on_failed: Callable[[], None] | None = None) -> None:
         self.loop = loop
+        self.on_failed = on_failed
         self.contexts = tuple(contexts)
         self.lookup = lookup
         self.default = self.contexts[default_index]
@@ -82,7 +86,7 @@ class TlsConnection:
     """Protocol of the TCP transport below, transport of the engine's protocol above."""
 
     __slots__ = ("server", "app", "loop", "tcp", "state", "app_made", "reading", "timer", "lbcore_sni",
-                 "_in", "_out", "_sslobj")
+                 "handshaken", "_in", "_out", "_sslobj")
 
     def __init__(self, server: TlsServer, app: Any) -> None:
         self.server = server
@@ -91,6 +95,7 @@ class TlsConnection:
         self.tcp: Any = None
         self.state = _HANDSHAKE
         self.app_made = False
+        self.handshaken = False
         self.reading = True
         self.timer: Any = None
         self.lbcore_sni: str | None = None
@@ -132,6 +137,8 @@ class TlsConnection:
         if self.app_made:
             self.app_made = False
             self.app.connection_lost(exc)
+        elif not self.handshaken and self.server.on_failed is not None:
+            self.server.on_failed()
         self.app = None
 
     def pause_writing(self) -> None:
@@ -270,7 +277,7 @@ class TlsConnection:
         self.state = _OPEN
         self._cancel_timer()
         self.lbcore_sni = getattr(sslobj, "lbcore_sni", None)
-        self.app_made = True
+        self.handshaken = self.app_made = True
         self.app.connection_made(self)
         if self.state == _OPEN:
             self._read()  # a request that came with the client's Finished

@@ -427,20 +427,13 @@ class ClientConnection(asyncio.Protocol):
 
 
 class TlsClientConnection(ClientConnection):
-    """A client connection on an https listener.
-
-    The event loop creates the protocol when it accepts and calls connection_made
-    only once the handshake succeeded; a protocol that dies without it is a failed
-    handshake, counted here.
-    """
+    """A client connection on an https listener, above lbcore's TLS layer
+    (``lbcore._fastpath.tlsconn``), which calls connection_made once the handshake
+    succeeded; failed handshakes are counted by the worker (``Worker.tls_failed``)."""
 
     __slots__ = ()
 
     CORK_LAST_WRITE = False  # see ClientConnection.write_last
-
-    def __del__(self) -> None:
-        if self.transport is None:
-            self.worker.stats.listener(self.listener_name).tls_failed += 1
 
 
 class TunnelOwner:

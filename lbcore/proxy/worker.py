@@ -88,6 +88,10 @@ class Worker:
         conns.add(conn)
         return True
 
+    def tls_failed(self, listener: str) -> None:
+        """A connection to an https listener ended before its TLS handshake completed."""
+        self.stats.listener(listener).tls_failed += 1
+
     def release(self, listener: str, conn: object) -> None:
         self.conns[listener].discard(conn)
         if self.stopping and not any(self.conns.values()) and not self.stopped.done():
@@ -254,7 +258,8 @@ class Worker:
             # TLS is terminated by lbcore's own layer over a plain TCP transport
             # (lbcore._fastpath.tlsconn), not by the loop's ssl= support.
             terminator = TlsServer(tls.contexts, tls.store.sni.lookup, tls.store.sni.default_index,
-                                   listener.timeouts.http_request, self.loop)
+                                   listener.timeouts.http_request, self.loop,
+                                   functools.partial(self.tls_failed, listener.name))
             factory = functools.partial(_tls_protocol, terminator, factory)
         # asyncio owns (and closes) the socket it is given: hand it a duplicate, keep ours.
         sock = socket.socket(fileno=os.dup(fd))

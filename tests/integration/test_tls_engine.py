@@ -279,3 +279,27 @@ def _wait_port(port, timeout=10.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)  # bounded wait for openssl s_server to listen
+
+
+def test_full_and_failed_handshakes_are_counted(pki, members, engine):
+    from tests.integration.test_stats_engine import wait_metric
+
+    m = members("m1")
+    port, admin_port = free_port(), free_port()
+    spec = https_spec(port, m, [cert_entry(pki, "www", default=True)], min_version="1.3")
+    spec["admin"] = {"bind": f"127.0.0.1:{admin_port}"}
+    engine(spec)
+    head, _ = https_get(port, "www.example.com")
+    assert head.startswith("HTTP/1.1 200")
+    # A client that offers only TLS 1.2 is refused: OpenSSL's alert, no request.
+    old = tlsgen.client_context(None, maximum=ssl.TLSVersion.TLSv1_2)
+    with pytest.raises(ssl.SSLError):
+        served_cert(port, "www.example.com", context=old)
+    # A client that connects and leaves without a handshake.
+    socket.create_connection(("127.0.0.1", port), timeout=10).close()
+
+    def key(result):
+        return ("lbcore_listener_tls_handshakes_total", (("listener", "tls"), ("result", result)))
+
+    assert wait_metric(admin_port, key("failed"), 2) == 2
+    assert wait_metric(admin_port, key("full"), 1) == 1

@@ -135,7 +135,8 @@ class Pair:
     def __init__(self, twin: str, pki, loop, *, sni: str | None = "www.example.com", app: App | None = None,
                  client: ssl.SSLContext | None = None, contexts=None) -> None:
         impl = tlsconn.IMPLEMENTATIONS[twin]
-        self.server = impl.TlsServer(contexts or pki["contexts"], lookup, 0, 10.0, loop)
+        self.failed = 0
+        self.server = impl.TlsServer(contexts or pki["contexts"], lookup, 0, 10.0, loop, self.count_failure)
         self.loop = loop
         self.app = app or App()
         self.tcp = Tcp()
@@ -146,6 +147,9 @@ class Pair:
         if sni is None:
             context.check_hostname = False
         self.client = context.wrap_bio(self.c_in, self.c_out, server_hostname=sni)
+
+    def count_failure(self) -> None:
+        self.failed += 1
 
     def pump(self, cuts: int = 1) -> None:
         """Client bytes to the server (in ``cuts`` pieces), then the server's back."""
@@ -261,6 +265,7 @@ def test_close_sends_close_notify_then_fin_and_ends_on_the_clients(twin, pki, lo
     assert pair.tcp.closed and not pair.tcp.aborted
     pair.conn.connection_lost(None)
     assert pair.app.events[-1] == ("lost", None)
+    assert pair.failed == 0
 
 
 @pytest.mark.parametrize("twin", TWINS)
@@ -316,21 +321,40 @@ def test_a_failed_handshake_sends_the_alert_and_never_reaches_the_engine(twin, p
         pair.handshake()
     assert pair.tcp.closed and not pair.tcp.aborted
     assert pair.app.events == []
+    assert pair.failed == 0  # counted once the connection is gone
     pair.conn.connection_lost(None)
     assert pair.app.events == []
+    assert pair.failed == 1
 
 
 @pytest.mark.parametrize("twin", TWINS)
 def test_a_handshake_that_does_not_finish_in_time_is_aborted(twin, pki, loop):
     impl = tlsconn.IMPLEMENTATIONS[twin]
-    server = impl.TlsServer(pki["contexts"], lookup, 0, 0.0, loop)  # due at once: no waiting here
+    failures = []
+    server = impl.TlsServer(pki["contexts"], lookup, 0, 0.0, loop, lambda: failures.append(1))  # due at once
     app, tcp = App(), Tcp()
     conn = server.connection(app)
     conn.connection_made(tcp)
     assert not tcp.aborted
     loop.run_until_complete(asyncio.sleep(0))
     assert tcp.aborted
+    conn.connection_lost(None)
     assert app.events == []
+    assert failures == [1]
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_client_leaving_mid_handshake_is_a_failure_and_eof_does_not_reach_the_engine(twin, pki, loop):
+    pair = Pair(twin, pki, loop)
+    try:
+        pair.client.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    pair.pump()  # the ClientHello in, the server's flight out
+    assert pair.conn.eof_received() is False
+    pair.conn.connection_lost(None)
+    assert pair.app.events == []
+    assert pair.failed == 1
 
 
 @pytest.mark.parametrize("twin", TWINS)
