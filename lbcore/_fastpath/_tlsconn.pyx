@@ -376,6 +376,7 @@ cdef class TlsConnection:
         size = PyBytes_GET_SIZE(data)
         if size == 0:
             return
+        ERR_clear_error()  # SSL_get_error reads this thread's queue: only this call's errors in it
         if SSL_write_ex(self.ssl, <void *>PyBytes_AS_STRING(data), <size_t>size, &written) != 1:
             self._fail(_error_text(SSL_get_error(self.ssl, 0)))
             return
@@ -387,6 +388,7 @@ cdef class TlsConnection:
     def close(self):
         if self.state == OPEN:
             self.state = SHUTDOWN
+            ERR_clear_error()
             SSL_shutdown(self.ssl)  # our close_notify; the client's is not awaited here
             ERR_clear_error()
             self._flush()
@@ -512,6 +514,7 @@ cdef class TlsConnection:
         cdef int result, code
         # See the module docstring: ours, whatever was set on the context since.
         SSL_CTX_callback_ctrl(self.server.default_ctx, SSL_CTRL_SET_TLSEXT_SERVERNAME_CB, <void *>_servername_cb)
+        ERR_clear_error()
         result = SSL_do_handshake(self.ssl)
         if result != 1:
             code = SSL_get_error(self.ssl, result)
@@ -538,6 +541,7 @@ cdef class TlsConnection:
         cdef int result, code
         cdef bint eof
         while self.reading and self.state == OPEN:
+            ERR_clear_error()  # the engine's code ran since the last batch
             size = 0
             eof = False
             while size < BATCH:
@@ -570,6 +574,7 @@ cdef class TlsConnection:
         """After our close_notify: drop application data, end on the client's close_notify."""
         cdef size_t got
         cdef int result, code
+        ERR_clear_error()
         while True:
             got = 0
             result = SSL_read_ex(self.ssl, read_buffer, BATCH, &got)
