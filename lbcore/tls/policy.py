@@ -7,7 +7,9 @@ one context, and OpenSSL picks per client). The default entry's context is the
 one to hand to ``loop.create_server(ssl=...)``: its ``sni_callback`` moves each
 connection to its entry's context (``ssl_object.context = ...``), the default
 one included, so a server kept across revisions can be pointed at a new
-revision's contexts with ``ServerContexts.attach(base)``.
+revision's contexts with ``ServerContexts.attach(base)``. The engine itself
+terminates TLS with ``lbcore._fastpath.tlsconn``, which takes ``contexts`` and
+``store.sni.lookup`` and makes the same switch (in C for the compiled twin).
 
 What a context switch carries (OpenSSL's ``SSL_set_SSL_CTX``): the certificates,
 the ALPN choice, the CA store and session-id context come from the switched-to
