@@ -62,6 +62,7 @@ ctypedef void *(*ssl_new_t)(void *) noexcept nogil
 ctypedef void (*ssl_free_t)(void *) noexcept nogil
 ctypedef const void *(*bio_s_mem_t)() noexcept nogil
 ctypedef void *(*bio_new_t)(const void *) noexcept nogil
+ctypedef int (*bio_free_t)(void *) noexcept nogil
 ctypedef void (*ssl_set_bio_t)(void *, void *, void *) noexcept nogil
 ctypedef void (*ssl_void_t)(void *) noexcept nogil
 ctypedef int (*ssl_int_t)(void *) noexcept nogil
@@ -93,6 +94,7 @@ cdef ssl_new_t SSL_new
 cdef ssl_free_t SSL_free
 cdef bio_s_mem_t BIO_s_mem
 cdef bio_new_t BIO_new
+cdef bio_free_t BIO_free
 cdef ssl_set_bio_t SSL_set_bio
 cdef ssl_void_t SSL_set_accept_state
 cdef ssl_int_t SSL_do_handshake
@@ -145,7 +147,7 @@ def ctypes_address(lib, name):
 
 
 cdef int _bind() except -1:
-    global SSL_new, SSL_free, BIO_s_mem, BIO_new, SSL_set_bio, SSL_set_accept_state, SSL_do_handshake
+    global SSL_new, SSL_free, BIO_s_mem, BIO_new, BIO_free, SSL_set_bio, SSL_set_accept_state, SSL_do_handshake
     global SSL_shutdown, SSL_session_reused, SSL_read_ex, SSL_write_ex, SSL_get_error, BIO_write, BIO_read
     global BIO_ctrl, SSL_ctrl, SSL_CTX_callback_ctrl, SSL_get_servername, SSL_set_SSL_CTX, SSL_get_SSL_CTX
     global SSL_set_ex_data, SSL_get_ex_data, CRYPTO_get_ex_new_index, SSL_get_version, SSL_get_current_cipher
@@ -159,6 +161,7 @@ cdef int _bind() except -1:
     SSL_free = <ssl_free_t><void *>_address(lib, "SSL_free")
     BIO_s_mem = <bio_s_mem_t><void *>_address(lib, "BIO_s_mem")
     BIO_new = <bio_new_t><void *>_address(lib, "BIO_new")
+    BIO_free = <bio_free_t><void *>_address(lib, "BIO_free")
     SSL_set_bio = <ssl_set_bio_t><void *>_address(lib, "SSL_set_bio")
     SSL_set_accept_state = <ssl_void_t><void *>_address(lib, "SSL_set_accept_state")
     SSL_do_handshake = <ssl_int_t><void *>_address(lib, "SSL_do_handshake")
@@ -228,10 +231,11 @@ cdef int _servername_cb(void *ssl, int *alert, void *arg) noexcept with gil:
         index = conn.server.lookup(name)
         context = conn.server.contexts[index]
         if context is not conn.context:
-            SSL_set_SSL_CTX(ssl, <void *><size_t>conn.server.pointers[index])
+            if SSL_set_SSL_CTX(ssl, <void *><size_t>conn.server.pointers[index]) == NULL:
+                raise RuntimeError("SSL_set_SSL_CTX failed")
             conn.context = context
         conn.lbcore_sni = name.lower().rstrip(".") if name else None
-    except Exception as exc:  # a name that is not ASCII (an A-label is), a failing lookup
+    except BaseException as exc:  # a name that is not ASCII (an A-label is), a failing lookup
         log.debug("TLS: SNI name refused: %s", exc)
         alert[0] = SSL_AD_INTERNAL_ERROR
         return SSL_TLSEXT_ERR_ALERT_FATAL
@@ -258,8 +262,21 @@ cdef class TlsServer:
         self.lookup = lookup
         self.default = self.contexts[default_index]
         self.handshake_timeout = handshake_timeout
+        for context in self.contexts:
+            # CPython's own callbacks take an SSL's app data for their SSLSocket; SSLs made
+            # here have none: a context that would call one cannot be served here.
+            if context.keylog_filename or getattr(context, "_msg_callback", None) is not None:
+                raise ValueError("a context with keylog_filename or _msg_callback cannot serve lbcore's TLS layer")
         self.pointers = tuple(_libssl.ssl_ctx_pointer(context) for context in self.contexts)
         self.default_ctx = <void *><size_t>self.pointers[default_index]
+
+    cdef int install_callbacks(self) except -1:
+        """Our servername callback on every context: OpenSSL calls it on the switched-to
+        context too (after a HelloRetryRequest), and Python's must never run for an SSL
+        made here, whatever was set on a context since."""
+        for pointer in self.pointers:
+            SSL_CTX_callback_ctrl(<void *><size_t>pointer, SSL_CTRL_SET_TLSEXT_SERVERNAME_CB, <void *>_servername_cb)
+        return 0
 
     def connection(self, app):
         """The protocol for the loop's next accepted TCP connection, carrying ``app``."""
@@ -277,6 +294,10 @@ cdef class TlsConnection:
     cdef bint app_made
     cdef bint handshaken
     cdef bint reading
+    cdef bint eof_seen  # the client's close_notify or TCP FIN: nothing more will come
+    cdef bint tcp_eof  # the TCP FIN itself: the client's side is shut
+    cdef bint eof_delivered  # the engine was told (once)
+    cdef Py_ssize_t shutdown_buffered  # write buffer when the shutdown timer was last armed
     cdef object timer
     cdef public object lbcore_sni
     cdef public object context  # the SSLContext in use (the SNI choice)
@@ -310,7 +331,11 @@ cdef class TlsConnection:
         self.rbio = BIO_new(mem_method)
         self.wbio = BIO_new(mem_method)
         if self.rbio == NULL or self.wbio == NULL:
-            log.error("TLS: BIO_new failed")
+            log.error("TLS: BIO_new failed: %s", _error_text(0))
+            for bio in (<size_t>self.rbio, <size_t>self.wbio):
+                if bio:
+                    BIO_free(<void *>bio)  # not the SSL's yet
+            self.rbio = self.wbio = NULL
             transport.abort()
             self.state = CLOSED
             return
@@ -338,12 +363,11 @@ cdef class TlsConnection:
             self._read_shutdown()
 
     def eof_received(self):
+        self.tcp_eof = True
         if self.state == OPEN:
-            self._read()  # what came with the FIN
-            if self.state == OPEN:
-                if self.app.eof_received():
-                    return True
-                self.close()
+            self.eof_seen = True
+            self._read()  # what came with the FIN, then the EOF (once reading and drained)
+            return True  # the transport stays open for our writes; close() ends it
         return False
 
     def connection_lost(self, exc):
@@ -392,12 +416,29 @@ cdef class TlsConnection:
             SSL_shutdown(self.ssl)  # our close_notify; the client's is not awaited here
             ERR_clear_error()
             self._flush()
+            self._cancel_timer()
+            if self.tcp_eof:  # the client's side is shut already: nothing to wait for
+                self.tcp.close()
+                return
             if self.tcp.can_write_eof():
                 self.tcp.write_eof()
-            self._cancel_timer()
-            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self.abort)
+            if not self.reading:  # the engine had paused: the client's end must be read now
+                self.tcp.resume_reading()
+            self.shutdown_buffered = self.tcp.get_write_buffer_size()
+            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
         elif self.state == HANDSHAKE:
             self.abort()
+
+    def _shutdown_timeout(self):
+        """The client has not closed its side: abort, unless the response is still
+        draining to it (a slow reader), as long as it keeps draining."""
+        self.timer = None
+        buffered = self.tcp.get_write_buffer_size() if self.tcp is not None else 0
+        if self.state == SHUTDOWN and 0 < buffered < self.shutdown_buffered:
+            self.shutdown_buffered = buffered
+            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
+            return
+        self.abort()
 
     def abort(self):
         if self.state != CLOSED:
@@ -512,8 +553,7 @@ cdef class TlsConnection:
     # -- inside -------------------------------------------------------------------------
     cdef int _handshake(self) except -1:
         cdef int result, code
-        # See the module docstring: ours, whatever was set on the context since.
-        SSL_CTX_callback_ctrl(self.server.default_ctx, SSL_CTRL_SET_TLSEXT_SERVERNAME_CB, <void *>_servername_cb)
+        self.server.install_callbacks()
         ERR_clear_error()
         result = SSL_do_handshake(self.ssl)
         if result != 1:
@@ -530,6 +570,7 @@ cdef class TlsConnection:
         self.app.connection_made(self)
         if self.state == OPEN:
             self._read()  # a request that came with the client's Finished
+        ERR_clear_error()
         return 0
 
     def _read_soon(self):
@@ -560,14 +601,24 @@ cdef class TlsConnection:
                 self._fail(_error_text(code))
                 return 0
             self._flush()  # a key update or a post-handshake message may want an answer
+            if eof:
+                self.eof_seen = True
             if size:
                 self.app.data_received(PyBytes_FromStringAndSize(<char *>read_buffer, size))
-            if eof:
-                if self.state == OPEN and not self.app.eof_received():
-                    self.close()
-                return 0
-            if size < BATCH:
-                return 0
+            if eof or size < BATCH:  # drained
+                if self.eof_seen:
+                    self._deliver_eof()
+                break
+        ERR_clear_error()  # leave nothing behind for Python's ssl in this thread
+        return 0
+
+    cdef int _deliver_eof(self) except -1:
+        """Tell the engine, once, when it reads and nothing decrypted is held back."""
+        if self.eof_delivered or not self.reading or self.state != OPEN:
+            return 0
+        self.eof_delivered = True
+        if not self.app.eof_received():
+            self.close()
         return 0
 
     cdef int _read_shutdown(self) except -1:
@@ -589,17 +640,19 @@ cdef class TlsConnection:
         return 0
 
     cdef int _flush(self) except -1:
-        cdef long pending = BIO_ctrl(self.wbio, BIO_CTRL_PENDING, 0, NULL)
+        cdef long pending
         cdef int got
-        if pending <= 0:
-            return 0
-        out = PyBytes_FromStringAndSize(NULL, pending)
-        got = BIO_read(self.wbio, <void *>PyBytes_AS_STRING(out), <int>pending)
-        if got == pending:
-            self.tcp.write(out)
-        elif got > 0:
-            self.tcp.write(out[:got])
-        return 0
+        while True:
+            pending = BIO_ctrl(self.wbio, BIO_CTRL_PENDING, 0, NULL)
+            if pending <= 0:
+                return 0
+            if pending > (1 << 30):  # BIO_read takes an int
+                pending = 1 << 30
+            out = PyBytes_FromStringAndSize(NULL, pending)
+            got = BIO_read(self.wbio, <void *>PyBytes_AS_STRING(out), <int>pending)
+            if got <= 0:
+                return 0
+            self.tcp.write(out if got == pending else out[:got])
 
     cdef int _fail(self, str why) except -1:
         log.debug("TLS connection from %s: %s", self.get_extra_info("peername"), why)

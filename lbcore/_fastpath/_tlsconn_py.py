@@ -69,9 +69,20 @@ class TlsServer:
         self.loop = loop
         self.on_failed = on_failed
         self.contexts = tuple(contexts)
+        for context in self.contexts:
+            # The compiled twin's SSLs carry no CPython socket, which these callbacks need;
+            # refused here too, so both twins take the same contexts.
+            if context.keylog_filename or getattr(context, "_msg_callback", None) is not None:
+                raise ValueError("a context with keylog_filename or _msg_callback cannot serve lbcore's TLS layer")
         self.lookup = lookup
         self.default = self.contexts[default_index]
         self.handshake_timeout = handshake_timeout
+
+    def install_callbacks(self) -> None:
+        """The SNI choice on every context (a HelloRetryRequest asks the switched-to one
+        again), whatever was set on them since."""
+        for context in self.contexts:
+            context.sni_callback = self._select
 
     def connection(self, app: Any) -> "TlsConnection":
         """The protocol for the loop's next accepted TCP connection, carrying ``app``."""
@@ -86,7 +97,7 @@ class TlsConnection:
     """Protocol of the TCP transport below, transport of the engine's protocol above."""
 
     __slots__ = ("server", "app", "loop", "tcp", "state", "app_made", "reading", "timer", "lbcore_sni",
-                 "handshaken", "_in", "_out", "_sslobj")
+                 "handshaken", "eof_seen", "tcp_eof", "eof_delivered", "shutdown_buffered", "_in", "_out", "_sslobj")
 
     def __init__(self, server: TlsServer, app: Any) -> None:
         self.server = server
@@ -96,6 +107,10 @@ class TlsConnection:
         self.state = _HANDSHAKE
         self.app_made = False
         self.handshaken = False
+        self.eof_seen = False  # the client's close_notify or TCP FIN: nothing more will come
+        self.tcp_eof = False  # the TCP FIN itself: the client's side is shut
+        self.eof_delivered = False  # the engine was told (once)
+        self.shutdown_buffered = 0  # write buffer when the shutdown timer was last armed
         self.reading = True
         self.timer: Any = None
         self.lbcore_sni: str | None = None
@@ -122,13 +137,11 @@ class TlsConnection:
             self._read_shutdown()
 
     def eof_received(self) -> bool:
+        self.tcp_eof = True
         if self.state == _OPEN:
-            self._read()  # what came with the FIN
-            if self.state == _OPEN:
-                keep_open = bool(self.app.eof_received())
-                if keep_open:
-                    return True
-                self.close()
+            self.eof_seen = True
+            self._read()  # what came with the FIN, then the EOF (once reading and drained)
+            return True  # the transport stays open for our writes; close() ends it
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -154,7 +167,11 @@ class TlsConnection:
         if self.state != _OPEN or not data:
             return
         assert self._sslobj is not None
-        self._sslobj.write(data)
+        try:
+            self._sslobj.write(data)
+        except ssl.SSLError as exc:
+            self._failed(exc)
+            return
         self._flush()
 
     def writelines(self, chunks) -> None:
@@ -170,13 +187,30 @@ class TlsConnection:
             except ssl.SSLError:
                 pass
             self._flush()
+            self._cancel_timer()
             tcp = self.tcp
+            if self.tcp_eof:  # the client's side is shut already: nothing to wait for
+                tcp.close()
+                return
             if tcp.can_write_eof():
                 tcp.write_eof()
-            self._cancel_timer()
-            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self.abort)
+            if not self.reading:  # the engine had paused: the client's end must be read now
+                tcp.resume_reading()
+            self.shutdown_buffered = tcp.get_write_buffer_size()
+            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
         elif self.state == _HANDSHAKE:
             self.abort()
+
+    def _shutdown_timeout(self) -> None:
+        """The client has not closed its side: abort, unless the response is still
+        draining to it (a slow reader), as long as it keeps draining."""
+        self.timer = None
+        buffered = self.tcp.get_write_buffer_size() if self.tcp is not None else 0
+        if self.state == _SHUTDOWN and 0 < buffered < self.shutdown_buffered:
+            self.shutdown_buffered = buffered
+            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
+            return
+        self.abort()
 
     def abort(self) -> None:
         if self.state != _CLOSED:
@@ -263,8 +297,7 @@ class TlsConnection:
         # The SNI choice is this connection's server's: installed on the default
         # context before each step, whatever was set there since (another revision's
         # server sharing the context, anything else).
-        server = self.server
-        server.default.sni_callback = server._select
+        self.server.install_callbacks()
         try:
             sslobj.do_handshake()
         except ssl.SSLWantReadError:
@@ -306,14 +339,22 @@ class TlsConnection:
                 chunks.append(data)
                 size += len(data)
             self._flush()  # a key update or a post-handshake message may want an answer
+            if eof:
+                self.eof_seen = True
             if chunks:
                 self.app.data_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
-            if eof:
-                if self.state == _OPEN and not self.app.eof_received():
-                    self.close()
+            if eof or size < READ_BATCH:  # drained
+                if self.eof_seen:
+                    self._deliver_eof()
                 return
-            if size < READ_BATCH:
-                return
+
+    def _deliver_eof(self) -> None:
+        """Tell the engine, once, when it reads and nothing decrypted is held back."""
+        if self.eof_delivered or not self.reading or self.state != _OPEN:
+            return
+        self.eof_delivered = True
+        if not self.app.eof_received():
+            self.close()
 
     def _read_shutdown(self) -> None:
         """After our close_notify: drop application data, end on the client's close_notify."""

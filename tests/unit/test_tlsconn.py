@@ -285,11 +285,93 @@ def test_the_clients_close_notify_is_eof_for_the_engine(twin, pki, loop, keep_op
 
 
 @pytest.mark.parametrize("twin", TWINS)
-def test_tcp_eof_mid_connection_is_eof_for_the_engine(twin, pki, loop):
+def test_tcp_eof_mid_connection_is_eof_for_the_engine_and_closes_at_once(twin, pki, loop):
     pair = Pair(twin, pki, loop)
     pair.handshake()
-    assert pair.conn.eof_received() is False
+    assert pair.conn.eof_received() is True  # the layer closes, after its close_notify
     assert pair.app.events == [("made",), ("eof",)]
+    assert pair.tcp.closed and not pair.tcp.eof_written  # nothing to wait for: the client's side is shut
+    pair.c_in.write(pair.tcp.take())
+    assert pair.recv() == b"" and pair.closed
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_eof_waits_for_data_held_back_by_a_pause_and_comes_once(twin, pki, loop):
+    pair = Pair(twin, pki, loop, app=App(pause_on_data=True, keep_open=True))
+    pair.handshake()
+    body = bytes(range(256)) * 800  # 200 KiB: held back after the first batch
+    pair.client.write(body)
+    try:
+        pair.client.unwrap()  # the client's close_notify right behind the data
+    except ssl.SSLWantReadError:
+        pass
+    pair.pump()
+    assert pair.conn.eof_received() is True  # and the TCP FIN
+    assert ("eof",) not in pair.app.events
+    while ("eof",) not in pair.app.events:
+        count = len(pair.app.events)
+        pair.conn.resume_reading()
+        pair.tick()
+        assert len(pair.app.events) > count
+    assert pair.app.received() == body
+    assert pair.app.events[-1] == ("eof",)
+    pair.conn.resume_reading()
+    pair.tick()
+    assert pair.conn.eof_received() is True
+    assert pair.app.events.count(("eof",)) == 1
+    pair.conn.close()  # the engine finishes: the client's side is shut, so at once
+    assert pair.tcp.closed
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_close_while_paused_reads_the_clients_end(twin, pki, loop):
+    pair = Pair(twin, pki, loop)
+    pair.handshake()
+    pair.conn.pause_reading()
+    pair.conn.close()
+    assert not pair.tcp.paused
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_the_shutdown_timer_waits_while_the_response_drains(twin, pki, loop):
+    pair = Pair(twin, pki, loop)
+    pair.handshake()
+    pair.conn.write(b"x" * 100_000)
+    pair.conn.close()  # Tcp keeps what is written: its "write buffer"
+    del pair.tcp.out[:50_000]  # the client reads some
+    pair.conn._shutdown_timeout()
+    assert not pair.tcp.aborted
+    pair.conn._shutdown_timeout()  # no progress since
+    assert pair.tcp.aborted
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_contexts_with_per_connection_python_callbacks_are_refused(twin, pki, loop, tmp_path):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.keylog_filename = str(tmp_path / "keys.log")
+    with pytest.raises(ValueError):
+        tlsconn.IMPLEMENTATIONS[twin].TlsServer([context], lookup, 0, 10.0, loop)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_hello_retry_asks_our_sni_choice_again_not_pythons(twin, pki, loop, tmp_path):
+    # Server groups P-256 only, the client's first key share X25519: a HelloRetryRequest,
+    # after which OpenSSL calls the servername callback of the switched-to context.
+    from lbcore._fastpath import sslctx
+
+    contexts = []
+    for index, name in enumerate(NAMES):
+        cert, key = tlsgen.write_pair(tmp_path, name, tlsgen.issue(pki["ca"], [name], key_type="ecdsa", slot=index))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        sslctx.set_groups(context, "P-256")
+        contexts.append(context)
+    calls = []
+    contexts[1].sni_callback = lambda *args: calls.append(args)
+    pair = Pair(twin, pki, loop, sni="api.example.com", contexts=contexts)
+    pair.handshake()
+    assert calls == []
+    assert pair.conn.get_extra_info("ssl_object").lbcore_sni == "api.example.com"
 
 
 @pytest.mark.parametrize("twin", TWINS)
