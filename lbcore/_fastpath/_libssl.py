@@ -39,6 +39,7 @@ __all__ = [
     "OSSL_PARAM",
     "load",
     "ssl_ctx_pointer",
+    "symbol_address",
     "set_session_cache_size",
     "session_cache_size",
     "set_ciphersuites",
@@ -173,6 +174,15 @@ def load() -> Any:
 def library_version() -> str:
     """The version string of the libssl in use (equal to ``ssl.OPENSSL_VERSION``)."""
     return load().OpenSSL_version(OPENSSL_VERSION).decode("ascii")
+
+
+def symbol_address(lib: Any, name: str) -> int:
+    """The address of OpenSSL function ``name`` in ``lib`` (from ``load()``), for the
+    compiled modules to call it through a C function pointer."""
+    address = ctypes.cast(getattr(lib, name), c_void_p).value
+    if not address:
+        raise OpenSSLUnavailable(f"no address for {name}")
+    return address
 
 
 def ssl_ctx_pointer(context: ssl.SSLContext) -> int:

@@ -17,8 +17,6 @@ call the library Python's ssl module runs on. The prototypes below are OpenSSL
 3's public ABI.
 """
 
-import ctypes
-
 from cpython.pythread cimport (
     PyThread_acquire_lock,
     PyThread_allocate_lock,
@@ -101,10 +99,7 @@ cdef const char *DIGEST = b"SHA256"
 
 
 cdef size_t _address(lib, str name) except 0:
-    cdef size_t value = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
-    if value == 0:
-        raise _libssl.OpenSSLUnavailable(f"no address for {name}")
-    return value
+    return _libssl.symbol_address(lib, name)
 
 
 cdef void _free_ctx_data(void *parent, void *ptr, void *ad, int idx, long argl, void *argp) noexcept nogil:

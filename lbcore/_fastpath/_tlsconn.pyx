@@ -12,20 +12,20 @@ OpenSSL's functions are not linked at build time: their addresses come from
 ``_libssl`` (the very libssl Python's ``_ssl`` uses, checked there), as in
 ``_sslctx``. The prototypes below are OpenSSL 3's public ABI.
 
-The servername callback is installed on the default ``SSL_CTX`` before each
-handshake step of a connection (a pointer store): Python's own SNI callback,
-should anything set ``sni_callback`` on that context meanwhile, must never run
-for an ``SSL`` made here (it would take this object for one of its own). An
+The servername callback is installed on every context of the listener before
+each handshake step of a connection (a pointer store each): Python's own SNI
+callback, should anything set ``sni_callback`` on a context meanwhile, must never
+run for an ``SSL`` made here (it would take this object for one of its own). An
 ``SSL`` not made here (no entry at this module's ex_data index) is left alone.
 """
 
 import logging
-import ssl
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport strlen
 
 from lbcore._fastpath import _libssl
+from lbcore._fastpath._tlsconn_py import check_contexts
 
 __all__ = ["IMPLEMENTATION", "READ_BATCH", "SHUTDOWN_TIMEOUT", "TlsConnection", "TlsServer"]
 
@@ -41,11 +41,7 @@ cdef enum:
     SHUTDOWN = 2
     CLOSED = 3
     BATCH = 65536
-    SSL_ERROR_NONE = 0
-    SSL_ERROR_SSL = 1
     SSL_ERROR_WANT_READ = 2
-    SSL_ERROR_WANT_WRITE = 3
-    SSL_ERROR_SYSCALL = 5
     SSL_ERROR_ZERO_RETURN = 6
     BIO_CTRL_PENDING = 10
     SSL_CTRL_SET_TLSEXT_SERVERNAME_CB = 53
@@ -75,7 +71,6 @@ ctypedef long (*ssl_ctrl_t)(void *, int, long, void *) noexcept nogil
 ctypedef long (*ctx_callback_ctrl_t)(void *, int, void *) noexcept nogil
 ctypedef const char *(*get_servername_t)(const void *, int) noexcept nogil
 ctypedef void *(*set_ssl_ctx_t)(void *, void *) noexcept nogil
-ctypedef void *(*get_ssl_ctx_t)(const void *) noexcept nogil
 ctypedef int (*set_ex_data_t)(void *, int, void *) noexcept nogil
 ctypedef void *(*get_ex_data_t)(const void *, int) noexcept nogil
 ctypedef int (*get_ex_new_index_t)(int, long, void *, void *, void *, void *) noexcept nogil
@@ -110,7 +105,6 @@ cdef ssl_ctrl_t SSL_ctrl
 cdef ctx_callback_ctrl_t SSL_CTX_callback_ctrl
 cdef get_servername_t SSL_get_servername
 cdef set_ssl_ctx_t SSL_set_SSL_CTX
-cdef get_ssl_ctx_t SSL_get_SSL_CTX
 cdef set_ex_data_t SSL_set_ex_data
 cdef get_ex_data_t SSL_get_ex_data
 cdef get_ex_new_index_t CRYPTO_get_ex_new_index
@@ -135,21 +129,13 @@ cdef unsigned char read_buffer[BATCH]
 
 
 cdef size_t _address(lib, str name) except 0:
-    cdef size_t value = ctypes_address(lib, name)
-    if value == 0:
-        raise _libssl.OpenSSLUnavailable(f"no address for {name}")
-    return value
-
-
-def ctypes_address(lib, name):
-    import ctypes
-    return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+    return _libssl.symbol_address(lib, name)
 
 
 cdef int _bind() except -1:
     global SSL_new, SSL_free, BIO_s_mem, BIO_new, BIO_free, SSL_set_bio, SSL_set_accept_state, SSL_do_handshake
     global SSL_shutdown, SSL_session_reused, SSL_read_ex, SSL_write_ex, SSL_get_error, BIO_write, BIO_read
-    global BIO_ctrl, SSL_ctrl, SSL_CTX_callback_ctrl, SSL_get_servername, SSL_set_SSL_CTX, SSL_get_SSL_CTX
+    global BIO_ctrl, SSL_ctrl, SSL_CTX_callback_ctrl, SSL_get_servername, SSL_set_SSL_CTX
     global SSL_set_ex_data, SSL_get_ex_data, CRYPTO_get_ex_new_index, SSL_get_version, SSL_get_current_cipher
     global SSL_CIPHER_get_name, SSL_CIPHER_get_version, SSL_CIPHER_get_bits, SSL_get1_peer_certificate
     global i2d_X509, X509_free, SSL_get0_alpn_selected, ERR_get_error, ERR_error_string_n, ERR_clear_error
@@ -177,7 +163,6 @@ cdef int _bind() except -1:
     SSL_CTX_callback_ctrl = <ctx_callback_ctrl_t><void *>_address(lib, "SSL_CTX_callback_ctrl")
     SSL_get_servername = <get_servername_t><void *>_address(lib, "SSL_get_servername")
     SSL_set_SSL_CTX = <set_ssl_ctx_t><void *>_address(lib, "SSL_set_SSL_CTX")
-    SSL_get_SSL_CTX = <get_ssl_ctx_t><void *>_address(lib, "SSL_get_SSL_CTX")
     SSL_set_ex_data = <set_ex_data_t><void *>_address(lib, "SSL_set_ex_data")
     SSL_get_ex_data = <get_ex_data_t><void *>_address(lib, "SSL_get_ex_data")
     CRYPTO_get_ex_new_index = <get_ex_new_index_t><void *>_address(lib, "CRYPTO_get_ex_new_index")
@@ -262,11 +247,7 @@ cdef class TlsServer:
         self.lookup = lookup
         self.default = self.contexts[default_index]
         self.handshake_timeout = handshake_timeout
-        for context in self.contexts:
-            # CPython's own callbacks take an SSL's app data for their SSLSocket; SSLs made
-            # here have none: a context that would call one cannot be served here.
-            if context.keylog_filename or getattr(context, "_msg_callback", None) is not None:
-                raise ValueError("a context with keylog_filename or _msg_callback cannot serve lbcore's TLS layer")
+        check_contexts(self.contexts)
         self.pointers = tuple(_libssl.ssl_ctx_pointer(context) for context in self.contexts)
         self.default_ctx = <void *><size_t>self.pointers[default_index]
 
@@ -288,7 +269,6 @@ cdef class TlsConnection:
 
     cdef readonly TlsServer server
     cdef public object app
-    cdef object loop
     cdef object tcp
     cdef int state
     cdef bint app_made
@@ -320,7 +300,6 @@ cdef class TlsConnection:
     # -- protocol of the TCP transport ---------------------------------------------
     def connection_made(self, transport):
         self.tcp = transport
-        self.loop = self.server.loop
         ssl_ = SSL_new(self.server.default_ctx)
         if ssl_ == NULL:
             log.error("TLS: SSL_new failed: %s", _error_text(0))
@@ -343,7 +322,7 @@ cdef class TlsConnection:
         SSL_ctrl(ssl_, SSL_CTRL_MODE, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, NULL)
         SSL_set_ex_data(ssl_, ex_index, <void *>self)
         SSL_set_accept_state(ssl_)
-        self.timer = self.loop.call_later(self.server.handshake_timeout, self._handshake_timeout)
+        self.timer = self.server.loop.call_later(self.server.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data):
         cdef Py_ssize_t size
@@ -425,7 +404,7 @@ cdef class TlsConnection:
             if not self.reading:  # the engine had paused: the client's end must be read now
                 self.tcp.resume_reading()
             self.shutdown_buffered = self.tcp.get_write_buffer_size()
-            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
+            self.timer = self.server.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
         elif self.state == HANDSHAKE:
             self.abort()
 
@@ -436,7 +415,7 @@ cdef class TlsConnection:
         buffered = self.tcp.get_write_buffer_size() if self.tcp is not None else 0
         if self.state == SHUTDOWN and 0 < buffered < self.shutdown_buffered:
             self.shutdown_buffered = buffered
-            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
+            self.timer = self.server.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
             return
         self.abort()
 
@@ -467,7 +446,7 @@ cdef class TlsConnection:
             self.reading = True
             self.tcp.resume_reading()
             if self.state == OPEN:
-                self.loop.call_soon(self._read_soon)  # what was decrypted and held back
+                self.server.loop.call_soon(self._read_soon)  # what was decrypted and held back
 
     def is_reading(self):
         return self.reading

@@ -48,7 +48,7 @@ import logging
 import ssl
 from typing import Any, Callable, Sequence
 
-__all__ = ["IMPLEMENTATION", "READ_BATCH", "SHUTDOWN_TIMEOUT", "TlsConnection", "TlsServer"]
+__all__ = ["IMPLEMENTATION", "READ_BATCH", "SHUTDOWN_TIMEOUT", "TlsConnection", "TlsServer", "check_contexts"]
 
 IMPLEMENTATION = "pure"
 READ_BATCH = 65536  # plaintext bytes handed to data_received at most at once
@@ -57,6 +57,15 @@ SHUTDOWN_TIMEOUT = 5.0  # seconds a closed connection waits for the client's end
 log = logging.getLogger("lbcore.tls")
 
 _HANDSHAKE, _OPEN, _SHUTDOWN, _CLOSED = range(4)
+
+
+def check_contexts(contexts: Sequence[ssl.SSLContext]) -> None:
+    """ValueError for a context that would call one of CPython's per-connection
+    callbacks (key log, message callback): those take an SSL's app data for their
+    SSLSocket, and the compiled twin's SSLs have none. Both twins refuse them."""
+    for context in contexts:
+        if context.keylog_filename or getattr(context, "_msg_callback", None) is not None:
+            raise ValueError("a context with keylog_filename or _msg_callback cannot serve lbcore's TLS layer")
 
 
 class TlsServer:
@@ -69,11 +78,7 @@ class TlsServer:
         self.loop = loop
         self.on_failed = on_failed
         self.contexts = tuple(contexts)
-        for context in self.contexts:
-            # The compiled twin's SSLs carry no CPython socket, which these callbacks need;
-            # refused here too, so both twins take the same contexts.
-            if context.keylog_filename or getattr(context, "_msg_callback", None) is not None:
-                raise ValueError("a context with keylog_filename or _msg_callback cannot serve lbcore's TLS layer")
+        check_contexts(self.contexts)
         self.lookup = lookup
         self.default = self.contexts[default_index]
         self.handshake_timeout = handshake_timeout
@@ -96,13 +101,12 @@ class TlsServer:
 class TlsConnection:
     """Protocol of the TCP transport below, transport of the engine's protocol above."""
 
-    __slots__ = ("server", "app", "loop", "tcp", "state", "app_made", "reading", "timer", "lbcore_sni",
+    __slots__ = ("server", "app", "tcp", "state", "app_made", "reading", "timer", "lbcore_sni",
                  "handshaken", "eof_seen", "tcp_eof", "eof_delivered", "shutdown_buffered", "_in", "_out", "_sslobj")
 
     def __init__(self, server: TlsServer, app: Any) -> None:
         self.server = server
         self.app = app
-        self.loop: Any = None
         self.tcp: Any = None
         self.state = _HANDSHAKE
         self.app_made = False
@@ -121,10 +125,9 @@ class TlsConnection:
     # -- protocol of the TCP transport ---------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.tcp = transport
-        self.loop = self.server.loop
         server = self.server
         self._sslobj = server.default.wrap_bio(self._in, self._out, server_side=True)
-        self.timer = self.loop.call_later(server.handshake_timeout, self._handshake_timeout)
+        self.timer = server.loop.call_later(server.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         self._in.write(data)
@@ -197,7 +200,7 @@ class TlsConnection:
             if not self.reading:  # the engine had paused: the client's end must be read now
                 tcp.resume_reading()
             self.shutdown_buffered = tcp.get_write_buffer_size()
-            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
+            self.timer = self.server.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
         elif self.state == _HANDSHAKE:
             self.abort()
 
@@ -208,7 +211,7 @@ class TlsConnection:
         buffered = self.tcp.get_write_buffer_size() if self.tcp is not None else 0
         if self.state == _SHUTDOWN and 0 < buffered < self.shutdown_buffered:
             self.shutdown_buffered = buffered
-            self.timer = self.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
+            self.timer = self.server.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
             return
         self.abort()
 
@@ -239,7 +242,7 @@ class TlsConnection:
             self.reading = True
             self.tcp.resume_reading()
             if self.state == _OPEN:
-                self.loop.call_soon(self._read)  # what was decrypted and held back
+                self.server.loop.call_soon(self._read)  # what was decrypted and held back
 
     def is_reading(self) -> bool:
         return self.reading
@@ -294,9 +297,8 @@ class TlsConnection:
     def _handshake(self) -> None:
         sslobj = self._sslobj
         assert sslobj is not None
-        # The SNI choice is this connection's server's: installed on the default
-        # context before each step, whatever was set there since (another revision's
-        # server sharing the context, anything else).
+        # The SNI choice is this connection's server's: installed on every context
+        # before each step, whatever was set there since.
         self.server.install_callbacks()
         try:
             sslobj.do_handshake()

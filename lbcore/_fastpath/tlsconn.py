@@ -1,7 +1,7 @@
 """Server-side TLS for https listeners, over the loop's plain TCP transports.
 
-``TlsServer(contexts, lookup, default_index, handshake_timeout, loop)`` holds a
-listener's contexts for one revision; ``server.connection(app)`` is the protocol
+``TlsServer(contexts, lookup, default_index, handshake_timeout, loop, on_failed)``
+holds a listener's contexts for one revision; ``server.connection(app)`` is the protocol
 to give the loop for an accepted connection, and the transport ``app`` (the
 engine's ``ClientConnection``) sees, carrying plaintext. Behaviour: see
 ``_tlsconn_py``.
@@ -9,9 +9,8 @@ engine's ``ClientConnection``) sees, carrying plaintext. Behaviour: see
 Two twins with one interface: ``_tlsconn_py`` (``ssl.SSLObject`` on memory BIOs:
 the reference) and ``_tlsconn`` (Cython: OpenSSL's C API on the same ``SSL_CTX``,
 no Python between the socket and the engine); the compiled one is used when built
-unless ``LBCORE_NO_EXTENSIONS=1``. Both need the libssl of Python's ``_ssl`` to be
-reachable (see ``_libssl``) only for the compiled twin: where it is not, the pure
-one serves.
+unless ``LBCORE_NO_EXTENSIONS=1`` and when the libssl of Python's ``_ssl`` can be
+reached (see ``_libssl``); where it cannot, the pure one serves.
 """
 
 from __future__ import annotations
