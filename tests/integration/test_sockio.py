@@ -1,0 +1,174 @@
+"""lbcore._fastpath.sockio: both twins send datagrams in order, stop at the first one the
+kernel refuses and raise its error only when it is the first, on real sockets on 127.0.0.1
+(and a unix datagram socket, syslog+unix's kind)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lbcore._fastpath import USE_EXTENSIONS, sockio
+
+TWINS = sorted(sockio.IMPLEMENTATIONS)
+TOO_BIG = 70_000  # over UDP's 65,507-byte payload: EMSGSIZE, every time
+
+
+def test_the_compiled_twin_is_there_in_ci():
+    if USE_EXTENSIONS and "compiled" not in sockio.IMPLEMENTATIONS:
+        pytest.fail("lbcore._fastpath._sockio is not built (pip install -e . builds it)")
+
+
+class Pair:
+    """A connected UDP sender and the bound receiver it sends to."""
+
+    def __init__(self) -> None:
+        self.receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.receiver.bind(("127.0.0.1", 0))
+        self.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sender.setblocking(False)
+        self.sender.connect(self.receiver.getsockname())
+
+    def received(self, count: int) -> list[bytes]:
+        self.receiver.settimeout(5)
+        got = [self.receiver.recv(1 << 17) for _ in range(count)]
+        self.receiver.setblocking(False)
+        with pytest.raises(BlockingIOError):  # and nothing more
+            self.receiver.recv(1 << 17)
+        return got
+
+    def close(self) -> None:
+        self.sender.close()
+        self.receiver.close()
+
+
+@pytest.fixture
+def pair():
+    p = Pair()
+    yield p
+    p.close()
+
+
+def impl(twin: str) -> Any:
+    return sockio.IMPLEMENTATIONS[twin]
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_every_datagram_goes_out_in_order(pair, twin):
+    datagrams = [f"<134>1 line {i}".encode() * (1 + i % 7) for i in range(300)]  # several batches
+    assert impl(twin).send_datagrams(pair.sender, datagrams) == 300
+    assert pair.received(300) == datagrams
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_start_skips_what_was_sent_and_a_tuple_or_deque_is_a_sequence_too(pair, twin):
+    datagrams = (b"a", b"b", b"c", b"d")
+    assert impl(twin).send_datagrams(pair.sender, datagrams, 2) == 2
+    assert impl(twin).send_datagrams(pair.sender, datagrams, 4) == 0
+    assert impl(twin).send_datagrams(pair.sender, [], 0) == 0
+    assert pair.received(2) == [b"c", b"d"]
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_it_stops_at_the_first_refused_and_a_call_from_there_says_why(pair, twin):
+    send = impl(twin).send_datagrams
+    datagrams = [b"one", b"two", b"x" * TOO_BIG, b"four"]
+    assert send(pair.sender, datagrams) == 2
+    with pytest.raises(OSError) as failed:
+        send(pair.sender, datagrams, 2)
+    assert failed.value.errno == errno.EMSGSIZE
+    assert send(pair.sender, datagrams, 3) == 1
+    assert pair.received(3) == [b"one", b"two", b"four"]
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_would_block_is_a_blocking_io_error(twin):
+    # A unix datagram socket whose peer does not read: the sender's queue fills.
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        left.setblocking(False)
+        datagrams = [b"y" * 1024] * 4096
+        sent = impl(twin).send_datagrams(left, datagrams)
+        assert 0 < sent < len(datagrams)
+        with pytest.raises(BlockingIOError):
+            impl(twin).send_datagrams(left, datagrams, sent)
+    finally:
+        left.close()
+        right.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_unix_datagram_socket_by_path(tmp_path: Path, twin):
+    path = str(tmp_path / "log.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sender.connect(path)
+        assert impl(twin).send_datagrams(sender, [b"first", b"second"]) == 2
+        receiver.settimeout(5)
+        assert [receiver.recv(100), receiver.recv(100)] == [b"first", b"second"]
+    finally:
+        sender.close()
+        receiver.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("bad", ["text", bytearray(b"x"), memoryview(b"x"), None])
+def test_only_bytes_and_nothing_is_sent_before_the_type_error(pair, twin, bad):
+    with pytest.raises(TypeError, match="a datagram must be bytes"):
+        impl(twin).send_datagrams(pair.sender, [b"ok", bad])
+    assert pair.received(0) == []
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_negative_start_is_refused(pair, twin):
+    with pytest.raises(ValueError, match="start must be >= 0"):
+        impl(twin).send_datagrams(pair.sender, [b"a"], -1)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_closed_socket_raises(twin):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.close()
+    with pytest.raises(OSError):
+        impl(twin).send_datagrams(sock, [b"a"])
+
+
+SIZES = st.lists(st.one_of(st.integers(0, 2000), st.just(TOO_BIG)), max_size=150)
+
+
+@pytest.mark.skipif(len(TWINS) < 2, reason="one twin: nothing to compare")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=SIZES, start=st.integers(0, 20))
+def test_the_twins_agree(sizes: list[int], start: int):
+    """Same datagrams in: the same datagrams received, the same errors at the same ones
+    (the compiled twin sends up to BATCH per call, the pure one BATCH=1)."""
+    datagrams = [bytes([65 + i % 26]) * size for i, size in enumerate(sizes)]
+    outcomes = {}
+    for twin in TWINS:
+        p = Pair()
+        try:
+            errors, sent_total = [], 0
+            index = min(start, len(datagrams))
+            while index < len(datagrams):
+                try:
+                    sent = impl(twin).send_datagrams(p.sender, datagrams, index)
+                    assert sent > 0
+                    index += sent
+                    sent_total += sent
+                except OSError as exc:
+                    errors.append((index, exc.errno))
+                    index += 1
+            outcomes[twin] = (errors, p.received(sent_total))
+        finally:
+            p.close()
+    assert outcomes["compiled"] == outcomes["pure"]
+    expected = [(i, errno.EMSGSIZE) for i, size in enumerate(sizes) if i >= start and size == TOO_BIG]
+    assert outcomes["pure"][0] == expected
