@@ -52,6 +52,7 @@ cdef enum:
     SSL_TLSEXT_ERR_OK = 0
     SSL_TLSEXT_ERR_ALERT_FATAL = 2
     SSL_TLSEXT_ERR_NOACK = 3
+    SSL_AD_HANDSHAKE_FAILURE = 40
     SSL_AD_INTERNAL_ERROR = 80
 
 ctypedef void *(*ssl_new_t)(void *) noexcept nogil
@@ -211,8 +212,16 @@ cdef int _servername_cb(void *ssl, int *alert, void *arg) noexcept with gil:
         return SSL_TLSEXT_ERR_NOACK  # not an SSL made here
     conn = <TlsConnection>conn_pointer
     raw = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)
+    # The alerts are those CPython's ssl sends in the same cases (the pure twin):
+    # internal_error for a name that is not ASCII (RFC 6066: an A-label is),
+    # handshake_failure when choosing the context fails.
     try:
         name = (<bytes>raw[:strlen(raw)]).decode("ascii") if raw != NULL else None
+    except UnicodeDecodeError:
+        log.debug("TLS: SNI name refused: not ASCII")
+        alert[0] = SSL_AD_INTERNAL_ERROR
+        return SSL_TLSEXT_ERR_ALERT_FATAL
+    try:
         index = conn.server.lookup(name)
         context = conn.server.contexts[index]
         if context is not conn.context:
@@ -220,9 +229,9 @@ cdef int _servername_cb(void *ssl, int *alert, void *arg) noexcept with gil:
                 raise RuntimeError("SSL_set_SSL_CTX failed")
             conn.context = context
         conn.lbcore_sni = name.lower().rstrip(".") if name else None
-    except BaseException as exc:  # a name that is not ASCII (an A-label is), a failing lookup
-        log.debug("TLS: SNI name refused: %s", exc)
-        alert[0] = SSL_AD_INTERNAL_ERROR
+    except BaseException as exc:
+        log.warning("TLS: choosing the certificate for SNI name %r failed: %s", name, exc)
+        alert[0] = SSL_AD_HANDSHAKE_FAILURE
         return SSL_TLSEXT_ERR_ALERT_FATAL
     return SSL_TLSEXT_ERR_OK
 

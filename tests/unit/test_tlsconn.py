@@ -497,3 +497,45 @@ def test_both_twins_hand_the_engine_the_same_events(pki, messages, cuts, pause):
             loop.close()
     assert seen["pure"] == seen["compiled"]
     assert sum(event[1] for event in seen["pure"] if event[0] == "data") == sum(messages)
+
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # CPython's ssl reports the name
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_server_name_that_is_not_ascii_is_refused_with_internal_error(twin, pki, loop):
+    # RFC 6066: HostName is ASCII. A ClientHello naming "\xc3\xa9w.example.com" (the same
+    # length as www.example.com, so every length field stays right) gets a fatal
+    # internal_error alert from both twins (what CPython's ssl sends), and is counted.
+    pair = Pair(twin, pki, loop)
+    with pytest.raises(ssl.SSLWantReadError):
+        pair.client.do_handshake()
+    hello = pair.c_out.read()
+    assert hello.count(b"www.example.com") == 1
+    pair.conn.data_received(hello.replace(b"www.example.com", b"\xc3\xa9w.example.com"))
+    out = pair.tcp.take()
+    assert out[:1] == b"\x15" and out[-2:] == b"\x02\x50"  # an alert record: fatal, internal_error (80)
+    assert pair.tcp.closed and pair.app.events == []
+    pair.conn.connection_lost(None)
+    assert pair.failed == 1 and pair.app.events == []
+
+
+def failing_lookup(name: str | None) -> int:
+    raise LookupError(f"no entry for {name!r}")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # CPython's ssl reports it
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_failing_certificate_choice_is_refused_with_handshake_failure(twin, pki, loop):
+    pair = Pair(twin, pki, loop)
+    pair.server = tlsconn.IMPLEMENTATIONS[twin].TlsServer(pki["contexts"], failing_lookup, 0, 10.0, loop,
+                                                          pair.count_failure)
+    pair.conn = pair.server.connection(pair.app)
+    pair.conn.connection_made(pair.tcp)
+    with pytest.raises(ssl.SSLWantReadError):
+        pair.client.do_handshake()
+    pair.conn.data_received(pair.c_out.read())
+    out = pair.tcp.take()
+    assert out[:1] == b"\x15" and out[-2:] == b"\x02\x28"  # an alert record: fatal, handshake_failure (40)
+    assert pair.tcp.closed and pair.app.events == []
+    pair.conn.connection_lost(None)
+    assert pair.failed == 1
