@@ -113,19 +113,20 @@ class RequestFacts:
         return self._query  # type: ignore[return-value]
 
     # -- headers -----------------------------------------------------------------
+    def _headers_by_name(self) -> dict[str, list[str]]:
+        by_name: dict[str, list[str]] = {}
+        for key, value in self.headers:
+            by_name.setdefault(key.lower(), []).append(value)
+        self._by_name = by_name
+        return by_name
+
     def header_values(self, name: str) -> list[str]:
         """Every value of header ``name`` (lower case), one per header line."""
-        by_name = self._by_name
-        if by_name is None:
-            by_name = {}
-            for key, value in self.headers:
-                by_name.setdefault(key.lower(), []).append(value)
-            self._by_name = by_name
-        return by_name.get(name, [])
+        return (self._by_name or self._headers_by_name()).get(name, [])
 
     def header(self, name: str) -> str | None:
         """The last value of header ``name`` (lower case), or None."""
-        values = self.header_values(name)
+        values = (self._by_name or self._headers_by_name()).get(name)
         return values[-1] if values else None
 
     @property

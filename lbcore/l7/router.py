@@ -57,7 +57,7 @@ class Route:
 class Router:
     """The routing table of one listener."""
 
-    __slots__ = ("rules", "default_pool", "_table", "_default", "_indexed")
+    __slots__ = ("rules", "default_pool", "_table", "_default", "route")
 
     def __init__(self, rules: Sequence[tuple[str, Condition, str]], default_pool: str | None) -> None:
         seen: set[str] = set()
@@ -71,17 +71,12 @@ class Router:
         self.default_pool = default_pool
         self._table = tuple((compile_condition(cond), Route(pool, name)) for name, cond, pool in self.rules)
         self._default = Route(default_pool, None)
-        self._indexed = _index(self.rules, self._table, self._default)
-
-    def route(self, facts: RequestFacts) -> Route:
-        """The first rule whose condition matches, else the default (see the module doc)."""
-        indexed = self._indexed
-        if indexed is not None:
-            return indexed(facts)
-        for matches, route in self._table:
-            if matches(facts):
-                return route
-        return self._default
+        # route(facts) -> Route: the first rule whose condition matches, else the default
+        # (see the module doc). A function chosen here, called directly: no method in
+        # between on the request path.
+        self.route: Callable[[RequestFacts], Route] = (
+            _index(self.rules, self._table, self._default) or _in_order(self._table, self._default)
+        )
 
     def explain(self, facts: RequestFacts) -> list[str]:
         """Each rule tried in order and why it did or did not match, then the result."""
@@ -120,6 +115,18 @@ class Router:
 
 
 # -- the index ------------------------------------------------------------------------------
+
+
+def _in_order(table: tuple[tuple[Matcher, Route], ...], default: Route) -> Callable[[RequestFacts], Route]:
+    """Every rule tried in order: when no rule is indexable."""
+
+    def route(facts: RequestFacts) -> Route:
+        for matches, route in table:
+            if matches(facts):
+                return route
+        return default
+
+    return route
 
 
 def _index(

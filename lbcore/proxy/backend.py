@@ -121,7 +121,8 @@ class BackendConnection(asyncio.Protocol):
     def release(self) -> None:
         """The exchange is done and the connection is clean: keep it for reuse."""
         self.owner = None
-        self.gate.resume(ReadGate.PEER_FULL)
+        if self.gate.reasons:
+            self.gate.resume(ReadGate.PEER_FULL)
         self.pool.put_idle(self)
 
     def _expired(self) -> None:

@@ -51,7 +51,7 @@ from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
 from lbcore.proxy.runtime import parse_client
-from lbcore.proxy.stats import ListenerCounters, MemberCounters
+from lbcore.proxy.stats import STATUS_CLASS_INDEX, ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -292,7 +292,8 @@ class ClientConnection(asyncio.Protocol):
             # mode: what the client sends next is not HTTP we can parse, so close.
             self.close()
             return
-        self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
+        if self.gate.reasons:
+            self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
         if self.pending:
             self.phase = _HEAD
             self.head_started = time.monotonic()
@@ -758,15 +759,19 @@ class Exchange:
         reader = self.reader
         assert reader is not None
         self.mstats.bytes_in += len(data)
-        backend.deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
         try:
             events = reader.feed(data)
         except ProtocolError as exc:
             self.member_protocol_error(exc)
             return
         self.forward(events)
-        if reader.upgraded and not self.finished:
-            self.finish_upgrade(reader.take_tail())
+        if not self.finished:
+            if reader.upgraded:
+                self.finish_upgrade(reader.take_tail())
+            else:
+                # More of the response to come: the server timeout runs from this read.
+                # (A complete response released the connection, whose idle timeout runs.)
+                backend.deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
 
     def forward(self, events: list) -> None:
         conn = self.conn
@@ -815,10 +820,12 @@ class Exchange:
         status = response.status
         self.status = status
         self.t_first_byte = time.monotonic() - self.sent_at
-        self.conn.lstats.response(status)
-        self.pstats.response(status)
-        mstats = self.mstats
-        mstats.response(status)
+        # The listener's, pool's and member's counters of this status class, as their
+        # response() would count it (inline: three calls fewer per request).
+        index = STATUS_CLASS_INDEX[status] if 0 <= status < 1000 else 5
+        self.conn.lstats.responses[index] += 1
+        self.pstats.responses[index] += 1
+        self.mstats.responses[index] += 1
         worker = self.conn.worker
         if status >= 500:
             worker.member_error(self.member, gateway=False)
