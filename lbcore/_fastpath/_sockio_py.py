@@ -1,4 +1,4 @@
-"""Datagrams out in order: the pure twin of ``_sockio`` (the reference).
+"""Socket calls the engine makes often: the pure twin of ``_sockio`` (the reference).
 
 ``send_datagrams(sock, datagrams, start=0)`` sends ``datagrams[start:]`` on a connected
 datagram socket, in order, and stops at the first one the kernel refuses: it returns how
@@ -9,6 +9,12 @@ The caller learns which datagram failed, and why, by calling again from it: the 
 log's syslog sink drops that one, counts it, and goes on with the next.
 
 Every item must be ``bytes``; anything else raises ``TypeError`` before anything is sent.
+
+``cork(sock)`` sets ``TCP_CORK`` on a TCP socket (Linux): the kernel holds partial
+segments until the socket is closed or uncorked. ``sock`` is a ``socket.socket`` or
+what a uvloop transport's ``get_extra_info("socket")`` returns; an ``OSError`` says why
+it could not (not TCP, closed). The compiled twin calls ``setsockopt`` on the descriptor:
+uvloop's socket object looks its own address up (``getsockname``) first, every call.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import socket
 from typing import Sequence
 
-__all__ = ["IMPLEMENTATION", "BATCH", "send_datagrams"]
+__all__ = ["IMPLEMENTATION", "BATCH", "cork", "send_datagrams"]
 
 IMPLEMENTATION = "pure"
 BATCH = 1  # datagrams per system call
@@ -40,3 +46,8 @@ def send_datagrams(sock: socket.socket, datagrams: Sequence[bytes], start: int =
             return sent
         sent += 1
     return sent
+
+
+def cork(sock: socket.socket) -> None:
+    """Set TCP_CORK on ``sock``."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)

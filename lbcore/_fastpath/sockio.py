@@ -1,11 +1,12 @@
-"""Socket output the engine does often enough to batch: ``send_datagrams``.
+"""Socket calls the engine makes often enough to do in C: ``send_datagrams``, ``cork``.
 
 - ``send_datagrams(sock, datagrams, start=0)``: ``datagrams[start:]`` out in order on a
   connected datagram socket, stopping at the first refused; returns how many went out,
   raises the first one's ``OSError`` (the access log's syslog sink).
+- ``cork(sock)``: TCP_CORK on a TCP socket (a client connection's last write).
 
 Two twins with one interface: ``_sockio`` (Cython: ``sendmmsg(2)``, BATCH datagrams per
-system call) and ``_sockio_py`` (pure Python: one ``send`` per datagram, the
+system call; ``setsockopt`` on the descriptor) and ``_sockio_py`` (pure Python: one ``send`` per datagram, the
 reference); the compiled one is used when built unless ``LBCORE_NO_EXTENSIONS=1``.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 from lbcore._fastpath import _sockio_py, twins
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "send_datagrams"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "send_datagrams"]
 
 IMPLEMENTATIONS, _impl = twins(_sockio_py, "_sockio")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 send_datagrams = _impl.send_datagrams
+cork = _impl.cork

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from lbcore._fastpath.sockio import cork
 from lbcore.l7.facts import RequestFacts
 from lbcore.l7.http1 import (
     Data,
@@ -348,7 +349,7 @@ class ClientConnection(asyncio.Protocol):
             sock = self.transport.get_extra_info("socket")
             if sock is not None:
                 try:
-                    sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+                    cork(sock)
                 except OSError:  # not a TCP socket (unix listener), or already shut
                     pass
         self.write(data)

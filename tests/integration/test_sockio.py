@@ -1,6 +1,6 @@
 """lbcore._fastpath.sockio: both twins send datagrams in order, stop at the first one the
 kernel refuses and raise its error only when it is the first, on real sockets on 127.0.0.1
-(and a unix datagram socket, syslog+unix's kind)."""
+(and a unix datagram socket, syslog+unix's kind); and both set TCP_CORK, or say why not."""
 
 from __future__ import annotations
 
@@ -172,3 +172,30 @@ def test_the_twins_agree(sizes: list[int], start: int):
     assert outcomes["compiled"] == outcomes["pure"]
     expected = [(i, errno.EMSGSIZE) for i, size in enumerate(sizes) if i >= start and size == TOO_BIG]
     assert outcomes["pure"][0] == expected
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_cork_sets_tcp_cork_on_the_descriptor(twin):
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    try:
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+        impl(twin).cork(client)
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_cork_says_why_it_cannot(twin):
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a unix listener's connection
+    try:
+        with pytest.raises(OSError) as not_tcp:
+            impl(twin).cork(unix)
+        assert not_tcp.value.errno == errno.EOPNOTSUPP
+    finally:
+        unix.close()
+    with pytest.raises(OSError) as closed:
+        impl(twin).cork(unix)
+    assert closed.value.errno == errno.EBADF

@@ -108,23 +108,17 @@ def test_a_closed_connection_leaves_no_cycle_for_the_garbage_collector() -> None
         loop.close()
 
 
-class _Socket:
-    def __init__(self, events: list) -> None:
-        self.events = events
-
-    def setsockopt(self, level: int, option: int, value: int) -> None:
-        self.events.append(("setsockopt", level, option, value))
-
-
 class _RecordingTransport(MemoryTransport):
-    """Writes, closes and socket options, in the order the engine did them."""
+    """Writes (with whether the socket was corked then) and closes, in the order the
+    engine did them, over a real TCP socket: the one ``get_extra_info("socket")`` gives."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         super().__init__(("127.0.0.1", 40001))
+        self.sock = sock
         self.events: list[tuple] = []
 
     def write(self, data: bytes) -> None:
-        self.events.append(("write",))
+        self.events.append(("write", self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)))
         super().write(data)
 
     def close(self) -> None:
@@ -133,18 +127,17 @@ class _RecordingTransport(MemoryTransport):
 
     def get_extra_info(self, name: str, default=None):
         if name == "socket":
-            return _Socket(self.events)
+            return self.sock
         return super().get_extra_info(name, default)
 
 
-CORK = ("setsockopt", socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-WRITE, CLOSE = ("write",), ("close",)
+WRITE, WRITE_CORKED, CLOSE = ("write", 0), ("write", 1), ("close",)
 
 
 @pytest.mark.parametrize(("connection_class", "requests", "paused", "expected"), [
-    pytest.param(ClientConnection, [CLOSE_REQUEST], False, [CORK, WRITE, CLOSE], id="close-corked"),
+    pytest.param(ClientConnection, [CLOSE_REQUEST], False, [WRITE_CORKED, CLOSE], id="close-corked"),
     pytest.param(ClientConnection, [KEEP_ALIVE_REQUEST], False, [WRITE], id="keep-alive-not-corked"),
-    pytest.param(ClientConnection, [KEEP_ALIVE_REQUEST, CLOSE_REQUEST], False, [WRITE, CORK, WRITE, CLOSE],
+    pytest.param(ClientConnection, [KEEP_ALIVE_REQUEST, CLOSE_REQUEST], False, [WRITE, WRITE_CORKED, CLOSE],
                  id="pipelined-last-corked"),
     # Reading paused (a limit): the kernel may hold bytes the client sent after its request.
     pytest.param(ClientConnection, [CLOSE_REQUEST], True, [WRITE, CLOSE], id="reading-paused-not-corked"),
@@ -154,7 +147,9 @@ def test_the_last_response_of_a_plain_connection_leaves_corked(connection_class,
     """The requests arrive in one read; the member answers each (its writes are not recorded)."""
     loop = uvloop.new_event_loop()
     path = RequestPath(loop)
-    transport = _RecordingTransport()
+    server = socket.create_server(("127.0.0.1", 0))
+    sock = socket.create_connection(server.getsockname())
+    transport = _RecordingTransport(sock)
 
     async def exchange() -> None:
         client = connection_class(path.worker, "bench")
@@ -170,5 +165,7 @@ def test_the_last_response_of_a_plain_connection_leaves_corked(connection_class,
     finally:
         path.close()
         loop.close()
+        sock.close()
+        server.close()
     assert transport.events == expected
     assert b"".join(transport.written).startswith(b"HTTP/1.1 200 OK\r\n")
