@@ -5,9 +5,9 @@ Same contract as the pure twin (read it there): ``send_datagrams(sock, datagrams
 start=0)`` returns how many of ``datagrams[start:]`` went out, in order, stopping at the
 first the kernel refuses, and raises that one's ``OSError`` when it was the first.
 This is what ``sendmmsg(2)`` itself does, so each call is one system call per BATCH
-datagrams, not one per datagram: on this machine a syslog line costs ~2.1 µs of CPU
-sent this way against ~3.1 µs through ``socket.send`` (the access log sends one
-datagram per request; haproxy pays a ``sendmsg`` per line).
+datagrams, not one per datagram: on this machine a syslog line costs ~2.3 µs of CPU
+sent this way against ~3.4 µs through ``socket.send`` (``bench/micro/test_sockio.py``;
+the access log sends one datagram per request, haproxy a ``sendmsg`` per line).
 
 ``cork(sock)`` is one ``setsockopt`` on ``sock.fileno()``: uvloop's socket object makes a
 ``getsockname`` before each of its own ``setsockopt`` calls (one system call fewer per
@@ -16,9 +16,11 @@ connection that ends corked, see ``ClientConnection.write_last``).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_SetFromErrno
-from libc.errno cimport EINTR, errno
+from libc.errno cimport EBADF, EINTR, errno
 from libc.string cimport memset
 from posix.uio cimport iovec
+
+import os
 
 cdef extern from "<sys/socket.h>" nogil:
     struct msghdr:
@@ -99,6 +101,6 @@ def cork(sock):
     cdef int fd = sock.fileno()
     cdef int one = 1
     if fd < 0:
-        raise OSError(9, "Bad file descriptor")  # what setsockopt on a closed socket.socket says
+        raise OSError(EBADF, os.strerror(EBADF))  # what setsockopt on a closed socket.socket says
     if setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) != 0:
         PyErr_SetFromErrno(OSError)

@@ -32,7 +32,8 @@ def send_datagrams(sock: socket.socket, datagrams: Sequence[bytes], start: int =
     """Send ``datagrams[start:]`` in order until one is refused; return how many were sent."""
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
-    for data in datagrams[start:]:
+    for index in range(start, len(datagrams)):
+        data = datagrams[index]
         if type(data) is not bytes:
             raise TypeError(f"a datagram must be bytes, not {type(data).__name__}")
     send = sock.send

@@ -5,9 +5,10 @@
   raises the first one's ``OSError`` (the access log's syslog sink).
 - ``cork(sock)``: TCP_CORK on a TCP socket (a client connection's last write).
 
-Two twins with one interface: ``_sockio`` (Cython: ``sendmmsg(2)``, BATCH datagrams per
-system call; ``setsockopt`` on the descriptor) and ``_sockio_py`` (pure Python: one ``send`` per datagram, the
-reference); the compiled one is used when built unless ``LBCORE_NO_EXTENSIONS=1``.
+Two twins with one interface: ``_sockio`` (Cython: ``sendmmsg(2)``, BATCH datagrams
+per system call; ``setsockopt`` on the descriptor) and ``_sockio_py`` (pure Python: the
+socket object's ``send`` per datagram and ``setsockopt``, the reference); the compiled
+one is used when built unless ``LBCORE_NO_EXTENSIONS=1``.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ batch and never blocks it:
 - ``DatagramSink`` (``syslog+udp``, ``syslog+unix``) sends one datagram per message
   from a non-blocking socket, a batch's datagrams in as few system calls as the kernel
   takes them (``sendmmsg``, ``lbcore._fastpath.sockio``): a send that would block or
-  fails drops that message (counted), and the socket is reconnected on the next message (a restarted syslog
-  daemon, a receiver that came up late).
+  fails drops that message (counted), and the socket is reconnected on the next
+  message (a restarted syslog daemon, a receiver that came up late).
 
 Errors never reach the engine: they are counted in ``dropped`` and logged once per
 run of failures on the ``lbcore.accesslog`` logger.
