@@ -15,7 +15,7 @@ connection that ends corked, see ``ClientConnection.write_last``).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.exc cimport PyErr_SetFromErrno
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.errno cimport EBADF, EINTR, errno
 from libc.string cimport memset
 from posix.uio cimport iovec
@@ -57,20 +57,25 @@ BATCH = _BATCH
 
 def send_datagrams(sock, datagrams, Py_ssize_t start=0):
     """Send ``datagrams[start:]`` in order until one is refused; return how many were sent."""
-    cdef Py_ssize_t total = len(datagrams), index, count, i
+    cdef Py_ssize_t total, index, count, i
     cdef Py_ssize_t sent = 0
     cdef int fd, result
     cdef mmsghdr messages[_BATCH]
     cdef iovec vectors[_BATCH]
     cdef object data
+    cdef list items
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
+    if sock.gettimeout() != 0.0:
+        raise ValueError("send_datagrams needs a non-blocking socket")
+    # Our own list: it holds every datagram alive while a pointer into it is in use, and
+    # its length and items are the ones checked here, whatever the sequence does.
+    items = list(datagrams)
+    total = len(items)
     for index in range(start, total):
-        data = datagrams[index]
+        data = items[index]
         if type(data) is not bytes:
             raise TypeError(f"a datagram must be bytes, not {type(data).__name__}")
-    # A plain list (or tuple) holds every datagram alive while its pointer is in use.
-    items = datagrams if type(datagrams) is list or type(datagrams) is tuple else list(datagrams)
     fd = sock.fileno()
     memset(messages, 0, sizeof(messages))
     index = start
@@ -85,6 +90,7 @@ def send_datagrams(sock, datagrams, Py_ssize_t start=0):
         result = sendmmsg(fd, messages, <unsigned int>count, 0)
         if result < 0:
             if errno == EINTR:
+                PyErr_CheckSignals()  # a handler that raises ends the call (PEP 475)
                 continue
             if sent == 0:
                 PyErr_SetFromErrno(OSError)

@@ -2,13 +2,18 @@
 
 ``send_datagrams(sock, datagrams, start=0)`` sends ``datagrams[start:]`` on a connected
 datagram socket, in order, and stops at the first one the kernel refuses: it returns how
-many went out (at least one), or raises that datagram's ``OSError`` when it was the
-first. This is the contract of Linux's ``sendmmsg(2)``, which the compiled twin calls
-with up to ``BATCH`` datagrams per system call; here it is one ``send`` per datagram.
-The caller learns which datagram failed, and why, by calling again from it: the access
-log's syslog sink drops that one, counts it, and goes on with the next.
+many went out, or raises that datagram's ``OSError`` when it was the first. This is
+the contract of Linux's ``sendmmsg(2)``, which the compiled twin calls with up to
+``BATCH`` datagrams per system call; here it is one ``send`` per datagram.
 
-Every item must be ``bytes``; anything else raises ``TypeError`` before anything is sent.
+The kernel says why a datagram was refused only when it is the first of a call:
+``sendmmsg`` drops the reason of a later one, and an error reported once (a refused
+port's ICMP) is gone by the next call. So a short count means "refused, cause unknown";
+the sink counts that datagram as dropped and reconnects, as for a send error.
+
+The socket must be non-blocking (``ValueError`` otherwise: the compiled twin cannot honour
+a timeout). Every item must be ``bytes``; anything else raises ``TypeError`` before
+anything is sent.
 
 ``cork(sock)`` sets ``TCP_CORK`` on a TCP socket (Linux): the kernel holds partial
 segments until the socket is closed or uncorked. ``sock`` is a ``socket.socket`` or
@@ -32,6 +37,9 @@ def send_datagrams(sock: socket.socket, datagrams: Sequence[bytes], start: int =
     """Send ``datagrams[start:]`` in order until one is refused; return how many were sent."""
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
+    if sock.gettimeout() != 0.0:
+        raise ValueError("send_datagrams needs a non-blocking socket")
+    datagrams = list(datagrams)
     for index in range(start, len(datagrams)):
         data = datagrams[index]
         if type(data) is not bytes:

@@ -122,11 +122,13 @@ class RequestFacts:
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header ``name`` (lower case), one per header line."""
-        return (self._by_name or self._headers_by_name()).get(name, [])
+        by_name = self._by_name
+        return (by_name if by_name is not None else self._headers_by_name()).get(name, [])
 
     def header(self, name: str) -> str | None:
         """The last value of header ``name`` (lower case), or None."""
-        values = (self._by_name or self._headers_by_name()).get(name)
+        by_name = self._by_name
+        values = (by_name if by_name is not None else self._headers_by_name()).get(name)
         return values[-1] if values else None
 
     @property

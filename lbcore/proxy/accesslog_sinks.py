@@ -238,6 +238,15 @@ class StreamSink:
                 select.select([], [self._fd], [], 1.0)
 
 
+class _Refused(OSError):
+    """A datagram the kernel refused after others in the same call: ``sendmmsg`` drops
+    the reason (most often a refused port's ICMP, reported once), so it is handled as a
+    send error: dropped, counted, and the socket reconnected for the next one."""
+
+    def __init__(self) -> None:
+        super().__init__("datagram refused (reason not reported after the first of a batch)")
+
+
 class DatagramSink:
     """syslog over UDP or a unix datagram socket: one datagram per message, non-blocking,
     many per system call (``lbcore._fastpath.sockio``)."""
@@ -278,9 +287,11 @@ class DatagramSink:
                         return
                     reconnected = True
                     self._sock = self._connect()
-                # Many datagrams per system call (sendmmsg); it stops at the first refused,
-                # and the next call, starting there, raises why.
+                # Many datagrams per system call (sendmmsg). It raises why the first one
+                # was refused; it stops short, without a reason, at a later refused one.
                 index += send_datagrams(self._sock, datagrams, index)
+                if index < total:
+                    raise _Refused()
             except (BlockingIOError, InterruptedError) as exc:  # the receiver is behind: drop this one
                 self.dropped += 1
                 self._trouble.failed("send", exc)

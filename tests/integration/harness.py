@@ -8,6 +8,8 @@ connections they accept (to prove backend connection reuse) and answer by path:
     /big?bytes=N      N bytes of body (Content-Length)
     /chunked?parts=N  chunked body of N parts, with a trailer
     /close            body delimited by closing the connection
+    /drip?parts=N&every=S  N body parts (Content-Length), S seconds apart: a member that
+                      answers slowly but keeps sending (the server timeout is per read)
     /hang             never answers (the engine's server timeout fires)
     /status/NNN       an empty response with that status
     /ws               101 Switching Protocols, then echoes raw bytes (a WebSocket-like tunnel)
@@ -202,6 +204,21 @@ class Member:
             for i in range(parts):
                 send(h11.Data(data=f"part{i};".encode()))
             send(h11.EndOfMessage(headers=[("X-Checksum", str(parts))]))
+            await writer.drain()
+            return True
+        if path == "/drip":
+            parts, every = int(query.get("parts", "3")), float(query.get("every", "0.1"))
+            send(h11.Response(status_code=200, headers=[("Content-Length", str(parts * 5)), ("X-Member", self.name)]))
+            await writer.drain()
+            for i in range(parts):
+                try:  # the member's pace is what the test is about; stop if the engine gave up
+                    if not await asyncio.wait_for(reader.read(1), every):
+                        return False
+                except asyncio.TimeoutError:
+                    pass
+                send(h11.Data(data=f"drip{i % 10}".encode()))
+                await writer.drain()
+            send(h11.EndOfMessage())
             await writer.drain()
             return True
         if path == "/close":

@@ -243,6 +243,23 @@ def test_syslog_udp_nobody_listening_never_raises(udp_receiver: socket.socket) -
     assert access_log.dropped >= 1  # the refusals that came back were counted
 
 
+def test_syslog_udp_nobody_listening_counts_a_batch_as_dropped(udp_receiver: socket.socket) -> None:
+    # Each datagram to a closed port brings an ICMP port unreachable back, which the
+    # kernel reports once, on the next send: inside a sendmmsg batch it stops the batch
+    # without a reason. The sink takes that as a send error (drop, reconnect once per
+    # batch, then drop the rest), so most of each batch is counted, as it was when
+    # every line had its own send.
+    port = udp_receiver.getsockname()[1]
+    udp_receiver.close()
+    access_log = AccessLog(AccessLogSettings(target=f"syslog+udp://127.0.0.1:{port}"))
+    for batch in range(5):
+        for n in range(20):
+            access_log.log(record(n))
+        access_log.flush()
+    access_log.close()
+    assert access_log.dropped >= 50
+
+
 def test_syslog_unix_json_and_reconnect(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
     receiver = unix_receiver(path)

@@ -210,6 +210,29 @@ def test_member_that_does_not_answer_is_504(members, engine):
     assert status == 504 and body.startswith(b"504")
 
 
+def test_server_timeout_runs_from_each_read_of_the_response(members, engine):
+    # 300 ms of server timeout; the member takes ~750 ms for its response but never
+    # stays silent for more than 150 ms: the timeout is inactivity, so it all arrives.
+    m = members("dripping")
+    port = free_port()
+    spec = single(m, port)
+    spec["pools"][0]["timeouts"] = {"server": "300ms"}
+    engine(spec)
+    status, _, body = http_get(port, "/drip?parts=5&every=0.15")
+    assert status == 200 and body == b"drip0drip1drip2drip3drip4"
+    # Silent for longer than the timeout after the head went out: the response is cut
+    # (no status can be sent any more), which the client sees as a short body.
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /drip?parts=2&every=1.0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    finally:
+        s.close()
+    assert got.startswith(b"HTTP/1.1 200 ") and not got.endswith(b"drip0drip1")
+
+
 def test_member_closing_mid_response_is_502_before_head(members, engine, loops):
     m = members("m")
     port = free_port()

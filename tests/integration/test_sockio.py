@@ -109,6 +109,7 @@ def test_a_unix_datagram_socket_by_path(tmp_path: Path, twin):
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(path)
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.setblocking(False)
     try:
         sender.connect(path)
         assert impl(twin).send_datagrams(sender, [b"first", b"second"]) == 2
@@ -136,9 +137,42 @@ def test_a_negative_start_is_refused(pair, twin):
 @pytest.mark.parametrize("twin", TWINS)
 def test_a_closed_socket_raises(twin):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
     sock.close()
     with pytest.raises(OSError):
         impl(twin).send_datagrams(sock, [b"a"])
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("timeout", [None, 0.5])
+def test_only_a_non_blocking_socket(pair, twin, timeout):
+    # The compiled twin cannot honour a timeout or block without holding the GIL.
+    pair.sender.settimeout(timeout)
+    with pytest.raises(ValueError, match="non-blocking"):
+        impl(twin).send_datagrams(pair.sender, [b"a"])
+    assert pair.received(0) == []
+
+
+class Shrinking:
+    """len() says 3, iteration gives one item: a sequence that changed under us."""
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> bytes:
+        if not 0 <= index < 3:
+            raise IndexError(index)
+        return b"indexed"
+
+    def __iter__(self):
+        yield b"iterated"
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_any_iterable_is_read_once_into_a_list(pair, twin):
+    assert impl(twin).send_datagrams(pair.sender, Shrinking()) == 1
+    assert impl(twin).send_datagrams(pair.sender, (d for d in [b"g1", b"g2"])) == 2
+    assert pair.received(3) == [b"iterated", b"g1", b"g2"]
 
 
 SIZES = st.lists(st.one_of(st.integers(0, 2000), st.just(TOO_BIG)), max_size=150)
