@@ -13,12 +13,12 @@ twin not built skips outside CI and fails in CI.
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from bench.micro import twin
 from lbcore._fastpath import heads
 from lbcore.l7.http1 import (
     Data,
@@ -37,22 +37,15 @@ NGINX_200 = (
 LANES = ["none", "pure", "compiled"]
 
 
-def twin(name: str) -> ModuleType | None:
-    if name == "none":
-        return None
-    module = heads.IMPLEMENTATIONS.get(name)
-    if module is None:
-        message = "lbcore._fastpath._heads is not built (cythonize -i -3 lbcore/_fastpath/_heads.pyx)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return module
+def lane_twin(lane: str) -> ModuleType | None:
+    """The fast lane's twin, or None for no fast lane (llhttp only)."""
+    return None if lane == "none" else twin(heads, lane)
 
 
 @pytest.mark.parametrize("lane", LANES)
 def test_request_reader_feed(benchmark: Any, lane: str) -> None:
     benchmark.group = "RequestReader.feed wrk GET"
-    module = twin(lane)
+    module = lane_twin(lane)
     reader = RequestReader(fast_lane=module and module.scan_request)
     events = benchmark(reader.feed, WRK_GET)
     assert [type(e) for e in events] == [Request, EndOfMessage]
@@ -61,7 +54,7 @@ def test_request_reader_feed(benchmark: Any, lane: str) -> None:
 @pytest.mark.parametrize("lane", LANES)
 def test_response_reader_feed(benchmark: Any, lane: str) -> None:
     benchmark.group = "ResponseReader.feed nginx 200"
-    module = twin(lane)
+    module = lane_twin(lane)
     reader = ResponseReader(fast_lane=module and module.scan_response)
 
     def one_response() -> list:
@@ -75,10 +68,10 @@ def test_response_reader_feed(benchmark: Any, lane: str) -> None:
 @pytest.mark.parametrize("lane", ["pure", "compiled"])
 def test_scan_request(benchmark: Any, lane: str) -> None:
     benchmark.group = "scan_request wrk GET"
-    assert benchmark(twin(lane).scan_request, WRK_GET, 0, 8192, 32768, 100) is not None
+    assert benchmark(twin(heads, lane).scan_request, WRK_GET, 0, 8192, 32768, 100) is not None
 
 
 @pytest.mark.parametrize("lane", ["pure", "compiled"])
 def test_scan_response(benchmark: Any, lane: str) -> None:
     benchmark.group = "scan_response nginx 200"
-    assert benchmark(twin(lane).scan_response, NGINX_200, 0, "GET", 65536, 200) is not None
+    assert benchmark(twin(heads, lane).scan_response, NGINX_200, 0, "GET", 65536, 200) is not None

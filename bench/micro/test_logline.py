@@ -7,11 +7,12 @@ assertions; the compiled twin not built skips outside CI and fails in CI.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
+from bench.micro import twin
+from lbcore._fastpath import logline
 from lbcore.proxy import accesslog_format as pure
 from lbcore.proxy.accesslog import AccessRecord
 
@@ -23,23 +24,10 @@ TYPICAL = AccessRecord(
 )
 
 
-def twin(name: str) -> Any:
-    if name == "pure":
-        return pure
-    try:
-        from lbcore._fastpath import _logline
-    except ImportError:
-        message = "lbcore._fastpath._logline is not built (cythonize -i -3 lbcore/_fastpath/_logline.pyx)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return _logline
-
-
 @pytest.mark.parametrize("name", ["pure", "compiled"])
 @pytest.mark.parametrize("fmt", ["format_text", "format_json"])
 def test_format(benchmark: Any, fmt: str, name: str) -> None:
     benchmark.group = fmt
-    function = getattr(twin(name), fmt)
+    function = getattr(twin(logline, name), fmt)
     line = benchmark(function, TYPICAL, 1)
     assert line == getattr(pure, fmt)(TYPICAL, 1)

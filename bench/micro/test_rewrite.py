@@ -11,14 +11,13 @@ assertions; the compiled twin not built skips outside CI and fails in CI.
 
 from __future__ import annotations
 
-import importlib
-import os
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from bench.micro import twin
 from lbcore._fastpath import _rewrite_py as pure
+from lbcore._fastpath import rewrite
 from lbcore.l7._forwarding import ForwardingPolicy, ResponseFraming
 from lbcore.l7.http1 import Request, Response
 
@@ -55,29 +54,17 @@ NGINX_200 = Response(
 )
 
 
-def twin(name: str) -> ModuleType:
-    if name == "pure":
-        return pure
-    try:
-        return importlib.import_module("lbcore._fastpath._rewrite")
-    except ImportError:
-        message = "lbcore._fastpath._rewrite is not built (cythonize -i -3 lbcore/_fastpath/_rewrite.pyx)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.mark.parametrize("name", ["pure", "compiled"])
 def test_request_head_for_member(benchmark: Any, name: str) -> None:
     benchmark.group = "request_head_for_member"
-    head = benchmark(twin(name).request_head_for_member, WRK_GET, POLICY, "127.0.0.1")
+    head = benchmark(twin(rewrite, name).request_head_for_member, WRK_GET, POLICY, "127.0.0.1")
     assert head == pure.request_head_for_member(WRK_GET, POLICY, "127.0.0.1")
 
 
 @pytest.mark.parametrize("name", ["pure", "compiled"])
 def test_response_head_for_client(benchmark: Any, name: str) -> None:
     benchmark.group = "response_head_for_client"
-    function = twin(name).response_head_for_client
+    function = twin(rewrite, name).response_head_for_client
     framing = benchmark(function, NGINX_200, request_method="GET", client_version="1.1", client_keep_alive=True)
     expected = pure.response_head_for_client(
         NGINX_200, request_method="GET", client_version="1.1", client_keep_alive=True

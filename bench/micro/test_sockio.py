@@ -8,35 +8,22 @@ assertions; the compiled twin not built skips outside CI and fails in CI.
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Any
 
 import pytest
 
-from lbcore._fastpath import _sockio_py
+from bench.micro import twin
+from lbcore._fastpath import sockio
 
 LINE = (b'<134>1 2026-11-26T09:55:06.161Z vm lbcore 2551 access - 127.0.0.1:40000 [26/Nov/2026:09:55:06.161] '
         b'bench www/nginx 0/-1/0/0/0 200 137 - - -- 0 - {127.0.0.1:8080|} "GET / HTTP/1.1"')
 FLUSH = [LINE] * 256
 
 
-def twin(name: str) -> Any:
-    if name == "pure":
-        return _sockio_py
-    try:
-        from lbcore._fastpath import _sockio
-    except ImportError:
-        message = "lbcore._fastpath._sockio is not built (cythonize -i -3 lbcore/_fastpath/_sockio.pyx)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return _sockio
-
-
 @pytest.mark.parametrize("name", ["pure", "compiled"])
 def test_send_a_flush(benchmark: Any, name: str) -> None:
-    send_datagrams = twin(name).send_datagrams
+    send_datagrams = twin(sockio, name).send_datagrams
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

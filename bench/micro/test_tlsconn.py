@@ -10,27 +10,17 @@ assertions; the compiled twin not built skips outside CI and fails in CI.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from typing import Any
 
 import pytest
 
+from bench.micro import twin
 from lbcore._fastpath import tlsconn
 from tests import tlsgen
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, world\n"
-
-
-def twin(name: str) -> Any:
-    impl = tlsconn.IMPLEMENTATIONS.get(name)
-    if impl is None:
-        message = "lbcore._fastpath._tlsconn is not built (pip install -e . builds it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return impl
 
 
 class Tcp:
@@ -104,7 +94,7 @@ class Connection:
 
 @pytest.mark.parametrize("name", ["pure", "compiled"])
 def test_handshake_and_one_request(benchmark: Any, contexts: Any, name: str) -> None:
-    impl = twin(name)
+    impl = twin(tlsconn, name)
     loop = asyncio.new_event_loop()
     benchmark.group = "tlsconn handshake"
     try:
@@ -116,7 +106,7 @@ def test_handshake_and_one_request(benchmark: Any, contexts: Any, name: str) -> 
 
 @pytest.mark.parametrize("name", ["pure", "compiled"])
 def test_request_on_an_open_connection(benchmark: Any, contexts: Any, name: str) -> None:
-    impl = twin(name)
+    impl = twin(tlsconn, name)
     loop = asyncio.new_event_loop()
     benchmark.group = "tlsconn request"
     try:
