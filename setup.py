@@ -9,6 +9,8 @@ import os
 from setuptools import setup
 
 ext_modules = []
+# Keep in step with lbcore._fastpath.COMPILED_IN_PLACE.
+IN_PLACE = ["lbcore/proxy/flow.py", "lbcore/proxy/backend.py", "lbcore/proxy/http.py"]
 if os.environ.get("LBCORE_NO_EXTENSIONS") != "1":
     sources = sorted(glob.glob("lbcore/_fastpath/*.pyx"))
     if sources:
@@ -20,6 +22,13 @@ if os.environ.get("LBCORE_NO_EXTENSIONS") != "1":
             ext_modules = cythonize(
                 sources,
                 compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+            )
+            # The request path, compiled from its own Python source with the augmenting
+            # .pxd beside each module (lbcore._fastpath.COMPILED_IN_PLACE). Annotations
+            # are for readers and mypy there; the .pxd alone gives the C types.
+            ext_modules += cythonize(
+                IN_PLACE,
+                compiler_directives={"language_level": "3", "annotation_typing": False},
             )
             for extension in ext_modules:
                 extension.optional = True  # no C compiler or headers: skipped, the pure twin serves

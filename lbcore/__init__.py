@@ -1,3 +1,9 @@
 """lbcore: a load-balancer appliance engine."""
 
+from lbcore import _fastpath
+
 __version__ = "0.1.0"
+
+# Before any engine module is imported: LBCORE_NO_EXTENSIONS also covers the modules
+# compiled from their own source (lbcore._fastpath.COMPILED_IN_PLACE).
+_fastpath.prefer_sources()

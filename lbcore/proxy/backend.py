@@ -38,7 +38,10 @@ class BackendOwner(Protocol):
     def backend_resume_writing(self) -> None: ...
 
 
-class BackendConnection(asyncio.Protocol):
+class BackendConnection:
+    """One connection to a member: an asyncio protocol, not derived from
+    ``asyncio.Protocol`` (see ``ClientConnection``: an extension type when compiled)."""
+
     # lifetime: connection
     __slots__ = ("pool", "transport", "gate", "owner", "closed", "reader", "reused", "deadline", "connected")
 

@@ -82,8 +82,11 @@ _NO_LISTENER_STATS = ListenerCounters()
 _NO_MEMBER_STATS = MemberCounters()  # client-side phases: which timeout applies
 
 
-class ClientConnection(asyncio.Protocol):
-    """One client connection on an HTTP listener."""
+class ClientConnection:
+    """One client connection on an HTTP listener: an asyncio protocol (connection_made,
+    data_received, eof_received, connection_lost, pause/resume_writing), not derived
+    from ``asyncio.Protocol`` because the compiled build makes it an extension type
+    (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
         "worker", "loop", "listener_name", "transport", "gate", "deadline", "phase", "client_ip",

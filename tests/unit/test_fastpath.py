@@ -51,3 +51,46 @@ def test_the_environment_variable_forces_the_pure_twins():
     env = {**os.environ, "LBCORE_NO_EXTENSIONS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == [word for name in SELECTORS for word in (name, "pure")]
+
+
+# -- modules compiled from their own source (lbcore._fastpath.COMPILED_IN_PLACE) --------------
+
+
+def test_setup_builds_exactly_the_modules_compiled_in_place():
+    # setup.py's IN_PLACE list and the finder's COMPILED_IN_PLACE must name the same modules.
+    import ast
+
+    tree = ast.parse((Path(fastpath.__file__).parents[2] / "setup.py").read_text())
+    listed = next(
+        ast.literal_eval(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "IN_PLACE" for t in node.targets)
+    )
+    assert [p.removesuffix(".py").replace("/", ".") for p in listed] == list(fastpath.COMPILED_IN_PLACE)
+
+
+@pytest.mark.parametrize("name", fastpath.COMPILED_IN_PLACE)
+def test_a_module_compiled_in_place_is_built_and_chosen(name):
+    module = importlib.import_module(name)
+    source = Path(module.__file__).with_name(name.rpartition(".")[2] + ".py")
+    assert source.is_file() and source.with_suffix(".pxd").is_file()
+    if not fastpath.USE_EXTENSIONS:
+        assert fastpath.implementation(module) == "pure"
+        return
+    if fastpath.implementation(module) != "compiled":
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not built (pip install -e . builds it)")
+        pytest.skip(f"{name} is not built here")
+    assert fastpath.implementation(module) == "compiled"
+
+
+def test_the_environment_variable_imports_the_modules_compiled_in_place_from_source():
+    code = (
+        "import importlib, lbcore._fastpath as f\n"
+        "for name in f.COMPILED_IN_PLACE:\n"
+        "    m = importlib.import_module(name)\n"
+        "    print(name, f.implementation(m), m.__file__.endswith('.py'))\n"
+    )
+    env = {**os.environ, "LBCORE_NO_EXTENSIONS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [word for name in fastpath.COMPILED_IN_PLACE for word in (name, "pure", "True")]

@@ -1,0 +1,30 @@
+# Declarations for the compiled build of backend.py (see flow.pxd).
+
+from lbcore.proxy.flow cimport Deadline, ReadGate
+
+cdef class BackendConnection:
+    cdef public MemberPool pool
+    cdef public object transport
+    cdef public ReadGate gate
+    cdef public object owner
+    cdef public bint closed
+    cdef public object reader
+    cdef public bint reused
+    cdef public Deadline deadline
+    cdef public object connected
+    cpdef write(self, data)
+    cpdef close(self)
+    cpdef abort(self)
+    cpdef release(self)
+
+cdef class MemberPool:
+    cdef public object loop, host, port, connect_kwargs, idle, all, waiters
+    cdef public long idle_max
+    cdef public double idle_timeout
+    cdef public long in_use
+    cdef public long connects, reuses, connect_errors
+    cpdef take_slot(self)
+    cpdef free_slot(self)
+    cpdef take_idle(self)
+    cpdef put_idle(self, BackendConnection conn)
+    cpdef forget(self, BackendConnection conn)

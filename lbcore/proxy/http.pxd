@@ -1,0 +1,75 @@
+# Declarations for the compiled build of http.py (see flow.pxd): the connection and
+# the exchange as extension types, their fields in C, the request path's methods
+# called directly between them.
+
+from lbcore.proxy.backend cimport BackendConnection
+from lbcore.proxy.flow cimport Deadline, ReadGate
+from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters
+
+cdef class Exchange
+
+cdef class ClientConnection:
+    cdef public object worker, loop, listener_name, transport
+    cdef public ReadGate gate
+    cdef public Deadline deadline
+    cdef public int phase
+    cdef public object client_ip, client_ip_text, client_port
+    cdef public object reader, pending
+    cdef public bint closed, counted
+    cdef public ListenerCounters lstats
+    cdef public long requests
+    cdef public object tunnel, tunnel_backlog
+    cdef public double tunnel_timeout
+    cdef public object sni, cert_headers, cert_header_names
+    cdef public Exchange exchange
+    cdef public object timeouts
+    cdef public double head_started
+    cpdef data_received(self, data)
+    cpdef dispatch(self)
+    cpdef exchange_done(self, Exchange ex, bint keep_alive)
+    cpdef write(self, data)
+    cpdef write_last(self, data)
+    cpdef close(self)
+
+cdef class TlsClientConnection(ClientConnection):
+    pass
+
+cdef class Exchange:
+    cdef public ClientConnection conn
+    cdef public object request, revision, listener, pool, member
+    cdef public BackendConnection backend
+    cdef public PoolCounters pstats
+    cdef public MemberCounters mstats
+    cdef public double started, accepted
+    cdef public object status
+    cdef public long bytes_out
+    cdef public object termination, t_queue, t_connect, t_first_byte
+    cdef public double sent_at
+    cdef public object slot, acl, facts
+    cdef public bint client_keep_alive, request_done
+    cdef public object body_pending
+    cdef public long body_pending_size
+    cdef public bint body_sent
+    cdef public long body_received
+    cdef public object body_limit
+    cdef public bint discard_body
+    cdef public object reader
+    cdef public bint response_started, response_chunked, response_keep_alive, backend_keep_alive
+    cdef public list tried
+    cdef public bint finished
+    cpdef start(self)
+    cpdef pick_member(self)
+    cpdef member_pool(self, member)
+    cpdef connect(self, member)
+    cpdef attach(self, BackendConnection backend)
+    cpdef client_event(self, event)
+    cpdef send_body(self, data)
+    cpdef backend_data(self, BackendConnection backend, data)
+    cpdef forward(self, list events)
+    cpdef write_end(self, data, bint keep_alive)
+    cpdef response_head(self, response)
+    cpdef response_complete(self)
+    cpdef finish(self)
+    cpdef free_slot(self)
+    cpdef release_member(self)
+    cpdef access_record(self, member)
