@@ -10,7 +10,13 @@ from setuptools import setup
 
 ext_modules = []
 # Keep in step with lbcore._fastpath.COMPILED_IN_PLACE.
-IN_PLACE = ["lbcore/proxy/flow.py", "lbcore/proxy/backend.py", "lbcore/proxy/http.py"]
+IN_PLACE = [
+    "lbcore/l7/facts.py",
+    "lbcore/proxy/stats.py",
+    "lbcore/proxy/flow.py",
+    "lbcore/proxy/backend.py",
+    "lbcore/proxy/http.py",
+]
 if os.environ.get("LBCORE_NO_EXTENSIONS") != "1":
     sources = sorted(glob.glob("lbcore/_fastpath/*.pyx"))
     if sources:

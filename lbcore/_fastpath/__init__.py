@@ -22,7 +22,13 @@ from types import ModuleType
 
 USE_EXTENSIONS = os.environ.get("LBCORE_NO_EXTENSIONS", "") not in ("1", "true", "yes")
 
-COMPILED_IN_PLACE = ("lbcore.proxy.flow", "lbcore.proxy.backend", "lbcore.proxy.http")
+COMPILED_IN_PLACE = (
+    "lbcore.l7.facts",
+    "lbcore.proxy.stats",
+    "lbcore.proxy.flow",
+    "lbcore.proxy.backend",
+    "lbcore.proxy.http",
+)
 
 
 class _SourceTwins(importlib.abc.MetaPathFinder):

@@ -1,0 +1,20 @@
+# Declarations for the compiled build of stats.py (see flow.pxd): the request path's
+# counters as C integers, incremented in place by the compiled http.py.
+
+cdef class _Counters:
+    cdef public list responses
+    cpdef response(self, long status)
+
+cdef class ListenerCounters(_Counters):
+    cdef public long long conns_total, requests, bytes_in, bytes_out, denied, errors
+    cdef public long long tls_full, tls_resumed, tls_failed, conns_cur
+
+cdef class PoolCounters(_Counters):
+    cdef public long long requests, connect_errors, response_errors, retries, redispatches
+    cdef public long long queued, queue_timeouts, no_member
+
+cdef class MemberCounters(_Counters):
+    cdef public long long conns_total, requests, connect_errors, response_errors
+    cdef public long long bytes_in, bytes_out, latency_sum_us
+    cdef public list latency
+    cpdef observe(self, double seconds)
