@@ -12,6 +12,9 @@ ext_modules = []
 # Keep in step with lbcore._fastpath.COMPILED_IN_PLACE.
 IN_PLACE = [
     "lbcore/l7/facts.py",
+    "lbcore/l7/_http1_state.py",
+    "lbcore/l7/_http1_requests.py",
+    "lbcore/l7/_http1_responses.py",
     "lbcore/proxy/stats.py",
     "lbcore/proxy/flow.py",
     "lbcore/proxy/backend.py",

@@ -24,6 +24,9 @@ USE_EXTENSIONS = os.environ.get("LBCORE_NO_EXTENSIONS", "") not in ("1", "true",
 
 COMPILED_IN_PLACE = (
     "lbcore.l7.facts",
+    "lbcore.l7._http1_state",
+    "lbcore.l7._http1_requests",
+    "lbcore.l7._http1_responses",
     "lbcore.proxy.stats",
     "lbcore.proxy.flow",
     "lbcore.proxy.backend",

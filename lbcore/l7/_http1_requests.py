@@ -20,6 +20,7 @@ from ._http1_headers import (
 from ._http1_state import (
     BODY,
     CLOSED,
+    DEFAULT,
     EMPTY_END,
     HEAD,
     IDLE,
@@ -48,6 +49,9 @@ _LINE_OVERHEAD = 12
 # (method, target, headers, version, keep_alive, content_length, end) or None.
 ScanRequest = Callable[[bytes, int, int, int, int], tuple | None]
 
+# The fast lane of a reader made without ``fast_lane=``.
+default_fast_lane: ScanRequest | None = heads.scan_request
+
 
 class RequestReader(ReaderBase):
     """Server side: request bytes in, Request/Data/EndOfMessage events out.
@@ -71,7 +75,8 @@ class RequestReader(ReaderBase):
     followed it; a server that declines an upgrade hands those bytes to a fresh
     RequestReader.
 
-    ``fast_lane`` (default: ``lbcore._fastpath.heads.scan_request``, the compiled
+    ``fast_lane`` (default: the module's ``default_fast_lane``, i.e.
+    ``lbcore._fastpath.heads.scan_request``, the compiled
     twin when built) recognises a complete simple request at the start of the
     unparsed bytes; such a request, when its whole body is in the same buffer,
     is turned into events here and never reaches llhttp. The first request it
@@ -86,10 +91,10 @@ class RequestReader(ReaderBase):
         max_request_line: int = 8192,
         max_header_bytes: int = 32768,
         max_headers: int = 100,
-        fast_lane: ScanRequest | None = heads.scan_request,
+        fast_lane: ScanRequest | None | object = DEFAULT,
     ) -> None:
         # configuration
-        self._fast_lane = fast_lane
+        self._fast_lane = default_fast_lane if fast_lane is DEFAULT else fast_lane
         self._max_request_line = max_request_line
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers

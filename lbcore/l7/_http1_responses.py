@@ -33,6 +33,7 @@ from ._http1_state import (
     BODY_LENGTH,
     BODY_UNTIL_EOF,
     CLOSED,
+    DEFAULT,
     EMPTY_END,
     HEAD,
     IDLE,
@@ -55,6 +56,9 @@ _FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
 # (status, reason, headers, version, keep_alive, content_length, end) or None.
 ScanResponse = Callable[[bytes, int, str, int, int], tuple | None]
 
+# The fast lane of a reader made without ``fast_lane=``.
+default_fast_lane: ScanResponse | None = heads.scan_response
+
 
 class ResponseReader(ReaderBase):
     """Client side: response bytes in, Response/InformationalResponse/Data/EndOfMessage out.
@@ -74,7 +78,8 @@ class ResponseReader(ReaderBase):
     ignored. After a 101 (or a 2xx to CONNECT) ``upgraded`` is True and
     ``take_tail()`` returns the bytes that followed the head.
 
-    ``fast_lane`` (default: ``lbcore._fastpath.heads.scan_response``, the
+    ``fast_lane`` (default: the module's ``default_fast_lane``, i.e.
+    ``lbcore._fastpath.heads.scan_response``, the
     compiled twin when built) recognises a complete simple head (no body, or a
     Content-Length body) where a response begins; the reader then builds the
     Response itself and hands the body on as Data, counting its bytes, so the
@@ -88,10 +93,10 @@ class ResponseReader(ReaderBase):
         *,
         max_header_bytes: int = 65536,
         max_headers: int = 200,
-        fast_lane: ScanResponse | None = heads.scan_response,
+        fast_lane: ScanResponse | None | object = DEFAULT,
     ) -> None:
         # configuration
-        self._fast_lane = fast_lane
+        self._fast_lane = default_fast_lane if fast_lane is DEFAULT else fast_lane
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
         # connection

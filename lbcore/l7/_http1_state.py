@@ -99,6 +99,11 @@ _LLHTTP_STATUS = {
 EMPTY_END = EndOfMessage()
 
 
+# A reader's ``fast_lane`` when none is given: its module's ``default_fast_lane`` (the
+# selected twin of lbcore._fastpath.heads; tests swap twins there).
+DEFAULT = object()
+
+
 class Stop(Exception):
     """Raised from a callback to stop llhttp where the reader has taken over."""
 

@@ -1,0 +1,8 @@
+# Declarations for the compiled build of _http1_responses.py (see lbcore/proxy/flow.pxd).
+
+from lbcore.l7._http1_state cimport ReaderBase
+
+cdef class ResponseReader(ReaderBase):
+    cdef public object _expected, _chunks, _begun, _head_bytes, _carry, _cut, _reason, _left, _direct
+    cpdef expect(self, method)
+    cpdef list feed(self, data)
