@@ -3,7 +3,7 @@
 #   make test   install what the tests need (Debian packages, Python test extras) and run every test
 PYTHON ?= python3
 PURE_TWIN_TESTS = tests/unit/test_http1.py tests/unit/test_http1_h11.py tests/unit/test_acl.py tests/unit/test_stats_counters.py tests/unit/test_request_path.py tests/integration/test_routing.py tests/integration/test_http_edges.py tests/integration/test_lifecycle.py tests/integration/test_tls_engine.py tests/integration/test_accesslog_sinks.py
-DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4 openssl postgresql
+DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4 openssl postgresql valgrind
 
 .PHONY: demo test deps install unit integration
 

@@ -114,3 +114,16 @@ def test_markdown_and_chart_written(quick_run: tuple[dict, Path]) -> None:
     assert "| keepalive | lbcore |" in text and "## Targets (issue 7)" in text
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in results["problems"] if p.startswith("no chart")]
+
+
+@pytest.mark.timeout(300)
+def test_inproc_counts_instructions_per_request() -> None:
+    # bench.inproc --instructions: two callgrind runs, their difference per request.
+    assert shutil.which("valgrind"), "valgrind is a test dependency (make deps installs it)"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inproc", "--instructions", "--requests", "64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, _, rest = done.stdout.strip().partition(" ")
+    assert int(count) > 0 and rest.startswith("instructions per request under callgrind"), done.stdout
