@@ -172,7 +172,9 @@ def instructions_per_request(requests: int, extra: list[str]) -> int:
             out = os.path.join(tmp, f"callgrind.{n}")
             cmd = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}",
                    sys.executable, "-m", "bench.inproc", "--requests", str(n), *extra]
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            # One hash seed for both runs: str hashes decide dict and set layouts, and
+            # with them a few hundred instructions per request.
+            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
             found = re.search(r"Collected : (\d+)", done.stderr)
             if done.returncode != 0 or found is None:
                 raise SystemExit(f"callgrind run failed ({done.returncode}):\n{done.stderr[-2000:]}")
