@@ -3,6 +3,7 @@
 from lbcore.proxy.accesslog import AccessRecord
 
 IMPLEMENTATION: str
+RECORD_SLOTS: bool  # AccessRecord's slots are read directly (a compiled-twin detail)
 
 def format_text(record: AccessRecord, worker: int = 0) -> str: ...
 def format_json(record: AccessRecord, worker: int = 0) -> str: ...

@@ -207,6 +207,26 @@ def test_compiled_passes_clean_strings_through() -> None:
     assert compiled.format_json(record(), 5) == pure.format_json(record(), 5)
 
 
+def test_compiled_reads_an_access_records_slots_directly() -> None:
+    # AccessRecord's fields are slots: the compiled twin reads them without the generic
+    # attribute lookup. Were a field not a slot any more, the fast read would turn off.
+    assert twin("compiled").RECORD_SLOTS
+    code = "import lbcore._fastpath._logline as l; print(l.RECORD_SLOTS)"  # imported first of all
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    assert out.split() == ["True"]
+
+
+def test_twins_agree_on_records_the_slot_read_does_not_take() -> None:
+    class Sub(AccessRecord):  # another type: read by getattr
+        __slots__ = ()
+
+    assert_same(Sub(**{name: getattr(record(), name) for name in AccessRecord.__dataclass_fields__}))
+    unset = record(host="h", user_agent="ua")
+    del unset.user_agent  # an empty slot: AttributeError from both
+    assert outcome(twin("compiled").format_text, unset)[0] == "error"
+    assert_same(unset)
+
+
 # -- the selector ---------------------------------------------------------------------------------
 
 
