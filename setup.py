@@ -1,4 +1,5 @@
-"""Build hook for the optional Cython fast paths in lbcore/_fastpath.
+"""Build hook for the optional Cython fast paths: lbcore/_fastpath/*.pyx, and the
+request-path modules compiled from their own .py with the .pxd beside each (IN_PLACE).
 
 Every compiled module has a pure-Python twin, so the package installs and runs
 when Cython or a C compiler is missing: the extensions are then simply skipped.

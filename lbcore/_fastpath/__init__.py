@@ -10,14 +10,17 @@ between their methods. The ``.py`` is then the pure twin, run by the interpreter
 and the extension built next to it the compiled one. The two cannot drift apart:
 they are one source. Python imports an extension before a ``.py`` of the same name,
 so under LBCORE_NO_EXTENSIONS a finder (installed when ``lbcore`` is imported)
-hands out the source instead.
+hands out the source instead; it does the same, with a warning, for a module whose
+``.py`` or ``.pxd`` was edited after it was built.
 """
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import sys
+import warnings
 from types import ModuleType
 
 USE_EXTENSIONS = os.environ.get("LBCORE_NO_EXTENSIONS", "") not in ("1", "true", "yes")
@@ -35,21 +38,54 @@ COMPILED_IN_PLACE = (
 
 
 class _SourceTwins(importlib.abc.MetaPathFinder):
-    """Imports the modules of COMPILED_IN_PLACE from their ``.py``, built or not."""
+    """Imports the modules of COMPILED_IN_PLACE from their ``.py`` when the pure twins
+    are forced, or when any of their extensions is older than its ``.py`` or ``.pxd``
+    in a source checkout (the ``.c`` Cython wrote is beside it): an edited module then
+    runs as edited, with a warning to rebuild, instead of as it was when last built.
+    All of them or none: the compiled ones share their extension types."""
+
+    def __init__(self) -> None:
+        self.from_source = not USE_EXTENSIONS or _stale_builds()
 
     def find_spec(self, name, path=None, target=None):  # noqa: ANN001 - importlib's protocol
-        if name not in COMPILED_IN_PLACE:
-            return None
-        for entry in path or ():
-            source = os.path.join(entry, name.rpartition(".")[2] + ".py")
-            if os.path.isfile(source):
-                return importlib.util.spec_from_file_location(name, source)
-        return None
+        if name not in COMPILED_IN_PLACE or not self.from_source:
+            return None  # the usual finders: the extension when built, else the .py
+        source = _source_of(name)
+        return importlib.util.spec_from_file_location(name, source) if source else None
+
+
+def _source_of(name: str) -> str | None:
+    """The ``.py`` of a module of COMPILED_IN_PLACE, found from this package's place."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../lbcore
+    path = os.path.join(root, *name.split(".")[1:]) + ".py"
+    return path if os.path.isfile(path) else None
+
+
+def _stale_builds() -> bool:
+    stale = []
+    for name in COMPILED_IN_PLACE:
+        source = _source_of(name)
+        if source is None or not os.path.isfile(source[:-3] + ".c"):
+            continue  # an installed package: no build products to compare
+        built = [source[:-3] + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+        built = [path for path in built if os.path.isfile(path)]
+        newest = max(os.path.getmtime(path) for path in (source, source[:-3] + ".pxd") if os.path.isfile(path))
+        if built and os.path.getmtime(built[0]) < newest:
+            stale.append(name)
+    if stale:
+        warnings.warn(
+            f"{', '.join(stale)}: edited since built, so the request path runs from its Python "
+            "source (rebuild with `pip install -e .` or `python setup.py build_ext --inplace`)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return bool(stale)
 
 
 def prefer_sources() -> None:
-    """Under LBCORE_NO_EXTENSIONS, make COMPILED_IN_PLACE import from source (idempotent)."""
-    if not USE_EXTENSIONS and not any(isinstance(f, _SourceTwins) for f in sys.meta_path):
+    """Install the finder for COMPILED_IN_PLACE (idempotent): the source under
+    LBCORE_NO_EXTENSIONS, or instead of a stale build."""
+    if not any(isinstance(f, _SourceTwins) for f in sys.meta_path):
         sys.meta_path.insert(0, _SourceTwins())
 
 

@@ -94,3 +94,28 @@ def test_the_environment_variable_imports_the_modules_compiled_in_place_from_sou
     env = {**os.environ, "LBCORE_NO_EXTENSIONS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == [word for name in fastpath.COMPILED_IN_PLACE for word in (name, "pure", "True")]
+
+
+def test_a_module_edited_since_it_was_built_runs_from_source(tmp_path, monkeypatch):
+    # A source checkout (Cython's .c beside the .py): an extension older than its .py or
+    # .pxd would run the code as it was; all of COMPILED_IN_PLACE then runs from source.
+    import importlib.machinery
+
+    source = tmp_path / "mod.py"
+    for suffix in (".py", ".pxd", ".c", importlib.machinery.EXTENSION_SUFFIXES[0]):
+        source.with_suffix("").with_name("mod" + suffix).write_text("")
+    built = tmp_path / ("mod" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    monkeypatch.setattr(fastpath, "COMPILED_IN_PLACE", ("lbcore.mod",))
+    monkeypatch.setattr(fastpath, "_source_of", lambda name: str(source))
+
+    os.utime(built, (2_000, 2_000))
+    os.utime(source, (1_000, 1_000))
+    os.utime(source.with_suffix(".pxd"), (1_000, 1_000))
+    assert not fastpath._stale_builds()
+
+    os.utime(source.with_suffix(".pxd"), (3_000, 3_000))  # the .pxd edited after the build
+    with pytest.warns(RuntimeWarning, match="lbcore.mod: edited since built"):
+        assert fastpath._stale_builds()
+
+    (tmp_path / "mod.c").unlink()  # an installed package: nothing to compare
+    assert not fastpath._stale_builds()
