@@ -40,7 +40,7 @@ COMPILED_IN_PLACE = (
 class _SourceTwins(importlib.abc.MetaPathFinder):
     """Imports the modules of COMPILED_IN_PLACE from their ``.py`` when the pure twins
     are forced, or when any of their extensions is older than its ``.py`` or ``.pxd``
-    in a source checkout (the ``.c`` Cython wrote is beside it): an edited module then
+    in a source checkout: an edited module then
     runs as edited, with a warning to rebuild, instead of as it was when last built.
     All of them or none: the compiled ones share their extension types."""
 
@@ -61,12 +61,22 @@ def _source_of(name: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
+def _in_checkout() -> bool:
+    """lbcore runs from a source checkout (setup.py beside the package), where files are
+    edited after a build; an installed package's file times say nothing (pip writes its
+    files in any order)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.isfile(os.path.join(root, "setup.py"))
+
+
 def _stale_builds() -> bool:
+    if not _in_checkout():
+        return False
     stale = []
     for name in COMPILED_IN_PLACE:
         source = _source_of(name)
-        if source is None or not os.path.isfile(source[:-3] + ".c"):
-            continue  # an installed package: no build products to compare
+        if source is None:
+            continue
         built = [source[:-3] + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES]
         built = [path for path in built if os.path.isfile(path)]
         newest = max(os.path.getmtime(path) for path in (source, source[:-3] + ".pxd") if os.path.isfile(path))
