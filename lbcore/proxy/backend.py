@@ -124,8 +124,7 @@ class BackendConnection:
     def release(self) -> None:
         """The exchange is done and the connection is clean: keep it for reuse."""
         self.owner = None
-        if self.gate.reasons:
-            self.gate.resume(ReadGate.PEER_FULL)
+        self.gate.resume(ReadGate.PEER_FULL)
         self.pool.put_idle(self)
 
     def _expired(self) -> None:

@@ -52,7 +52,7 @@ from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
 from lbcore.proxy.runtime import parse_client
-from lbcore.proxy.stats import STATUS_CLASS_INDEX, ListenerCounters, MemberCounters
+from lbcore.proxy.stats import ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -296,8 +296,7 @@ class ClientConnection:
             # mode: what the client sends next is not HTTP we can parse, so close.
             self.close()
             return
-        if self.gate.reasons:
-            self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
+        self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
         if self.pending:
             self.phase = _HEAD
             self.head_started = time.monotonic()
@@ -824,12 +823,9 @@ class Exchange:
         status = response.status
         self.status = status
         self.t_first_byte = time.monotonic() - self.sent_at
-        # The listener's, pool's and member's counters of this status class, as their
-        # response() would count it (inline: three calls fewer per request).
-        index = STATUS_CLASS_INDEX[status] if 0 <= status < 1000 else 5
-        self.conn.lstats.responses[index] += 1
-        self.pstats.responses[index] += 1
-        self.mstats.responses[index] += 1
+        self.conn.lstats.response(status)
+        self.pstats.response(status)
+        self.mstats.response(status)
         worker = self.conn.worker
         if status >= 500:
             worker.member_error(self.member, gateway=False)

@@ -41,7 +41,6 @@ __all__ = [
     "WorkerStats",
     "Aggregate",
     "RESPONSE_CLASSES",
-    "STATUS_CLASS_INDEX",
     "operating_status",
 ]
 
@@ -58,9 +57,8 @@ def _status_index(status: int) -> int:
     return klass - 1 if 1 <= klass <= 5 else 5
 
 
-# Every status a response can carry (three digits) -> its index in ``responses``: one
-# lookup per response (the engine indexes the three counters of a response with it).
-STATUS_CLASS_INDEX = tuple(_status_index(status) for status in range(1000))
+# Every status a response can carry (three digits) -> its class index: one lookup per response.
+_CLASS_OF = tuple(_status_index(status) for status in range(1000))
 
 
 class _Counters:
@@ -76,7 +74,7 @@ class _Counters:
         self.responses = [0] * 6  # type: ignore[attr-defined]
 
     def response(self, status: int) -> None:
-        self.responses[STATUS_CLASS_INDEX[status] if 0 <= status < 1000 else 5] += 1  # type: ignore[attr-defined]
+        self.responses[_CLASS_OF[status] if 0 <= status < 1000 else 5] += 1  # type: ignore[attr-defined]
 
     def take(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
