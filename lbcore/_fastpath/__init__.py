@@ -40,24 +40,31 @@ COMPILED_IN_PLACE = (
 class _SourceTwins(importlib.abc.MetaPathFinder):
     """Imports the modules of COMPILED_IN_PLACE from their ``.py`` when the pure twins
     are forced, or when any of their extensions is older than its ``.py`` or ``.pxd``
-    in a source checkout: an edited module then
-    runs as edited, with a warning to rebuild, instead of as it was when last built.
-    All of them or none: the compiled ones share their extension types."""
+    in a source checkout: an edited module then runs as edited, with a warning to
+    rebuild, instead of as it was when last built.
+    All of them or none: the compiled ones share their extension types. Decided at the
+    first import of one of them, so a process that imports none pays nothing."""
 
     def __init__(self) -> None:
-        self.from_source = not USE_EXTENSIONS or _stale_builds()
+        self.from_source: bool | None = None if USE_EXTENSIONS else True
 
     def find_spec(self, name, path=None, target=None):  # noqa: ANN001 - importlib's protocol
-        if name not in COMPILED_IN_PLACE or not self.from_source:
+        if name not in COMPILED_IN_PLACE:
+            return None
+        if self.from_source is None:
+            self.from_source = _stale_builds()
+        if not self.from_source:
             return None  # the usual finders: the extension when built, else the .py
         source = _source_of(name)
         return importlib.util.spec_from_file_location(name, source) if source else None
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../lbcore
+
+
 def _source_of(name: str) -> str | None:
     """The ``.py`` of a module of COMPILED_IN_PLACE, found from this package's place."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../lbcore
-    path = os.path.join(root, *name.split(".")[1:]) + ".py"
+    path = os.path.join(_PACKAGE, *name.split(".")[1:]) + ".py"
     return path if os.path.isfile(path) else None
 
 
@@ -65,8 +72,7 @@ def _in_checkout() -> bool:
     """lbcore runs from a source checkout (setup.py beside the package), where files are
     edited after a build; an installed package's file times say nothing (pip writes its
     files in any order)."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.isfile(os.path.join(root, "setup.py"))
+    return os.path.isfile(os.path.join(os.path.dirname(_PACKAGE), "setup.py"))
 
 
 def _stale_builds() -> bool:
