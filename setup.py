@@ -18,6 +18,7 @@ IN_PLACE = [
     "lbcore/l7/_http1_responses.py",
     "lbcore/proxy/stats.py",
     "lbcore/proxy/flow.py",
+    "lbcore/proxy/runtime.py",
     "lbcore/proxy/backend.py",
     "lbcore/proxy/http.py",
 ]

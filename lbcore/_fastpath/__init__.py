@@ -32,6 +32,7 @@ COMPILED_IN_PLACE = (
     "lbcore.l7._http1_responses",
     "lbcore.proxy.stats",
     "lbcore.proxy.flow",
+    "lbcore.proxy.runtime",
     "lbcore.proxy.backend",
     "lbcore.proxy.http",
 )

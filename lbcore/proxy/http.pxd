@@ -4,6 +4,7 @@
 
 from lbcore.proxy.backend cimport BackendConnection
 from lbcore.proxy.flow cimport Deadline, ReadGate
+from lbcore.proxy.runtime cimport ListenerRuntime, PoolRuntime
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters
 
 cdef class Exchange
@@ -22,7 +23,7 @@ cdef class ClientConnection:
     cdef public double tunnel_timeout
     cdef public object sni, cert_headers, cert_header_names
     cdef public Exchange exchange
-    cdef public object timeouts
+    cdef public ListenerRuntime listener
     cdef public double head_started
     cpdef data_received(self, data)
     cpdef dispatch(self)
@@ -36,7 +37,9 @@ cdef class TlsClientConnection(ClientConnection):
 
 cdef class Exchange:
     cdef public ClientConnection conn
-    cdef public object request, revision, listener, pool, member
+    cdef public object request, revision, member
+    cdef public ListenerRuntime listener
+    cdef public PoolRuntime pool
     cdef public BackendConnection backend
     cdef public PoolCounters pstats
     cdef public MemberCounters mstats

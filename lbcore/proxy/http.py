@@ -92,7 +92,7 @@ class ClientConnection:
         "worker", "loop", "listener_name", "transport", "gate", "deadline", "phase", "client_ip",
         "client_ip_text", "client_port", "reader", "pending", "closed", "counted", "lstats", "requests",
         "tunnel", "tunnel_backlog", "tunnel_timeout", "sni", "cert_headers", "cert_header_names",
-        "exchange", "timeouts", "head_started",
+        "exchange", "listener", "head_started",
     )
 
     CORK_LAST_WRITE = True  # plain TCP: see write_last
@@ -122,7 +122,7 @@ class ClientConnection:
         self.sni: str | None = None
         self.cert_headers: tuple[tuple[str, str], ...] = ()
         self.cert_header_names: frozenset[str] = frozenset()
-        self.timeouts = None  # the listener's, set once admitted
+        self.listener: ListenerRuntime | None = None  # admitted on (its timeouts), set once admitted
         self.head_started = 0.0  # when the current request head began to arrive
         # lifetime: current request
         self.exchange: Exchange | None = None
@@ -149,7 +149,7 @@ class ClientConnection:
         self.client_ip_text = _address_text(self.client_ip) if self.client_ip is not None else ""
         if listener.tls is not None:
             self.tls_established(transport, listener)
-        self.timeouts = listener.spec.timeouts
+        self.listener = listener
         self.head_started = time.monotonic()
         self.lstats = lstats = worker.stats.listener(self.listener_name)
         lstats.conns_total += 1
@@ -157,7 +157,7 @@ class ClientConnection:
         self.counted = True
         self.phase = _IDLE
         # The first request gets http_request to arrive (slowloris), not keepalive.
-        self.deadline.extend(self.timeouts.http_request)
+        self.deadline.extend(listener.http_request_timeout)
 
     def tls_established(self, transport: asyncio.BaseTransport, listener: "ListenerRuntime") -> None:
         """After the handshake: the SNI name, resumption, the client's certificate."""
@@ -199,9 +199,9 @@ class ClientConnection:
             self.phase = _HEAD
             self.head_started = time.monotonic()
             if not events:  # a head in pieces: it has http_request to arrive (with events, dispatch sets the timeout)
-                self.deadline.extend(self.timeouts.http_request)
+                self.deadline.extend(self.listener.http_request_timeout)
         elif self.phase == _BUSY:
-            self.deadline.extend(self.timeouts.client)
+            self.deadline.extend(self.listener.client_timeout)
         if events:
             self.pending.extend(events)
             self.dispatch()
@@ -275,7 +275,7 @@ class ClientConnection:
                     self.close()
                     return
                 self.phase = _BUSY
-                self.deadline.extend(self.timeouts.client)
+                self.deadline.extend(self.listener.client_timeout)
                 self.requests += 1
                 self.exchange = Exchange(self, event)
                 self.exchange.start()
@@ -303,7 +303,7 @@ class ClientConnection:
             self.dispatch()
         else:
             self.phase = _IDLE
-            self.deadline.extend(self.timeouts.keepalive)
+            self.deadline.extend(self.listener.keepalive_timeout)
 
     def start_tunnel(self, backend: BackendConnection, member_tail: bytes, timeout: float) -> None:
         """The member answered 101: shuttle bytes both ways from now on.
@@ -512,7 +512,7 @@ class Exchange:
         self.body_pending_size = 0
         self.body_sent = False
         self.body_received = 0
-        self.body_limit = self.listener.spec.limits.max_body  # None: unlimited
+        self.body_limit = self.listener.max_body  # None: unlimited
         self.discard_body = False
         # response side
         self.reader: ResponseReader | None = None
@@ -529,10 +529,10 @@ class Exchange:
         request = self.request
         listener = self.listener
         conn.lstats.requests += 1
-        spec = listener.spec
-        if spec.redirect is not None:
+        redirect = listener.redirect
+        if redirect is not None:
             self.discard_body = True
-            self.answer(spec.redirect.code, (("Location", self.redirect_location(spec.redirect)),))
+            self.answer(redirect.code, (("Location", self.redirect_location(redirect)),))
             return
         if request.method == "CONNECT":
             self.discard_body = True
@@ -580,9 +580,8 @@ class Exchange:
 
     def member_pool(self, member: "MemberState"):
         info = member.data
-        spec = self.pool.spec  # type: ignore[union-attr]
         pool = self.pool
-        return self.conn.worker.backends.get(info.host, info.port, spec.idle_connections_per_member, spec.timeouts.keepalive,
+        return self.conn.worker.backends.get(info.host, info.port, pool.idle_per_member, pool.keepalive_timeout,
                                              pool.conn_key, pool.connect_kwargs)  # type: ignore[union-attr]
 
     def connect(self, member: "MemberState") -> None:
@@ -592,10 +591,10 @@ class Exchange:
         member.active += 1
         self.tried.append(member)
         mpool = self.member_pool(member)
-        spec = self.pool.spec  # type: ignore[union-attr]
-        limit = spec.max_connections_per_member
+        pool = self.pool
+        limit = pool.max_conns_per_member
         if limit and mpool.in_use >= limit:
-            self.conn.loop.create_task(self._queue(mpool, limit, spec.timeouts.connect))
+            self.conn.loop.create_task(self._queue(mpool, limit, pool.connect_timeout))
             return
         mpool.take_slot()
         self.slot = mpool
@@ -603,7 +602,7 @@ class Exchange:
         if backend is not None:
             self.attach(backend)
         else:
-            self.conn.loop.create_task(self._connect(mpool, spec.timeouts.connect))
+            self.conn.loop.create_task(self._connect(mpool, pool.connect_timeout))
 
     async def _queue(self, mpool, limit: int, timeout: float) -> None:
         """The member is at max_connections_per_member: wait for a slot, in order."""
@@ -624,7 +623,7 @@ class Exchange:
         if backend is not None:
             self.attach(backend)
         else:
-            await self._connect(mpool, self.pool.spec.timeouts.connect)  # type: ignore[union-attr]
+            await self._connect(mpool, self.pool.connect_timeout)  # type: ignore[union-attr]
 
     async def _connect(self, mpool, timeout: float) -> None:
         connect_at = time.monotonic()
@@ -655,7 +654,7 @@ class Exchange:
         self.release_member()
         self.free_slot()
         assert self.pool is not None
-        if len(self.tried) <= self.pool.spec.retries:
+        if len(self.tried) <= self.pool.retries:
             member = self.pool.balancer.pick(self.facts, self.tried)
             if member is not None:
                 self.pstats.redispatches += 1
@@ -676,15 +675,13 @@ class Exchange:
         self.reader = reader
         pool = self.pool
         assert pool is not None and self.member is not None
-        persistence = pool.persistence
-        strip = persistence.strip_request_cookie if isinstance(persistence, CookiePersistence) else None
         info = self.member.data
         head = request_head_for_member(
             request,
             self.listener.policy,
             self.conn.client_ip_text,
             default_host=info.authority,
-            strip_cookie=strip,
+            strip_cookie=pool.strip_cookie,
             connection_headers=self.conn.cert_headers,
             connection_header_names=self.conn.cert_header_names,
         )
@@ -700,7 +697,7 @@ class Exchange:
         if self.body_pending_size:
             self.body_pending_size = 0
             self.conn.gate.resume(ReadGate.BUFFERED)
-        backend.deadline.extend(pool.spec.timeouts.server)
+        backend.deadline.extend(pool.server_timeout)
         if self.conn.transport is not None and self.conn.transport.get_write_buffer_size() > 65536:
             backend.gate.pause(ReadGate.PEER_FULL)
 
@@ -755,7 +752,7 @@ class Exchange:
             self.body_sent = True
             self.mstats.bytes_out += len(data)
             self.backend.write(data)
-            self.backend.deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
+            self.backend.deadline.extend(self.pool.server_timeout)  # type: ignore[union-attr]
 
     # -- member events (BackendOwner) -------------------------------------------------
     def backend_data(self, backend: BackendConnection, data: bytes) -> None:
@@ -774,7 +771,7 @@ class Exchange:
             else:
                 # More of the response to come: the server timeout runs from this read.
                 # (A complete response released the connection, whose idle timeout runs.)
-                backend.deadline.extend(self.pool.spec.timeouts.server)  # type: ignore[union-attr]
+                backend.deadline.extend(self.pool.server_timeout)  # type: ignore[union-attr]
 
     def forward(self, events: list) -> None:
         conn = self.conn
@@ -808,7 +805,7 @@ class Exchange:
                     out.append(encode_response_head(event.status, event.reason, event.headers))
         if out:
             conn.write(b"".join(out) if len(out) > 1 else out[0])
-            conn.deadline.extend(conn.timeouts.client)
+            conn.deadline.extend(conn.listener.client_timeout)
 
     def write_end(self, data: bytes, keep_alive: bool) -> None:
         """The response's last bytes. When the connection ends with it (exchange_done
@@ -881,7 +878,7 @@ class Exchange:
         self.finish()
         assert backend is not None
         self.backend = None
-        self.conn.start_tunnel(backend, tail, self.pool.spec.timeouts.tunnel)  # type: ignore[union-attr]
+        self.conn.start_tunnel(backend, tail, self.pool.tunnel_timeout)  # type: ignore[union-attr]
 
     def backend_eof(self, backend: BackendConnection) -> None:
         reader = self.reader
@@ -919,7 +916,7 @@ class Exchange:
             self.body_pending = []
             member = self.member
             assert member is not None and self.pool is not None
-            self.conn.loop.create_task(self._connect(self.member_pool(member), self.pool.spec.timeouts.connect))
+            self.conn.loop.create_task(self._connect(self.member_pool(member), self.pool.connect_timeout))
             return
         log.info("%s: %s", self.member.data if self.member else "?", why)
         self.member_failed(502)
@@ -1034,7 +1031,7 @@ class Exchange:
             self.termination = "CD"
         elif self.backend is not None:
             self.termination = "CH"
-        elif self.slot is None and self.member is not None and self.pool is not None and self.pool.spec.max_connections_per_member:
+        elif self.slot is None and self.member is not None and self.pool is not None and self.pool.max_conns_per_member:
             self.termination = "CQ"
         else:
             self.termination = "CC"

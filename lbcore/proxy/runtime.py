@@ -85,7 +85,9 @@ class MemberRegistry:
 
 
 class PoolRuntime:
-    __slots__ = ("spec", "name", "members", "by_name", "balancer", "persistence", "connect_kwargs", "conn_key")
+    __slots__ = ("spec", "name", "members", "by_name", "balancer", "persistence", "connect_kwargs", "conn_key",
+                 "idle_per_member", "max_conns_per_member", "retries", "connect_timeout", "server_timeout",
+                 "keepalive_timeout", "tunnel_timeout", "strip_cookie")
 
     def __init__(self, pool: S.Pool, registry: MemberRegistry, tls: SpecTls | None = None) -> None:
         self.spec = pool
@@ -105,10 +107,24 @@ class PoolRuntime:
                 self.persistence = CookiePersistence(pool.persistence.name)
             else:
                 self.persistence = SourcePersistence(timeout=pool.persistence.timeout)
+        # What the request path reads on every request, copied out of the spec once:
+        # compiled, these are C fields (runtime.pxd), not attribute chains.
+        self.idle_per_member = pool.idle_connections_per_member
+        self.max_conns_per_member = pool.max_connections_per_member
+        self.retries = pool.retries
+        timeouts = pool.timeouts
+        self.connect_timeout = timeouts.connect
+        self.server_timeout = timeouts.server
+        self.keepalive_timeout = timeouts.keepalive
+        self.tunnel_timeout = timeouts.tunnel
+        # The persistence cookie to strip from requests to members, or None.
+        persistence = self.persistence
+        self.strip_cookie = persistence.strip_request_cookie if isinstance(persistence, CookiePersistence) else None
 
 
 class ListenerRuntime:
-    __slots__ = ("spec", "name", "router", "pools", "policy", "tls", "response_headers", "client_auth")
+    __slots__ = ("spec", "name", "router", "pools", "policy", "tls", "response_headers", "client_auth",
+                 "client_timeout", "http_request_timeout", "keepalive_timeout", "max_body", "redirect")
 
     def __init__(self, listener: S.Listener, pools: dict[str, PoolRuntime], tls: SpecTls | None = None) -> None:
         self.spec = listener
@@ -139,6 +155,13 @@ class ListenerRuntime:
             if auth is not None and auth.mode != "none":
                 self.client_auth = auth
         self.response_headers = response_headers
+        # Read on every request or connection (see PoolRuntime).
+        timeouts = listener.timeouts
+        self.client_timeout = timeouts.client
+        self.http_request_timeout = timeouts.http_request
+        self.keepalive_timeout = timeouts.keepalive
+        self.max_body = listener.limits.max_body  # None: unlimited
+        self.redirect = listener.redirect
 
 
 class Revision:

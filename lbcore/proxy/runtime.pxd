@@ -1,0 +1,26 @@
+# Declarations for the compiled build of runtime.py (see flow.pxd): a revision's
+# listeners and pools as extension types, so the compiled request path reads their
+# fields, and the spec values it needs on every request, as C fields.
+
+cdef class PoolRuntime:
+    cdef public object spec
+    cdef public str name
+    cdef public tuple members
+    cdef public dict by_name
+    cdef public object balancer, persistence
+    cdef public dict connect_kwargs
+    cdef public str conn_key
+    cdef public long idle_per_member, max_conns_per_member, retries
+    cdef public double connect_timeout, server_timeout, keepalive_timeout, tunnel_timeout
+    cdef public object strip_cookie
+
+cdef class ListenerRuntime:
+    cdef public object spec
+    cdef public str name
+    cdef public object router
+    cdef public dict pools
+    cdef public object policy, tls
+    cdef public tuple response_headers
+    cdef public object client_auth
+    cdef public double client_timeout, http_request_timeout, keepalive_timeout
+    cdef public object max_body, redirect
