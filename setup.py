@@ -13,6 +13,9 @@ ext_modules = []
 # Keep in step with lbcore._fastpath.COMPILED_IN_PLACE.
 IN_PLACE = [
     "lbcore/l7/facts.py",
+    "lbcore/l7/balance.py",
+    "lbcore/l7/acl.py",
+    "lbcore/l7/router.py",
     "lbcore/l7/_http1_state.py",
     "lbcore/l7/_http1_requests.py",
     "lbcore/l7/_http1_responses.py",

@@ -27,6 +27,9 @@ USE_EXTENSIONS = os.environ.get("LBCORE_NO_EXTENSIONS", "") not in ("1", "true",
 
 COMPILED_IN_PLACE = (
     "lbcore.l7.facts",
+    "lbcore.l7.balance",
+    "lbcore.l7.acl",
+    "lbcore.l7.router",
     "lbcore.l7._http1_state",
     "lbcore.l7._http1_requests",
     "lbcore.l7._http1_responses",

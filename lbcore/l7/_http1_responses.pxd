@@ -6,3 +6,5 @@ cdef class ResponseReader(ReaderBase):
     cdef public object _expected, _chunks, _begun, _head_bytes, _carry, _cut, _reason, _left, _direct
     cpdef expect(self, method)
     cpdef list feed(self, data)
+    cpdef _whole_message(self, data)
+    cpdef _fast_head(self, tuple head)

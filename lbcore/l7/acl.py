@@ -337,12 +337,25 @@ def _compile_src(values: tuple[str, ...]) -> Matcher:
     v4 = tuple((shift, frozenset(nets)) for shift, nets in sorted(by_version[4].items()))
     v6 = tuple((shift, frozenset(nets)) for shift, nets in sorted(by_version[6].items()))
 
+    # The last address's number and table. Address objects are immutable and shared
+    # per client (proxy.runtime caches them), so a keep-alive connection's requests,
+    # and a returning client's connections, skip ipaddress's two Python-level calls.
+    # One tuple, replaced whole: a reader never sees one address's number with another's.
+    last: list = [(None, 0, v4)]
+
     def src(facts: RequestFacts) -> bool:
         ip = facts.client_ip
         if ip is None:
             return False
-        n = int(ip)
-        for shift, nets in v4 if ip.version == 4 else v6:
+        entry = last[0]
+        if entry[0] is ip:
+            n = entry[1]
+            table = entry[2]
+        else:
+            n = int(ip)
+            table = v4 if ip.version == 4 else v6
+            last[0] = (ip, n, table)
+        for shift, nets in table:
             if n >> shift in nets:
                 return True
         return False

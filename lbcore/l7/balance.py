@@ -331,13 +331,13 @@ class RandomBalancer(Balancer):
         members = self._tiers[tier]
         weights = self._weights[tier]
         cumulative = self._cumulative[tier]
-        if exclude and any(m in exclude for m in members):
-            kept = [i for i, m in enumerate(members) if m not in exclude]
-            if not kept:
-                return None
-            members = tuple(members[i] for i in kept)
-            weights = tuple(weights[i] for i in kept)
-            cumulative = _cumulate(weights)
+        if exclude:
+            narrowed = _without(members, weights, exclude)
+            if narrowed is not None:
+                members, weights = narrowed
+                if not members:
+                    return None
+                cumulative = _cumulate(weights)
         n = len(members)
         if n == 1:
             return members[0]
@@ -355,6 +355,17 @@ class RandomBalancer(Balancer):
         if b.active * first_weight < a.active * weights[second]:
             return b
         return a
+
+
+def _without(
+    members: tuple[MemberState, ...], weights: tuple[int, ...], exclude: Collection[MemberState]
+) -> tuple[tuple[MemberState, ...], tuple[int, ...]] | None:
+    """The members and their weights without the excluded ones; None when none is excluded.
+    (Its own function: the compiled _choose may hold no generator expression.)"""
+    if not any(m in exclude for m in members):
+        return None
+    kept = [i for i, m in enumerate(members) if m not in exclude]
+    return tuple(members[i] for i in kept), tuple(weights[i] for i in kept)
 
 
 def _cumulate(weights: Sequence[int]) -> tuple[int, ...]:
@@ -414,7 +425,7 @@ class HashBalancer(Balancer):
         if key is None:
             return self._fallback.pick(facts, exclude)
         self._key = key_hash(key)
-        return super().pick(facts, exclude)
+        return Balancer.pick(self, facts, exclude)  # not super(): a compiled cpdef method has no __class__ cell
 
     def _choose(
         self, tier: int, facts: RequestFacts | None, exclude: Collection[MemberState]

@@ -2,6 +2,7 @@
 # the exchange as extension types, their fields in C, the request path's methods
 # called directly between them.
 
+from lbcore.l7.balance cimport MemberState
 from lbcore.proxy.backend cimport BackendConnection
 from lbcore.proxy.flow cimport Deadline, ReadGate
 from lbcore.proxy.runtime cimport ListenerRuntime, PoolRuntime
@@ -37,7 +38,8 @@ cdef class TlsClientConnection(ClientConnection):
 
 cdef class Exchange:
     cdef public ClientConnection conn
-    cdef public object request, revision, member
+    cdef public object request, revision
+    cdef public MemberState member
     cdef public ListenerRuntime listener
     cdef public PoolRuntime pool
     cdef public BackendConnection backend

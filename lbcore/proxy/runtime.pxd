@@ -2,6 +2,8 @@
 # listeners and pools as extension types, so the compiled request path reads their
 # fields, and the spec values it needs on every request, as C fields.
 
+from lbcore.l7.router cimport Router
+
 cdef class PoolRuntime:
     cdef public object spec
     cdef public str name
@@ -17,7 +19,7 @@ cdef class PoolRuntime:
 cdef class ListenerRuntime:
     cdef public object spec
     cdef public str name
-    cdef public object router
+    cdef public Router router
     cdef public dict pools
     cdef public object policy, tls
     cdef public tuple response_headers

@@ -816,3 +816,27 @@ def test_token_soup_parses_or_raises_aclerror(parts):
 @given(st.text(alphabet="ab,\"\\ \t", max_size=12))
 def test_split_header_list_agrees_with_reference(line):
     assert split_header_list(line) == ref_split(line)
+
+
+_ADDRESSES = st.one_of(
+    st.ip_addresses(v=4),
+    st.ip_addresses(v=6),
+    st.sampled_from(["10.1.2.3", "10.255.0.1", "192.0.2.7", "::1", "2001:db8::5", "11.0.0.1"]).map(ipaddress.ip_address),
+)
+
+
+@given(st.lists(_ADDRESSES, min_size=1, max_size=12), st.data())
+def test_one_src_matcher_over_many_clients(addresses, data):
+    """One compiled matcher serves a worker's every client in turn, so what it keeps of
+    the last address (its number and family) must never answer for another one,
+    whether the next is the same object, an equal one, or one of the other family."""
+    matcher = compile_condition(parse_condition("src 10.0.0.0/8 2001:db8::/32 192.0.2.7"))
+    networks = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32")]
+    sequence = list(addresses)
+    # Repeat some: the same object again, and an equal but distinct object.
+    for _ in range(data.draw(st.integers(0, 6))):
+        address = data.draw(st.sampled_from(addresses))
+        sequence.append(address if data.draw(st.booleans()) else ipaddress.ip_address(str(address)))
+    for address in sequence:
+        expected = any(address.version == n.version and address in n for n in networks)
+        assert matcher(facts(client_ip=address)) is expected, address

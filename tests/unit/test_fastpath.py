@@ -73,7 +73,9 @@ def test_setup_builds_exactly_the_modules_compiled_in_place():
 def test_a_module_compiled_in_place_is_built_and_chosen(name):
     module = importlib.import_module(name)
     source = Path(module.__file__).with_name(name.rpartition(".")[2] + ".py")
-    assert source.is_file() and source.with_suffix(".pxd").is_file()
+    # The .pxd beside it, when there is one, declares its extension types; a module of
+    # closures only (lbcore.l7.acl) has none and is compiled as it is.
+    assert source.is_file()
     if not fastpath.USE_EXTENSIONS:
         assert fastpath.implementation(module) == "pure"
         return
