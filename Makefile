@@ -2,7 +2,7 @@
 #   make demo   install lbcore and run the demo (demo members + engine on examples/demo.yaml)
 #   make test   install what the tests need (Debian packages, Python test extras) and run every test
 PYTHON ?= python3
-PURE_TWIN_TESTS = tests/unit/test_http1.py tests/unit/test_http1_h11.py tests/unit/test_acl.py tests/unit/test_router.py tests/unit/test_balance.py tests/unit/test_persistence.py tests/unit/test_runtime.py tests/unit/test_stats_counters.py tests/unit/test_request_path.py tests/integration/test_routing.py tests/integration/test_http_edges.py tests/integration/test_lifecycle.py tests/integration/test_tls_engine.py tests/integration/test_accesslog_sinks.py
+PURE_TWIN_TESTS = tests/unit/test_http1.py tests/unit/test_http1_h11.py tests/unit/test_acl.py tests/unit/test_router.py tests/unit/test_balance.py tests/unit/test_persistence.py tests/unit/test_runtime.py tests/unit/test_stats_counters.py tests/unit/test_accesslog.py tests/unit/test_request_path.py tests/integration/test_routing.py tests/integration/test_http_edges.py tests/integration/test_lifecycle.py tests/integration/test_tls_engine.py tests/integration/test_accesslog_sinks.py
 DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4 openssl postgresql valgrind
 
 .PHONY: demo test deps install unit integration

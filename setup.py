@@ -20,6 +20,8 @@ IN_PLACE = [
     "lbcore/l7/_http1_requests.py",
     "lbcore/l7/_http1_responses.py",
     "lbcore/proxy/stats.py",
+    "lbcore/proxy/accesslog.py",
+    "lbcore/proxy/accesslog_format.py",
     "lbcore/proxy/flow.py",
     "lbcore/proxy/runtime.py",
     "lbcore/proxy/backend.py",

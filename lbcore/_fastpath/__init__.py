@@ -34,6 +34,8 @@ COMPILED_IN_PLACE = (
     "lbcore.l7._http1_requests",
     "lbcore.l7._http1_responses",
     "lbcore.proxy.stats",
+    "lbcore.proxy.accesslog",
+    "lbcore.proxy.accesslog_format",
     "lbcore.proxy.flow",
     "lbcore.proxy.runtime",
     "lbcore.proxy.backend",

@@ -28,3 +28,8 @@ cdef class MemberPool:
     cpdef take_idle(self)
     cpdef put_idle(self, BackendConnection conn)
     cpdef forget(self, BackendConnection conn)
+
+cdef class BackendPools:
+    cdef public object loop
+    cdef public dict pools
+    cpdef MemberPool get(self, host, port, long idle_max, double idle_timeout, conn_key=*, connect_kwargs=*)

@@ -2,21 +2,31 @@
 # the exchange as extension types, their fields in C, the request path's methods
 # called directly between them.
 
+cimport cython
+
+from lbcore.l7._http1_requests cimport RequestReader
+from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
-from lbcore.proxy.backend cimport BackendConnection
+from lbcore.l7.facts cimport RequestFacts
+from lbcore.proxy.accesslog cimport AccessLogs
+from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool
 from lbcore.proxy.flow cimport Deadline, ReadGate
 from lbcore.proxy.runtime cimport ListenerRuntime, PoolRuntime
-from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters
+from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
 
 cdef class Exchange
 
 cdef class ClientConnection:
     cdef public object worker, loop, listener_name, transport
+    cdef public WorkerStats worker_stats
+    cdef public BackendPools backends
+    cdef public AccessLogs access_logs
     cdef public ReadGate gate
     cdef public Deadline deadline
     cdef public int phase
     cdef public object client_ip, client_ip_text, client_port
-    cdef public object reader, pending
+    cdef public RequestReader reader
+    cdef public object pending
     cdef public bint closed, counted
     cdef public ListenerCounters lstats
     cdef public long requests
@@ -50,7 +60,9 @@ cdef class Exchange:
     cdef public long bytes_out
     cdef public object termination, t_queue, t_connect, t_first_byte
     cdef public double sent_at
-    cdef public object slot, acl, facts
+    cdef public MemberPool slot
+    cdef public object acl
+    cdef public RequestFacts facts
     cdef public bint client_keep_alive, request_done
     cdef public object body_pending
     cdef public long body_pending_size
@@ -58,13 +70,14 @@ cdef class Exchange:
     cdef public long body_received
     cdef public object body_limit
     cdef public bint discard_body
-    cdef public object reader
+    cdef public ResponseReader reader
     cdef public bint response_started, response_chunked, response_keep_alive, backend_keep_alive
     cdef public list tried
     cdef public bint finished
     cpdef start(self)
     cpdef pick_member(self)
-    cpdef member_pool(self, member)
+    cpdef MemberPool member_pool(self, member)
+    @cython.locals(mpool=MemberPool, backend=BackendConnection)
     cpdef connect(self, member)
     cpdef attach(self, BackendConnection backend)
     cpdef client_event(self, event)

@@ -31,6 +31,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from lbcore._fastpath.sockio import cork
+from lbcore.l7._http1_requests import RequestReader
+from lbcore.l7._http1_responses import ResponseReader
 from lbcore.l7.facts import RequestFacts
 from lbcore.l7.http1 import (
     Data,
@@ -38,9 +40,7 @@ from lbcore.l7.http1 import (
     InformationalResponse,
     ProtocolError,
     Request,
-    RequestReader,
     Response,
-    ResponseReader,
     encode_chunk,
     encode_last_chunk,
     encode_response_head,
@@ -89,7 +89,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "loop", "listener_name", "transport", "gate", "deadline", "phase", "client_ip",
+        "worker", "loop", "worker_stats", "backends", "access_logs", "listener_name", "transport", "gate", "deadline", "phase", "client_ip",
         "client_ip_text", "client_port", "reader", "pending", "closed", "counted", "lstats", "requests",
         "tunnel", "tunnel_backlog", "tunnel_timeout", "sni", "cert_headers", "cert_header_names",
         "exchange", "listener", "head_started",
@@ -101,6 +101,11 @@ class ClientConnection:
         # lifetime: connection
         self.worker = worker
         self.loop = worker.loop
+        # The worker's per-process tables, held here so the compiled request path
+        # reaches them as typed fields (http.pxd), not through the Worker object.
+        self.worker_stats = worker.stats
+        self.backends = worker.backends
+        self.access_logs = worker.access_logs
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
         self.gate = ReadGate()
@@ -151,7 +156,7 @@ class ClientConnection:
             self.tls_established(transport, listener)
         self.listener = listener
         self.head_started = time.monotonic()
-        self.lstats = lstats = worker.stats.listener(self.listener_name)
+        self.lstats = lstats = self.worker_stats.listener(self.listener_name)
         lstats.conns_total += 1
         lstats.conns_cur += 1
         self.counted = True
@@ -165,7 +170,7 @@ class ClientConnection:
         if ssl_object is None:
             return
         self.sni = getattr(ssl_object, "lbcore_sni", None)
-        lstats = self.worker.stats.listener(self.listener_name)
+        lstats = self.worker_stats.listener(self.listener_name)
         if ssl_object.session_reused:
             lstats.tls_resumed += 1
         else:
@@ -372,7 +377,7 @@ class ClientConnection:
 
     def log_without_request(self, status: int, termination: str) -> None:
         """Access-log a refusal that happened before any request head was read."""
-        access_log = self.worker.access_logs.for_listener(self.listener_name)
+        access_log = self.access_logs.for_listener(self.listener_name)
         if access_log is None:
             return
         now = time.monotonic()
@@ -555,7 +560,7 @@ class Exchange:
             self.answer(503, (("Retry-After", "1"),))
             return
         self.pool = pool
-        self.pstats = pstats = conn.worker.stats.pool(pool.name)
+        self.pstats = pstats = conn.worker_stats.pool(pool.name)
         pstats.requests += 1
         member = self.pick_member()
         if member is None:
@@ -581,12 +586,12 @@ class Exchange:
     def member_pool(self, member: "MemberState"):
         info = member.data
         pool = self.pool
-        return self.conn.worker.backends.get(info.host, info.port, pool.idle_per_member, pool.keepalive_timeout,
+        return self.conn.backends.get(info.host, info.port, pool.idle_per_member, pool.keepalive_timeout,
                                              pool.conn_key, pool.connect_kwargs)  # type: ignore[union-attr]
 
     def connect(self, member: "MemberState") -> None:
         self.member = member
-        self.mstats = self.conn.worker.stats.member(self.pool.name, member.name)  # type: ignore[union-attr]
+        self.mstats = self.conn.worker_stats.member(self.pool.name, member.name)  # type: ignore[union-attr]
         self.mstats.requests += 1
         member.active += 1
         self.tried.append(member)
@@ -996,7 +1001,7 @@ class Exchange:
             log_member = self.member
             self.release_member()
             self.free_slot()
-            access_log = self.conn.worker.access_logs.for_listener(self.listener.name)
+            access_log = self.conn.access_logs.for_listener(self.listener.name)
             if access_log is not None:
                 access_log.log(self.access_record(log_member))
 

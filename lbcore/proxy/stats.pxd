@@ -18,3 +18,9 @@ cdef class MemberCounters(_Counters):
     cdef public long long bytes_in, bytes_out, latency_sum_us
     cdef public list latency
     cpdef observe(self, double seconds)
+
+cdef class WorkerStats:
+    cdef public dict listeners, pools, members
+    cpdef ListenerCounters listener(self, name)
+    cpdef PoolCounters pool(self, name)
+    cpdef MemberCounters member(self, pool, name)
