@@ -10,7 +10,7 @@ cdef class ReadGate:
     cpdef attach(self, transport)
 
 cdef class Deadline:
-    cdef public object loop
+    cdef public object loop, clock
     cdef public object callback
     cdef public double expires
     cdef public double armed

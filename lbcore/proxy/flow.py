@@ -75,10 +75,11 @@ class ReadGate:
 class Deadline:
     """One lazily re-armed timer: ``extend(seconds)`` is cheap, ``cancel()`` stops it."""
 
-    __slots__ = ("loop", "callback", "expires", "armed", "handle")
+    __slots__ = ("loop", "clock", "callback", "expires", "armed", "handle")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self.loop = loop
+        self.clock = loop.time  # bound once: extend runs several times a request
         self.callback = callback
         self.expires = 0.0  # when the deadline is
         self.armed = 0.0  # when the timer goes off (<= expires while a timer runs)
@@ -86,7 +87,7 @@ class Deadline:
 
     def extend(self, seconds: float) -> None:
         """Expire ``seconds`` from now (replacing any earlier or later expiry)."""
-        expires = self.loop.time() + seconds
+        expires = self.clock() + seconds
         self.expires = expires
         handle = self.handle
         if handle is None:
@@ -124,7 +125,7 @@ class Deadline:
         if self.expires == _NEVER:  # suspended: the next extend arms a timer again
             self.handle = None
             return
-        remaining = self.expires - self.loop.time()
+        remaining = self.expires - self.clock()
         if remaining > 0.001:
             self.armed = self.expires
             self.handle = self.loop.call_at(self.expires, self._fire)
