@@ -23,7 +23,6 @@ Revision it started on even if a reload swaps a new one in meanwhile.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 import time
@@ -51,7 +50,7 @@ from lbcore.l7.rewrite import request_head_for_member, response_head_for_client
 from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate
-from lbcore.proxy.runtime import parse_client
+from lbcore.proxy.runtime import parse_client_text
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
 
@@ -72,9 +71,6 @@ _IDLE, _HEAD, _BUSY, _CLOSING = range(4)
 
 # Linux's TCP_CORK (see ClientConnection.write_last); None elsewhere.
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
-
-# str() of a client address, once per distinct client (see runtime.parse_client).
-_address_text = functools.lru_cache(maxsize=4096)(str)
 
 # Stand-ins before a connection or exchange has its real counters: they absorb
 # increments so the hot path needs no "is None" checks.
@@ -150,8 +146,7 @@ class ClientConnection:
             max_header_bytes=limits.max_header_bytes,
             max_headers=limits.max_headers,
         )
-        self.client_ip, self.client_port = parse_client(transport.get_extra_info("peername"))
-        self.client_ip_text = _address_text(self.client_ip) if self.client_ip is not None else ""
+        self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport.get_extra_info("peername"))
         if listener.tls is not None:
             self.tls_established(transport, listener)
         self.listener = listener

@@ -26,7 +26,8 @@ from lbcore.l7.router import Router
 from lbcore.tls.policy import hsts_header
 from lbcore.tls.revision import SpecTls
 
-__all__ = ["MemberInfo", "MemberRegistry", "PoolRuntime", "ListenerRuntime", "Revision", "compile_revision"]
+__all__ = ["MemberInfo", "MemberRegistry", "PoolRuntime", "ListenerRuntime", "Revision", "compile_revision",
+           "parse_client", "parse_client_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,16 +183,25 @@ def compile_revision(spec: S.Spec, registry: MemberRegistry, tls: SpecTls | None
 
 def parse_client(peer: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int]:
     """The client address and port from a transport's peername."""
+    ip, _, port = parse_client_text(peer)
+    return ip, port
+
+
+def parse_client_text(peer: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, str, int]:
+    """``parse_client``, with the address's text (``str(ip)``; "" when there is none)."""
     if isinstance(peer, tuple) and len(peer) >= 2:
         try:
-            return _address(peer[0]), int(peer[1])
+            ip, text = _address(peer[0])
+            return ip, text, int(peer[1])
         except ValueError:
-            return None, 0
-    return None, 0
+            return None, "", 0
+    return None, "", 0
 
 
 @functools.lru_cache(maxsize=4096)
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _address(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:
     # Parsing an address costs microseconds and clients come back: the address
-    # objects are immutable, so one per distinct client is shared.
-    return ipaddress.ip_address(host.split("%", 1)[0])
+    # objects are immutable, so one per distinct client is shared, with its text.
+    # Keyed by the peername's string: hashing an address object is Python code.
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    return ip, str(ip)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from lbcore.proxy.runtime import MemberInfo, parse_client
+from lbcore.proxy.runtime import MemberInfo, parse_client, parse_client_text
 
 
 def test_a_member_authority_is_the_host_header_it_gets_when_the_client_sent_none():
@@ -30,3 +30,12 @@ def test_client_addresses():
 def test_a_member_names_itself_with_its_authority():
     assert str(MemberInfo("web", "a1", "::1", 8080)) == "web/a1([::1]:8080)"
     assert str(MemberInfo("web", "a1", "10.0.0.5", 80)) == "web/a1(10.0.0.5:80)"
+
+
+def test_client_address_text():
+    assert parse_client_text(("192.0.2.7", 51234)) == (ipaddress.ip_address("192.0.2.7"), "192.0.2.7", 51234)
+    # the address's own text, not the peername's spelling
+    assert parse_client_text(("fe80::1%eth0", 1, 0, 2))[1:] == ("fe80::1", 1)
+    assert parse_client_text(("2001:DB8:0:0::1", 7))[1] == "2001:db8::1"
+    assert parse_client_text(("not an address", 1)) == (None, "", 0)
+    assert parse_client_text(None) == (None, "", 0)
