@@ -3,7 +3,7 @@
 # _heads_py, and then equals what the llhttp path of the readers builds; else None.
 # ``pos`` is an index into ``data`` (>= 0); ``end`` is the index just after the
 # CRLF CRLF that ends the head.
-from lbcore.l7._http1_events import Request, Response
+from lbcore.l7._http1_events import Data, Request, Response
 
 IMPLEMENTATION: str
 
@@ -17,6 +17,7 @@ def make_request(
     method: str, target: str, headers: tuple[tuple[str, str], ...], version: str, keep_alive: bool,
     content_length: int | None,
 ) -> Request: ...
+def make_data(data: bytes) -> Data: ...
 def make_response(
     status: int, reason: str, headers: tuple[tuple[str, str], ...], version: str, keep_alive: bool,
     content_length: int | None,

@@ -18,9 +18,9 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memchr, memcmp
 
 from lbcore._fastpath import _heads_py as _pure
-from lbcore.l7._http1_events import Request as _Request, Response as _Response
+from lbcore.l7._http1_events import Data as _Data, Request as _Request, Response as _Response
 
-__all__ = ["IMPLEMENTATION", "make_request", "make_response", "scan_request", "scan_response"]
+__all__ = ["IMPLEMENTATION", "make_data", "make_request", "make_response", "scan_request", "scan_response"]
 
 IMPLEMENTATION = "compiled"
 
@@ -129,6 +129,7 @@ cdef struct Fields:
 
 assert _Request.__slots__ == ("method", "target", "headers", "http_version", "keep_alive", "chunked",
                               "content_length", "expect_continue", "upgrade")
+assert _Data.__slots__ == ("data",)
 assert _Response.__slots__ == ("status", "reason", "headers", "http_version", "keep_alive", "chunked",
                                "content_length")
 
@@ -160,6 +161,13 @@ def make_response(int status, str reason, tuple headers, str version, bint keep_
     PyObject_GenericSetAttr(event, "keep_alive", True if keep_alive else False)
     PyObject_GenericSetAttr(event, "chunked", False)
     PyObject_GenericSetAttr(event, "content_length", content_length)
+    return event
+
+
+def make_data(bytes data not None):
+    """The Data event of body bytes (the readers make one per body piece)."""
+    event = _new(_Data)
+    PyObject_GenericSetAttr(event, "data", data)
     return event
 
 

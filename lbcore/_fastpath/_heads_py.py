@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import re
 
-from lbcore.l7._http1_events import Request, Response
+from lbcore.l7._http1_events import Data, Request, Response
 
-__all__ = ["IMPLEMENTATION", "make_request", "make_response", "scan_request", "scan_response"]
+__all__ = ["IMPLEMENTATION", "make_data", "make_request", "make_response", "scan_request", "scan_response"]
 
 IMPLEMENTATION = "pure"
 
@@ -66,6 +66,11 @@ def make_request(method: str, target: str, headers, version: str, keep_alive: bo
 def make_response(status: int, reason: str, headers, version: str, keep_alive: bool, content_length):
     """The Response event of a simple head (what the llhttp path builds)."""
     return Response(status, reason, headers, version, keep_alive, False, content_length)
+
+
+def make_data(data: bytes):
+    """The Data event of body bytes (the readers make one per body piece)."""
+    return Data(data)
 
 # -- what is simple ------------------------------------------------------------------
 

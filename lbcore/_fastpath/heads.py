@@ -4,6 +4,7 @@
 - ``scan_response(data, pos, method, max_header_bytes, max_headers)``
 
 - ``make_request(...)``, ``make_response(...)``: the event of such a head
+- ``make_data(data)``: a body piece's event (frozen dataclasses are slow to build)
 
 Each scan returns the parsed head of a complete, simple message at ``data[pos:]``, or
 None for anything else, which the readers then give to llhttp (see
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from lbcore._fastpath import twins, _heads_py
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "make_request", "make_response", "scan_request", "scan_response"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "make_data", "make_request", "make_response", "scan_request", "scan_response"]
 
 IMPLEMENTATIONS, _impl = twins(_heads_py, "_heads")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
@@ -26,3 +27,4 @@ scan_request = _impl.scan_request
 scan_response = _impl.scan_response
 make_request = _impl.make_request
 make_response = _impl.make_response
+make_data = _impl.make_data

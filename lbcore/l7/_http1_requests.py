@@ -8,7 +8,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from lbcore._fastpath import heads
 
-from ._http1_events import Data, EndOfMessage, Event, ProtocolError, Request
+from ._http1_events import EndOfMessage, Event, ProtocolError, Request
 from ._http1_headers import (
     connection_options,
     decode_fields,
@@ -35,6 +35,7 @@ from ._http1_state import (
 __all__ = ["RequestReader"]
 
 _make_request = heads.make_request
+_make_data = heads.make_data
 
 # Fields that decide framing and connection handling.
 _FIELDS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "expect"})
@@ -194,7 +195,7 @@ class RequestReader(ReaderBase):
             self._stalled = 0
             events.append(_make_request(method, target, headers, version, keep_alive, length))
             if body_end > end:
-                events.append(Data(data[end:body_end]))
+                events.append(_make_data(data[end:body_end]))
             events.append(EMPTY_END)
             self._state = IDLE if keep_alive else CLOSED
             pos = body_end

@@ -12,7 +12,6 @@ from lbcore._fastpath import heads
 
 from ._http1_chunks import ChunkScanner
 from ._http1_events import (
-    Data,
     EndOfMessage,
     Event,
     InformationalResponse,
@@ -48,6 +47,7 @@ from ._http1_state import (
 __all__ = ["ResponseReader"]
 
 _make_response = heads.make_response
+_make_data = heads.make_data
 
 # Fields that decide framing and connection handling.
 _FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -253,7 +253,7 @@ class ResponseReader(ReaderBase):
                 return None
             events = [_make_response(status, reason, headers, version, keep_alive, length), EMPTY_END]
         elif body == length:
-            events = [_make_response(status, reason, headers, version, keep_alive, length), Data(data[end:]),
+            events = [_make_response(status, reason, headers, version, keep_alive, length), _make_data(data[end:]),
                       EMPTY_END]
         else:
             return None

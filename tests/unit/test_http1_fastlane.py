@@ -725,3 +725,8 @@ def test_event_makers_build_what_the_constructors_build(twin, method, target, he
         request.method = "POST"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         response.status = 500  # type: ignore[misc]
+    body = reason.encode()
+    data = twin.make_data(body)
+    assert type(data) is Data and data == Data(body) and data.data is body
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        data.data = b"x"  # type: ignore[misc]
