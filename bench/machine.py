@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import os
 import platform
 import ssl
@@ -82,6 +84,9 @@ def _lbcore() -> dict:
         "commit": commit,
         "uncommitted_changes": dirty,
         "compiled_fastpaths": sorted(p.name for p in fastpath.glob("*.so")),
+        # The request-path modules compiled from their own .py: which run compiled here.
+        "compiled_in_place": {name: _fastpath.implementation(importlib.import_module(name))
+                              for name in _fastpath.COMPILED_IN_PLACE},
         "extensions_enabled": _fastpath.USE_EXTENSIONS,
     }
 

@@ -78,6 +78,18 @@ def _errors(entry: dict) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(totals.items()))
 
 
+def _in_place(modules: dict[str, str] | None) -> str:
+    """The request-path modules compiled from their own .py: all, none, or which run pure."""
+    if not modules:
+        return "not recorded"
+    pure = [name for name, implementation in modules.items() if implementation != "compiled"]
+    if not pure:
+        return f"all {len(modules)} modules"
+    if len(pure) == len(modules):
+        return f"none of {len(modules)} modules (pure Python)"
+    return f"{len(modules) - len(pure)} of {len(modules)} modules (pure: {', '.join(pure)})"
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     s = results["settings"]
@@ -92,7 +104,8 @@ def markdown(results: dict) -> str:
         f"- Versions: {v['haproxy']}; {v['nginx']}; {v['stunnel']}; {v['wrk']}; {v['openssl']}; "
         f"Python {v['python']} ({v['python_ssl']}), uvloop {v['uvloop']}, httptools {v['httptools']}",
         f"- lbcore {lb['version']} at {lb['commit']}{' (with uncommitted changes)' if lb['uncommitted_changes'] else ''}; "
-        f"compiled fast paths: {', '.join(lb['compiled_fastpaths']) or 'none'}",
+        f"compiled fast paths: {', '.join(lb['compiled_fastpaths']) or 'none'}; "
+        f"request path compiled in place: {_in_place(lb.get('compiled_in_place'))}",
         f"- {s['reps']} repetitions of {s['seconds_per_run']} s per server and scenario (after a "
         f"{s['warmup_seconds']} s warm-up), servers in rotated order; lbcore workers / haproxy threads: "
         f"{s['workers']} (scaling: as labelled); access logs: {'on (syslog over UDP)' if s['access_log'] else 'off'}",

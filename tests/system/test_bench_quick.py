@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.scenarios import SCENARIOS
+from lbcore import _fastpath as fastpath
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("wrk", "haproxy", "nginx", "stunnel4", "taskset", "openssl")
@@ -105,6 +106,10 @@ def test_openssl_speed_and_machine_recorded(quick_run: tuple[dict, Path]) -> Non
     machine = results["machine"]
     assert machine["cpu_model"] and machine["cores"] and machine["kernel"]
     assert all(machine["versions"][tool] for tool in ("haproxy", "nginx", "stunnel", "wrk", "openssl"))
+    # which request-path modules ran compiled: each of the list, as the finder chose
+    in_place = machine["lbcore"]["compiled_in_place"]
+    assert list(in_place) == list(fastpath.COMPILED_IN_PLACE)
+    assert set(in_place.values()) <= {"compiled", "pure"}
 
 
 @pytest.mark.timeout(600)
