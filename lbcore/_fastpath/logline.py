@@ -1,6 +1,8 @@
 """Access-log line formatters: ``format_text`` (haproxy's httplog/tcplog) and
-``format_json``, one line per ``AccessRecord``, and ``iso_timestamp`` (the RFC 5424
-timestamp of a syslog frame).
+``format_json``, one line per ``AccessRecord``, ``iso_timestamp`` (the RFC 5424
+timestamp of a syslog frame), and ``new_record`` (``AccessRecord(*values)``: the
+compiled twin fills the new record's slots instead of running the dataclass's
+interpreted ``__init__``).
 
 Two twins with one interface and the same output for every record:
 ``lbcore.proxy.accesslog_format`` (pure Python, regex escaping: the reference) and
@@ -17,10 +19,11 @@ from __future__ import annotations
 from lbcore._fastpath import twins
 from lbcore.proxy import accesslog_format as _pure
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "format_json", "format_text", "iso_timestamp"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "format_json", "format_text", "iso_timestamp", "new_record"]
 
 IMPLEMENTATIONS, _impl = twins(_pure, "_logline")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 format_text = _impl.format_text
 format_json = _impl.format_json
 iso_timestamp = _impl.iso_timestamp
+new_record = _impl.new_record

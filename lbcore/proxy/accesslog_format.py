@@ -41,6 +41,7 @@ __all__ = [
     "format_text",
     "iso_timestamp",
     "make_formatter",
+    "new_record",
     "syslog_hostname",
 ]
 
@@ -210,6 +211,13 @@ def format_json(record: "AccessRecord", worker: int = 0) -> str:
 
 
 # -- syslog -------------------------------------------------------------------------------------
+
+
+def new_record(*values: Any) -> "AccessRecord":
+    """``AccessRecord(*values)``: the constructor (the compiled twin fills the slots)."""
+    from lbcore.proxy.accesslog import AccessRecord  # not at the top: accesslog imports this module
+
+    return AccessRecord(*values)
 
 
 def syslog_hostname() -> str:

@@ -29,6 +29,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from lbcore._fastpath.logline import new_record
 from lbcore._fastpath.sockio import cork
 from lbcore.l7._http1_requests import RequestReader
 from lbcore.l7._http1_responses import ResponseReader
@@ -1049,7 +1050,8 @@ class Exchange:
         started = self.started
         # Positional, in AccessRecord's field order (tests/unit/test_request_path.py
         # checks every field): matching 23 keywords cost more than the rest of this.
-        return AccessRecord(
+        # new_record is AccessRecord(...), its slots filled without the interpreted __init__.
+        return new_record(
             self.accepted,  # accepted
             started,  # started
             conn.client_ip_text,  # client_ip
