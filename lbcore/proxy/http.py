@@ -86,8 +86,9 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "loop", "worker_stats", "backends", "access_logs", "listener_name", "transport", "gate", "deadline", "phase", "client_ip",
-        "client_ip_text", "client_port", "reader", "pending", "closed", "counted", "lstats", "requests",
+        "worker", "loop", "worker_stats", "backends", "access_logs", "listener_name", "transport", "gate",
+        "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "closed",
+        "counted", "lstats", "requests",
         "tunnel", "tunnel_backlog", "tunnel_timeout", "sni", "cert_headers", "cert_header_names",
         "exchange", "listener", "head_started",
     )

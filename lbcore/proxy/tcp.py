@@ -79,7 +79,7 @@ class TcpClient(asyncio.Protocol):
             self.closed = True
             return
         self.revision = worker.revision
-        self.idle_timeout = listener.spec.timeouts.client
+        self.idle_timeout = listener.client_timeout
         self.accepted = time.time()
         self.started = time.monotonic()
         client_ip, client_port = parse_client(transport.get_extra_info("peername"))
@@ -92,7 +92,7 @@ class TcpClient(asyncio.Protocol):
         if self.hello is not None:
             # tls-passthrough: route once the ClientHello's SNI is known; the hello
             # must arrive within http_request (as a request head would).
-            self.deadline.extend(listener.spec.timeouts.http_request)
+            self.deadline.extend(listener.http_request_timeout)
             return
         self.deadline.extend(self.idle_timeout)
         self.route(listener)
@@ -150,9 +150,9 @@ class TcpClient(asyncio.Protocol):
         member.active += 1
         self.tried.append(member)
         info = member.data
-        spec = self.pool.spec
-        mpool = self.worker.backends.get(info.host, info.port, 0, spec.timeouts.keepalive, self.pool.conn_key, self.pool.connect_kwargs)
-        self.loop.create_task(self._connect(mpool, spec.timeouts.connect))
+        pool = self.pool
+        mpool = self.worker.backends.get(info.host, info.port, 0, pool.keepalive_timeout, pool.conn_key, pool.connect_kwargs)
+        self.loop.create_task(self._connect(mpool, pool.connect_timeout))
 
     async def _connect(self, mpool, timeout: float) -> None:
         connect_at = time.monotonic()
@@ -181,7 +181,7 @@ class TcpClient(asyncio.Protocol):
         if self.closed:
             return
         assert self.pool is not None
-        if len(self.tried) <= self.pool.spec.retries:
+        if len(self.tried) <= self.pool.retries:
             member = self.pool.balancer.pick(self.facts, self.tried)
             if member is not None:
                 self.pstats.redispatches += 1
