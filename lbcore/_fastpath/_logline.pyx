@@ -112,19 +112,27 @@ cdef enum:
     F_MODE = 26
 
 
+cdef Py_ssize_t _slot_offset_of(object cls, str name):
+    """The offset of ``cls``'s slot ``name`` in an instance, or -1 when that attribute is
+    not a plain slot (a member descriptor)."""
+    from types import MemberDescriptorType
+
+    descr = cls.__dict__.get(name)
+    if type(descr) is not MemberDescriptorType:
+        return -1
+    return (<PyMemberDescrObject *><PyObject *>descr).d_member.offset
+
+
 cdef _bind_record_slots():
     """Learn AccessRecord's slot offsets; leave the fast read off if any field is not a slot."""
     global _record_type
-    from types import MemberDescriptorType
-
     from lbcore.proxy.accesslog import AccessRecord
 
     cdef Py_ssize_t i
     for i, name in enumerate(_FIELDS):
-        descr = AccessRecord.__dict__.get(name)
-        if type(descr) is not MemberDescriptorType:
+        _offset[i] = _slot_offset_of(AccessRecord, name)
+        if _offset[i] < 0:
             return
-        _offset[i] = (<PyMemberDescrObject *><PyObject *>descr).d_member.offset
     _record_type = AccessRecord
 
 
@@ -144,9 +152,10 @@ cdef object _REQUIRED = object()
 
 
 cdef _bind_record_fields():
+    """Learn every field's slot and default, in field order; leave new_record to the
+    constructor if any field is not a plain slot set by __init__."""
     global _slot_count, _slot_defaults
     import dataclasses
-    from types import MemberDescriptorType
 
     from lbcore.proxy.accesslog import AccessRecord
 
@@ -156,10 +165,9 @@ cdef _bind_record_fields():
     defaults = []
     cdef Py_ssize_t i
     for i, field in enumerate(fields):
-        descr = AccessRecord.__dict__.get(field.name)
-        if type(descr) is not MemberDescriptorType or not field.init or field.default_factory is not dataclasses.MISSING:
+        _slot_offset[i] = _slot_offset_of(AccessRecord, field.name)
+        if _slot_offset[i] < 0 or not field.init or field.default_factory is not dataclasses.MISSING:
             return
-        _slot_offset[i] = (<PyMemberDescrObject *><PyObject *>descr).d_member.offset
         defaults.append(_REQUIRED if field.default is dataclasses.MISSING else field.default)
     _slot_defaults = defaults
     _slot_count = len(fields)
