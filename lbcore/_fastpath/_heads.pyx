@@ -13,12 +13,12 @@ name), and makes Python objects only for what it returns.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.object cimport PyObject_GenericSetAttr
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memchr, memcmp
 
+from lbcore._fastpath._events cimport Data, Request, Response
+
 from lbcore._fastpath import _heads_py as _pure
-from lbcore.l7._http1_events import Data as _Data, Request as _Request, Response as _Response
 
 __all__ = ["IMPLEMENTATION", "make_data", "make_request", "make_response", "scan_request", "scan_response"]
 
@@ -122,52 +122,43 @@ cdef struct Fields:
 
 
 # -- the events of a simple head ------------------------------------------------------------
-# Request and Response are frozen, slotted dataclasses: their __init__ stores each
-# field through object.__setattr__ (~1 us per event). A simple head's fields are
-# already valid, so the slots are filled directly; __post_init__'s checks (the
-# version, the status range) hold by construction of the scans.
-
-assert _Request.__slots__ == ("method", "target", "headers", "http_version", "keep_alive", "chunked",
-                              "content_length", "expect_continue", "upgrade")
-assert _Data.__slots__ == ("data",)
-assert _Response.__slots__ == ("status", "reason", "headers", "http_version", "keep_alive", "chunked",
-                               "content_length")
-
-_new = object.__new__
+# The compiled events (``_events``) have their fields in C: a simple head's event is
+# allocated and its fields stored directly, without the constructor's argument parsing.
+# Its checks (the version, the status range) hold by construction of the scans.
 
 
 def make_request(str method, str target, tuple headers, str version, bint keep_alive, content_length):
     """The Request event of a simple head (what the llhttp path builds)."""
-    event = _new(_Request)
-    PyObject_GenericSetAttr(event, "method", method)
-    PyObject_GenericSetAttr(event, "target", target)
-    PyObject_GenericSetAttr(event, "headers", headers)
-    PyObject_GenericSetAttr(event, "http_version", version)
-    PyObject_GenericSetAttr(event, "keep_alive", True if keep_alive else False)
-    PyObject_GenericSetAttr(event, "chunked", False)
-    PyObject_GenericSetAttr(event, "content_length", content_length)
-    PyObject_GenericSetAttr(event, "expect_continue", False)
-    PyObject_GenericSetAttr(event, "upgrade", None)
+    cdef Request event = Request.__new__(Request)
+    event.method = method
+    event.target = target
+    event.headers = headers
+    event.http_version = version
+    event.keep_alive = keep_alive
+    event.chunked = False
+    event.content_length = content_length
+    event.expect_continue = False
+    event.upgrade = None
     return event
 
 
 def make_response(int status, str reason, tuple headers, str version, bint keep_alive, content_length):
     """The Response event of a simple head (what the llhttp path builds)."""
-    event = _new(_Response)
-    PyObject_GenericSetAttr(event, "status", status)
-    PyObject_GenericSetAttr(event, "reason", reason)
-    PyObject_GenericSetAttr(event, "headers", headers)
-    PyObject_GenericSetAttr(event, "http_version", version)
-    PyObject_GenericSetAttr(event, "keep_alive", True if keep_alive else False)
-    PyObject_GenericSetAttr(event, "chunked", False)
-    PyObject_GenericSetAttr(event, "content_length", content_length)
+    cdef Response event = Response.__new__(Response)
+    event.status = status
+    event.reason = reason
+    event.headers = headers
+    event.http_version = version
+    event.keep_alive = keep_alive
+    event.chunked = False
+    event.content_length = content_length
     return event
 
 
 def make_data(bytes data not None):
     """The Data event of body bytes (the readers make one per body piece)."""
-    event = _new(_Data)
-    PyObject_GenericSetAttr(event, "data", data)
+    cdef Data event = Data.__new__(Data)
+    event.data = data
     return event
 
 

@@ -50,6 +50,8 @@ from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
+from lbcore._fastpath._events cimport Request, Response
+
 from lbcore.l7._forwarding import ResponseFraming
 from lbcore.l7._http1_headers import BAD_VALUE_RE, HOP_BY_HOP, TOKEN_RE
 
@@ -581,10 +583,13 @@ cdef object _request_head(
     cdef list xff_prior = None
     cdef list forwarded_prior = None
 
-    raw = request.headers
+    # A compiled event's fields are read as C fields; anything else by attribute.
+    cdef Request event = request if type(request) is Request else None
+    if event is not None:
+        raw, method, target = event.headers, event.method, event.target
+    else:
+        raw, method, target = request.headers, request.method, request.target
     cdef tuple headers = raw if type(raw) is tuple else tuple(raw)
-    method = request.method
-    target = request.target
     line_error = _request_line(o, method, target)
 
     tokens = _connection_tokens(headers)
@@ -674,11 +679,11 @@ cdef object _request_head(
         _field(o, name, value)
     for name, value in connection_headers:
         _field(o, name, value)
-    upgrade = request.upgrade
+    upgrade = event.upgrade if event is not None else request.upgrade
     if upgrade:
         _field(o, "Connection", "upgrade")
         _field(o, "Upgrade", upgrade)
-    if request.chunked:
+    if (event.chunked if event is not None else request.chunked):
         _field(o, "Transfer-Encoding", "chunked")
     if line_error:
         _raise_request_line(line_error, method, target)
@@ -725,9 +730,12 @@ cdef object _response_head(
     cdef object lname
     cdef object upgrade = None
 
-    status = response.status
-    reason = response.reason
-    raw = response.headers
+    # A compiled event's fields are read as C fields; anything else by attribute.
+    cdef Response event = response if type(response) is Response else None
+    if event is not None:
+        status, reason, raw = event.status, event.reason, event.headers
+    else:
+        status, reason, raw = response.status, response.reason, response.headers
     cdef tuple headers = raw if type(raw) is tuple else tuple(raw)
     line_error = _status_line(o, status, reason)
     tokens = _connection_tokens(headers)
@@ -752,7 +760,7 @@ cdef object _response_head(
         _field(o, name, value)
 
     has_body = not (request_method == "HEAD" or status < 200 or status in (204, 304))
-    keep_alive = client_keep_alive and response.keep_alive
+    keep_alive = client_keep_alive and (event.keep_alive if event is not None else response.keep_alive)
     chunked = False
     if status == 101:
         _field(o, "Connection", "upgrade")
@@ -760,14 +768,14 @@ cdef object _response_head(
         if line_error:
             _raise_status_line(line_error, status, reason)
         return _framing(_finish(o), False, False, False)
-    if response.chunked:
+    if (event.chunked if event is not None else response.chunked):
         if client_version == "1.1":
             _field(o, "Transfer-Encoding", "chunked")
             chunked = has_body
         elif has_body:
             # HTTP/1.0 clients cannot read chunked: send the body raw, end with close.
             keep_alive = False
-    elif response.content_length is None and has_body:
+    elif (event.content_length if event is not None else response.content_length) is None and has_body:
         keep_alive = False  # close-delimited
     if not keep_alive:
         _field(o, "Connection", "close")

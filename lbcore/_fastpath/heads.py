@@ -4,7 +4,7 @@
 - ``scan_response(data, pos, method, max_header_bytes, max_headers)``
 
 - ``make_request(...)``, ``make_response(...)``: the event of such a head
-- ``make_data(data)``: a body piece's event (frozen dataclasses are slow to build)
+- ``make_data(data)``: a body piece's event
 
 Each scan returns the parsed head of a complete, simple message at ``data[pos:]``, or
 None for anything else, which the readers then give to llhttp (see

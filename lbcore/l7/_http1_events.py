@@ -1,15 +1,28 @@
 """HTTP/1.1 events and the protocol error: what the readers hand to the engine.
 
-Events are frozen, slotted dataclasses (h11 ``_events.py`` is the model). Header
-names and values are ``str`` decoded as latin-1 (lossless for every byte HTTP/1.1
-allows), names exactly as received, order and repeats kept. The readers build
-events only from input they have already validated, so ``__post_init__`` checks
-just the cheap invariants a hand-built event could get wrong.
+Events are frozen dataclasses (h11 ``_events.py`` is the model). Header names and
+values are ``str`` decoded as latin-1 (lossless for every byte HTTP/1.1 allows),
+names exactly as received, order and repeats kept. The readers build events only
+from input they have already validated, so the constructors check just the cheap
+invariants a hand-built event could get wrong (the HTTP version, the status range).
+
+- ``Request``: a request head (method, target, headers, http_version, keep_alive,
+  chunked, content_length, expect_continue, upgrade);
+- ``Response``: a final response head, 101 included (status, reason, headers,
+  http_version, keep_alive, chunked, content_length);
+- ``InformationalResponse``: a 1xx other than 101 (status, reason, headers);
+- ``Data``: body bytes, de-chunked; ``EndOfMessage``: the end of a body, with the
+  trailers of a chunked one.
+
+The classes come in two twins with one behaviour (``lbcore._fastpath.events``): the
+pure dataclasses of ``_events_py`` (the reference, where each field is documented)
+and the compiled extension types of ``_events``, used when built unless
+``LBCORE_NO_EXTENSIONS=1``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from lbcore._fastpath.events import Data, EndOfMessage, Headers, InformationalResponse, Request, Response
 
 __all__ = [
     "ProtocolError",
@@ -21,11 +34,6 @@ __all__ = [
     "EndOfMessage",
     "Event",
 ]
-
-Headers = tuple[tuple[str, str], ...]
-
-_VERSIONS = ("1.0", "1.1")
-
 
 class ProtocolError(Exception):
     """The peer broke HTTP/1.1: answer ``status_hint`` (client side) and close.
@@ -41,85 +49,6 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.status_hint = status_hint
         self.events: list[Event] = []
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A request head.
-
-    ``keep_alive`` follows RFC 9112 9.3: HTTP/1.1 is persistent unless a
-    Connection header says "close"; HTTP/1.0 only with "keep-alive".
-    ``content_length`` is the Content-Length header (None when absent);
-    ``chunked`` means Transfer-Encoding: chunked. A request with neither has
-    no body. ``upgrade`` is the Upgrade header value of an HTTP/1.1 request
-    whose Connection header carries the "upgrade" option, else None.
-    """
-
-    method: str
-    target: str
-    headers: Headers
-    http_version: str
-    keep_alive: bool
-    chunked: bool
-    content_length: int | None
-    expect_continue: bool
-    upgrade: str | None
-
-    def __post_init__(self) -> None:
-        if self.http_version not in _VERSIONS:
-            raise ValueError(f"http_version must be 1.0 or 1.1, not {self.http_version!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """A final response head (status 101 included: the tunnel starts after it).
-
-    ``chunked`` and ``content_length`` describe the framing headers as received;
-    whether a body follows is decided by RFC 9112 6.3 (none after HEAD, 101,
-    204, 304 or a 2xx to CONNECT) and shown by the Data/EndOfMessage events.
-    ``keep_alive`` is False for a close-delimited body and after a 101.
-    """
-
-    status: int
-    reason: str
-    headers: Headers
-    http_version: str
-    keep_alive: bool
-    chunked: bool
-    content_length: int | None
-
-    def __post_init__(self) -> None:
-        if self.http_version not in _VERSIONS:
-            raise ValueError(f"http_version must be 1.0 or 1.1, not {self.http_version!r}")
-        if not (200 <= self.status <= 999 or self.status == 101):
-            raise ValueError(f"a final response has status 101 or 200-999, not {self.status}")
-
-
-@dataclass(frozen=True, slots=True)
-class InformationalResponse:
-    """A 1xx response other than 101 (100 Continue, 103 Early Hints, ...)."""
-
-    status: int
-    reason: str
-    headers: Headers
-
-    def __post_init__(self) -> None:
-        if not 100 <= self.status <= 199 or self.status == 101:
-            raise ValueError(f"an informational response has status 1xx but not 101, not {self.status}")
-
-
-@dataclass(frozen=True, slots=True)
-class Data:
-    """Body bytes, de-chunked; never empty when a reader makes it."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class EndOfMessage:
-    """The end of a message body, with the trailer fields of a chunked body."""
-
-    trailers: Headers = field(default=())
 
 
 Event = Request | Response | InformationalResponse | Data | EndOfMessage

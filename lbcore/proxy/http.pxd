@@ -4,6 +4,9 @@
 
 cimport cython
 
+# The events' C fields, under names of their own: http.py imports the classes that
+# serve (lbcore.l7.http1), which are these when the extensions are built.
+from lbcore._fastpath._events cimport Request as CRequest, Response as CResponse
 from lbcore.l7._http1_requests cimport RequestReader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
@@ -48,7 +51,8 @@ cdef class TlsClientConnection(ClientConnection):
 
 cdef class Exchange:
     cdef public ClientConnection conn
-    cdef public object request, revision
+    cdef public CRequest request
+    cdef public object revision
     cdef public MemberState member
     cdef public ListenerRuntime listener
     cdef public PoolRuntime pool
@@ -85,7 +89,7 @@ cdef class Exchange:
     cpdef backend_data(self, BackendConnection backend, data)
     cpdef forward(self, list events)
     cpdef write_end(self, data, bint keep_alive)
-    cpdef response_head(self, response)
+    cpdef response_head(self, CResponse response)
     cpdef response_complete(self)
     cpdef finish(self)
     cpdef free_slot(self)
