@@ -13,6 +13,7 @@ HTTP/1.1 field values (RFC 9110 5.5 allows obs-text, and latin-1 maps every byte
 from __future__ import annotations
 
 import ipaddress
+from ipaddress import IPv6Address  # by name: compiled, ipaddress.IPv6Address is a lookup per request
 from typing import Iterable, Sequence
 from urllib.parse import unquote
 
@@ -73,7 +74,7 @@ class RequestFacts:
             client_ip = ipaddress.ip_address(client_ip)
         # An IPv4 client reached over a v6 socket arrives as ::ffff:a.b.c.d;
         # rules are written against the v4 address.
-        if isinstance(client_ip, ipaddress.IPv6Address) and client_ip.ipv4_mapped is not None:
+        if isinstance(client_ip, IPv6Address) and client_ip.ipv4_mapped is not None:
             client_ip = client_ip.ipv4_mapped
         self.client_ip: IPAddress | None = client_ip
         self.client_port = client_port

@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections import deque
+from time import monotonic
+from time import time as wall_time  # by name: compiled, time.monotonic() looks the module attribute up per call
 from typing import TYPE_CHECKING
 
 from lbcore._fastpath.logline import new_record
@@ -152,7 +153,7 @@ class ClientConnection:
         if listener.tls is not None:
             self.tls_established(transport, listener)
         self.listener = listener
-        self.head_started = time.monotonic()
+        self.head_started = monotonic()
         self.lstats = lstats = self.worker_stats.listener(self.listener_name)
         lstats.conns_total += 1
         lstats.conns_cur += 1
@@ -199,7 +200,7 @@ class ClientConnection:
             return
         if self.phase == _IDLE:
             self.phase = _HEAD
-            self.head_started = time.monotonic()
+            self.head_started = monotonic()
             if not events:  # a head in pieces: it has http_request to arrive (with events, dispatch sets the timeout)
                 self.deadline.extend(self.listener.http_request_timeout)
         elif self.phase == _BUSY:
@@ -301,7 +302,7 @@ class ClientConnection:
         self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
         if self.pending:
             self.phase = _HEAD
-            self.head_started = time.monotonic()
+            self.head_started = monotonic()
             self.dispatch()
         else:
             self.phase = _IDLE
@@ -377,10 +378,10 @@ class ClientConnection:
         access_log = self.access_logs.for_listener(self.listener_name)
         if access_log is None:
             return
-        now = time.monotonic()
+        now = monotonic()
         access_log.log(
             AccessRecord(
-                accepted=time.time(),
+                accepted=wall_time(),
                 started=now,
                 client_ip=self.client_ip_text,
                 client_port=self.client_port,
@@ -495,8 +496,8 @@ class Exchange:
         self.backend: BackendConnection | None = None
         self.pstats = None  # PoolCounters once routed
         self.mstats = _NO_MEMBER_STATS  # MemberCounters of the member in use
-        self.started = time.monotonic()
-        self.accepted = time.time()
+        self.started = monotonic()
+        self.accepted = wall_time()
         self.status: int | None = None
         self.bytes_out = 0
         self.termination = "--"
@@ -609,14 +610,14 @@ class Exchange:
     async def _queue(self, mpool, limit: int, timeout: float) -> None:
         """The member is at max_connections_per_member: wait for a slot, in order."""
         self.pstats.queued += 1
-        queued_at = time.monotonic()
+        queued_at = monotonic()
         if not await mpool.wait_slot(limit, timeout):
             if not self.finished:
                 self.pstats.queue_timeouts += 1
                 self.termination = "sQ"
                 self.fail(503)
             return
-        self.t_queue = time.monotonic() - queued_at
+        self.t_queue = monotonic() - queued_at
         if self.finished:
             mpool.free_slot()
             return
@@ -628,13 +629,13 @@ class Exchange:
             await self._connect(mpool, self.pool.connect_timeout)  # type: ignore[union-attr]
 
     async def _connect(self, mpool, timeout: float) -> None:
-        connect_at = time.monotonic()
+        connect_at = monotonic()
         try:
             backend = await mpool.connect(timeout)
         except ConnectFailed as exc:
             self.connect_failed(exc)
             return
-        self.t_connect = time.monotonic() - connect_at
+        self.t_connect = monotonic() - connect_at
         self.mstats.conns_total += 1
         if self.finished:
             mpool.put_idle(backend)  # the client went away meanwhile: keep it warm
@@ -693,7 +694,7 @@ class Exchange:
         out = b"".join((head, *pending)) if pending else head
         self.mstats.bytes_out += len(out)
         backend.write(out)
-        self.sent_at = time.monotonic()
+        self.sent_at = monotonic()
         if self.t_connect is None:
             self.t_connect = 0.0  # a reused member connection
         if self.body_pending_size:
@@ -821,7 +822,7 @@ class Exchange:
         self.response_started = True
         status = response.status
         self.status = status
-        self.t_first_byte = time.monotonic() - self.sent_at
+        self.t_first_byte = monotonic() - self.sent_at
         self.conn.lstats.response(status)
         self.pstats.response(status)
         self.mstats.response(status)
@@ -852,7 +853,7 @@ class Exchange:
         return framing.head
 
     def response_complete(self) -> None:
-        self.mstats.observe(time.monotonic() - self.started)
+        self.mstats.observe(monotonic() - self.started)
         backend = self.backend
         reusable = (
             backend is not None
@@ -1074,7 +1075,7 @@ class Exchange:
             self.t_queue,  # t_queue
             self.t_connect,  # t_connect
             self.t_first_byte,  # t_first_byte
-            time.monotonic() - started,  # t_total
+            monotonic() - started,  # t_total
             len(self.tried) - 1 if self.tried else 0,  # retries
             self.termination,  # termination
         )
