@@ -27,6 +27,7 @@ escaping rules and ``lbcore.proxy.accesslog`` for the layouts). What differs is 
 """
 
 from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free
 from cpython.unicode cimport (
     PyUnicode_1BYTE_DATA,
@@ -373,6 +374,18 @@ cdef inline bint _split(object timestamp, long long *second, int *ms):
 # -- numbers ------------------------------------------------------------------------------------
 
 
+cdef inline object _decimal(object value):
+    """``f"{value}"``; an ``int`` that fits a C long long is written by Cython's own
+    integer formatting instead of ``int.__format__`` (CPython's general conversion)."""
+    cdef int overflow = 0
+    cdef long long v
+    if type(value) is int:
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow:
+            return f"{v}"
+    return f"{value}"
+
+
 cdef object _ms(object seconds):
     """The pure ``_ms`` (whole milliseconds, -1 for none), as text."""
     cdef double d, x, r
@@ -498,7 +511,7 @@ def format_text(record, worker=0):
     r = record
     # In the pure twin's order, so a malformed record fails the same way.
     ip = _token(_field(r, F_CLIENT_IP))
-    port = f"{_field(r, F_CLIENT_PORT)}"
+    port = _decimal(_field(r, F_CLIENT_PORT))
     if ":" in <str>ip:
         lb, rb = "[", "]"
     else:
@@ -517,9 +530,9 @@ def format_text(record, worker=0):
         tw = _ms(_field(r, F_T_QUEUE))
         tc = _ms(_field(r, F_T_CONNECT))
         tt = _ms(_field(r, F_T_TOTAL))
-        bytes_out = int(_field(r, F_BYTES_OUT))
+        bytes_out = _decimal(int(_field(r, F_BYTES_OUT)))
         term = _token(_field(r, F_TERMINATION))
-        retries = int(_field(r, F_RETRIES))
+        retries = _decimal(int(_field(r, F_RETRIES)))
         return (
             f"{lb}{ip}{rb}:{port} [{date}{millis}] {listener} {pool}/{member} "
             f"{tw}/{tc}/{tt} {bytes_out} {term} {retries}"
@@ -534,15 +547,15 @@ def format_text(record, worker=0):
         method = "<BADREQ>"
         space = target = version = http = ""
     status = _field(r, F_STATUS)
-    status = "-1" if status is None else int(status)
+    status = "-1" if status is None else _decimal(int(status))
     tq = _ms(_field(r, F_T_REQUEST))
     tw = _ms(_field(r, F_T_QUEUE))
     tc = _ms(_field(r, F_T_CONNECT))
     tr = _ms(_field(r, F_T_FIRST_BYTE))
     ta = _ms(_field(r, F_T_TOTAL))
-    bytes_out = int(_field(r, F_BYTES_OUT))
+    bytes_out = _decimal(int(_field(r, F_BYTES_OUT)))
     term = _token(_field(r, F_TERMINATION))
-    retries = int(_field(r, F_RETRIES))
+    retries = _decimal(int(_field(r, F_RETRIES)))
     acl = _token(_field(r, F_ACL))
     host = _capture(_field(r, F_HOST))
     user_agent = _capture(_field(r, F_USER_AGENT))
