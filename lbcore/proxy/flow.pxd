@@ -2,6 +2,8 @@
 # classes become extension types with C fields. flow.py itself is the pure twin,
 # and the source of both (see lbcore._fastpath: COMPILED_IN_PLACE).
 
+cimport cython
+
 cdef class ReadGate:
     cdef public object transport
     cdef public long reasons
@@ -9,13 +11,36 @@ cdef class ReadGate:
     cpdef resume(self, long reason)
     cpdef attach(self, transport)
 
-cdef class Deadline:
+cdef class Deadline
+
+cdef class Timers:
     cdef public object loop, clock
+    cdef public list heap
+    cdef public object handle
+    cdef public double handle_at
+    @cython.locals(heap=list, index=Py_ssize_t)
+    cpdef arm(self, Deadline deadline)
+    @cython.locals(heap=list, index=Py_ssize_t, last=Deadline, parent=Deadline)
+    cpdef disarm(self, Deadline deadline)
+    @cython.locals(heap=list, above=Deadline, parent=Py_ssize_t, armed=double)
+    cdef _up(self, Py_ssize_t index, Deadline deadline)
+    @cython.locals(heap=list, below=Deadline, other=Deadline, child=Py_ssize_t, right=Py_ssize_t,
+                   size=Py_ssize_t, armed=double)
+    cdef _down(self, Py_ssize_t index, Deadline deadline)
+    @cython.locals(heap=list, deadline=Deadline, due=double)
+    cpdef _run(self)
+
+cpdef Timers timers_of(loop)
+
+cdef class Deadline:
+    cdef public Timers timers
+    cdef public object clock
     cdef public object callback
     cdef public double expires
     cdef public double armed
-    cdef public object handle
+    cdef public Py_ssize_t index
     cpdef extend(self, double seconds)
     cpdef cancel(self)
     cpdef close(self)
     cpdef suspend(self)
+    cpdef _fire(self)

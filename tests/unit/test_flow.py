@@ -1,4 +1,4 @@
-"""lbcore.proxy.flow: the lazy Deadline and the ReadGate, on a loop the test steps."""
+"""lbcore.proxy.flow: the lazy Deadline, the Timers they share, and the ReadGate, on a loop the test steps."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import heapq
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lbcore.proxy.flow import Deadline, ReadGate
+from lbcore.proxy.flow import Deadline, ReadGate, timers_of
 
 
 class Handle:
@@ -28,6 +30,10 @@ class SteppedLoop:
         self.timers: list[tuple[float, int, Handle]] = []
         self.armed = 0  # call_at calls: the cost a lazy deadline avoids
         self._seq = itertools.count()
+        self.errors: list[dict] = []
+
+    def call_exception_handler(self, context: dict) -> None:
+        self.errors.append(context)
 
     def time(self) -> float:
         return self.now
@@ -151,6 +157,100 @@ def test_close_cancels_and_never_calls_the_owner_again():
     d.extend(1)  # a late extend (a callback racing the close) arms a harmless timer
     loop.advance(5)
     assert fired == []
+
+
+# -- many deadlines on one loop: the Timers heap ------------------------------------------
+
+
+def check_heap(loop: SteppedLoop) -> None:
+    """Every armed deadline knows its place, and each is armed no earlier than its parent."""
+    heap = timers_of(loop).heap
+    for i, d in enumerate(heap):
+        assert d.index == i
+        assert i == 0 or heap[(i - 1) // 2].armed <= d.armed
+
+
+def test_many_deadlines_share_one_loop_timer():
+    loop = SteppedLoop()
+    fired: list[int] = []
+    deadlines = [Deadline(loop, lambda k=k: fired.append(k)) for k in range(200)]
+    for k, d in enumerate(deadlines):
+        loop.advance(0.01)
+        d.extend(10.0)  # each later than the first: no new loop timer
+    assert loop.armed == 1
+    for d in deadlines[::2]:
+        d.cancel()  # leaves the heap; the loop timer is left alone
+    check_heap(loop)
+    assert loop.armed == 1
+    loop.advance(20)
+    assert fired == list(range(1, 200, 2))
+    assert timers_of(loop).heap == []
+
+
+def test_a_failing_callback_does_not_stop_the_other_deadlines():
+    loop = SteppedLoop()
+    fired: list[str] = []
+
+    def fail() -> None:
+        raise RuntimeError("owner broke")
+
+    first, second = Deadline(loop, fail), Deadline(loop, lambda: fired.append("second"))
+    first.extend(1)
+    second.extend(1)
+    loop.advance(2)
+    assert fired == ["second"]
+    assert [type(e["exception"]) for e in loop.errors] == [RuntimeError]
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["extend", "extend", "extend", "cancel", "suspend", "advance"]),
+        st.integers(0, 5),  # which deadline
+        st.floats(0.0, 5.0, allow_nan=False).map(lambda x: round(x, 3)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_deadlines_fire_when_due_whatever_the_order_of_operations(ops):
+    # Model: each deadline is due at its last extend, unless cancelled or suspended
+    # since; advancing the clock past that time fires it once, at that time.
+    loop = SteppedLoop()
+    fired: list[tuple[int, float]] = []
+    deadlines = [Deadline(loop, lambda k=k: fired.append((k, loop.now))) for k in range(6)]
+    due: dict[int, float] = {}
+    expected: list[tuple[int, float]] = []
+    for op, k, seconds in ops:
+        if op == "extend":
+            deadlines[k].extend(seconds)
+            due[k] = loop.now + seconds
+        elif op == "cancel":
+            deadlines[k].cancel()
+            due.pop(k, None)
+        elif op == "suspend":
+            deadlines[k].suspend()
+            due.pop(k, None)
+        else:
+            end = loop.now + seconds
+            expected += sorted(((k, t) for k, t in due.items() if t <= end), key=lambda kt: kt[1])
+            due = {k: t for k, t in due.items() if t > end}
+            loop.advance(seconds)
+        check_heap(loop)
+    end = loop.now + 100
+    expected += sorted(((k, t) for k, t in due.items()), key=lambda kt: kt[1])
+    loop.advance(100)
+    assert loop.now == end
+    # Each deadline fires once per expiry, within the 1 ms the timers allow; all of
+    # them in the order of their times.
+    for k in range(len(deadlines)):
+        got = [at for j, at in fired if j == k]
+        want = [at for j, at in expected if j == k]
+        assert len(got) == len(want)
+        assert all(w - 0.001 <= g <= w + 1e-9 for g, w in zip(got, want))
+    times = [at for _, at in fired]
+    assert all(b >= a - 0.001 for a, b in zip(times, times[1:]))
 
 
 class Transport:
