@@ -88,10 +88,10 @@ class RequestReader(ReaderBase):
 
     def __init__(
         self,
-        *,
         max_request_line: int = 8192,
         max_header_bytes: int = 32768,
         max_headers: int = 100,
+        *,
         fast_lane: ScanRequest | None | object = DEFAULT,
     ) -> None:
         # configuration

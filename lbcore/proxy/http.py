@@ -143,12 +143,8 @@ class ClientConnection:
             transport.close()
             self.closed = True
             return
-        limits = listener.spec.limits
-        self.reader = RequestReader(
-            max_request_line=limits.max_request_line,
-            max_header_bytes=limits.max_header_bytes,
-            max_headers=limits.max_headers,
-        )
+        # Positional, from the runtime's C fields: keywords cost a dictionary per connection.
+        self.reader = RequestReader(listener.max_request_line, listener.max_header_bytes, listener.max_headers)
         self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport.get_extra_info("peername"))
         if listener.tls is not None:
             self.tls_established(transport, listener)

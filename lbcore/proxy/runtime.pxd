@@ -26,3 +26,4 @@ cdef class ListenerRuntime:
     cdef public object client_auth
     cdef public double client_timeout, http_request_timeout, keepalive_timeout
     cdef public object max_body, redirect
+    cdef public long max_request_line, max_header_bytes, max_headers

@@ -125,7 +125,8 @@ class PoolRuntime:
 
 class ListenerRuntime:
     __slots__ = ("spec", "name", "router", "pools", "policy", "tls", "response_headers", "client_auth",
-                 "client_timeout", "http_request_timeout", "keepalive_timeout", "max_body", "redirect")
+                 "client_timeout", "http_request_timeout", "keepalive_timeout", "max_body", "max_request_line",
+                 "max_header_bytes", "max_headers", "redirect")
 
     def __init__(self, listener: S.Listener, pools: dict[str, PoolRuntime], tls: SpecTls | None = None) -> None:
         self.spec = listener
@@ -161,7 +162,11 @@ class ListenerRuntime:
         self.client_timeout = timeouts.client
         self.http_request_timeout = timeouts.http_request
         self.keepalive_timeout = timeouts.keepalive
-        self.max_body = listener.limits.max_body  # None: unlimited
+        limits = listener.limits
+        self.max_body = limits.max_body  # None: unlimited
+        self.max_request_line = limits.max_request_line  # the request reader's, per connection
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
         self.redirect = listener.redirect
 
 
