@@ -108,7 +108,7 @@ class RequestPath:
         worker.revision = compile_revision(spec, worker.registry)
         worker.access_logs.apply(spec)
         worker.apply_member_states()
-        worker.maxconn = {listener.name: listener.maxconn for listener in spec.listeners}
+        worker.admission.maxconn = {listener.name: listener.maxconn for listener in spec.listeners}
         self.client = ClientConnection(worker, "bench")
         self.client_transport = MemoryTransport(("127.0.0.1", 40000))
         self.client.connection_made(self.client_transport)

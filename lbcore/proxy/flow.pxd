@@ -4,6 +4,14 @@
 
 cimport cython
 
+cdef class Admission:
+    cdef public dict conns, maxconn
+    cdef public object stats, on_idle
+    @cython.locals(conns=set)
+    cpdef bint admit(self, str listener, conn)
+    @cython.locals(conns=set)
+    cpdef release(self, str listener, conn)
+
 cdef class ReadGate:
     cdef public object transport
     cdef public long reasons
@@ -43,4 +51,4 @@ cdef class Deadline:
     cpdef cancel(self)
     cpdef close(self)
     cpdef suspend(self)
-    cpdef _fire(self)
+    cpdef _fire(self, double due)

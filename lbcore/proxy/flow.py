@@ -1,4 +1,4 @@
-"""Flow control and lazy deadlines: the two small helpers every connection uses.
+"""Flow control, admission and lazy deadlines: the small helpers every connection uses.
 
 Flow control: a transport is paused for reading while *any* reason holds (the peer's
 write buffer is full, a pipelined request waits its turn, a request body is buffered
@@ -29,13 +29,59 @@ import asyncio
 import weakref
 from typing import Callable
 
-__all__ = ["ReadGate", "Deadline", "Timers", "timers_of"]
+__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "timers_of"]
 
 _NEVER = float("inf")
 
 
 def _nothing() -> None:
     """The callback of a closed Deadline."""
+
+
+class Admission:
+    """A worker's open client connections per listener, held to each listener's maxconn.
+
+    A connection asks ``admit`` when it is made and calls ``release`` when it ends: two
+    direct calls into this (compiled) object instead of methods of the interpreted
+    Worker. ``maxconn`` is the worker's share per listener name, set by the worker on
+    each revision; a refused connection counts as ``denied`` in the listener's
+    counters. ``on_idle``, once set (a stopping worker), is called when the last
+    connection is released, then cleared.
+    """
+
+    __slots__ = ("conns", "maxconn", "stats", "on_idle")
+
+    def __init__(self, stats: object) -> None:
+        self.conns: dict[str, set] = {}  # listener name -> open connections
+        self.maxconn: dict[str, int] = {}
+        self.stats = stats  # WorkerStats: listener(name).denied
+        self.on_idle: Callable[[], None] | None = None
+
+    def admit(self, listener: str, conn: object) -> bool:
+        conns = self.conns.get(listener)
+        if conns is None:
+            conns = self.conns[listener] = set()
+        if len(conns) >= self.maxconn.get(listener, 1 << 30):
+            self.stats.listener(listener).denied += 1  # type: ignore[attr-defined]
+            return False
+        conns.add(conn)
+        return True
+
+    def release(self, listener: str, conn: object) -> None:
+        conns = self.conns.get(listener)
+        if conns is not None:
+            conns.discard(conn)
+        if self.on_idle is not None and not self.open():
+            on_idle, self.on_idle = self.on_idle, None
+            on_idle()
+
+    def open(self) -> int:
+        """Connections open on every listener."""
+        return sum(len(conns) for conns in self.conns.values())
+
+    def all(self) -> list:
+        """Every open connection (a copy: shutting one down releases it)."""
+        return [conn for conns in self.conns.values() for conn in conns]
 
 
 class ReadGate:
@@ -179,7 +225,7 @@ class Timers:
                     break
                 self.disarm(deadline)
                 try:
-                    deadline._fire()
+                    deadline._fire(due)
                 except Exception as exc:  # one owner's failure must not stop the others' deadlines
                     self.loop.call_exception_handler(
                         {"message": "Deadline callback failed", "exception": exc, "deadline": deadline}
@@ -255,11 +301,14 @@ class Deadline:
         """Armed, with an expiry set (neither cancelled nor suspended)."""
         return self.index >= 0 and self.expires != _NEVER
 
-    def _fire(self) -> None:
-        """Its armed time came (it has left the heap): the callback, or armed again."""
+    def _fire(self, due: float) -> None:
+        """Its armed time came (it has left the heap): the callback, or armed again.
+        ``due`` is the run's "now + 1 ms": the comparison the run makes, exactly, so an
+        expiry it would take as due is never armed again for the same run (``a - b > c``
+        and ``a > b + c`` can differ in floating point)."""
         if self.expires == _NEVER:  # suspended: the next extend arms it again
             return
-        if self.expires - self.clock() > 0.001:
+        if self.expires > due:
             self.armed = self.expires
             self.timers.arm(self)
             return

@@ -13,7 +13,7 @@ from lbcore.l7.balance cimport MemberState
 from lbcore.l7.facts cimport RequestFacts
 from lbcore.proxy.accesslog cimport AccessLogs
 from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool
-from lbcore.proxy.flow cimport Deadline, ReadGate
+from lbcore.proxy.flow cimport Admission, Deadline, ReadGate
 from lbcore.proxy.runtime cimport ListenerRuntime, PoolRuntime
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
 
@@ -24,6 +24,7 @@ cdef class ClientConnection:
     cdef public WorkerStats worker_stats
     cdef public BackendPools backends
     cdef public AccessLogs access_logs
+    cdef public Admission admission
     cdef public ReadGate gate
     cdef public Deadline deadline
     cdef public int phase

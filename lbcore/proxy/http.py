@@ -87,7 +87,8 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "loop", "worker_stats", "backends", "access_logs", "listener_name", "transport", "gate",
+        "worker", "loop", "worker_stats", "backends", "access_logs", "admission", "listener_name", "transport",
+        "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "closed",
         "counted", "lstats", "requests",
         "tunnel", "tunnel_backlog", "tunnel_timeout", "sni", "cert_headers", "cert_header_names",
@@ -105,6 +106,7 @@ class ClientConnection:
         self.worker_stats = worker.stats
         self.backends = worker.backends
         self.access_logs = worker.access_logs
+        self.admission = worker.admission
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
         self.gate = ReadGate()
@@ -137,7 +139,7 @@ class ClientConnection:
         self.gate.attach(self.transport)  # type: ignore[arg-type]
         worker = self.worker
         listener = worker.revision.listeners.get(self.listener_name)
-        if listener is None or not worker.admit(self.listener_name, self):
+        if listener is None or not self.admission.admit(self.listener_name, self):
             # Listener removed by a reload in this instant, or over maxconn.
             transport.write(error_response(503))  # type: ignore[attr-defined]
             transport.close()
@@ -240,7 +242,7 @@ class ClientConnection:
         self.deadline.close()
         if self.counted:
             self.lstats.conns_cur -= 1
-        self.worker.release(self.listener_name, self)
+        self.admission.release(self.listener_name, self)
         if self.exchange is not None:
             self.exchange.client_lost()
             self.exchange = None

@@ -74,7 +74,7 @@ class TcpClient(asyncio.Protocol):
         self.gate.attach(self.transport)  # type: ignore[arg-type]
         worker = self.worker
         listener = worker.revision.listeners.get(self.listener_name)
-        if listener is None or not worker.admit(self.listener_name, self):
+        if listener is None or not worker.admission.admit(self.listener_name, self):
             transport.close()
             self.closed = True
             return
@@ -236,7 +236,7 @@ class TcpClient(asyncio.Protocol):
         if self.counted:
             self.lstats.conns_cur -= 1
             self.log_access()
-        self.worker.release(self.listener_name, self)
+        self.worker.admission.release(self.listener_name, self)
         backend = self.backend
         self.backend = None
         if backend is not None:

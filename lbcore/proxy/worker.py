@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import functools
 import gc
 import logging
@@ -29,6 +28,7 @@ from lbcore._fastpath.tlsconn import TlsServer
 from lbcore.proxy.accesslog import AccessLogs
 from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
+from lbcore.proxy.flow import Admission
 from lbcore.proxy.heap import tune_malloc
 from lbcore.proxy.http import ClientConnection, TlsClientConnection
 from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
@@ -76,26 +76,14 @@ class Worker:
         self.bind_fds: dict[str, int] = {}  # bind -> the listening socket's fd (ours; servers get dups)
         self.ticket_files: dict = {}  # TLS ticket key files, kept across revisions
         self.bind_listener: dict[str, str] = {}  # bind key -> listener name in the current revision
-        self.conns: dict[str, set] = collections.defaultdict(set)  # listener name -> open connections
-        self.maxconn: dict[str, int] = {}
+        # Open client connections per listener and each listener's maxconn share (the
+        # connections admit and release themselves).
+        self.admission = Admission(self.stats)
 
     # -- connection accounting ------------------------------------------------------
-    def admit(self, listener: str, conn: object) -> bool:
-        conns = self.conns[listener]
-        if len(conns) >= self.maxconn.get(listener, 1 << 30):
-            self.stats.listener(listener).denied += 1
-            return False
-        conns.add(conn)
-        return True
-
     def tls_failed(self, listener: str) -> None:
         """A connection to an https listener ended before its TLS handshake completed."""
         self.stats.listener(listener).tls_failed += 1
-
-    def release(self, listener: str, conn: object) -> None:
-        self.conns[listener].discard(conn)
-        if self.stopping and not any(self.conns.values()) and not self.stopped.done():
-            self.stopped.set_result(None)
 
     def _protocol_for(self, key: str):
         def factory():
@@ -226,7 +214,7 @@ class Worker:
         self.access_logs.apply(spec)
         self.apply_member_states()
         self.bind_listener = {str(l.bind): l.name for l in spec.listeners}
-        self.maxconn = {l.name: math.ceil(l.maxconn / self.nworkers) for l in spec.listeners}
+        self.admission.maxconn = {l.name: math.ceil(l.maxconn / self.nworkers) for l in spec.listeners}
         for key in list(self.servers):
             if key not in self.bind_listener:
                 self.servers.pop(key)[0].close()
@@ -309,13 +297,19 @@ class Worker:
         for server, _context in self.servers.values():
             server.close()
         self.servers.clear()
-        for conns in list(self.conns.values()):
-            for conn in list(conns):
-                conn.shutdown()
+        admission = self.admission
+        admission.on_idle = self._all_closed  # set first: a shutdown may release at once
+        for conn in admission.all():
+            conn.shutdown()
         self.backends.close_idle()
-        if not any(self.conns.values()) and not self.stopped.done():
-            self.stopped.set_result(None)
+        if not admission.open():
+            admission.on_idle = None
+            self._all_closed()
         self.loop.call_later(deadline, lambda: self.stopped.done() or self.stopped.set_result(None))
+
+    def _all_closed(self) -> None:
+        if not self.stopped.done():
+            self.stopped.set_result(None)
 
 
 async def run(channel: Channel, index: int, nworkers: int) -> None:

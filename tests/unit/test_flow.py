@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbcore.proxy.flow import Deadline, ReadGate, timers_of
+from lbcore.proxy.flow import Admission, Deadline, ReadGate, timers_of
 
 
 class Handle:
@@ -202,6 +202,19 @@ def test_a_failing_callback_does_not_stop_the_other_deadlines():
     assert [type(e["exception"]) for e in loop.errors] == [RuntimeError]
 
 
+def test_an_expiry_within_the_run_s_millisecond_fires_instead_of_arming_again():
+    # 6.517 - 6.516 > 0.001 but 6.517 <= 6.516 + 0.001 in floating point: a deadline
+    # that asked the first question re-armed itself for a time the run took as due,
+    # and the run never ended (found by the test below).
+    loop = SteppedLoop()
+    fired: list[float] = []
+    d = Deadline(loop, lambda: fired.append(loop.now))
+    d.extend(6.516)
+    d.extend(6.517)  # later: lazy, still armed for 6.516
+    loop.advance(10)
+    assert fired == [6.516]
+
+
 operations = st.lists(
     st.tuples(
         st.sampled_from(["extend", "extend", "extend", "cancel", "suspend", "advance"]),
@@ -251,6 +264,53 @@ def test_deadlines_fire_when_due_whatever_the_order_of_operations(ops):
         assert all(w - 0.001 <= g <= w + 1e-9 for g, w in zip(got, want))
     times = [at for _, at in fired]
     assert all(b >= a - 0.001 for a, b in zip(times, times[1:]))
+
+
+# -- admission -----------------------------------------------------------------------------
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.denied = 0
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.by_name: dict[str, Counters] = {}
+
+    def listener(self, name: str) -> Counters:
+        return self.by_name.setdefault(name, Counters())
+
+
+def test_admission_holds_each_listener_to_its_maxconn_and_counts_the_denied():
+    stats = Stats()
+    admission = Admission(stats)
+    admission.maxconn = {"web": 2}
+    a, b, c, d = object(), object(), object(), object()
+    assert admission.admit("web", a) and admission.admit("web", b)
+    assert not admission.admit("web", c)
+    assert admission.admit("other", d)  # no maxconn share: unlimited
+    assert stats.listener("web").denied == 1 and stats.listener("other").denied == 0
+    assert admission.open() == 3 and set(admission.all()) == {a, b, d}
+    admission.release("web", a)
+    admission.release("web", c)  # never admitted: nothing to release
+    assert admission.admit("web", c) and admission.open() == 3
+
+
+def test_admission_calls_on_idle_once_when_the_last_connection_goes():
+    admission = Admission(Stats())
+    a, b = object(), object()
+    admission.admit("web", a)
+    admission.admit("tcp", b)
+    idle: list[int] = []
+    admission.on_idle = lambda: idle.append(admission.open())
+    admission.release("web", a)
+    assert idle == []
+    admission.release("tcp", b)
+    assert idle == [0] and admission.on_idle is None
+    admission.admit("web", a)
+    admission.release("web", a)
+    assert idle == [0]
 
 
 class Transport:
