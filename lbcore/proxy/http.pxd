@@ -50,6 +50,10 @@ cdef class ClientConnection:
 cdef class TlsClientConnection(ClientConnection):
     pass
 
+cdef class ProtocolFactory:
+    cdef public object worker, tcp_client, terminator
+    cdef public str key
+
 cdef class Exchange:
     cdef public ClientConnection conn
     cdef public CRequest request

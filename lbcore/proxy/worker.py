@@ -30,7 +30,7 @@ from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
 from lbcore.proxy.flow import Admission
 from lbcore.proxy.heap import tune_malloc
-from lbcore.proxy.http import ClientConnection, TlsClientConnection
+from lbcore.proxy.http import ProtocolFactory
 from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
 from lbcore.proxy.stats import FLUSH_INTERVAL, WorkerStats
 from lbcore.proxy.tcp import TcpClient
@@ -43,11 +43,6 @@ log = logging.getLogger("lbcore.worker")
 RAMP_STEP = 0.5  # seconds between slow-start weight updates
 GC_THRESHOLD = 20_000  # allocations between young-generation collections (CPython's default: 700)
 TICKET_KEYS_CHECK = 2.0  # seconds between checks of TLS ticket key files for rotation
-
-
-def _tls_protocol(terminator: TlsServer, factory):
-    """The loop's protocol for a connection accepted on an https listener: TLS, carrying the engine's."""
-    return terminator.connection(factory())
 
 
 class Worker:
@@ -84,21 +79,6 @@ class Worker:
     def tls_failed(self, listener: str) -> None:
         """A connection to an https listener ended before its TLS handshake completed."""
         self.stats.listener(listener).tls_failed += 1
-
-    def _protocol_for(self, key: str):
-        def factory():
-            name = self.bind_listener[key]
-            listener = self.revision.listeners[name]
-            protocol = listener.spec.protocol
-            if protocol == "tcp":
-                return TcpClient(self, name)
-            if protocol == "tls-passthrough":
-                return TcpClient(self, name, sniff_sni=True)
-            if protocol == "https":
-                return TlsClientConnection(self, name)
-            return ClientConnection(self, name)
-
-        return factory
 
     # -- member state: health, runtime overrides, slow start, passive checks ---------
     def apply_member_states(self) -> None:
@@ -241,14 +221,14 @@ class Worker:
         current = self.servers.get(key)
         if current is not None and current[1] is context:
             return
-        factory = self._protocol_for(key)
+        terminator = None
         if tls is not None:
             # TLS is terminated by lbcore's own layer over a plain TCP transport
             # (lbcore._fastpath.tlsconn), not by the loop's ssl= support.
             terminator = TlsServer(tls.contexts, tls.store.sni.lookup, tls.store.sni.default_index,
                                    listener.timeouts.http_request, self.loop,
                                    functools.partial(self.tls_failed, listener.name))
-            factory = functools.partial(_tls_protocol, terminator, factory)
+        factory = ProtocolFactory(self, key, TcpClient, terminator)
         # asyncio owns (and closes) the socket it is given: hand it a duplicate, keep ours.
         sock = socket.socket(fileno=os.dup(fd))
         sock.setblocking(False)
