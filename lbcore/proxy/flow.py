@@ -29,7 +29,7 @@ import asyncio
 import weakref
 from typing import Callable
 
-__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "timers_of"]
+__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "timers_of", "untrack_transports"]
 
 _NEVER = float("inf")
 
@@ -313,3 +313,45 @@ class Deadline:
             self.timers.arm(self)
             return
         self.callback()
+
+
+# -- uvloop's transport table ---------------------------------------------------------------
+# uvloop (0.19 to 0.23, read in their sources) keeps every transport it makes in a
+# weakref.WeakValueDictionary, keyed by file descriptor, for one purpose: add_reader()
+# and add_writer() refuse a descriptor that a live transport uses. That table is pure
+# Python: each accepted connection runs its __setitem__ and a KeyedRef's __new__ and
+# __init__, and each closed one the weak reference's callback, ~7k instructions of a
+# connection's ~124k in a worker under a connection per request (callgrind). The engine
+# never adds a reader or writer on a transport's descriptor, so a worker turns the
+# table into one that keeps nothing (untrack_transports). The loop's own check then
+# never fires; everything else about the loop is unchanged.
+UNTRACKED_UVLOOP_VERSIONS = ("0.19", "0.20", "0.21", "0.22", "0.23")
+
+
+class _UntrackedTransports(weakref.WeakValueDictionary):
+    """A WeakValueDictionary that keeps nothing set in it (see above)."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+def untrack_transports(loop: asyncio.AbstractEventLoop) -> bool:
+    """Make ``loop`` (a uvloop loop of a version in UNTRACKED_UVLOOP_VERSIONS) stop
+    keeping its transports in its table; True when it was done. Any other loop, an
+    unknown uvloop, or a table that is not found as expected, is left alone."""
+    module = type(loop).__module__
+    if not module.startswith("uvloop"):
+        return False
+    import gc
+
+    import uvloop
+
+    if ".".join(uvloop.__version__.split(".")[:2]) not in UNTRACKED_UVLOOP_VERSIONS:
+        return False
+    tables = [o for o in gc.get_referents(loop) if type(o) is weakref.WeakValueDictionary]
+    if len(tables) != 1:  # the loop holds exactly one: its transports
+        return False
+    table = tables[0]
+    table.clear()  # transports made before (none in a worker at start-up) are forgotten too
+    table.__class__ = _UntrackedTransports
+    return True

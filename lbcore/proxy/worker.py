@@ -28,7 +28,7 @@ from lbcore._fastpath.tlsconn import TlsServer
 from lbcore.proxy.accesslog import AccessLogs
 from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
-from lbcore.proxy.flow import Admission
+from lbcore.proxy.flow import Admission, untrack_transports
 from lbcore.proxy.heap import tune_malloc
 from lbcore.proxy.http import ProtocolFactory
 from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
@@ -294,6 +294,7 @@ class Worker:
 
 async def run(channel: Channel, index: int, nworkers: int) -> None:
     loop = asyncio.get_running_loop()
+    untrack_transports(loop)  # uvloop's pure-Python transport table: ~6% of an accept (flow.py)
     # What start-up allocated lives as long as the process: keep it out of every
     # collection. And collect young objects less often: the request path frees its
     # objects by reference counting, so cycle collection is mostly wasted work

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbcore.proxy.flow import Admission, Deadline, ReadGate, timers_of
+from lbcore.proxy.flow import Admission, Deadline, ReadGate, timers_of, untrack_transports
 
 
 class Handle:
@@ -351,3 +351,80 @@ def test_read_gate_applies_a_pause_decided_before_the_transport():
     t = Transport()
     gate.attach(t)
     assert not t.reading
+
+
+def _transport_table(loop):
+    import gc
+    import weakref
+
+    return [o for o in gc.get_referents(loop) if isinstance(o, weakref.WeakValueDictionary)]
+
+
+def test_an_untracked_uvloop_keeps_no_transport_and_still_serves():
+    import asyncio
+
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert untrack_transports(loop) is True
+        (table,) = _transport_table(loop)
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def data_received(self, data):
+                self.transport.write(data.upper())
+
+        async def exchange() -> tuple[bytes, int]:
+            server = await loop.create_server(Echo, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ping")
+            answer = await reader.readexactly(4)
+            # Both transports (accepted and connected) are open now, and neither is kept.
+            kept = len(table)
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+            return answer, kept
+
+        answer, kept = loop.run_until_complete(exchange())
+        assert answer == b"PING"
+        assert kept == 0
+    finally:
+        loop.close()
+
+
+def test_a_tracked_uvloop_keeps_its_transports_which_is_what_untracking_removes():
+    import asyncio
+    import socket
+
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    try:
+        (table,) = _transport_table(loop)
+        a, b = socket.socketpair()
+
+        async def connect():
+            return await loop.create_connection(asyncio.Protocol, sock=a)
+
+        transport, _ = loop.run_until_complete(connect())
+        assert len(table) == 1  # the loop's own bookkeeping, as uvloop ships it
+        transport.close()
+        b.close()
+    finally:
+        loop.close()
+
+
+def test_untracking_leaves_other_loops_alone():
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert untrack_transports(loop) is False
+    finally:
+        loop.close()
