@@ -28,7 +28,7 @@ escaping rules and ``lbcore.proxy.accesslog`` for the layouts). What differs is 
 
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport (
     PyUnicode_1BYTE_DATA,
     PyUnicode_DATA,
@@ -39,13 +39,13 @@ from cpython.unicode cimport (
     PyUnicode_READ,
 )
 from libc.math cimport fabs, fma, isfinite, rint, round as c_round, signbit
-from libc.string cimport strlen
+from libc.string cimport memcpy, strlen
 
 from json.encoder import encode_basestring_ascii as _encode_json  # type: ignore[attr-defined]
 
 from lbcore.proxy import accesslog_format as _pure
 
-__all__ = ["IMPLEMENTATION", "format_json", "format_text", "iso_timestamp", "new_record"]
+__all__ = ["IMPLEMENTATION", "format_json", "format_text", "iso_timestamp", "new_record", "syslog_frame"]
 
 IMPLEMENTATION = "compiled"
 
@@ -504,8 +504,10 @@ cdef inline object _q(bint quoted):
 # -- the formatters -----------------------------------------------------------------------------
 
 
-def format_text(record, worker=0):
-    """haproxy's httplog layout (tcplog for ``mode == "tcp"``); see ``lbcore.proxy.accesslog``."""
+cdef object _text_joined(record):
+    """The text line as pieces joined by an f-string: ``format_text`` for a line that has
+    a piece ``_Line`` cannot take (not ASCII; never, as every piece is escaped to ASCII,
+    but then the line is still right)."""
     cdef long long second
     cdef int ms
     r = record
@@ -564,6 +566,335 @@ def format_text(record, worker=0):
         f"{tq}/{tw}/{tc}/{tr}/{ta} {status} {bytes_out} - - {term} {retries} {acl} "
         f'{{{host}|{user_agent}}} "{method}{space}{target}{space}{http}{version}"'
     )
+
+
+# -- one buffer per line -------------------------------------------------------------------------
+# The text line is written into one C buffer, its numbers as digits, and made into a
+# str once: no piece becomes a str of its own, and no tuple of ~35 pieces is joined.
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object o)
+
+cdef enum:
+    _LINE_STACK = 512  # bytes: a request's line fits; a longer one moves to the heap
+
+
+cdef struct _Line:
+    char *data
+    Py_ssize_t size
+    Py_ssize_t capacity
+    bint not_ascii  # a piece was not ASCII: the caller formats the line the joined way
+    char stack[_LINE_STACK]
+
+
+cdef inline void _line_init(_Line *line) noexcept:
+    line.data = line.stack
+    line.size = 0
+    line.capacity = _LINE_STACK
+    line.not_ascii = False
+
+
+cdef inline void _line_free(_Line *line) noexcept:
+    if line.data != line.stack:
+        PyMem_Free(line.data)
+    line.data = line.stack
+
+
+cdef int _line_grow(_Line *line, Py_ssize_t need) except -1:
+    cdef Py_ssize_t capacity = line.capacity * 2
+    cdef char *data
+    if capacity < line.size + need:
+        capacity = line.size + need
+    if line.data == line.stack:
+        data = <char *>PyMem_Malloc(capacity)
+        if data != NULL:
+            memcpy(data, line.stack, line.size)
+    else:
+        data = <char *>PyMem_Realloc(line.data, capacity)
+    if data == NULL:
+        raise MemoryError()
+    line.data = data
+    line.capacity = capacity
+    return 0
+
+
+cdef inline int _put_chars(_Line *line, const char *chars, Py_ssize_t n) except -1:
+    if line.size + n > line.capacity:
+        _line_grow(line, n)
+    memcpy(line.data + line.size, chars, n)
+    line.size += n
+    return 0
+
+
+cdef inline int _put_char(_Line *line, char c) except -1:
+    if line.size + 1 > line.capacity:
+        _line_grow(line, 1)
+    line.data[line.size] = c
+    line.size += 1
+    return 0
+
+
+cdef inline int _put(_Line *line, str text) except -1:
+    """An ASCII str's characters (its bytes: ASCII is stored one byte per character)."""
+    if not PyUnicode_IS_ASCII(text):
+        line.not_ascii = True
+        return 0
+    return _put_chars(line, <const char *>PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text))
+
+
+cdef int _put_digits(_Line *line, long long value) except -1:
+    cdef char digits[24]
+    cdef int i = 24
+    cdef bint negative = value < 0
+    cdef unsigned long long n = <unsigned long long>(-(value + 1)) + 1 if negative else <unsigned long long>value
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + n % 10)
+        n //= 10
+        if n == 0:
+            break
+    if negative:
+        i -= 1
+        digits[i] = c'-'
+    return _put_chars(line, digits + i, 24 - i)
+
+
+cdef object _line_str(_Line *line):
+    out = PyUnicode_New(line.size, 127)
+    memcpy(PyUnicode_1BYTE_DATA(out), line.data, line.size)
+    return out
+
+
+cdef inline bint _c_integer(object value, long long *out):
+    """``value`` an int that fits a C long long: ``f"{value}"`` is its digits."""
+    cdef int overflow = 0
+    if type(value) is not int:
+        return False
+    out[0] = PyLong_AsLongLongAndOverflow(value, &overflow)
+    return not overflow
+
+
+cdef inline bint _c_ms(object seconds, long long *out):
+    """The pure ``_ms`` of None or a float, when C computes it (as ``_ms`` does)."""
+    cdef double d, x, r
+    if seconds is None:
+        out[0] = -1
+        return True
+    if type(seconds) is not float:
+        return False
+    d = PyFloat_AS_DOUBLE(seconds)
+    if not isfinite(d):
+        out[0] = -1
+        return True
+    x = _mul(d, 1000.0)
+    if not isfinite(x):
+        return False
+    r = c_round(x)
+    if fabs(x - r) == 0.5:
+        r = 2.0 * c_round(x / 2.0)
+    if r <= 0.0:
+        out[0] = 0
+        return True
+    if r < 9.0e18:
+        out[0] = <long long>r
+        return True
+    return False
+
+
+cdef inline int _put_number(_Line *line, long long value, object text) except -1:
+    """A number of the line: ``value`` when ``text`` is None (the common case), else
+    ``text``, what the joined formatter writes for it."""
+    if text is None:
+        return _put_digits(line, value)
+    return _put(line, <str>text)
+
+
+cdef int _text_line(_Line *line, object r) except -1:
+    """format_text's line into ``line``: the joined formatter's pieces, evaluated in its
+    order (a malformed record fails at the same field), written as they come or, for
+    the ones the layout puts later, held until then."""
+    cdef long long second, port_n = 0, n_tw = 0, n_tc = 0, n_tt = 0, n_tq = 0, n_tr = 0, n_ta = 0
+    cdef long long n_status = 0, n_bytes = 0, n_retries = 0
+    cdef int ms
+    port_t = tw_t = tc_t = tt_t = tq_t = tr_t = ta_t = status_t = bytes_t = retries_t = None
+    ip = _token(_field(r, F_CLIENT_IP))
+    port = _field(r, F_CLIENT_PORT)
+    if not _c_integer(port, &port_n):
+        port_t = f"{port}"
+    accepted = _field(r, F_ACCEPTED)
+    if _split(accepted, &second, &ms):
+        date = _second_pair(second)[1]
+        millis = _MS_TEXT[ms]
+    else:
+        date = _pure.text_timestamp(accepted)
+        millis = ""
+    listener = _token(_field(r, F_LISTENER))
+    pool = _token(_field(r, F_POOL) or "<NOPOOL>")
+    member = _token(_field(r, F_MEMBER) or "<NOSRV>")
+    # client:port [date] listener pool/member
+    if ":" in <str>ip:
+        _put_char(line, c'[')
+        _put(line, <str>ip)
+        _put_chars(line, b"]:", 2)
+    else:
+        _put(line, <str>ip)
+        _put_char(line, c':')
+    _put_number(line, port_n, port_t)
+    _put_chars(line, b" [", 2)
+    _put(line, <str>date)
+    _put(line, <str>millis)
+    _put_chars(line, b"] ", 2)
+    _put(line, <str>listener)
+    _put_char(line, c' ')
+    _put(line, <str>pool)
+    _put_char(line, c'/')
+    _put(line, <str>member)
+    _put_char(line, c' ')
+    if _field(r, F_MODE) == "tcp":
+        value = _field(r, F_T_QUEUE)
+        if not _c_ms(value, &n_tw):
+            tw_t = f"{_ms(value)}"
+        value = _field(r, F_T_CONNECT)
+        if not _c_ms(value, &n_tc):
+            tc_t = f"{_ms(value)}"
+        value = _field(r, F_T_TOTAL)
+        if not _c_ms(value, &n_tt):
+            tt_t = f"{_ms(value)}"
+        value = int(_field(r, F_BYTES_OUT))
+        if not _c_integer(value, &n_bytes):
+            bytes_t = f"{value}"
+        term = _token(_field(r, F_TERMINATION))
+        value = int(_field(r, F_RETRIES))
+        if not _c_integer(value, &n_retries):
+            retries_t = f"{value}"
+        # Tw/Tc/Tt bytes_out TERM retries
+        _put_number(line, n_tw, tw_t)
+        _put_char(line, c'/')
+        _put_number(line, n_tc, tc_t)
+        _put_char(line, c'/')
+        _put_number(line, n_tt, tt_t)
+        _put_char(line, c' ')
+        _put_number(line, n_bytes, bytes_t)
+        _put_char(line, c' ')
+        _put(line, <str>term)
+        _put_char(line, c' ')
+        _put_number(line, n_retries, retries_t)
+        return 0
+    if _field(r, F_METHOD):
+        method = _quoted(_field(r, F_METHOD))
+        target = _quoted(_field(r, F_TARGET))
+        version = _quoted(_field(r, F_HTTP_VERSION) or "")
+    else:
+        method = target = version = None
+    value = _field(r, F_STATUS)
+    if value is None:
+        n_status = -1
+    else:
+        value = int(value)
+        if not _c_integer(value, &n_status):
+            status_t = f"{value}"
+    value = _field(r, F_T_REQUEST)
+    if not _c_ms(value, &n_tq):
+        tq_t = f"{_ms(value)}"
+    value = _field(r, F_T_QUEUE)
+    if not _c_ms(value, &n_tw):
+        tw_t = f"{_ms(value)}"
+    value = _field(r, F_T_CONNECT)
+    if not _c_ms(value, &n_tc):
+        tc_t = f"{_ms(value)}"
+    value = _field(r, F_T_FIRST_BYTE)
+    if not _c_ms(value, &n_tr):
+        tr_t = f"{_ms(value)}"
+    value = _field(r, F_T_TOTAL)
+    if not _c_ms(value, &n_ta):
+        ta_t = f"{_ms(value)}"
+    value = int(_field(r, F_BYTES_OUT))
+    if not _c_integer(value, &n_bytes):
+        bytes_t = f"{value}"
+    term = _token(_field(r, F_TERMINATION))
+    value = int(_field(r, F_RETRIES))
+    if not _c_integer(value, &n_retries):
+        retries_t = f"{value}"
+    acl = _token(_field(r, F_ACL))
+    host = _capture(_field(r, F_HOST))
+    user_agent = _capture(_field(r, F_USER_AGENT))
+    # Tq/Tw/Tc/Tr/Ta status bytes_out - - TERM retries acl {host|ua} "request"
+    _put_number(line, n_tq, tq_t)
+    _put_char(line, c'/')
+    _put_number(line, n_tw, tw_t)
+    _put_char(line, c'/')
+    _put_number(line, n_tc, tc_t)
+    _put_char(line, c'/')
+    _put_number(line, n_tr, tr_t)
+    _put_char(line, c'/')
+    _put_number(line, n_ta, ta_t)
+    _put_char(line, c' ')
+    _put_number(line, n_status, status_t)
+    _put_char(line, c' ')
+    _put_number(line, n_bytes, bytes_t)
+    _put_chars(line, b" - - ", 5)
+    _put(line, <str>term)
+    _put_char(line, c' ')
+    _put_number(line, n_retries, retries_t)
+    _put_char(line, c' ')
+    _put(line, <str>acl)
+    _put_chars(line, b" {", 2)
+    _put(line, <str>host)
+    _put_char(line, c'|')
+    _put(line, <str>user_agent)
+    _put_chars(line, b"} \"", 3)
+    if method is None:
+        _put_chars(line, b"<BADREQ>", 8)
+    else:
+        _put(line, <str>method)
+        _put_char(line, c' ')
+        _put(line, <str>target)
+        _put_char(line, c' ')
+        if not (<str>version).startswith("HTTP/"):
+            _put_chars(line, b"HTTP/", 5)
+        _put(line, <str>version)
+    _put_char(line, c'"')
+    return 0
+
+
+def format_text(record, worker=0):
+    """haproxy's httplog layout (tcplog for ``mode == "tcp"``); see ``lbcore.proxy.accesslog``."""
+    cdef _Line line
+    _line_init(&line)
+    try:
+        _text_line(&line, record)
+        if line.not_ascii:
+            return _text_joined(record)
+        return _line_str(&line)
+    finally:
+        _line_free(&line)
+
+
+def syslog_frame(record, worker, str prefix, str middle, line_format):
+    """``prefix`` + the record's RFC 5424 timestamp + ``middle`` + its line
+    (``line_format(record, worker)``): a syslog message. The text line is written into
+    the same buffer as the frame."""
+    cdef _Line line
+    cdef long long second
+    cdef int ms
+    if line_format is not format_text:
+        return f"{prefix}{iso_timestamp(record.accepted)}{middle}{line_format(record, worker)}"
+    _line_init(&line)
+    try:
+        _put(&line, prefix)
+        accepted = _field(record, F_ACCEPTED)
+        if _split(accepted, &second, &ms):
+            _put(&line, <str>_second_pair(second)[0])
+            _put(&line, <str>_MS_ISO[ms])
+        else:
+            _put(&line, <str>_pure.iso_timestamp(accepted))
+        _put(&line, middle)
+        _text_line(&line, record)
+        if line.not_ascii:
+            return f"{prefix}{iso_timestamp(accepted)}{middle}{_text_joined(record)}"
+        return _line_str(&line)
+    finally:
+        _line_free(&line)
 
 
 def iso_timestamp(timestamp):

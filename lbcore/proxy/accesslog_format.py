@@ -42,6 +42,7 @@ __all__ = [
     "iso_timestamp",
     "make_formatter",
     "new_record",
+    "syslog_frame",
     "syslog_hostname",
 ]
 
@@ -220,6 +221,14 @@ def new_record(*values: Any) -> "AccessRecord":
     return AccessRecord(*values)
 
 
+def syslog_frame(
+    record: "AccessRecord", worker: int, prefix: str, middle: str, line_format: Callable[["AccessRecord", int], str]
+) -> str:
+    """A syslog message: ``prefix`` + the record's RFC 5424 timestamp + ``middle`` + its
+    line (``line_format(record, worker)``); ``make_formatter`` builds the two parts."""
+    return f"{prefix}{iso_timestamp(record.accepted)}{middle}{line_format(record, worker)}"
+
+
 def syslog_hostname() -> str:
     """RFC 5424 6.2.4 HOSTNAME: 1*255 PRINTUSASCII, ``-`` when unknown."""
     name = "".join(ch for ch in socket.gethostname() if 33 <= ord(ch) <= 126)[:255]
@@ -237,5 +246,5 @@ def make_formatter(settings: AccessLogSettings, worker: int = 0) -> Callable[["A
         return lambda record: line(record, worker)
     prefix = f"<{settings.priority_facility * 8 + SYSLOG_SEVERITY_INFO}>1 "
     middle = f" {syslog_hostname()} {settings.tag} {os.getpid()} {SYSLOG_MSGID} - "
-    stamp = logline.iso_timestamp
-    return lambda record: f"{prefix}{stamp(record.accepted)}{middle}{line(record, worker)}"
+    frame = logline.syslog_frame  # compiled: the frame and a text line written into one buffer
+    return lambda record: frame(record, worker, prefix, middle, line)

@@ -34,11 +34,22 @@ def outcome(fn: Callable[..., str], rec: Any, worker: Any = 0) -> tuple[str, Any
         return "error", type(exc)
 
 
+SYSLOG = ("<134>1 ", " lb1 lbcore 4242 access - ")  # make_formatter's two parts of a frame
+
+
+def framed(twin_module: Any, name: str, frame: tuple[str, str] = SYSLOG) -> Callable[[Any, Any], str]:
+    """The twin's syslog_frame around its formatter ``name``, as make_formatter calls it."""
+    return lambda rec, worker: twin_module.syslog_frame(rec, worker, *frame, getattr(twin_module, name))
+
+
 def assert_same(rec: Any, worker: Any = 0) -> None:
     compiled = twin("compiled")
     for name in FORMATS:
         expected = outcome(getattr(pure, name), rec, worker)
         assert outcome(getattr(compiled, name), rec, worker) == expected, (name, rec)
+        # The syslog message: the compiled twin writes a text line into the frame's buffer.
+        expected = outcome(framed(pure, name), rec, worker)
+        assert outcome(framed(compiled, name), rec, worker) == expected, ("syslog_frame", name, rec)
 
 
 # -- strategies -----------------------------------------------------------------------------------
@@ -205,6 +216,18 @@ def test_compiled_passes_clean_strings_through() -> None:
     line = compiled.format_text(record())
     assert line == pure.format_text(record())
     assert compiled.format_json(record(), 5) == pure.format_json(record(), 5)
+
+
+@pytest.mark.parametrize("frame", [SYSLOG, ("<14>1 ", " - t\u00e9g 1 access - "), ("", "")])
+@pytest.mark.parametrize("rec", [record(), record(mode="tcp"), record(target="/" + "x" * 3000, host="h" * 700)])
+def test_twins_agree_on_syslog_messages(frame: tuple[str, str], rec: AccessRecord) -> None:
+    # A frame that is not ASCII (the compiled buffer takes ASCII only, and falls back to
+    # the joined line), and lines longer than the buffer's first allocation.
+    compiled = twin("compiled")
+    for name in FORMATS:
+        expected = framed(pure, name, frame)(rec, 3)
+        assert framed(compiled, name, frame)(rec, 3) == expected
+        assert expected == f"{frame[0]}{pure.iso_timestamp(rec.accepted)}{frame[1]}{getattr(pure, name)(rec, 3)}"
 
 
 def test_compiled_reads_an_access_records_slots_directly() -> None:
