@@ -89,16 +89,24 @@ class RequestFacts:
     # -- target -----------------------------------------------------------------
     def _split_target(self) -> None:
         target = self.target
-        if target.startswith(("http://", "https://")):
+        if target[:1] != "/" and target.startswith(("http://", "https://")):
             # absolute-form (RFC 9112 3.2.2): the authority is the host.
             rest = target.split("://", 1)[1]
             slash = rest.find("/")
             authority, target = (rest, "/") if slash == -1 else (rest[:slash], rest[slash:])
             if self._host is None:
                 self._host = split_host(authority)
-        path, sep, query = target.partition("?")
-        self._path = path.split("#", 1)[0]
-        self._query = query if sep else ""
+        # The path ends at the first "?" (the query follows, "#" and all) and, within
+        # it, at a "#"; found, not split: most targets have neither and stay as they are.
+        question = target.find("?")
+        if question < 0:
+            path = target
+            self._query = ""
+        else:
+            path = target[:question]
+            self._query = target[question + 1 :]
+        fragment = path.find("#")
+        self._path = path if fragment < 0 else path[:fragment]
 
     @property
     def path(self) -> str:

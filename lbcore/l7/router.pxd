@@ -1,8 +1,18 @@
 # Declarations for the compiled build of router.py (see lbcore/proxy/flow.pxd): the
-# Router as an extension type, so the compiled request path reaches its route
-# function as a C field. The matchers (acl.py) and the route functions built here
-# are closures: compiled as they are, with nothing to declare.
+# Router as an extension type whose route() the compiled request path calls directly,
+# with the request facts typed. The matchers (acl.py) are closures: compiled as they
+# are, called through Python calls.
+
+cimport cython
+
+from lbcore.l7.facts cimport RequestFacts
 
 cdef class Router:
-    cdef public tuple rules, _table
-    cdef public object default_pool, _default, route
+    cdef public tuple rules, _table, _routes, _generic, _exact_buckets, _folded_buckets
+    cdef public object default_pool, _default
+    cdef public bint indexed, _header
+    cdef public Py_ssize_t _count
+    cdef public dict _header_exact, _header_folded, _host_exact
+    @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, n=Py_ssize_t, lowest=Py_ssize_t,
+                   path=str, line=str, value=str)
+    cpdef route(self, RequestFacts facts)

@@ -6,7 +6,7 @@ to none (the engine answers 503). ``Router`` compiles every condition once, when
 configuration revision is built; ``explain()`` replays the decision in words, and
 ``shadowed()`` lists rules that an earlier rule always beats (lint reports them).
 
-``route()`` is a loop over the compiled closures, unless some rules are *indexable*:
+``Router.route()`` is a loop over the compiled closures, unless some rules are *indexable*:
 a lone ``Match`` (no and/or/not) of
 
 * ``hdr(host)`` equality, with or without ``-i``: haproxy's ``hdr()`` samples, i.e.
@@ -28,7 +28,7 @@ rule is tried changes nothing but the cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .acl import (
     AclError,
@@ -57,7 +57,10 @@ class Route:
 class Router:
     """The routing table of one listener."""
 
-    __slots__ = ("rules", "default_pool", "_table", "_default", "route")
+    __slots__ = (
+        "rules", "default_pool", "indexed", "_table", "_default", "_routes", "_count", "_generic",
+        "_header", "_header_exact", "_header_folded", "_host_exact", "_exact_buckets", "_folded_buckets",
+    )
 
     def __init__(self, rules: Sequence[tuple[str, Condition, str]], default_pool: str | None) -> None:
         seen: set[str] = set()
@@ -71,12 +74,111 @@ class Router:
         self.default_pool = default_pool
         self._table = tuple((compile_condition(cond), Route(pool, name)) for name, cond, pool in self.rules)
         self._default = Route(default_pool, None)
-        # route(facts) -> Route: the first rule whose condition matches, else the default
-        # (see the module doc). A function chosen here, called directly: no method in
-        # between on the request path.
-        self.route: Callable[[RequestFacts], Route] = (
-            _index(self.rules, self._table, self._default) or _in_order(self._table, self._default)
-        )
+        self._index()
+
+    def route(self, facts: RequestFacts) -> Route:
+        """The first rule whose condition matches, else the default (see the module doc).
+
+        A method of the compiled Router (``router.pxd``), typed: the engine calls it and
+        it reads the facts directly, not through Python calls.
+        """
+        if not self.indexed:
+            for matches, route in self._table:
+                if matches(facts):
+                    return route
+            return self._default
+        count = self._count
+        best = count
+        if self._header:
+            header_exact = self._header_exact
+            header_folded = self._header_folded
+            for line in facts.header_values("host"):
+                # split_header_list of a line without a comma is the line, trimmed.
+                for value in split_header_list(line) if "," in line else (line.strip(" \t"),):
+                    if header_exact:
+                        i = header_exact.get(value, count)
+                        if i < best:
+                            best = i
+                    if header_folded:
+                        i = header_folded.get(value.lower(), count)
+                        if i < best:
+                            best = i
+        if self._host_exact:
+            host = facts.host
+            if host:
+                i = self._host_exact.get(host.lower(), count)
+                if i < best:
+                    best = i
+        if self._exact_buckets:
+            path = facts._path if facts._path is not None else facts.path  # the property, once split
+            for n, prefixes, lowest in self._exact_buckets:
+                if lowest >= best:
+                    break
+                i = prefixes.get(path[:n], count)
+                if i < best:
+                    best = i
+        if self._folded_buckets:
+            path = facts.path.lower()  # the whole path, as the matcher: lower() may change lengths
+            for n, prefixes, lowest in self._folded_buckets:
+                if lowest >= best:
+                    break
+                i = prefixes.get(path[:n], count)
+                if i < best:
+                    best = i
+        for i, matches in self._generic:
+            if i >= best:
+                break
+            if matches(facts):
+                return self._routes[i]
+        return self._routes[best]
+
+    def _index(self) -> None:
+        """Build the index of the indexable rules (module doc); ``indexed`` False when
+        none is, and ``route`` is the plain loop over the compiled conditions.
+
+        Every lookup mirrors the compiled matcher of ``lbcore.l7.acl`` for that Match:
+        ``hdr(host)`` tests ``value in frozenset(values)`` (``value.lower()`` under -i)
+        for each value of ``split_header_list`` of each Host line; ``host`` tests
+        ``facts.host.lower()`` when the host is not empty; ``path_beg`` tests
+        ``path.startswith(values)`` (``path.lower()`` under -i; values were lower-cased
+        when parsed, -i ones only).
+        """
+        header_exact: dict[str, int] = {}  # hdr(host) value -> lowest rule index
+        header_folded: dict[str, int] = {}  # hdr(host) -i
+        host_exact: dict[str, int] = {}  # host (always -i)
+        prefix_exact: dict[int, dict[str, int]] = {}  # path_beg: len(prefix) -> prefix -> lowest rule index
+        prefix_folded: dict[int, dict[str, int]] = {}  # path_beg -i
+        generic: list[tuple[int, Matcher]] = []
+        for i, ((_, cond, _), (matcher, _)) in enumerate(zip(self.rules, self._table)):
+            if isinstance(cond, Match) and cond.op == "equals" and cond.fetch == "header" and cond.name == "host":
+                into = header_folded if cond.ignore_case else header_exact
+                for value in cond.values:
+                    into.setdefault(value, i)
+            elif isinstance(cond, Match) and cond.op == "equals" and cond.fetch == "host":
+                for value in cond.values:
+                    host_exact.setdefault(value, i)
+            elif isinstance(cond, Match) and cond.op == "prefix" and cond.fetch == "path":
+                by_length = prefix_folded if cond.ignore_case else prefix_exact
+                for value in cond.values:
+                    by_length.setdefault(len(value), {}).setdefault(value, i)
+            else:
+                generic.append((i, matcher))
+
+        def buckets(by_length: dict[int, dict[str, int]]) -> tuple[tuple[int, dict[str, int], int], ...]:
+            # (length, prefixes, lowest index among them), lowest first: once a bucket's
+            # lowest index is not below the best match so far, neither is any later one.
+            return tuple(sorted(((n, d, min(d.values())) for n, d in by_length.items()), key=lambda b: b[2]))
+
+        self.indexed = len(generic) < len(self.rules)
+        self._routes = tuple(route for _, route in self._table) + (self._default,)
+        self._count = len(self._table)
+        self._generic = tuple(generic)
+        self._header = bool(header_exact or header_folded)
+        self._header_exact = header_exact
+        self._header_folded = header_folded
+        self._host_exact = host_exact
+        self._exact_buckets = buckets(prefix_exact)
+        self._folded_buckets = buckets(prefix_folded)
 
     def explain(self, facts: RequestFacts) -> list[str]:
         """Each rule tried in order and why it did or did not match, then the result."""
@@ -112,113 +214,3 @@ class Router:
                     found.append((name, earlier))
                     break
         return found
-
-
-# -- the index ------------------------------------------------------------------------------
-
-
-def _in_order(table: tuple[tuple[Matcher, Route], ...], default: Route) -> Callable[[RequestFacts], Route]:
-    """Every rule tried in order: when no rule is indexable."""
-
-    def route(facts: RequestFacts) -> Route:
-        for matches, route in table:
-            if matches(facts):
-                return route
-        return default
-
-    return route
-
-
-def _index(
-    rules: Sequence[tuple[str, Condition, str]],
-    table: Sequence[tuple[Matcher, Route]],
-    default: Route,
-) -> Callable[[RequestFacts], Route] | None:
-    """``route()`` for rules of which some are indexable (module doc), else None.
-
-    Every lookup mirrors the compiled matcher of ``lbcore.l7.acl`` for that Match:
-    ``hdr(host)`` tests ``value in frozenset(values)`` (``value.lower()`` under -i) for
-    each value of ``split_header_list`` of each Host line; ``host`` tests
-    ``facts.host.lower()`` when the host is not empty; ``path_beg`` tests
-    ``path.startswith(values)`` (``path.lower()`` under -i; values were lower-cased
-    when parsed, -i ones only).
-    """
-    header_exact: dict[str, int] = {}  # hdr(host) value -> lowest rule index
-    header_folded: dict[str, int] = {}  # hdr(host) -i
-    host_exact: dict[str, int] = {}  # host (always -i)
-    prefix_exact: dict[int, dict[str, int]] = {}  # path_beg: len(prefix) -> prefix -> lowest rule index
-    prefix_folded: dict[int, dict[str, int]] = {}  # path_beg -i
-    generic: list[tuple[int, Matcher]] = []
-    for i, ((_, cond, _), (matcher, _)) in enumerate(zip(rules, table)):
-        if isinstance(cond, Match) and cond.op == "equals" and cond.fetch == "header" and cond.name == "host":
-            into = header_folded if cond.ignore_case else header_exact
-            for value in cond.values:
-                into.setdefault(value, i)
-        elif isinstance(cond, Match) and cond.op == "equals" and cond.fetch == "host":
-            for value in cond.values:
-                host_exact.setdefault(value, i)
-        elif isinstance(cond, Match) and cond.op == "prefix" and cond.fetch == "path":
-            by_length = prefix_folded if cond.ignore_case else prefix_exact
-            for value in cond.values:
-                by_length.setdefault(len(value), {}).setdefault(value, i)
-        else:
-            generic.append((i, matcher))
-    if len(generic) == len(rules):
-        return None
-
-    routes = tuple(route for _, route in table) + (default,)
-    count = len(table)
-    header = bool(header_exact or header_folded)
-
-    def buckets(by_length: dict[int, dict[str, int]]) -> tuple[tuple[int, dict[str, int], int], ...]:
-        # (length, prefixes, lowest index among them), lowest first: once a bucket's
-        # lowest index is not below the best match so far, neither is any later one.
-        return tuple(sorted(((n, d, min(d.values())) for n, d in by_length.items()), key=lambda b: b[2]))
-
-    exact_buckets, folded_buckets = buckets(prefix_exact), buckets(prefix_folded)
-    generic_rules = tuple(generic)
-
-    def route(facts: RequestFacts) -> Route:
-        best = count
-        if header:
-            for line in facts.header_values("host"):
-                # split_header_list of a line without a comma is the line, trimmed.
-                for value in split_header_list(line) if "," in line else (line.strip(" \t"),):
-                    if header_exact:
-                        i = header_exact.get(value, count)
-                        if i < best:
-                            best = i
-                    if header_folded:
-                        i = header_folded.get(value.lower(), count)
-                        if i < best:
-                            best = i
-        if host_exact:
-            host = facts.host
-            if host:
-                i = host_exact.get(host.lower(), count)
-                if i < best:
-                    best = i
-        if exact_buckets:
-            path = facts.path
-            for n, prefixes, lowest in exact_buckets:
-                if lowest >= best:
-                    break
-                i = prefixes.get(path[:n], count)
-                if i < best:
-                    best = i
-        if folded_buckets:
-            path = facts.path.lower()  # the whole path, as the matcher: lower() may change lengths
-            for n, prefixes, lowest in folded_buckets:
-                if lowest >= best:
-                    break
-                i = prefixes.get(path[:n], count)
-                if i < best:
-                    best = i
-        for i, matches in generic_rules:
-            if i >= best:
-                break
-            if matches(facts):
-                return routes[i]
-        return routes[best]
-
-    return route
