@@ -1,8 +1,11 @@
 # Declarations for the compiled build of stats.py (see flow.pxd): the request path's
 # counters as C integers, incremented in place by the compiled http.py.
 
+cimport cython
+
 cdef class _Counters:
     cdef public list responses
+    @cython.locals(klass=long)
     cpdef response(self, long status)
 
 cdef class ListenerCounters(_Counters):
@@ -17,6 +20,7 @@ cdef class MemberCounters(_Counters):
     cdef public long long conns_total, requests, connect_errors, response_errors
     cdef public long long bytes_in, bytes_out, latency_sum_us
     cdef public list latency
+    @cython.locals(index=Py_ssize_t, bound=double)
     cpdef observe(self, double seconds)
 
 cdef class WorkerStats:

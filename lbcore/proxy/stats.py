@@ -29,7 +29,6 @@ socket's ``show stat``). Its shape, as JSON:
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any, Iterable
 
 __all__ = [
@@ -52,13 +51,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 
-def _status_index(status: int) -> int:
-    klass = status // 100
-    return klass - 1 if 1 <= klass <= 5 else 5
-
-
-# Every status a response can carry (three digits) -> its class index: one lookup per response.
-_CLASS_OF = tuple(_status_index(status) for status in range(1000))
 
 
 class _Counters:
@@ -74,7 +66,9 @@ class _Counters:
         self.responses = [0] * 6  # type: ignore[attr-defined]
 
     def response(self, status: int) -> None:
-        self.responses[_CLASS_OF[status] if 0 <= status < 1000 else 5] += 1  # type: ignore[attr-defined]
+        """Count a response by its status class (RESPONSE_CLASSES; "other" outside 1xx-5xx)."""
+        klass = status // 100  # compiled: C integers, no table in a module global
+        self.responses[klass - 1 if 1 <= klass <= 5 else 5] += 1  # type: ignore[attr-defined]
 
     def take(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -116,8 +110,15 @@ class MemberCounters(_Counters):
 
     def observe(self, seconds: float) -> None:
         self.latency_sum_us += int(seconds * 1_000_000)
-        # The first bucket whose bound is >= seconds; past the last bound, +Inf.
-        self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        # The first bucket whose bound is >= seconds; past the last bound, +Inf. A scan
+        # from the lowest, as bisect_left decides it (NaN: the first): most requests
+        # stop at the first bound, and compiled the bounds are C doubles.
+        index = 0
+        for bound in LATENCY_BUCKETS:
+            if not bound < seconds:
+                break
+            index += 1
+        self.latency[index] += 1
 
     def take(self) -> dict[str, Any]:
         out = super().take()

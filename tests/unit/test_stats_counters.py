@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lbcore.proxy.stats import LATENCY_BUCKETS, MemberCounters
+from lbcore.proxy.stats import LATENCY_BUCKETS, RESPONSE_CLASSES, MemberCounters
 
 
 def bucket_by_scan(seconds: float) -> int:
@@ -36,3 +36,13 @@ def test_bounds_are_inclusive_and_past_the_last_is_infinity() -> None:
     assert counters.latency[-2] == 1 and counters.latency[-1] == 1
     taken = counters.take()
     assert sum(taken["latency"]) == 4 and not any(counters.latency)
+
+
+@given(st.integers(min_value=-2000, max_value=2000))
+def test_a_response_counts_in_its_status_class(status) -> None:
+    counters = MemberCounters()
+    counters.response(status)
+    expected = [0] * len(RESPONSE_CLASSES)
+    expected[RESPONSE_CLASSES.index(f"{status // 100}xx") if 100 <= status < 600 else -1] = 1
+    assert counters.responses == expected
+
