@@ -13,7 +13,9 @@ name), and makes Python objects only for what it returns.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeLatin1
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_DecodeLatin1, PyUnicode_GET_LENGTH
 from libc.string cimport memchr, memcmp
 
 from lbcore._fastpath._events cimport Data, Request, Response
@@ -210,7 +212,7 @@ def scan_request(bytes data not None, Py_ssize_t pos, Py_ssize_t max_request_lin
         return None
     return (
         _METHOD_STRS[m],
-        PyUnicode_DecodeLatin1(<const char *>p + sp + 1, eol - 9 - sp - 1, NULL),
+        _text(p + sp + 1, eol - 9 - sp - 1),
         tuple(headers),
         version,
         _keep_alive(version, fields.close, fields.keep_alive),
@@ -265,7 +267,7 @@ def scan_response(bytes data not None, Py_ssize_t pos, str method, Py_ssize_t ma
         return None
     return (
         status,
-        PyUnicode_DecodeLatin1(<const char *>p + pos + 13, eol - pos - 13, NULL),
+        _text(p + pos + 13, eol - pos - 13),
         tuple(headers),
         version,
         _keep_alive(version, fields.close, fields.keep_alive),
@@ -275,6 +277,41 @@ def scan_response(bytes data not None, Py_ssize_t pos, str method, Py_ssize_t ma
 
 
 # -- the parts -----------------------------------------------------------------------
+
+
+# Recent short texts (a field name or value, a target, a reason): heads repeat them
+# (Host, Server, Content-Type, keep-alive, "/", "OK", even Date within its second),
+# and a str made once is shared (strings are immutable). A slot per hash of the bytes,
+# the last text seen there kept; a hit costs the hash and one memcmp instead of a new
+# str (and its deallocation). A str decoded from latin-1 keeps one byte per character,
+# the bytes themselves, so the bytes compare with the cached str's data as they are.
+cdef enum:
+    _TEXT_SLOTS = 512  # a power of two
+    _TEXT_MAX = 40  # longer texts are made each time (long values seldom repeat)
+
+cdef PyObject *_texts[_TEXT_SLOTS]  # static storage: all NULL at import
+
+
+cdef str _text(const unsigned char *s, Py_ssize_t n):
+    """``s[:n].decode("latin-1")``, shared with an equal recent text."""
+    cdef unsigned int h = 2166136261u  # FNV-1a
+    cdef Py_ssize_t i
+    cdef PyObject *cached
+    if n > _TEXT_MAX:
+        return PyUnicode_DecodeLatin1(<const char *>s, n, NULL)
+    for i in range(n):
+        h = (h ^ s[i]) * 16777619u
+    h &= _TEXT_SLOTS - 1
+    cached = _texts[h]
+    if (cached != NULL and PyUnicode_GET_LENGTH(<str>cached) == n
+            and memcmp(PyUnicode_1BYTE_DATA(<str>cached), s, n) == 0):
+        return <str>cached
+    text = PyUnicode_DecodeLatin1(<const char *>s, n, NULL)  # latin-1: one byte per character
+    Py_INCREF(text)
+    Py_XDECREF(_texts[h])
+    _texts[h] = <PyObject *>text
+    return text
+
 
 
 cdef int _fields(const unsigned char *p, Py_ssize_t eol, Py_ssize_t stop, Py_ssize_t max_headers,
@@ -331,8 +368,8 @@ cdef int _fields(const unsigned char *p, Py_ssize_t eol, Py_ssize_t stop, Py_ssi
             else:
                 return -1
         headers.append((
-            PyUnicode_DecodeLatin1(<const char *>p + start, colon - start, NULL),
-            PyUnicode_DecodeLatin1(<const char *>p + lead, tail - lead, NULL),
+            _text(p + start, colon - start),
+            _text(p + lead, tail - lead),
         ))
         start = line_end + 2
     return 0

@@ -730,3 +730,30 @@ def test_event_makers_build_what_the_constructors_build(twin, method, target, he
     assert type(data) is Data and data == Data(body) and data.data is body
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.data = b"x"  # type: ignore[misc]
+
+
+def _text_slot(text: bytes, slots: int = 512) -> int:
+    """The compiled twin's cache slot for a short text (FNV-1a of its bytes)."""
+    h = 2166136261
+    for byte in text:
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h & (slots - 1)
+
+
+def test_texts_that_share_a_cache_slot_stay_apart(twin) -> None:
+    # The compiled twin shares recent short texts through a hashed cache: texts of one
+    # slot (and of one length) must still come back as themselves, in any order,
+    # and a repeated one as an equal string.
+    by_slot: dict[int, list[bytes]] = {}
+    for i in range(20000):
+        value = b"v%05d" % i
+        by_slot.setdefault(_text_slot(value), []).append(value)
+    values = next(group for group in by_slot.values() if len(group) >= 3)[:3]
+    long_value = b"x" * 41  # past the cache's length: made each time
+    for value in [*values, *values[::-1], values[0], values[0], long_value, long_value]:
+        head = b"HTTP/1.1 200 OK\r\nX-Value: " + value + b"\r\nContent-Length: 0\r\n\r\n"
+        status, reason, headers, *_ = twin.scan_response(head, 0, "GET", 65536, 100)
+        assert (status, reason) == (200, "OK")
+        assert headers == (("X-Value", value.decode()), ("Content-Length", "0"))
+        request = twin.scan_request(b"GET /" + value + b" HTTP/1.1\r\nHost: " + value + b"\r\n\r\n", 0, *LIMITS)
+        assert request[1] == "/" + value.decode() and request[2] == (("Host", value.decode()),)
