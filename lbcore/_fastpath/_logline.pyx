@@ -68,16 +68,9 @@ cdef extern from *:
 # directly (the generic attribute lookup costs ~150 instructions per field, 23 fields
 # a line); for anything else, or a slot that is unset, ``getattr`` as the pure twin.
 
-cdef extern from "Python.h":
-    """
-    #include "structmember.h"
-    """
-    ctypedef struct PyMemberDef:
-        Py_ssize_t offset
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef *d_member
-
 from cpython.object cimport PyObject
+
+from lbcore._fastpath._slots cimport slot_at, slot_offset
 from cpython.ref cimport Py_XDECREF, Py_XINCREF
 
 _FIELDS = ("accepted", "client_ip", "client_port", "listener", "acl", "pool", "member", "method", "target", "http_version", "host", "user_agent", "status", "bytes_in", "bytes_out", "t_tls", "t_request", "t_queue", "t_connect", "t_first_byte", "t_total", "retries", "termination", "tls_version", "tls_resumed", "sni", "mode")
@@ -113,17 +106,6 @@ cdef enum:
     F_MODE = 26
 
 
-cdef Py_ssize_t _slot_offset_of(object cls, str name):
-    """The offset of ``cls``'s slot ``name`` in an instance, or -1 when that attribute is
-    not a plain slot (a member descriptor)."""
-    from types import MemberDescriptorType
-
-    descr = cls.__dict__.get(name)
-    if type(descr) is not MemberDescriptorType:
-        return -1
-    return (<PyMemberDescrObject *><PyObject *>descr).d_member.offset
-
-
 cdef _bind_record_slots():
     """Learn AccessRecord's slot offsets; leave the fast read off if any field is not a slot."""
     global _record_type
@@ -131,7 +113,7 @@ cdef _bind_record_slots():
 
     cdef Py_ssize_t i
     for i, name in enumerate(_FIELDS):
-        _offset[i] = _slot_offset_of(AccessRecord, name)
+        _offset[i] = slot_offset(AccessRecord, name)
         if _offset[i] < 0:
             return
     _record_type = AccessRecord
@@ -166,7 +148,7 @@ cdef _bind_record_fields():
     defaults = []
     cdef Py_ssize_t i
     for i, field in enumerate(fields):
-        _slot_offset[i] = _slot_offset_of(AccessRecord, field.name)
+        _slot_offset[i] = slot_offset(AccessRecord, field.name)
         if _slot_offset[i] < 0 or not field.init or field.default_factory is not dataclasses.MISSING:
             return
         defaults.append(_REQUIRED if field.default is dataclasses.MISSING else field.default)
@@ -190,7 +172,7 @@ def new_record(*values):
     record = _object_new(_record_type)
     for i in range(_slot_count):
         value = values[i] if i < n else _slot_defaults[i]
-        slot = <PyObject **>((<char *><PyObject *>record) + _slot_offset[i])
+        slot = slot_at(record, _slot_offset[i])
         Py_XINCREF(<PyObject *>value)
         Py_XDECREF(slot[0])
         slot[0] = <PyObject *>value
@@ -201,7 +183,7 @@ cdef inline object _field(object record, int field):
     """``getattr(record, _FIELDS[field])``, from the slot when the record is an AccessRecord."""
     cdef PyObject *value
     if type(record) is _record_type:
-        value = (<PyObject **>((<char *><PyObject *>record) + _offset[field]))[0]
+        value = slot_at(record, _offset[field])[0]
         if value != NULL:
             return <object>value
     return getattr(record, _FIELDS[field])

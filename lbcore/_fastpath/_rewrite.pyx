@@ -52,7 +52,9 @@ from libc.string cimport memcpy
 
 from lbcore._fastpath._events cimport Request, Response
 
-from lbcore.l7._forwarding import ResponseFraming
+from lbcore._fastpath._slots cimport slot_at, slot_offset
+
+from lbcore.l7._forwarding import ForwardingPolicy, ResponseFraming
 from lbcore.l7._http1_headers import BAD_VALUE_RE, HOP_BY_HOP, TOKEN_RE
 
 __all__ = ["IMPLEMENTATION", "request_head_for_member", "response_head_for_client"]
@@ -65,6 +67,45 @@ cdef bint _FILL_FRAMING = (
 )
 
 IMPLEMENTATION = "compiled"
+
+# A ForwardingPolicy's fields, read from its slots (lbcore/_fastpath/_slots.pxd): seven
+# generic attribute lookups a request otherwise. Off when any field is not a slot.
+_POLICY_FIELDS = ("_replaced", "xff", "xfp", "xfport", "forwarded", "proto", "port", "add_headers")
+cdef Py_ssize_t _policy_offset[8]
+cdef object _policy_type = None
+cdef enum:
+    P_REPLACED = 0
+    P_XFF = 1
+    P_XFP = 2
+    P_XFPORT = 3
+    P_FORWARDED = 4
+    P_PROTO = 5
+    P_PORT = 6
+    P_ADD_HEADERS = 7
+
+
+cdef _bind_policy_slots():
+    global _policy_type
+    cdef Py_ssize_t i
+    for i, name in enumerate(_POLICY_FIELDS):
+        _policy_offset[i] = slot_offset(ForwardingPolicy, name)
+        if _policy_offset[i] < 0:
+            return
+    _policy_type = ForwardingPolicy
+
+
+_bind_policy_slots()
+POLICY_SLOTS = _policy_type is not None  # tests: the fast read is on
+
+
+cdef inline object _policy(object policy, int field):
+    """``getattr(policy, _POLICY_FIELDS[field])``, from the slot for a ForwardingPolicy."""
+    cdef PyObject *value
+    if type(policy) is _policy_type:
+        value = slot_at(policy, _policy_offset[field])[0]
+        if value != NULL:
+            return <object>value
+    return getattr(policy, _POLICY_FIELDS[field])
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -593,11 +634,11 @@ cdef object _request_head(
     line_error = _request_line(o, method, target)
 
     tokens = _connection_tokens(headers)
-    replaced = policy._replaced
-    cdef bint xff = policy.xff
-    cdef bint xfp = policy.xfp
-    cdef bint xfport = policy.xfport
-    cdef bint forwarded = policy.forwarded
+    replaced = _policy(policy, P_REPLACED)
+    cdef bint xff = _policy(policy, P_XFF)
+    cdef bint xfp = _policy(policy, P_XFP)
+    cdef bint xfport = _policy(policy, P_XFPORT)
+    cdef bint forwarded = _policy(policy, P_FORWARDED)
     # Usually the replaced names are just X-Forwarded-Proto/-Port, which the name
     # classes tell; add_headers names make it a set to ask.
     cdef bint ask_replaced = not (
@@ -663,19 +704,19 @@ cdef object _request_head(
             xff_prior.append(client_ip)
             _field(o, "X-Forwarded-For", ", ".join(xff_prior))
     if xfp:
-        _field(o, "X-Forwarded-Proto", policy.proto)
+        _field(o, "X-Forwarded-Proto", _policy(policy, P_PROTO))
     if xfport:
-        _field(o, "X-Forwarded-Port", policy.port)
+        _field(o, "X-Forwarded-Port", _policy(policy, P_PORT))
     if forwarded:
         # RFC 7239 6: IPv6 addresses are quoted and bracketed.
         element = f'for="[{client_ip}]"' if ":" in client_ip else f"for={client_ip}"
-        element = f"{element};proto={policy.proto}"
+        element = f"{element};proto={_policy(policy, P_PROTO)}"
         if forwarded_prior is None:
             _field(o, "Forwarded", element)
         else:
             forwarded_prior.append(element)
             _field(o, "Forwarded", ", ".join(forwarded_prior))
-    for name, value in policy.add_headers:
+    for name, value in _policy(policy, P_ADD_HEADERS):
         _field(o, name, value)
     for name, value in connection_headers:
         _field(o, name, value)

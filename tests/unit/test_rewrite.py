@@ -850,3 +850,21 @@ def test_twins_agree_on_responses(both, response, request_method, client_version
         for impl in (pure, compiled)
     ]
     assert results[0] == results[1]
+
+
+class SubPolicy(ForwardingPolicy):
+    """Not exactly a ForwardingPolicy: the compiled twin reads it by attribute."""
+
+    __slots__ = ()
+
+
+@pytest.mark.parametrize("make", [ForwardingPolicy, SubPolicy])
+@pytest.mark.parametrize("options", [{}, {"xff": False, "xfp": False}, {"xfport": True, "forwarded": True},
+                                     {"add_headers": (("X-Env", "prod"), ("X-Forwarded-Proto", "https"))}])
+def test_a_policy_s_fields_read_from_its_slots_give_the_attribute_s_head(both, make, options) -> None:
+    pure, compiled = both
+    assert compiled.POLICY_SLOTS  # a ForwardingPolicy's fields are plain slots: read directly
+    policy = make("https", 443, **options)
+    request = req((("Host", "example.com"), ("X-Forwarded-For", "198.51.100.9")))
+    expected = pure.request_head_for_member(request, policy, "192.0.2.1")
+    assert compiled.request_head_for_member(request, policy, "192.0.2.1") == expected
