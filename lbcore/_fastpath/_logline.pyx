@@ -70,11 +70,12 @@ cdef extern from *:
 
 from cpython.object cimport PyObject
 
-from lbcore._fastpath._slots cimport slot_at, slot_offset
-from cpython.ref cimport Py_XDECREF, Py_XINCREF
+from lbcore._fastpath._slots cimport slot_at, slot_offset, slot_offsets, slot_or_getattr
+from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
 
 _FIELDS = ("accepted", "client_ip", "client_port", "listener", "acl", "pool", "member", "method", "target", "http_version", "host", "user_agent", "status", "bytes_in", "bytes_out", "t_tls", "t_request", "t_queue", "t_connect", "t_first_byte", "t_total", "retries", "termination", "tls_version", "tls_resumed", "sni", "mode")
 cdef Py_ssize_t _offset[27]
+cdef tuple _field_names = _FIELDS  # a C global: no module dictionary lookup per field read
 cdef object _record_type = None  # AccessRecord once its slots are known
 cdef enum:
     F_ACCEPTED = 0
@@ -111,12 +112,8 @@ cdef _bind_record_slots():
     global _record_type
     from lbcore.proxy.accesslog import AccessRecord
 
-    cdef Py_ssize_t i
-    for i, name in enumerate(_FIELDS):
-        _offset[i] = slot_offset(AccessRecord, name)
-        if _offset[i] < 0:
-            return
-    _record_type = AccessRecord
+    if slot_offsets(AccessRecord, _FIELDS, _offset):
+        _record_type = AccessRecord
 
 
 _bind_record_slots()
@@ -181,12 +178,7 @@ def new_record(*values):
 
 cdef inline object _field(object record, int field):
     """``getattr(record, _FIELDS[field])``, from the slot when the record is an AccessRecord."""
-    cdef PyObject *value
-    if type(record) is _record_type:
-        value = slot_at(record, _offset[field])[0]
-        if value != NULL:
-            return <object>value
-    return getattr(record, _FIELDS[field])
+    return slot_or_getattr(record, _record_type, _offset, _field_names, field)
 
 
 # -- escaping -----------------------------------------------------------------------------------
@@ -356,39 +348,6 @@ cdef inline bint _split(object timestamp, long long *second, int *ms):
 # -- numbers ------------------------------------------------------------------------------------
 
 
-cdef inline object _decimal(object value):
-    """``f"{value}"``; an ``int`` that fits a C long long is written by Cython's own
-    integer formatting instead of ``int.__format__`` (CPython's general conversion)."""
-    cdef int overflow = 0
-    cdef long long v
-    if type(value) is int:
-        v = PyLong_AsLongLongAndOverflow(value, &overflow)
-        if not overflow:
-            return f"{v}"
-    return f"{value}"
-
-
-cdef object _ms(object seconds):
-    """The pure ``_ms`` (whole milliseconds, -1 for none), as text."""
-    cdef double d, x, r
-    if seconds is None:
-        return "-1"
-    if type(seconds) is float:
-        d = PyFloat_AS_DOUBLE(seconds)
-        if not isfinite(d):
-            return "-1"
-        x = _mul(d, 1000.0)
-        if isfinite(x):
-            r = c_round(x)
-            if fabs(x - r) == 0.5:
-                r = 2.0 * c_round(x / 2.0)
-            if r <= 0.0:
-                return "0"
-            if r < 9.0e18:
-                return f"{<long long>r}"
-    return _pure._ms(seconds)  # an int, a huge value, ...: the reference decides (or raises)
-
-
 cdef object _fixed6(double d):
     """``f"{d:.6f}"`` for a finite ``|d| < 4e9``; None for any other.
 
@@ -486,73 +445,12 @@ cdef inline object _q(bint quoted):
 # -- the formatters -----------------------------------------------------------------------------
 
 
-cdef object _text_joined(record):
-    """The text line as pieces joined by an f-string: ``format_text`` for a line that has
-    a piece ``_Line`` cannot take (not ASCII; never, as every piece is escaped to ASCII,
-    but then the line is still right)."""
-    cdef long long second
-    cdef int ms
-    r = record
-    # In the pure twin's order, so a malformed record fails the same way.
-    ip = _token(_field(r, F_CLIENT_IP))
-    port = _decimal(_field(r, F_CLIENT_PORT))
-    if ":" in <str>ip:
-        lb, rb = "[", "]"
-    else:
-        lb = rb = ""
-    accepted = _field(r, F_ACCEPTED)
-    if _split(accepted, &second, &ms):
-        date = _second_pair(second)[1]
-        millis = _MS_TEXT[ms]
-    else:
-        date = _pure.text_timestamp(accepted)
-        millis = ""
-    listener = _token(_field(r, F_LISTENER))
-    pool = _token(_field(r, F_POOL) or "<NOPOOL>")
-    member = _token(_field(r, F_MEMBER) or "<NOSRV>")
-    if _field(r, F_MODE) == "tcp":
-        tw = _ms(_field(r, F_T_QUEUE))
-        tc = _ms(_field(r, F_T_CONNECT))
-        tt = _ms(_field(r, F_T_TOTAL))
-        bytes_out = _decimal(int(_field(r, F_BYTES_OUT)))
-        term = _token(_field(r, F_TERMINATION))
-        retries = _decimal(int(_field(r, F_RETRIES)))
-        return (
-            f"{lb}{ip}{rb}:{port} [{date}{millis}] {listener} {pool}/{member} "
-            f"{tw}/{tc}/{tt} {bytes_out} {term} {retries}"
-        )
-    if _field(r, F_METHOD):
-        method = _quoted(_field(r, F_METHOD))
-        space = " "
-        target = _quoted(_field(r, F_TARGET))
-        version = _quoted(_field(r, F_HTTP_VERSION) or "")
-        http = "" if (<str>version).startswith("HTTP/") else "HTTP/"
-    else:
-        method = "<BADREQ>"
-        space = target = version = http = ""
-    status = _field(r, F_STATUS)
-    status = "-1" if status is None else _decimal(int(status))
-    tq = _ms(_field(r, F_T_REQUEST))
-    tw = _ms(_field(r, F_T_QUEUE))
-    tc = _ms(_field(r, F_T_CONNECT))
-    tr = _ms(_field(r, F_T_FIRST_BYTE))
-    ta = _ms(_field(r, F_T_TOTAL))
-    bytes_out = _decimal(int(_field(r, F_BYTES_OUT)))
-    term = _token(_field(r, F_TERMINATION))
-    retries = _decimal(int(_field(r, F_RETRIES)))
-    acl = _token(_field(r, F_ACL))
-    host = _capture(_field(r, F_HOST))
-    user_agent = _capture(_field(r, F_USER_AGENT))
-    return (
-        f"{lb}{ip}{rb}:{port} [{date}{millis}] {listener} {pool}/{member} "
-        f"{tq}/{tw}/{tc}/{tr}/{ta} {status} {bytes_out} - - {term} {retries} {acl} "
-        f'{{{host}|{user_agent}}} "{method}{space}{target}{space}{http}{version}"'
-    )
-
-
 # -- one buffer per line -------------------------------------------------------------------------
 # The text line is written into one C buffer, its numbers as digits, and made into a
 # str once: no piece becomes a str of its own, and no tuple of ~35 pieces is joined.
+# Every piece is escaped to ASCII but the str() of an odd value (a port that is not an
+# int, say), written as the pure twin writes it; from such a piece on, the line is
+# kept as a list of strs and joined.
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -565,7 +463,7 @@ cdef struct _Line:
     char *data
     Py_ssize_t size
     Py_ssize_t capacity
-    bint not_ascii  # a piece was not ASCII: the caller formats the line the joined way
+    PyObject *pieces  # a list once a piece was not ASCII: the line goes on as strs, joined at the end
     char stack[_LINE_STACK]
 
 
@@ -573,13 +471,15 @@ cdef inline void _line_init(_Line *line) noexcept:
     line.data = line.stack
     line.size = 0
     line.capacity = _LINE_STACK
-    line.not_ascii = False
+    line.pieces = NULL
 
 
 cdef inline void _line_free(_Line *line) noexcept:
     if line.data != line.stack:
         PyMem_Free(line.data)
     line.data = line.stack
+    Py_XDECREF(line.pieces)
+    line.pieces = NULL
 
 
 cdef int _line_grow(_Line *line, Py_ssize_t need) except -1:
@@ -600,7 +500,26 @@ cdef int _line_grow(_Line *line, Py_ssize_t need) except -1:
     return 0
 
 
+cdef int _line_to_pieces(_Line *line) except -1:
+    """A piece that is not ASCII (only odd values, whose str() is written as it is, do
+    that): what was written so far becomes the first str of a list of pieces."""
+    pieces = [PyUnicode_FromStringAndSize(line.data, line.size)]
+    Py_INCREF(pieces)
+    line.pieces = <PyObject *>pieces
+    return 0
+
+
+cdef int _put_piece(_Line *line, str text) except -1:
+    """Past a piece that was not ASCII: ``text`` goes to the list of pieces."""
+    if line.pieces == NULL:
+        _line_to_pieces(line)
+    (<list>line.pieces).append(text)
+    return 0
+
+
 cdef inline int _put_chars(_Line *line, const char *chars, Py_ssize_t n) except -1:
+    if line.pieces != NULL:
+        return _put_piece(line, PyUnicode_FromStringAndSize(chars, n))
     if line.size + n > line.capacity:
         _line_grow(line, n)
     memcpy(line.data + line.size, chars, n)
@@ -609,19 +528,18 @@ cdef inline int _put_chars(_Line *line, const char *chars, Py_ssize_t n) except 
 
 
 cdef inline int _put_char(_Line *line, char c) except -1:
-    if line.size + 1 > line.capacity:
-        _line_grow(line, 1)
-    line.data[line.size] = c
-    line.size += 1
-    return 0
+    if line.pieces == NULL and line.size < line.capacity:
+        line.data[line.size] = c
+        line.size += 1
+        return 0
+    return _put_chars(line, &c, 1)
 
 
 cdef inline int _put(_Line *line, str text) except -1:
-    """An ASCII str's characters (its bytes: ASCII is stored one byte per character)."""
-    if not PyUnicode_IS_ASCII(text):
-        line.not_ascii = True
-        return 0
-    return _put_chars(line, <const char *>PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text))
+    """A str: its bytes when it is ASCII (stored one byte per character)."""
+    if line.pieces == NULL and PyUnicode_IS_ASCII(text):
+        return _put_chars(line, <const char *>PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text))
+    return _put_piece(line, text)
 
 
 cdef int _put_digits(_Line *line, long long value) except -1:
@@ -642,6 +560,8 @@ cdef int _put_digits(_Line *line, long long value) except -1:
 
 
 cdef object _line_str(_Line *line):
+    if line.pieces != NULL:
+        return "".join(<list>line.pieces)
     out = PyUnicode_New(line.size, 127)
     memcpy(PyUnicode_1BYTE_DATA(out), line.data, line.size)
     return out
@@ -683,6 +603,23 @@ cdef inline bint _c_ms(object seconds, long long *out):
     return False
 
 
+cdef inline object _ms_of(object record, int field, long long *out):
+    """The record's duration ``field`` in haproxy's milliseconds: None with the number
+    in ``out`` when C computes it, else the text the joined formatter writes."""
+    value = _field(record, field)
+    if _c_ms(value, out):
+        return None
+    return f"{_pure._ms(value)}"  # whatever C does not take, the reference decides (or raises)
+
+
+cdef inline object _int_of(object value, long long *out):
+    """``int(value)``: None with the number in ``out`` when it fits, else its text."""
+    value = int(value)
+    if _c_integer(value, out):
+        return None
+    return f"{value}"
+
+
 cdef inline int _put_number(_Line *line, long long value, object text) except -1:
     """A number of the line: ``value`` when ``text`` is None (the common case), else
     ``text``, what the joined formatter writes for it."""
@@ -698,7 +635,7 @@ cdef int _text_line(_Line *line, object r) except -1:
     cdef long long second, port_n = 0, n_tw = 0, n_tc = 0, n_tt = 0, n_tq = 0, n_tr = 0, n_ta = 0
     cdef long long n_status = 0, n_bytes = 0, n_retries = 0
     cdef int ms
-    port_t = tw_t = tc_t = tt_t = tq_t = tr_t = ta_t = status_t = bytes_t = retries_t = None
+    port_t = status_t = None
     ip = _token(_field(r, F_CLIENT_IP))
     port = _field(r, F_CLIENT_PORT)
     if not _c_integer(port, &port_n):
@@ -733,22 +670,12 @@ cdef int _text_line(_Line *line, object r) except -1:
     _put(line, <str>member)
     _put_char(line, c' ')
     if _field(r, F_MODE) == "tcp":
-        value = _field(r, F_T_QUEUE)
-        if not _c_ms(value, &n_tw):
-            tw_t = f"{_ms(value)}"
-        value = _field(r, F_T_CONNECT)
-        if not _c_ms(value, &n_tc):
-            tc_t = f"{_ms(value)}"
-        value = _field(r, F_T_TOTAL)
-        if not _c_ms(value, &n_tt):
-            tt_t = f"{_ms(value)}"
-        value = int(_field(r, F_BYTES_OUT))
-        if not _c_integer(value, &n_bytes):
-            bytes_t = f"{value}"
+        tw_t = _ms_of(r, F_T_QUEUE, &n_tw)
+        tc_t = _ms_of(r, F_T_CONNECT, &n_tc)
+        tt_t = _ms_of(r, F_T_TOTAL, &n_tt)
+        bytes_t = _int_of(_field(r, F_BYTES_OUT), &n_bytes)
         term = _token(_field(r, F_TERMINATION))
-        value = int(_field(r, F_RETRIES))
-        if not _c_integer(value, &n_retries):
-            retries_t = f"{value}"
+        retries_t = _int_of(_field(r, F_RETRIES), &n_retries)
         # Tw/Tc/Tt bytes_out TERM retries
         _put_number(line, n_tw, tw_t)
         _put_char(line, c'/')
@@ -772,31 +699,15 @@ cdef int _text_line(_Line *line, object r) except -1:
     if value is None:
         n_status = -1
     else:
-        value = int(value)
-        if not _c_integer(value, &n_status):
-            status_t = f"{value}"
-    value = _field(r, F_T_REQUEST)
-    if not _c_ms(value, &n_tq):
-        tq_t = f"{_ms(value)}"
-    value = _field(r, F_T_QUEUE)
-    if not _c_ms(value, &n_tw):
-        tw_t = f"{_ms(value)}"
-    value = _field(r, F_T_CONNECT)
-    if not _c_ms(value, &n_tc):
-        tc_t = f"{_ms(value)}"
-    value = _field(r, F_T_FIRST_BYTE)
-    if not _c_ms(value, &n_tr):
-        tr_t = f"{_ms(value)}"
-    value = _field(r, F_T_TOTAL)
-    if not _c_ms(value, &n_ta):
-        ta_t = f"{_ms(value)}"
-    value = int(_field(r, F_BYTES_OUT))
-    if not _c_integer(value, &n_bytes):
-        bytes_t = f"{value}"
+        status_t = _int_of(value, &n_status)
+    tq_t = _ms_of(r, F_T_REQUEST, &n_tq)
+    tw_t = _ms_of(r, F_T_QUEUE, &n_tw)
+    tc_t = _ms_of(r, F_T_CONNECT, &n_tc)
+    tr_t = _ms_of(r, F_T_FIRST_BYTE, &n_tr)
+    ta_t = _ms_of(r, F_T_TOTAL, &n_ta)
+    bytes_t = _int_of(_field(r, F_BYTES_OUT), &n_bytes)
     term = _token(_field(r, F_TERMINATION))
-    value = int(_field(r, F_RETRIES))
-    if not _c_integer(value, &n_retries):
-        retries_t = f"{value}"
+    retries_t = _int_of(_field(r, F_RETRIES), &n_retries)
     acl = _token(_field(r, F_ACL))
     host = _capture(_field(r, F_HOST))
     user_agent = _capture(_field(r, F_USER_AGENT))
@@ -845,8 +756,6 @@ def format_text(record, worker=0):
     _line_init(&line)
     try:
         _text_line(&line, record)
-        if line.not_ascii:
-            return _text_joined(record)
         return _line_str(&line)
     finally:
         _line_free(&line)
@@ -872,8 +781,6 @@ def syslog_frame(record, worker, str prefix, str middle, line_format):
             _put(&line, <str>_pure.iso_timestamp(accepted))
         _put(&line, middle)
         _text_line(&line, record)
-        if line.not_ascii:
-            return f"{prefix}{iso_timestamp(accepted)}{middle}{_text_joined(record)}"
         return _line_str(&line)
     finally:
         _line_free(&line)

@@ -52,7 +52,7 @@ from libc.string cimport memcpy
 
 from lbcore._fastpath._events cimport Request, Response
 
-from lbcore._fastpath._slots cimport slot_at, slot_offset
+from lbcore._fastpath._slots cimport slot_offsets, slot_or_getattr
 
 from lbcore.l7._forwarding import ForwardingPolicy, ResponseFraming
 from lbcore.l7._http1_headers import BAD_VALUE_RE, HOP_BY_HOP, TOKEN_RE
@@ -72,6 +72,7 @@ IMPLEMENTATION = "compiled"
 # generic attribute lookups a request otherwise. Off when any field is not a slot.
 _POLICY_FIELDS = ("_replaced", "xff", "xfp", "xfport", "forwarded", "proto", "port", "add_headers")
 cdef Py_ssize_t _policy_offset[8]
+cdef tuple _policy_names = _POLICY_FIELDS  # a C global: no module dictionary lookup per read
 cdef object _policy_type = None
 cdef enum:
     P_REPLACED = 0
@@ -84,28 +85,14 @@ cdef enum:
     P_ADD_HEADERS = 7
 
 
-cdef _bind_policy_slots():
-    global _policy_type
-    cdef Py_ssize_t i
-    for i, name in enumerate(_POLICY_FIELDS):
-        _policy_offset[i] = slot_offset(ForwardingPolicy, name)
-        if _policy_offset[i] < 0:
-            return
+if slot_offsets(ForwardingPolicy, _POLICY_FIELDS, _policy_offset):
     _policy_type = ForwardingPolicy
-
-
-_bind_policy_slots()
 POLICY_SLOTS = _policy_type is not None  # tests: the fast read is on
 
 
 cdef inline object _policy(object policy, int field):
     """``getattr(policy, _POLICY_FIELDS[field])``, from the slot for a ForwardingPolicy."""
-    cdef PyObject *value
-    if type(policy) is _policy_type:
-        value = slot_at(policy, _policy_offset[field])[0]
-        if value != NULL:
-            return <object>value
-    return getattr(policy, _POLICY_FIELDS[field])
+    return slot_or_getattr(policy, _policy_type, _policy_offset, _policy_names, field)
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)

@@ -31,3 +31,25 @@ cdef inline Py_ssize_t slot_offset(object cls, str name):
 cdef inline PyObject **slot_at(object instance, Py_ssize_t offset) noexcept:
     """The slot's pointer in ``instance`` (NULL inside: the slot is unset)."""
     return <PyObject **>((<char *><PyObject *>instance) + offset)
+
+
+cdef inline bint slot_offsets(object cls, tuple names, Py_ssize_t *out):
+    """Each name's offset into ``out``; False (leave the fast read off) when any of
+    them is not a plain slot."""
+    cdef Py_ssize_t i
+    for i in range(len(names)):
+        out[i] = slot_offset(cls, names[i])
+        if out[i] < 0:
+            return False
+    return True
+
+
+cdef inline object slot_or_getattr(object instance, object cls, Py_ssize_t *offsets, tuple names, int field):
+    """``getattr(instance, names[field])``: from the slot at ``offsets[field]`` when
+    ``instance`` is exactly ``cls`` (None: never) and the slot is set."""
+    cdef PyObject *value
+    if type(instance) is cls:
+        value = slot_at(instance, offsets[field])[0]
+        if value != NULL:
+            return <object>value
+    return getattr(instance, names[field])

@@ -13,6 +13,8 @@ cdef class Router:
     cdef public bint indexed, _header
     cdef public Py_ssize_t _count
     cdef public dict _header_exact, _header_folded, _host_exact
-    @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, n=Py_ssize_t, lowest=Py_ssize_t,
-                   path=str, line=str, value=str)
+    @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, path=str, line=str, value=str)
     cpdef route(self, RequestFacts facts)
+
+@cython.locals(i=Py_ssize_t, n=Py_ssize_t, lowest=Py_ssize_t)
+cdef Py_ssize_t _best_prefix(tuple buckets, str path, Py_ssize_t best, Py_ssize_t count) except -1

@@ -111,20 +111,10 @@ class Router:
                     best = i
         if self._exact_buckets:
             path = facts._path if facts._path is not None else facts.path  # the property, once split
-            for n, prefixes, lowest in self._exact_buckets:
-                if lowest >= best:
-                    break
-                i = prefixes.get(path[:n], count)
-                if i < best:
-                    best = i
+            best = _best_prefix(self._exact_buckets, path, best, count)
         if self._folded_buckets:
-            path = facts.path.lower()  # the whole path, as the matcher: lower() may change lengths
-            for n, prefixes, lowest in self._folded_buckets:
-                if lowest >= best:
-                    break
-                i = prefixes.get(path[:n], count)
-                if i < best:
-                    best = i
+            # The whole path lowered, as the matcher does: lower() may change lengths.
+            best = _best_prefix(self._folded_buckets, facts.path.lower(), best, count)
         for i, matches in self._generic:
             if i >= best:
                 break
@@ -214,3 +204,15 @@ class Router:
                     found.append((name, earlier))
                     break
         return found
+
+
+def _best_prefix(buckets: tuple[tuple[int, dict[str, int], int], ...], path: str, best: int, count: int) -> int:
+    """The lowest rule index below ``best`` whose prefix starts ``path``, else ``best``:
+    a bucket per prefix length, lowest index first (``Router._index``)."""
+    for n, prefixes, lowest in buckets:
+        if lowest >= best:
+            break
+        i = prefixes.get(path[:n], count)
+        if i < best:
+            best = i
+    return best
