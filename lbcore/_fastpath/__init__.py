@@ -12,6 +12,12 @@ they are one source. Python imports an extension before a ``.py`` of the same na
 so under LBCORE_NO_EXTENSIONS a finder (installed when ``lbcore`` is imported)
 hands out the source instead; it does the same, with a warning, for a module whose
 ``.py`` or ``.pxd`` was edited after it was built.
+
+So the in-place modules are compiled or pure as a group, while a ``.pyx`` here is
+compiled whenever it is built: an in-place module may cimport a ``.pyx`` of this
+package (``http.pxd`` cimports ``_events``), never the other way round. A ``.pyx``
+that cimported an in-place class would meet the pure class when the twins are forced,
+and Cython only warns when the instance it expects is smaller than the one it gets.
 """
 
 import importlib
