@@ -28,7 +28,7 @@ escaping rules and ``lbcore.proxy.accesslog`` for the layouts). What differs is 
 
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free
 from cpython.unicode cimport (
     PyUnicode_1BYTE_DATA,
     PyUnicode_DATA,
@@ -70,8 +70,10 @@ cdef extern from *:
 
 from cpython.object cimport PyObject
 
-from lbcore._fastpath._slots cimport slot_at, slot_offset, slot_offsets, slot_or_getattr
 from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
+
+from lbcore._fastpath._growbuf cimport grow_buffer
+from lbcore._fastpath._slots cimport slot_at, slot_offset, slot_offsets, slot_or_getattr
 
 _FIELDS = ("accepted", "client_ip", "client_port", "listener", "acl", "pool", "member", "method", "target", "http_version", "host", "user_agent", "status", "bytes_in", "bytes_out", "t_tls", "t_request", "t_queue", "t_connect", "t_first_byte", "t_total", "retries", "termination", "tls_version", "tls_resumed", "sni", "mode")
 cdef Py_ssize_t _offset[27]
@@ -326,6 +328,14 @@ cdef inline tuple _second_pair(long long second):
     return pair
 
 
+cdef inline double _round(double x) noexcept:
+    """``round(x)`` as Python's float.__round__ does it: to the nearest, ties to even."""
+    cdef double r = c_round(x)  # half away from zero ...
+    if fabs(x - r) == 0.5:
+        r = 2.0 * c_round(x / 2.0)  # ... then a tie goes to the even neighbour
+    return r
+
+
 cdef inline bint _split(object timestamp, long long *second, int *ms):
     """The pure ``_split`` for a float in range: ``divmod(round(t * 1000), 1000)``.
     False: not a float, or out of range; the caller uses the pure helper."""
@@ -334,9 +344,7 @@ cdef inline bint _split(object timestamp, long long *second, int *ms):
     cdef double x = _mul(PyFloat_AS_DOUBLE(timestamp), 1000.0)
     if not isfinite(x):
         return False
-    cdef double r = c_round(x)  # float.__round__(): half away from zero, then ties to even
-    if fabs(x - r) == 0.5:
-        r = 2.0 * c_round(x / 2.0)
+    cdef double r = _round(x)
     if not -9.0e15 < r < 9.0e15:
         return False
     cdef long long n = <long long>r
@@ -483,21 +491,7 @@ cdef inline void _line_free(_Line *line) noexcept:
 
 
 cdef int _line_grow(_Line *line, Py_ssize_t need) except -1:
-    cdef Py_ssize_t capacity = line.capacity * 2
-    cdef char *data
-    if capacity < line.size + need:
-        capacity = line.size + need
-    if line.data == line.stack:
-        data = <char *>PyMem_Malloc(capacity)
-        if data != NULL:
-            memcpy(data, line.stack, line.size)
-    else:
-        data = <char *>PyMem_Realloc(line.data, capacity)
-    if data == NULL:
-        raise MemoryError()
-    line.data = data
-    line.capacity = capacity
-    return 0
+    return grow_buffer(&line.data, &line.capacity, line.size, need, line.data != line.stack)
 
 
 cdef int _line_to_pieces(_Line *line) except -1:
@@ -591,9 +585,7 @@ cdef inline bint _c_ms(object seconds, long long *out):
     x = _mul(d, 1000.0)
     if not isfinite(x):
         return False
-    r = c_round(x)
-    if fabs(x - r) == 0.5:
-        r = 2.0 * c_round(x / 2.0)
+    r = _round(x)
     if r <= 0.0:
         out[0] = 0
         return True

@@ -47,11 +47,12 @@ from cpython.unicode cimport (
     PyUnicode_READ,
 )
 from libc.stdint cimport uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from cpython.mem cimport PyMem_Free
 from libc.string cimport memcpy
 
 from lbcore._fastpath._events cimport Request, Response
 
+from lbcore._fastpath._growbuf cimport grow_buffer
 from lbcore._fastpath._slots cimport slot_offsets, slot_or_getattr
 
 from lbcore.l7._forwarding import ForwardingPolicy, ResponseFraming
@@ -323,7 +324,7 @@ cdef inline void _out_init(Out *o) noexcept:
 
 cdef void _out_release(Out *o) noexcept:
     if o.heap:
-        free(o.data)
+        PyMem_Free(o.data)
         o.heap = False
     o.data = NULL
     Py_XDECREF(o.bad_name)
@@ -335,21 +336,7 @@ cdef void _out_release(Out *o) noexcept:
 
 
 cdef int _grow(Out *o, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t need = o.len + extra
-    cdef Py_ssize_t cap = o.cap * 2
-    cdef char *p
-    if cap < need:
-        cap = need
-    if o.heap:
-        p = <char *>realloc(o.data, cap)
-    else:
-        p = <char *>malloc(cap)
-        if p != NULL:
-            memcpy(p, o.data, o.len)
-    if p == NULL:
-        raise MemoryError()
-    o.data = p
-    o.cap = cap
+    grow_buffer(&o.data, &o.cap, o.len, extra, o.heap)
     o.heap = True
     return 0
 

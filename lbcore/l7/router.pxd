@@ -10,7 +10,7 @@ from lbcore.l7.facts cimport RequestFacts
 cdef class Router:
     cdef public tuple rules, _table, _routes, _generic, _exact_buckets, _folded_buckets
     cdef public object default_pool, _default
-    cdef public bint indexed, _header
+    cdef public bint indexed
     cdef public Py_ssize_t _count
     cdef public dict _header_exact, _header_folded, _host_exact
     @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, path=str, line=str, value=str)

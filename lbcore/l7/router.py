@@ -59,7 +59,7 @@ class Router:
 
     __slots__ = (
         "rules", "default_pool", "indexed", "_table", "_default", "_routes", "_count", "_generic",
-        "_header", "_header_exact", "_header_folded", "_host_exact", "_exact_buckets", "_folded_buckets",
+        "_header_exact", "_header_folded", "_host_exact", "_exact_buckets", "_folded_buckets",
     )
 
     def __init__(self, rules: Sequence[tuple[str, Condition, str]], default_pool: str | None) -> None:
@@ -89,7 +89,7 @@ class Router:
             return self._default
         count = self._count
         best = count
-        if self._header:
+        if self._header_exact or self._header_folded:
             header_exact = self._header_exact
             header_folded = self._header_folded
             for line in facts.header_values("host"):
@@ -163,7 +163,6 @@ class Router:
         self._routes = tuple(route for _, route in self._table) + (self._default,)
         self._count = len(self._table)
         self._generic = tuple(generic)
-        self._header = bool(header_exact or header_folded)
         self._header_exact = header_exact
         self._header_folded = header_folded
         self._host_exact = host_exact
