@@ -15,11 +15,18 @@ cdef class Request:
 cdef class Response:
     cdef readonly int status
     cdef readonly str reason
-    cdef readonly tuple headers
     cdef readonly str http_version
     cdef readonly bint keep_alive, chunked
     cdef readonly object content_length
+    # ``headers`` is a property: the tuple, made from the field lines on first use when
+    # the event holds them as received (``_lines`` not None: the fast lane's
+    # ``_heads.scan_response_event``). ``_lines[_lines_start:_lines_end]`` are whole
+    # field lines, each ending in CRLF, every name and value checked by the scan.
+    cdef tuple _headers
+    cdef bytes _lines
+    cdef Py_ssize_t _lines_start, _lines_end
     cdef tuple _fields(self)
+    cdef tuple header_tuple(self)
 
 
 cdef class InformationalResponse:

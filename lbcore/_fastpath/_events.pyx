@@ -18,6 +18,10 @@ Field types are checked where the pure twin only annotates: ``str`` fields take 
 stored as booleans.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memchr
+
 from dataclasses import FrozenInstanceError
 
 from lbcore._fastpath import _events_py as _pure
@@ -36,6 +40,30 @@ cdef inline _frozen(name):
 
 cdef inline _undeletable(name):
     raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+cdef tuple _decode_field_lines(bytes lines, Py_ssize_t start, Py_ssize_t end):
+    """The (name, value) pairs of the field lines ``lines[start:end]`` (whole lines, each
+    ending in CRLF, with a colon and no CR in them: a scan checked them), decoded as
+    latin-1, the value without its leading and trailing whitespace."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(lines)
+    cdef Py_ssize_t line_end, colon, lead, tail
+    out = []
+    while start < end:
+        line_end = <const unsigned char *>memchr(p + start, 13, end - start) - p
+        colon = <const unsigned char *>memchr(p + start, 58, line_end - start) - p
+        lead = colon + 1
+        while lead < line_end and (p[lead] == 32 or p[lead] == 9):
+            lead += 1
+        tail = line_end
+        while tail > lead and (p[tail - 1] == 32 or p[tail - 1] == 9):
+            tail -= 1
+        out.append((
+            PyUnicode_DecodeLatin1(<const char *>p + start, colon - start, NULL),
+            PyUnicode_DecodeLatin1(<const char *>p + lead, tail - lead, NULL),
+        ))
+        start = line_end + 2
+    return tuple(out)
 
 
 cdef class Request:
@@ -99,14 +127,25 @@ cdef class Response:
             raise ValueError(f"a final response has status 101 or 200-999, not {status}")
         self.status = status
         self.reason = reason
-        self.headers = headers
+        self._headers = headers
         self.http_version = http_version
         self.keep_alive = keep_alive
         self.chunked = chunked
         self.content_length = content_length
 
+    @property
+    def headers(self):
+        return self.header_tuple()
+
+    cdef tuple header_tuple(self):
+        """The headers, decoded from the field lines the first time when the event holds
+        them as received (a head the fast lane read; see ``_events.pxd``)."""
+        if self._headers is None:
+            self._headers = _decode_field_lines(self._lines, self._lines_start, self._lines_end)
+        return self._headers
+
     cdef tuple _fields(self):
-        return (self.status, self.reason, self.headers, self.http_version, self.keep_alive, self.chunked,
+        return (self.status, self.reason, self.header_tuple(), self.http_version, self.keep_alive, self.chunked,
                 self.content_length)
 
     def __eq__(self, other):
@@ -118,7 +157,7 @@ cdef class Response:
         return hash(self._fields())
 
     def __repr__(self):
-        return (f"Response(status={self.status!r}, reason={self.reason!r}, headers={self.headers!r}, "
+        return (f"Response(status={self.status!r}, reason={self.reason!r}, headers={self.header_tuple()!r}, "
                 f"http_version={self.http_version!r}, keep_alive={self.keep_alive!r}, chunked={self.chunked!r}, "
                 f"content_length={self.content_length!r})")
 

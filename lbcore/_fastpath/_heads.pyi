@@ -13,6 +13,9 @@ def scan_request(
 def scan_response(
     data: bytes, pos: int, method: str, max_header_bytes: int, max_headers: int
 ) -> tuple[int, str, tuple[tuple[str, str], ...], str, bool, int | None, int] | None: ...
+def scan_response_event(
+    data: bytes, pos: int, method: str, max_header_bytes: int, max_headers: int
+) -> tuple[Response, int] | None: ...
 def make_request(
     method: str, target: str, headers: tuple[tuple[str, str], ...], version: str, keep_alive: bool,
     content_length: int | None,

@@ -22,7 +22,8 @@ from lbcore._fastpath._events cimport Data, Request, Response
 
 from lbcore._fastpath import _heads_py as _pure
 
-__all__ = ["IMPLEMENTATION", "make_data", "make_request", "make_response", "scan_request", "scan_response"]
+__all__ = ["IMPLEMENTATION", "make_data", "make_request", "make_response", "scan_request", "scan_response",
+           "scan_response_event"]
 
 IMPLEMENTATION = "compiled"
 
@@ -149,7 +150,7 @@ def make_response(int status, str reason, tuple headers, str version, bint keep_
     cdef Response event = Response.__new__(Response)
     event.status = status
     event.reason = reason
-    event.headers = headers
+    event._headers = headers
     event.http_version = version
     event.keep_alive = keep_alive
     event.chunked = False
@@ -221,59 +222,108 @@ def scan_request(bytes data not None, Py_ssize_t pos, Py_ssize_t max_request_lin
     )
 
 
+cdef struct ResponseHead:
+    int status
+    bint v11  # HTTP/1.1, else 1.0
+    Py_ssize_t eol  # the status line's CRLF
+    Py_ssize_t stop  # the head's CRLF CRLF
+    bint keep_alive
+    long long length  # -1: none
+
+
+cdef int _response_head(const unsigned char *p, Py_ssize_t n, Py_ssize_t pos, str method,
+                        Py_ssize_t max_header_bytes, Py_ssize_t max_headers, list headers,
+                        ResponseHead *head) except -2:
+    """Read a simple response head at ``p[pos:n]`` into ``head`` (its fields appended
+    to ``headers`` unless None); -1 if it is not simple."""
+    cdef Py_ssize_t stop, eol, i
+    cdef int status
+    cdef Fields fields
+    if method == "CONNECT":  # a 2xx starts a tunnel
+        return -1
+    if pos < 0 or pos >= n:
+        return -1
+    stop = _find_head_end(p, pos, n)
+    if stop < 0 or stop + 4 - pos > max_header_bytes:
+        return -1
+    eol = _find_crlf(p, pos, stop + 2)  # end of the status line (<= stop)
+    # "HTTP/1.x 200 "
+    if eol - pos < 13 or memcmp(p + pos, b"HTTP/1.", 7) != 0 or p[pos + 8] != SP or p[pos + 12] != SP:
+        return -1
+    if p[pos + 7] == 0x31:
+        head.v11 = True
+    elif p[pos + 7] == 0x30:
+        head.v11 = False
+    else:
+        return -1
+    status = 0
+    for i in range(pos + 9, pos + 12):
+        if not _CLASS[p[i]] & IS_DIGIT:
+            return -1
+        status = status * 10 + (p[i] - 0x30)
+    if not 200 <= status <= 599:  # 1xx (and 101) are for llhttp
+        return -1
+    for i in range(pos + 13, eol):
+        if not _CLASS[p[i]] & IS_REASON:
+            return -1
+    if _fields(p, eol, stop, max_headers, &_RESPONSE_KINDS, headers, &fields) < 0:
+        return -1
+    # RFC 9112 6.3: no body after HEAD, 204, 304; else only Content-Length is
+    # simple (a close-delimited body goes the llhttp path).
+    if not (method == "HEAD" or status == 204 or status == 304) and fields.length < 0:
+        return -1
+    head.status = status
+    head.eol = eol
+    head.stop = stop
+    head.keep_alive = _keep_alive(V11 if head.v11 else V10, fields.close, fields.keep_alive)
+    head.length = fields.length
+    return 0
+
+
 def scan_response(bytes data not None, Py_ssize_t pos, str method, Py_ssize_t max_header_bytes,
                   Py_ssize_t max_headers):
     """(status, reason, headers, version, keep_alive, content_length, end) of a simple
     response head at ``data[pos:]`` answering ``method``, or None."""
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t stop, eol, i
-    cdef int status
-    cdef str version
-    cdef Fields fields
-    if method == "CONNECT":  # a 2xx starts a tunnel
-        return None
-    if pos < 0 or pos >= n:
-        return None
-    stop = _find_head_end(p, pos, n)
-    if stop < 0 or stop + 4 - pos > max_header_bytes:
-        return None
-    eol = _find_crlf(p, pos, stop + 2)  # end of the status line (<= stop)
-    # "HTTP/1.x 200 "
-    if eol - pos < 13 or memcmp(p + pos, b"HTTP/1.", 7) != 0 or p[pos + 8] != SP or p[pos + 12] != SP:
-        return None
-    if p[pos + 7] == 0x31:
-        version = V11
-    elif p[pos + 7] == 0x30:
-        version = V10
-    else:
-        return None
-    status = 0
-    for i in range(pos + 9, pos + 12):
-        if not _CLASS[p[i]] & IS_DIGIT:
-            return None
-        status = status * 10 + (p[i] - 0x30)
-    if not 200 <= status <= 599:  # 1xx (and 101) are for llhttp
-        return None
-    for i in range(pos + 13, eol):
-        if not _CLASS[p[i]] & IS_REASON:
-            return None
+    cdef ResponseHead head
     headers = []
-    if _fields(p, eol, stop, max_headers, &_RESPONSE_KINDS, headers, &fields) < 0:
-        return None
-    # RFC 9112 6.3: no body after HEAD, 204, 304; else only Content-Length is
-    # simple (a close-delimited body goes the llhttp path).
-    if not (method == "HEAD" or status == 204 or status == 304) and fields.length < 0:
+    if _response_head(p, PyBytes_GET_SIZE(data), pos, method, max_header_bytes, max_headers, headers, &head) < 0:
         return None
     return (
-        status,
-        _text(p + pos + 13, eol - pos - 13),
+        head.status,
+        _text(p + pos + 13, head.eol - pos - 13),
         tuple(headers),
-        version,
-        _keep_alive(version, fields.close, fields.keep_alive),
-        None if fields.length < 0 else fields.length,
-        stop + 4,
+        V11 if head.v11 else V10,
+        head.keep_alive,
+        None if head.length < 0 else head.length,
+        head.stop + 4,
     )
+
+
+def scan_response_event(bytes data not None, Py_ssize_t pos, str method, Py_ssize_t max_header_bytes,
+                        Py_ssize_t max_headers):
+    """(Response, end) of a simple response head at ``data[pos:]`` answering ``method``,
+    or None: the event ``make_response`` makes of ``scan_response``'s answer.
+
+    The event keeps the field lines as received (``data`` itself, no copy) and makes
+    its ``headers`` tuple only if asked: the compiled proxy writes the lines it
+    forwards straight from them (``_rewrite``).
+    """
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+    cdef ResponseHead head
+    if _response_head(p, PyBytes_GET_SIZE(data), pos, method, max_header_bytes, max_headers, None, &head) < 0:
+        return None
+    cdef Response event = Response.__new__(Response)
+    event.status = head.status
+    event.reason = _text(p + pos + 13, head.eol - pos - 13)
+    event._lines = data
+    event._lines_start = head.eol + 2
+    event._lines_end = head.stop + 2
+    event.http_version = V11 if head.v11 else V10
+    event.keep_alive = head.keep_alive
+    event.chunked = False
+    event.content_length = None if head.length < 0 else head.length
+    return event, head.stop + 4
 
 
 # -- the parts -----------------------------------------------------------------------
@@ -317,7 +367,7 @@ cdef str _text(const unsigned char *s, Py_ssize_t n):
 cdef int _fields(const unsigned char *p, Py_ssize_t eol, Py_ssize_t stop, Py_ssize_t max_headers,
                  const KindTable *kinds, list headers, Fields *out) except -2:
     """The field lines between the start line's CRLF at ``eol`` and the CRLF CRLF at
-    ``stop``, appended to ``headers``; -1 if they are not simple."""
+    ``stop``, appended to ``headers`` (unless None); -1 if they are not simple."""
     cdef Py_ssize_t start, line_end, colon, lead, tail, i
     cdef Py_ssize_t count = 0
     cdef int kind
@@ -367,10 +417,11 @@ cdef int _fields(const unsigned char *p, Py_ssize_t eol, Py_ssize_t stop, Py_ssi
                     return -1
             else:
                 return -1
-        headers.append((
-            _text(p + start, colon - start),
-            _text(p + lead, tail - lead),
-        ))
+        if headers is not None:
+            headers.append((
+                _text(p + start, colon - start),
+                _text(p + lead, tail - lead),
+            ))
         start = line_end + 2
     return 0
 

@@ -47,7 +47,8 @@ import re
 
 from lbcore.l7._http1_events import Data, Request, Response
 
-__all__ = ["IMPLEMENTATION", "make_data", "make_request", "make_response", "scan_request", "scan_response"]
+__all__ = ["IMPLEMENTATION", "make_data", "make_request", "make_response", "scan_request", "scan_response",
+           "scan_response_event"]
 
 IMPLEMENTATION = "pure"
 
@@ -195,6 +196,18 @@ def scan_response(data: bytes, pos: int, method: str, max_header_bytes: int, max
         length,
         stop + 4,
     )
+
+
+def scan_response_event(data: bytes, pos: int, method: str, max_header_bytes: int, max_headers: int):
+    """(Response, end) of a simple response head at ``data[pos:]`` answering ``method``,
+    or None: the event ``make_response`` makes of ``scan_response``'s answer (what the
+    response reader's fast lane calls). The compiled twin's event keeps the field
+    lines as received and makes its ``headers`` only when asked."""
+    head = scan_response(data, pos, method, max_header_bytes, max_headers)
+    if head is None:
+        return None
+    status, reason, headers, version, keep_alive, length, end = head
+    return make_response(status, reason, headers, version, keep_alive, length), end
 
 
 # -- the parts -----------------------------------------------------------------------

@@ -32,7 +32,7 @@ is refused here, as RFC 9110 asks; and a field whose name or value is not a str 
 TypeError here, while the pure twin fails on it in various ways.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
@@ -48,7 +48,7 @@ from cpython.unicode cimport (
 )
 from libc.stdint cimport uint64_t
 from cpython.mem cimport PyMem_Free
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy
 
 from lbcore._fastpath._events cimport Request, Response
 
@@ -747,12 +747,20 @@ cdef object _response_head(
 
     # A compiled event's fields are read as C fields; anything else by attribute.
     cdef Response event = response if type(response) is Response else None
+    cdef tuple headers
+    cdef Py_ssize_t fields_at
     if event is not None:
-        status, reason, raw = event.status, event.reason, event.headers
+        status, reason = event.status, event.reason
     else:
-        status, reason, raw = response.status, response.reason, response.headers
-    cdef tuple headers = raw if type(raw) is tuple else tuple(raw)
+        status, reason = response.status, response.reason
     line_error = _status_line(o, status, reason)
+    fields_at = o.len
+    if event is not None and event._lines is not None and _received_lines(o, event):
+        return _response_end(o, event, status, reason, line_error, None, request_method, client_version,
+                             client_keep_alive, extra_headers)
+    o.len = fields_at
+    raw = event.header_tuple() if event is not None else response.headers
+    headers = raw if type(raw) is tuple else tuple(raw)
     tokens = _connection_tokens(headers)
 
     for i in range(PyTuple_GET_SIZE(headers)):
@@ -771,6 +779,61 @@ cdef object _response_head(
             if lname in tokens:
                 continue
         _field(o, name, value)
+    return _response_end(o, event if event is not None else response, status, reason, line_error, upgrade,
+                         request_method, client_version, client_keep_alive, extra_headers)
+
+
+cdef int _received_lines(Out *o, Response event) except -1:
+    """Write the end-to-end fields of a head the fast lane read, from its field lines
+    as received (``_events.pxd``), as the loop over its headers would; 0 when a field
+    needs that loop (its name is a Connection option), 1 when written.
+
+    The scan checked every line (a tchar name, a value of VCHAR, SP and HTAB) and let
+    through no Transfer-Encoding, Upgrade or Proxy-Connection, and only "close" and
+    "keep-alive" as Connection options: so what is left to do is to drop the other
+    hop-by-hop fields (Connection, Keep-Alive, TE) and trim each value.
+    """
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(event._lines)
+    cdef Py_ssize_t start = event._lines_start
+    cdef Py_ssize_t end = event._lines_end
+    cdef Py_ssize_t line_end, colon, lead, tail, nlen, vlen
+    cdef char *w
+    while start < end:
+        line_end = <const unsigned char *>memchr(p + start, 13, end - start) - p
+        colon = <const unsigned char *>memchr(p + start, 58, line_end - start) - p
+        nlen = colon - start
+        if _classify(p + start, nlen) >= C_HOP:
+            start = line_end + 2
+            continue
+        if nlen == 5 and _ieq(p + start, b"close", 5):
+            return 0  # dropped when a Connection field says "close": the general loop knows
+        lead = colon + 1
+        while lead < line_end and (p[lead] == 32 or p[lead] == 9):
+            lead += 1
+        tail = line_end
+        while tail > lead and (p[tail - 1] == 32 or p[tail - 1] == 9):
+            tail -= 1
+        vlen = tail - lead
+        if o.len + nlen + vlen + 4 > o.cap:
+            _grow(o, nlen + vlen + 4)
+        w = o.data + o.len
+        memcpy(w, p + start, nlen)
+        w[nlen] = 58  # ":"
+        w[nlen + 1] = 32
+        memcpy(w + nlen + 2, p + lead, vlen)
+        w[nlen + 2 + vlen] = 13
+        w[nlen + 3 + vlen] = 10
+        o.len += nlen + vlen + 4
+        start = line_end + 2
+    return 1
+
+
+cdef object _response_end(Out *o, object response, object status, object reason, int line_error, object upgrade,
+                          object request_method, object client_version, object client_keep_alive,
+                          object extra_headers):
+    """The rest of the head after the received fields: the extra fields, framing and
+    Connection; then the ResponseFraming."""
+    cdef Response event = response if type(response) is Response else None
     for name, value in extra_headers:
         _field(o, name, value)
 

@@ -2,6 +2,8 @@
 
 - ``scan_request(data, pos, max_request_line, max_header_bytes, max_headers)``
 - ``scan_response(data, pos, method, max_header_bytes, max_headers)``
+- ``scan_response_event(...)``: the same scan, as ``(Response, end)`` (the response
+  reader's fast lane)
 
 - ``make_request(...)``, ``make_response(...)``: the event of such a head
 - ``make_data(data)``: a body piece's event
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 from lbcore._fastpath import twins, _heads_py
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "make_data", "make_request", "make_response", "scan_request", "scan_response"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "make_data", "make_request", "make_response", "scan_request", "scan_response",
+           "scan_response_event"]
 
 IMPLEMENTATIONS, _impl = twins(_heads_py, "_heads")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 scan_request = _impl.scan_request
 scan_response = _impl.scan_response
+scan_response_event = _impl.scan_response_event
 make_request = _impl.make_request
 make_response = _impl.make_response
 make_data = _impl.make_data

@@ -46,18 +46,16 @@ from ._http1_state import (
 
 __all__ = ["ResponseReader"]
 
-_make_response = heads.make_response
 _make_data = heads.make_data
 
 # Fields that decide framing and connection handling.
 _FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
 
-# The fast lane: data, pos, method, max_header_bytes, max_headers ->
-# (status, reason, headers, version, keep_alive, content_length, end) or None.
+# The fast lane: data, pos, method, max_header_bytes, max_headers -> (Response, end) or None.
 ScanResponse = Callable[[bytes, int, str, int, int], tuple | None]
 
 # The fast lane of a reader made without ``fast_lane=``.
-default_fast_lane: ScanResponse | None = heads.scan_response
+default_fast_lane: ScanResponse | None = heads.scan_response_event
 
 
 class ResponseReader(ReaderBase):
@@ -79,7 +77,7 @@ class ResponseReader(ReaderBase):
     ``take_tail()`` returns the bytes that followed the head.
 
     ``fast_lane`` (default: the module's ``default_fast_lane``, i.e.
-    ``lbcore._fastpath.heads.scan_response``, the
+    ``lbcore._fastpath.heads.scan_response_event``, the
     compiled twin when built) recognises a complete simple head (no body, or a
     Content-Length body) where a response begins; the reader then builds the
     Response itself and hands the body on as Data, counting its bytes, so the
@@ -246,15 +244,17 @@ class ResponseReader(ReaderBase):
         head = self._fast_lane(data, 0, method, self._max_header_bytes, self._max_headers)
         if head is None:
             return None
-        status, reason, headers, version, keep_alive, length, end = head
+        response, end = head
+        status = response.status
+        length = response.content_length
+        keep_alive = response.keep_alive
         body = len(data) - end
         if method == "HEAD" or status == 204 or status == 304 or not length:
             if body:
                 return None
-            events = [_make_response(status, reason, headers, version, keep_alive, length), EMPTY_END]
+            events = [response, EMPTY_END]
         elif body == length:
-            events = [_make_response(status, reason, headers, version, keep_alive, length), _make_data(data[end:]),
-                      EMPTY_END]
+            events = [response, _make_data(data[end:]), EMPTY_END]
         else:
             return None
         self._expected.popleft()
@@ -266,10 +266,12 @@ class ResponseReader(ReaderBase):
     def _fast_head(self, head: tuple) -> int:
         """Emit a head the fast lane recognised (as on_headers_complete would); the
         index after it. A body of Content-Length bytes then goes the direct way."""
-        status, reason, headers, version, keep_alive, length, end = head
+        response, end = head
+        status = response.status
+        length = response.content_length
         method = self._expected[0]
-        self._keep_alive = keep_alive
-        self._events.append(_make_response(status, reason, headers, version, keep_alive, length))
+        self._keep_alive = response.keep_alive
+        self._events.append(response)
         if not length or method == "HEAD" or status == 204 or status == 304:
             self._end_message()
         else:

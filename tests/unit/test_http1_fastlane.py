@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbcore._fastpath import USE_EXTENSIONS, heads
+from lbcore._fastpath import USE_EXTENSIONS, heads, rewrite
 from lbcore.l7 import _http1_requests, _http1_responses
 from lbcore.l7.http1 import (
     Data,
@@ -60,11 +60,11 @@ def twin_module(name: str):
 
 
 def lanes(name: str):
-    """(scan_request, scan_response) of a lane: ``none`` is the llhttp path only."""
+    """(request reader's lane, response reader's lane): ``none`` is the llhttp path only."""
     if name == "none":
         return None, None
     module = twin_module(name)
-    return module.scan_request, module.scan_response
+    return module.scan_request, module.scan_response_event
 
 
 def use_default_lane(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
@@ -83,14 +83,15 @@ def test_selector() -> None:
     assert heads.IMPLEMENTATION in heads.IMPLEMENTATIONS
     chosen = heads.IMPLEMENTATIONS[heads.IMPLEMENTATION]
     assert heads.scan_request is chosen.scan_request and heads.scan_response is chosen.scan_response
+    assert heads.scan_response_event is chosen.scan_response_event
     assert heads.IMPLEMENTATIONS["pure"].IMPLEMENTATION == "pure"
     if os.environ.get("CI") or "compiled" in heads.IMPLEMENTATIONS:
         assert twin_module("compiled").IMPLEMENTATION == "compiled"
     # the readers use the selected twin unless told otherwise
     assert _http1_requests.default_fast_lane is heads.scan_request
-    assert _http1_responses.default_fast_lane is heads.scan_response
+    assert _http1_responses.default_fast_lane is heads.scan_response_event
     assert RequestReader()._fast_lane is heads.scan_request
-    assert ResponseReader()._fast_lane is heads.scan_response
+    assert ResponseReader()._fast_lane is heads.scan_response_event
 
 
 # == the scans, table-driven ========================================================
@@ -240,6 +241,43 @@ def test_scan_response_accepts(twin, data, method, expected) -> None:
     assert twin.scan_response(data, 0, method, 65536, 200) == (*expected, end)
     assert twin.scan_response(b"\r\n" + data, 2, method, 65536, 200) == (*expected, end + 2)
     assert llhttp_response(data, method, (65536, 200)) == response_event((*expected, end))
+    assert_event_scan_agrees(twin, (*expected, end), data, 0, method, (65536, 200))
+
+
+@pytest.mark.parametrize("rewrite_twin", sorted(rewrite.IMPLEMENTATIONS))
+@pytest.mark.parametrize(
+    "fields, forwarded",
+    [
+        # hop-by-hop fields dropped, values trimmed, names as sent
+        (b"Server: x\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
+         b"x-a:  b \t\r\nTrailer: X\r\nContent-Length: 0\r\n",
+         b"Server: x\r\nx-a: b\r\nTrailer: X\r\nContent-Length: 0\r\n"),
+        # "Connection: close" names a field "close", which goes too (the general loop)
+        (b"Close: 1\r\nConnection: close\r\nCLOSE: 2\r\nContent-Length: 0\r\nX: \r\n",
+         b"Content-Length: 0\r\nX: \r\n"),
+        # a "close" field without "Connection: close" stays
+        (b"Close: 1\r\nContent-Length: 0\r\n", b"Close: 1\r\nContent-Length: 0\r\n"),
+        (b"", b""),
+    ],
+)
+def test_field_lines_kept_by_the_event_are_forwarded_as_its_headers(twin, rewrite_twin, fields, forwarded) -> None:
+    data = b"HTTP/1.1 204 No Content\r\n" + fields + b"\r\n"
+    event, end = twin.scan_response_event(data, 0, "GET", 65536, 100)
+    assert end == len(data)
+    twin_rewrite = rewrite.IMPLEMENTATIONS[rewrite_twin]
+    keep_alive = b"connection: close" not in fields.lower()
+    framing = twin_rewrite.response_head_for_client(event, request_method="GET", client_version="1.1",
+                                                    client_keep_alive=True, extra_headers=(("Set-Cookie", "s=1"),))
+    assert framing.head == (b"HTTP/1.1 204 No Content\r\n" + forwarded + b"Set-Cookie: s=1\r\n"
+                            + (b"" if keep_alive else b"Connection: close\r\n") + b"\r\n")
+    assert (framing.keep_alive, framing.chunked, framing.has_body) == (keep_alive, False, False)
+    assert event == make_pure_event(data)
+
+
+def make_pure_event(data: bytes) -> Response:
+    status, reason, headers, version, keep_alive, length, _ = twin_module("pure").scan_response(
+        data, 0, "GET", 65536, 100)
+    return Response(status, reason, headers, version, keep_alive, False, length)
 
 
 R = b"HTTP/1.1 200 OK\r\n"
@@ -427,6 +465,29 @@ def test_scan_response_generated(twin, data, prefix, method, limits) -> None:
     answer = agree(twin, "scan_response", buffer, len(prefix), method, *limits)
     if answer is not None:
         assert llhttp_response(buffer[len(prefix) : answer[-1]], method, limits) == response_event(answer)
+    assert_event_scan_agrees(twin, answer, buffer, len(prefix), method, limits)
+
+
+def assert_event_scan_agrees(twin, answer, buffer: bytes, pos: int, method: str, limits) -> None:
+    """scan_response_event answers as make_response of scan_response's answer would, and
+    an event that kept its field lines gives the same head to the client as one built
+    from its headers."""
+    scanned = twin.scan_response_event(buffer, pos, method, *limits)
+    if answer is None:
+        assert scanned is None
+        return
+    event, end = scanned
+    assert end == answer[-1]
+    expected = response_event(answer)
+    for method_seen, version, keep_alive in [(method, "1.1", True), ("HEAD", "1.0", True), (method, "1.1", False)]:
+        kept = rewrite.response_head_for_client(event, request_method=method_seen, client_version=version,
+                                                client_keep_alive=keep_alive, extra_headers=(("X-Extra", "1"),))
+        built = rewrite.response_head_for_client(expected, request_method=method_seen, client_version=version,
+                                                 client_keep_alive=keep_alive, extra_headers=(("X-Extra", "1"),))
+        assert (kept.head, kept.keep_alive, kept.chunked, kept.has_body) == (
+            built.head, built.keep_alive, built.chunked, built.has_body)
+    # Compared last: comparing makes the compiled event's headers from its lines.
+    assert type(event) is Response and event == expected and event.headers == answer[2]
 
 
 # == readers with and without the fast lane =========================================
