@@ -1,4 +1,4 @@
-"""The ACL language: conditions on a request, parsed once, compiled to closures.
+"""The ACL language: conditions on a request, parsed once, compiled to matchers.
 
 A listener's ACLs say which pool a request goes to. Each condition is written in
 one of two spellings that parse to the same AST (``lbcore.l7.acl_parse``):
@@ -75,7 +75,8 @@ nothing, as in haproxy).
 A fetch that finds nothing (no such header or cookie, no host, no SNI) matches no
 value, so ``!hdr(x) foo`` is true when the header is absent, as in haproxy.
 
-``compile_condition`` turns a condition into one closure over ``RequestFacts``:
+``compile_condition`` turns a condition into a ``Matcher`` over ``RequestFacts`` (a
+tree of small objects, extension types with C-level ``matches`` calls when built):
 value sets are frozensets, prefixes one ``str.startswith`` tuple, networks hashed
 by prefix length, regexes compiled here and only here. ``explain_condition`` says
 which parts matched and what value each saw; ``implies`` is the (sound, partial)
@@ -124,7 +125,6 @@ __all__ = [
     "string_test",
 ]
 
-Matcher = Callable[[RequestFacts], bool]
 StringTest = Callable[[str], bool]
 
 
@@ -156,48 +156,196 @@ def split_header_list(line: str) -> list[str]:
 
 
 # -- compiling ------------------------------------------------------------------------
+# A compiled condition is a tree of Matcher objects. In the compiled build (acl.pxd)
+# they are extension types whose ``matches`` the router and the compound matchers call
+# as C methods: no Python call per condition. Each is also callable, ``m(facts)``.
 
 
-def _always(facts: RequestFacts) -> bool:
-    return True
+class Matcher:
+    """A compiled condition: ``matcher(facts)`` or ``matcher.matches(facts)`` -> bool."""
+
+    __slots__ = ()
+
+    def __call__(self, facts: RequestFacts) -> bool:
+        return self.matches(facts)
+
+    def matches(self, facts: RequestFacts) -> bool:
+        raise NotImplementedError
+
+
+class _Constant(Matcher):
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def matches(self, facts: RequestFacts) -> bool:
+        return self.value
+
+
+class _Not(Matcher):
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Matcher) -> None:
+        self.inner = inner
+
+    def matches(self, facts: RequestFacts) -> bool:
+        return not self.inner.matches(facts)
+
+
+class _AllOf(Matcher):
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple[Matcher, ...]) -> None:
+        self.parts = parts
+
+    def matches(self, facts: RequestFacts) -> bool:
+        for part in self.parts:
+            if not part.matches(facts):
+                return False
+        return True
+
+
+class _AnyOf(Matcher):
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple[Matcher, ...]) -> None:
+        self.parts = parts
+
+    def matches(self, facts: RequestFacts) -> bool:
+        for part in self.parts:
+            if part.matches(facts):
+                return True
+        return False
+
+
+# What a _Fetch or _Present looks at.
+HOST, SNI, PATH, METHOD, COOKIE, HEADER, FULL_HEADER, QUERY = range(8)
+_FETCH_CODES = {"host": HOST, "ssl_sni": SNI, "path": PATH, "method": METHOD, "cookie": COOKIE,
+                "header": HEADER, "fheader": FULL_HEADER, "query": QUERY}
+
+
+class _Fetch(Matcher):
+    """A string test on what one fetch finds (any of its values, for headers and
+    query parameters; nothing found matches nothing)."""
+
+    __slots__ = ("fetch", "name", "test")
+
+    def __init__(self, fetch: int, name: str | None, test: StringTest) -> None:
+        self.fetch = fetch
+        self.name = name
+        self.test = test
+
+    def matches(self, facts: RequestFacts) -> bool:
+        fetch = self.fetch
+        test = self.test
+        if fetch == PATH:
+            return test(facts.path)
+        if fetch == HOST:
+            host = facts.host
+            return bool(host) and test(host)
+        if fetch == HEADER:
+            for line in facts.header_values(self.name):
+                for value in split_header_list(line) if "," in line or '"' in line else (line.strip(" \t"),):
+                    if test(value):
+                        return True
+            return False
+        if fetch == COOKIE:
+            value = facts.cookie(self.name)
+            return value is not None and test(value)
+        if fetch == METHOD:
+            return test(facts.method)
+        if fetch == SNI:
+            sni = facts.sni
+            return bool(sni) and test(sni)
+        if fetch == FULL_HEADER:
+            for line in facts.header_values(self.name):
+                if test(line.strip(" \t")):
+                    return True
+            return False
+        for value in facts.params.get(self.name, ()):  # QUERY
+            if test(value):
+                return True
+        return False
+
+
+class _Present(Matcher):
+    """A fetch finds something (an empty header, cookie or parameter included)."""
+
+    __slots__ = ("fetch", "name")
+
+    def __init__(self, fetch: int, name: str | None) -> None:
+        self.fetch = fetch
+        self.name = name
+
+    def matches(self, facts: RequestFacts) -> bool:
+        fetch = self.fetch
+        if fetch == COOKIE:
+            return facts.cookie(self.name) is not None
+        if fetch == HEADER or fetch == FULL_HEADER:
+            return len(facts.header_values(self.name)) > 0
+        if fetch == HOST:
+            return bool(facts.host)
+        if fetch == SNI:
+            return bool(facts.sni)
+        return self.name in facts.params  # QUERY
+
+
+class _Src(Matcher):
+    """The client address in one of the networks: grouped by prefix length, one
+    shift and one set lookup per length."""
+
+    __slots__ = ("v4", "v6", "last")
+
+    def __init__(self, values: tuple[str, ...]) -> None:
+        by_version: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
+        for value in values:
+            net = ipaddress.ip_network(value)
+            shift = net.max_prefixlen - net.prefixlen
+            by_version[net.version].setdefault(shift, set()).add(int(net.network_address) >> shift)
+        self.v4 = tuple((shift, frozenset(nets)) for shift, nets in sorted(by_version[4].items()))
+        self.v6 = tuple((shift, frozenset(nets)) for shift, nets in sorted(by_version[6].items()))
+        # The last address, its number and table. Address objects are immutable and
+        # shared per client (proxy.runtime caches them), so a keep-alive connection's
+        # requests, and a returning client's connections, skip ipaddress's two
+        # Python-level calls. One tuple, replaced whole: a reader never sees one
+        # address's number with another's.
+        self.last = (None, 0, self.v4)
+
+    def matches(self, facts: RequestFacts) -> bool:
+        ip = facts.client_ip
+        if ip is None:
+            return False
+        last = self.last
+        if last[0] is ip:
+            n = last[1]
+            table = last[2]
+        else:
+            n = int(ip)
+            table = self.v4 if ip.version == 4 else self.v6
+            self.last = (ip, n, table)
+        for shift, nets in table:
+            if n >> shift in nets:
+                return True
+        return False
+
+
+_ALWAYS = _Constant(True)
 
 
 def compile_condition(cond: Condition) -> Matcher:
-    """One closure ``facts -> bool`` for the condition; all set-up work happens here."""
+    """The Matcher of a condition; all set-up work happens here."""
     if isinstance(cond, Match):
         return _compile_match(cond)
     if isinstance(cond, Always):
-        return _always
+        return _ALWAYS
     if isinstance(cond, Not):
-        inner = compile_condition(cond.item)
-        return lambda facts: not inner(facts)
+        return _Not(compile_condition(cond.item))
     if isinstance(cond, (And, Or)):
         parts = tuple(compile_condition(c) for c in cond.items)
         if len(parts) == 1:
             return parts[0]
-        if isinstance(cond, And):
-            if len(parts) == 2:
-                a, b = parts
-                return lambda facts: a(facts) and b(facts)
-
-            def all_of(facts: RequestFacts) -> bool:
-                for part in parts:
-                    if not part(facts):
-                        return False
-                return True
-
-            return all_of
-        if len(parts) == 2:
-            a, b = parts
-            return lambda facts: a(facts) or b(facts)
-
-        def any_of(facts: RequestFacts) -> bool:
-            for part in parts:
-                if part(facts):
-                    return True
-            return False
-
-        return any_of
+        return _AllOf(parts) if isinstance(cond, And) else _AnyOf(parts)
     raise TypeError(f"not a condition: {cond!r}")
 
 
@@ -261,106 +409,17 @@ def string_test(op: str, values: tuple[str, ...], ignore_case: bool) -> StringTe
 
 
 def _compile_match(m: Match) -> Matcher:
-    fetch, name = m.fetch, m.name
+    fetch = m.fetch
     if fetch == "src":
-        return _compile_src(m.values)
+        return _Src(m.values)
+    code = _FETCH_CODES.get(fetch)
+    if code is None:
+        raise AclError(f"cannot compile fetch {fetch!r}")  # pragma: no cover - Match validates
     if m.op == "present":
-        return _present(fetch, name)
-    test = string_test(m.op, m.values, m.ignore_case)
-    if fetch == "host":
-        return lambda facts: bool(facts.host) and test(facts.host)
-    if fetch == "ssl_sni":
-        return lambda facts: bool(facts.sni) and test(facts.sni)  # type: ignore[arg-type]
-    if fetch == "path":
-        return lambda facts: test(facts.path)
-    if fetch == "method":
-        return lambda facts: test(facts.method)
-    if fetch == "cookie":
-
-        def cookie(facts: RequestFacts) -> bool:
-            value = facts.cookie(name)  # type: ignore[arg-type]
-            return value is not None and test(value)
-
-        return cookie
-    if fetch == "header":
-
-        def header(facts: RequestFacts) -> bool:
-            for line in facts.header_values(name):  # type: ignore[arg-type]
-                for value in split_header_list(line):
-                    if test(value):
-                        return True
-            return False
-
-        return header
-    if fetch == "fheader":
-
-        def full_header(facts: RequestFacts) -> bool:
-            for line in facts.header_values(name):  # type: ignore[arg-type]
-                if test(line.strip(" \t")):
-                    return True
-            return False
-
-        return full_header
-    if fetch == "query":
-
-        def query(facts: RequestFacts) -> bool:
-            for value in facts.params.get(name, ()):  # type: ignore[arg-type]
-                if test(value):
-                    return True
-            return False
-
-        return query
-    raise AclError(f"cannot compile fetch {fetch!r}")  # pragma: no cover - Match validates
-
-
-def _present(fetch: str, name: str | None) -> Matcher:
-    if fetch == "host":
-        return lambda facts: bool(facts.host)
-    if fetch == "ssl_sni":
-        return lambda facts: bool(facts.sni)
-    if fetch == "cookie":
-        return lambda facts: facts.cookie(name) is not None  # type: ignore[arg-type]
-    if fetch in ("header", "fheader"):
-        return lambda facts: bool(facts.header_values(name))  # type: ignore[arg-type]
-    if fetch == "query":
-        return lambda facts: name in facts.params
-    raise AclError(f"{fetch} has no 'present' test")  # pragma: no cover - Match validates
-
-
-def _compile_src(values: tuple[str, ...]) -> Matcher:
-    """Networks grouped by prefix length: one shift and one set lookup per length."""
-    by_version: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
-    for value in values:
-        net = ipaddress.ip_network(value)
-        shift = net.max_prefixlen - net.prefixlen
-        by_version[net.version].setdefault(shift, set()).add(int(net.network_address) >> shift)
-    v4 = tuple((shift, frozenset(nets)) for shift, nets in sorted(by_version[4].items()))
-    v6 = tuple((shift, frozenset(nets)) for shift, nets in sorted(by_version[6].items()))
-
-    # The last address's number and table. Address objects are immutable and shared
-    # per client (proxy.runtime caches them), so a keep-alive connection's requests,
-    # and a returning client's connections, skip ipaddress's two Python-level calls.
-    # One tuple, replaced whole: a reader never sees one address's number with another's.
-    last: list = [(None, 0, v4)]
-
-    def src(facts: RequestFacts) -> bool:
-        ip = facts.client_ip
-        if ip is None:
-            return False
-        entry = last[0]
-        if entry[0] is ip:
-            n = entry[1]
-            table = entry[2]
-        else:
-            n = int(ip)
-            table = v4 if ip.version == 4 else v6
-            last[0] = (ip, n, table)
-        for shift, nets in table:
-            if n >> shift in nets:
-                return True
-        return False
-
-    return src
+        if code in (PATH, METHOD):
+            raise AclError(f"{fetch} has no 'present' test")  # pragma: no cover - Match validates
+        return _Present(code, m.name)
+    return _Fetch(code, m.name, string_test(m.op, m.values, m.ignore_case))
 
 
 # -- explaining ------------------------------------------------------------------------

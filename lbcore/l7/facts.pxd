@@ -12,3 +12,4 @@ cdef class RequestFacts:
     cpdef _headers_by_name(self)
     cpdef list header_values(self, name)
     cpdef header(self, name)
+    cpdef cookie(self, name)

@@ -169,7 +169,8 @@ class RequestFacts:
         return self._cookies
 
     def cookie(self, name: str) -> str | None:
-        return self.cookies.get(name)
+        jar = self._cookies
+        return (jar if jar is not None else self.cookies).get(name)
 
     @property
     def params(self) -> dict[str, list[str]]:

@@ -1,10 +1,11 @@
 # Declarations for the compiled build of router.py (see lbcore/proxy/flow.pxd): the
 # Router as an extension type whose route() the compiled request path calls directly,
-# with the request facts typed. The matchers (acl.py) are closures: compiled as they
-# are, called through Python calls.
+# with the request facts typed. The matchers (acl.pxd) are extension types too: their
+# ``matches`` is a C method call.
 
 cimport cython
 
+from lbcore.l7.acl cimport Matcher
 from lbcore.l7.facts cimport RequestFacts
 
 cdef class Router:
@@ -13,7 +14,7 @@ cdef class Router:
     cdef public bint indexed
     cdef public Py_ssize_t _count
     cdef public dict _header_exact, _header_folded, _host_exact
-    @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, path=str, line=str, value=str)
+    @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, path=str, line=str, value=str, matcher=Matcher)
     cpdef route(self, RequestFacts facts)
 
 @cython.locals(i=Py_ssize_t, n=Py_ssize_t, lowest=Py_ssize_t)

@@ -83,8 +83,8 @@ class Router:
         it reads the facts directly, not through Python calls.
         """
         if not self.indexed:
-            for matches, route in self._table:
-                if matches(facts):
+            for matcher, route in self._table:
+                if matcher.matches(facts):
                     return route
             return self._default
         count = self._count
@@ -115,10 +115,10 @@ class Router:
         if self._folded_buckets:
             # The whole path lowered, as the matcher does: lower() may change lengths.
             best = _best_prefix(self._folded_buckets, facts.path.lower(), best, count)
-        for i, matches in self._generic:
+        for i, matcher in self._generic:
             if i >= best:
                 break
-            if matches(facts):
+            if matcher.matches(facts):
                 return self._routes[i]
         return self._routes[best]
 

@@ -16,6 +16,7 @@ from lbcore.l7.acl import (
     Always,
     And,
     Match,
+    Matcher,
     Not,
     Or,
     compile_condition,
@@ -34,7 +35,12 @@ def facts(method="GET", target="/", headers=(), client_ip=None, sni=None) -> Req
 
 
 def matches(cond, **kw) -> bool:
-    return compile_condition(parse_condition(cond))(facts(**kw))
+    matcher = compile_condition(parse_condition(cond))
+    request = facts(**kw)
+    result = matcher(request)
+    # The router calls matches() (a C method in the compiled build): the same answer.
+    assert isinstance(matcher, Matcher) and matcher.matches(request) is result
+    return result
 
 
 # -- the same rule in both spellings --------------------------------------------------
