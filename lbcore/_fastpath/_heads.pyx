@@ -16,7 +16,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_DecodeLatin1, PyUnicode_GET_LENGTH
-from libc.string cimport memchr, memcmp
+from libc.stdint cimport uint64_t
+from libc.string cimport memchr, memcmp, memcpy
 
 from lbcore._fastpath._events cimport Data, Request, Response
 
@@ -371,6 +372,7 @@ cdef int _fields(const unsigned char *p, Py_ssize_t eol, Py_ssize_t stop, Py_ssi
     cdef Py_ssize_t start, line_end, colon, lead, tail, i
     cdef Py_ssize_t count = 0
     cdef int kind
+    cdef uint64_t word
     out.size = 0
     out.hosts = 0
     out.length = -1
@@ -378,21 +380,34 @@ cdef int _fields(const unsigned char *p, Py_ssize_t eol, Py_ssize_t stop, Py_ssi
     out.keep_alive = False
     start = eol + 2
     while start < stop + 2:  # each line ends with a CRLF; the last one's is at stop
-        line_end = _find_crlf(p, start, stop + 2)
         count += 1
         if count > max_headers:
             return -1
-        colon = _find_byte(p, start, line_end, COLON)
-        if colon <= start:
+        # One pass per line. A name of tchar up to the colon leaves no room for
+        # obs-fold, CR or LF; then a value of FIELD_VALUE up to the line's CR, which
+        # must be followed by LF, none for CTL, bare CR or LF, or obs-text. Neither
+        # scan passes the CR at ``stop``.
+        i = start
+        while _CLASS[p[i]] & IS_TCHAR:
+            i += 1
+        if i == start or p[i] != COLON:
             return -1
-        # A name of tchar leaves no room for obs-fold, CR or LF; a value of
-        # FIELD_VALUE none for CTL, bare CR or LF, or obs-text.
-        for i in range(start, colon):
-            if not _CLASS[p[i]] & IS_TCHAR:
-                return -1
-        for i in range(colon + 1, line_end):
+        colon = i
+        i += 1
+        while True:
+            # Eight bytes at a time while none is outside SP..~ (all FIELD_VALUE);
+            # a word with one (HTAB, the CR, a bad byte) is read byte by byte.
+            if i + 8 <= stop:
+                memcpy(&word, p + i, 8)
+                if not _outside_sp_to_tilde(word):
+                    i += 8
+                    continue
             if not _CLASS[p[i]] & IS_VALUE:
-                return -1
+                break
+            i += 1
+        if p[i] != CR or p[i + 1] != LF:
+            return -1
+        line_end = i
         lead = colon + 1
         while lead < line_end and (p[lead] == SP or p[lead] == HTAB):
             lead += 1
@@ -481,6 +496,14 @@ cdef inline Py_ssize_t _find_crlf(const unsigned char *p, Py_ssize_t start, Py_s
             return i
         i += 1
     return -1
+
+
+cdef inline bint _outside_sp_to_tilde(uint64_t x) noexcept nogil:
+    """Some byte of x is below SP, is DEL or is above 0x7f (an exact "any" test)."""
+    cdef uint64_t below = (x - 0x2020202020202020ULL) & ~x & 0x8080808080808080ULL
+    cdef uint64_t d = x ^ 0x7F7F7F7F7F7F7F7FULL
+    cdef uint64_t delete = (d - 0x0101010101010101ULL) & ~d & 0x8080808080808080ULL
+    return (below | delete | (x & 0x8080808080808080ULL)) != 0
 
 
 cdef inline Py_ssize_t _find_byte(const unsigned char *p, Py_ssize_t start, Py_ssize_t end,

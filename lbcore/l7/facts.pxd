@@ -6,10 +6,15 @@ cimport cython
 
 cdef class RequestFacts:
     cdef public object method, target, headers, client_ip, client_port, sni
-    cdef public object _path, _query, _host, _by_name, _cookies, _params
+    cdef public object _path, _query, _host, _cookies, _params
+    cdef public dict _by_name
     @cython.locals(target=str, path=str, question=Py_ssize_t, fragment=Py_ssize_t)
     cpdef _split_target(self)
-    cpdef _headers_by_name(self)
+    @cython.locals(by_name=dict)
+    cpdef dict _headers_by_name(self)
+    @cython.locals(by_name=dict, values=list)
     cpdef list header_values(self, name)
+    @cython.locals(by_name=dict, values=list)
     cpdef header(self, name)
+    @cython.locals(jar=dict)
     cpdef cookie(self, name)

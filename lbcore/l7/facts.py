@@ -132,12 +132,17 @@ class RequestFacts:
     def header_values(self, name: str) -> list[str]:
         """Every value of header ``name`` (lower case), one per header line."""
         by_name = self._by_name
-        return (by_name if by_name is not None else self._headers_by_name()).get(name, [])
+        if by_name is None:
+            by_name = self._headers_by_name()
+        values = by_name.get(name)
+        return values if values is not None else []
 
     def header(self, name: str) -> str | None:
         """The last value of header ``name`` (lower case), or None."""
         by_name = self._by_name
-        values = (by_name if by_name is not None else self._headers_by_name()).get(name)
+        if by_name is None:
+            by_name = self._headers_by_name()
+        values = by_name.get(name)
         return values[-1] if values else None
 
     @property

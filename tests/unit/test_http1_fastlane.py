@@ -818,3 +818,20 @@ def test_texts_that_share_a_cache_slot_stay_apart(twin) -> None:
         assert headers == (("X-Value", value.decode()), ("Content-Length", "0"))
         request = twin.scan_request(b"GET /" + value + b" HTTP/1.1\r\nHost: " + value + b"\r\n\r\n", 0, *LIMITS)
         assert request[1] == "/" + value.decode() and request[2] == (("Host", value.decode()),)
+
+
+def test_every_byte_at_every_place_of_a_long_value(twin) -> None:
+    # The compiled twin reads values eight bytes at a time: each byte value, at each
+    # offset of a value longer than a few words (and of the last line, whose words
+    # end before the head's CRLF CRLF), is accepted or refused as the pure twin does.
+    value = b"abcdefghijklmnopqrstuvwxyz0123"
+    for last in (False, True):
+        for at in range(len(value)):
+            for byte in range(256):
+                bad = value[:at] + bytes([byte]) + value[at + 1 :]
+                fields = b"X-Long: " + bad + b"\r\n"
+                head = (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + fields if last
+                        else b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 0\r\n") + b"\r\n"
+                answer = agree(twin, "scan_response", head, 0, "GET", 65536, 100)
+                simple = byte == 0x09 or 0x20 <= byte <= 0x7E
+                assert (answer is not None) == simple, (at, byte)
