@@ -53,7 +53,7 @@ from libc.string cimport memchr, memcpy
 from lbcore._fastpath._events cimport Request, Response
 
 from lbcore._fastpath._growbuf cimport grow_buffer
-from lbcore._fastpath._slots cimport slot_offsets, slot_or_getattr
+from lbcore._fastpath._slots cimport slot_at, slot_offsets, slot_or_getattr
 
 from lbcore.l7._forwarding import ForwardingPolicy, ResponseFraming
 from lbcore.l7._http1_headers import BAD_VALUE_RE, HOP_BY_HOP, TOKEN_RE
@@ -61,11 +61,16 @@ from lbcore.l7._http1_headers import BAD_VALUE_RE, HOP_BY_HOP, TOKEN_RE
 __all__ = ["IMPLEMENTATION", "request_head_for_member", "response_head_for_client"]
 
 # ResponseFraming is made without running its Python __init__ (a third of the time of
-# a small response head) when its slots are the four this module knows.
+# a small response head) when its slots are the four this module knows: allocated,
+# and its four slots stored at their offsets (_slots.pxd), not set by attribute.
+_FRAMING_FIELDS = ("head", "keep_alive", "chunked", "has_body")
+cdef Py_ssize_t _framing_offset[4]
 cdef bint _FILL_FRAMING = (
-    tuple(ResponseFraming.__slots__) == ("head", "keep_alive", "chunked", "has_body")
+    tuple(ResponseFraming.__slots__) == _FRAMING_FIELDS
     and ResponseFraming.__new__ is object.__new__
+    and slot_offsets(ResponseFraming, _FRAMING_FIELDS, _framing_offset)
 )
+FRAMING_SLOTS = _FILL_FRAMING  # tests: a framing's slots are stored directly
 
 IMPLEMENTATION = "compiled"
 
@@ -567,13 +572,20 @@ cdef object _framing(object head, object keep_alive, object chunked, object has_
     """``ResponseFraming(head, keep_alive, chunked, has_body)``."""
     if not _FILL_FRAMING:
         return ResponseFraming(head, keep_alive, chunked, has_body)
-    # What object.__new__ does for a plain slotted class: allocate, GC-tracked, slots unset.
+    # What object.__new__ does for a plain slotted class: allocate, GC-tracked, slots
+    # unset (NULL); then what __init__ does, each slot stored directly.
     framing = PyType_GenericAlloc(<PyTypeObject *>ResponseFraming, 0)
-    framing.head = head
-    framing.keep_alive = keep_alive
-    framing.chunked = chunked
-    framing.has_body = has_body
+    _fill_slot(framing, 0, head)
+    _fill_slot(framing, 1, keep_alive)
+    _fill_slot(framing, 2, chunked)
+    _fill_slot(framing, 3, has_body)
     return framing
+
+
+cdef inline void _fill_slot(object instance, int field, object value) noexcept:
+    """Store ``value`` in a new instance's unset slot (it takes a reference)."""
+    Py_INCREF(value)
+    slot_at(instance, _framing_offset[field])[0] = <PyObject *>value
 
 
 # -- the two functions ---------------------------------------------------------------------

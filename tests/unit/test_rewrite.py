@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 from types import ModuleType
 
 import pytest
@@ -868,3 +869,19 @@ def test_a_policy_s_fields_read_from_its_slots_give_the_attribute_s_head(both, m
     request = req((("Host", "example.com"), ("X-Forwarded-For", "198.51.100.9")))
     expected = pure.request_head_for_member(request, policy, "192.0.2.1")
     assert compiled.request_head_for_member(request, policy, "192.0.2.1") == expected
+
+
+def test_a_framing_made_with_its_slots_stored_directly_is_a_whole_framing(both) -> None:
+    pure, compiled = both
+    assert compiled.FRAMING_SLOTS  # ResponseFraming's four fields are plain slots
+    response = Response(200, "OK", (("Content-Length", "2"),), "1.1", True, False, 2)
+    made = compiled.response_head_for_client(response, request_method="GET", client_version="1.0",
+                                             client_keep_alive=True)
+    expected = pure.response_head_for_client(response, request_method="GET", client_version="1.0",
+                                             client_keep_alive=True)
+    assert type(made) is ResponseFraming
+    fields = [(made.head, expected.head), (made.keep_alive, expected.keep_alive),
+              (made.chunked, expected.chunked), (made.has_body, expected.has_body)]
+    assert all(a == b and type(a) is type(b) for a, b in fields)
+    assert sys.getrefcount(made.head) == sys.getrefcount(expected.head)  # one reference each, held by its framing
+    del made  # the slots are released with it (a wrong count would crash or leak here)
