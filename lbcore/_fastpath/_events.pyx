@@ -20,7 +20,7 @@ stored as booleans.
 
 from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.unicode cimport PyUnicode_DecodeLatin1
-from libc.string cimport memchr
+from lbcore._fastpath._fieldlines cimport FieldLine, read_field_line
 
 from dataclasses import FrozenInstanceError
 
@@ -43,26 +43,19 @@ cdef inline _undeletable(name):
 
 
 cdef tuple _decode_field_lines(bytes lines, Py_ssize_t start, Py_ssize_t end):
-    """The (name, value) pairs of the field lines ``lines[start:end]`` (whole lines, each
-    ending in CRLF, with a colon and no CR in them: a scan checked them), decoded as
-    latin-1, the value without its leading and trailing whitespace."""
+    """The (name, value) pairs of the field lines ``lines[start:end]`` (whole lines that a
+    scan checked), decoded as latin-1, the value without its leading and trailing
+    whitespace."""
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(lines)
-    cdef Py_ssize_t line_end, colon, lead, tail
+    cdef FieldLine line
     out = []
     while start < end:
-        line_end = <const unsigned char *>memchr(p + start, 13, end - start) - p
-        colon = <const unsigned char *>memchr(p + start, 58, line_end - start) - p
-        lead = colon + 1
-        while lead < line_end and (p[lead] == 32 or p[lead] == 9):
-            lead += 1
-        tail = line_end
-        while tail > lead and (p[tail - 1] == 32 or p[tail - 1] == 9):
-            tail -= 1
+        read_field_line(p, start, end, &line)
         out.append((
-            PyUnicode_DecodeLatin1(<const char *>p + start, colon - start, NULL),
-            PyUnicode_DecodeLatin1(<const char *>p + lead, tail - lead, NULL),
+            PyUnicode_DecodeLatin1(<const char *>p + start, line.colon - start, NULL),
+            PyUnicode_DecodeLatin1(<const char *>p + line.value_start, line.value_end - line.value_start, NULL),
         ))
-        start = line_end + 2
+        start = line.next
     return tuple(out)
 
 

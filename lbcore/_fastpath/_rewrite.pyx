@@ -48,10 +48,11 @@ from cpython.unicode cimport (
 )
 from libc.stdint cimport uint64_t
 from cpython.mem cimport PyMem_Free
-from libc.string cimport memchr, memcpy
+from libc.string cimport memcpy
 
 from lbcore._fastpath._events cimport Request, Response
 
+from lbcore._fastpath._fieldlines cimport FieldLine, read_field_line
 from lbcore._fastpath._growbuf cimport grow_buffer
 from lbcore._fastpath._slots cimport slot_at, slot_offsets, slot_or_getattr
 
@@ -808,35 +809,29 @@ cdef int _received_lines(Out *o, Response event) except -1:
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(event._lines)
     cdef Py_ssize_t start = event._lines_start
     cdef Py_ssize_t end = event._lines_end
-    cdef Py_ssize_t line_end, colon, lead, tail, nlen, vlen
+    cdef Py_ssize_t nlen, vlen
+    cdef FieldLine line
     cdef char *w
     while start < end:
-        line_end = <const unsigned char *>memchr(p + start, 13, end - start) - p
-        colon = <const unsigned char *>memchr(p + start, 58, line_end - start) - p
-        nlen = colon - start
+        read_field_line(p, start, end, &line)
+        nlen = line.colon - start
         if _classify(p + start, nlen) >= C_HOP:
-            start = line_end + 2
+            start = line.next
             continue
         if nlen == 5 and _ieq(p + start, b"close", 5):
             return 0  # dropped when a Connection field says "close": the general loop knows
-        lead = colon + 1
-        while lead < line_end and (p[lead] == 32 or p[lead] == 9):
-            lead += 1
-        tail = line_end
-        while tail > lead and (p[tail - 1] == 32 or p[tail - 1] == 9):
-            tail -= 1
-        vlen = tail - lead
+        vlen = line.value_end - line.value_start
         if o.len + nlen + vlen + 4 > o.cap:
             _grow(o, nlen + vlen + 4)
         w = o.data + o.len
         memcpy(w, p + start, nlen)
         w[nlen] = 58  # ":"
         w[nlen + 1] = 32
-        memcpy(w + nlen + 2, p + lead, vlen)
+        memcpy(w + nlen + 2, p + line.value_start, vlen)
         w[nlen + 2 + vlen] = 13
         w[nlen + 3 + vlen] = 10
         o.len += nlen + vlen + 4
-        start = line_end + 2
+        start = line.next
     return 1
 
 
