@@ -175,7 +175,9 @@ class RequestFacts:
 
     def cookie(self, name: str) -> str | None:
         jar = self._cookies
-        return (jar if jar is not None else self.cookies).get(name)
+        if jar is None:
+            jar = self.cookies
+        return jar.get(name)
 
     @property
     def params(self) -> dict[str, list[str]]:

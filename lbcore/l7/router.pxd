@@ -17,5 +17,5 @@ cdef class Router:
     @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, path=str, line=str, value=str, matcher=Matcher)
     cpdef route(self, RequestFacts facts)
 
-@cython.locals(i=Py_ssize_t, n=Py_ssize_t, lowest=Py_ssize_t)
+@cython.locals(i=Py_ssize_t, n=Py_ssize_t, lowest=Py_ssize_t, prefixes=dict)
 cdef Py_ssize_t _best_prefix(tuple buckets, str path, Py_ssize_t best, Py_ssize_t count) except -1

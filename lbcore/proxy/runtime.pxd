@@ -2,6 +2,7 @@
 # listeners and pools as extension types, so the compiled request path reads their
 # fields, and the spec values it needs on every request, as C fields.
 
+from lbcore.l7.balance cimport Balancer
 from lbcore.l7.router cimport Router
 
 cdef class PoolRuntime:
@@ -9,7 +10,8 @@ cdef class PoolRuntime:
     cdef public str name
     cdef public tuple members
     cdef public dict by_name
-    cdef public object balancer, persistence
+    cdef public Balancer balancer
+    cdef public object persistence
     cdef public dict connect_kwargs
     cdef public str conn_key
     cdef public long idle_per_member, max_conns_per_member, retries
