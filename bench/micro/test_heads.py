@@ -55,7 +55,7 @@ def test_request_reader_feed(benchmark: Any, lane: str) -> None:
 def test_response_reader_feed(benchmark: Any, lane: str) -> None:
     benchmark.group = "ResponseReader.feed nginx 200"
     module = lane_twin(lane)
-    reader = ResponseReader(fast_lane=module and module.scan_response)
+    reader = ResponseReader(fast_lane=module and module.scan_response_event)
 
     def one_response() -> list:
         reader.expect("GET")

@@ -69,9 +69,9 @@ def lanes(name: str):
 
 def use_default_lane(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make ``name`` the readers' default fast lane for one test (used by test_http1*)."""
-    scan_request, scan_response = lanes(name)
-    monkeypatch.setattr(_http1_requests, "default_fast_lane", scan_request)
-    monkeypatch.setattr(_http1_responses, "default_fast_lane", scan_response)
+    request_lane, response_lane = lanes(name)
+    monkeypatch.setattr(_http1_requests, "default_fast_lane", request_lane)
+    monkeypatch.setattr(_http1_responses, "default_fast_lane", response_lane)
 
 
 @pytest.fixture(params=TWINS, scope="module")
