@@ -1,8 +1,20 @@
-# A field line that a scan already checked (a name, a colon, a value of VCHAR, SP
-# and HTAB, CRLF): where its parts are. Shared by _events (a Response's headers made
-# from its field lines) and _rewrite (the lines copied to the client).
+# Field lines in C. ``word_has_ctl``: the eight-bytes-at-a-time test for a value's
+# bad bytes, shared by _heads (the scan) and _rewrite (a value's check).
+# ``read_field_line``: where the parts of a field line that a scan already checked
+# are (a name, a colon, a value of VCHAR, SP and HTAB, CRLF), shared by _events (a
+# Response's headers made from its field lines) and _rewrite (the lines copied to
+# the client).
 
+from libc.stdint cimport uint64_t
 from libc.string cimport memchr
+
+
+cdef inline bint word_has_ctl(uint64_t x) noexcept nogil:
+    """Some byte of x is < 0x20 or is 0x7f (exact "any" tests; HTAB is among the hits)."""
+    cdef uint64_t below = (x - 0x2020202020202020ULL) & ~x & 0x8080808080808080ULL
+    cdef uint64_t d = x ^ 0x7F7F7F7F7F7F7F7FULL
+    cdef uint64_t delete = (d - 0x0101010101010101ULL) & ~d & 0x8080808080808080ULL
+    return (below | delete) != 0
 
 
 cdef struct FieldLine:

@@ -20,6 +20,7 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp, memcpy
 
 from lbcore._fastpath._events cimport Data, Request, Response
+from lbcore._fastpath._fieldlines cimport word_has_ctl
 
 from lbcore._fastpath import _heads_py as _pure
 
@@ -364,7 +365,6 @@ cdef str _text(const unsigned char *s, Py_ssize_t n):
     return text
 
 
-
 cdef int _fields(const unsigned char *p, Py_ssize_t eol, Py_ssize_t stop, Py_ssize_t max_headers,
                  const KindTable *kinds, list headers, Fields *out) except -2:
     """The field lines between the start line's CRLF at ``eol`` and the CRLF CRLF at
@@ -500,10 +500,7 @@ cdef inline Py_ssize_t _find_crlf(const unsigned char *p, Py_ssize_t start, Py_s
 
 cdef inline bint _outside_sp_to_tilde(uint64_t x) noexcept nogil:
     """Some byte of x is below SP, is DEL or is above 0x7f (an exact "any" test)."""
-    cdef uint64_t below = (x - 0x2020202020202020ULL) & ~x & 0x8080808080808080ULL
-    cdef uint64_t d = x ^ 0x7F7F7F7F7F7F7F7FULL
-    cdef uint64_t delete = (d - 0x0101010101010101ULL) & ~d & 0x8080808080808080ULL
-    return (below | delete | (x & 0x8080808080808080ULL)) != 0
+    return word_has_ctl(x) or (x & 0x8080808080808080ULL) != 0
 
 
 cdef inline Py_ssize_t _find_byte(const unsigned char *p, Py_ssize_t start, Py_ssize_t end,

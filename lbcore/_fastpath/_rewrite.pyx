@@ -52,7 +52,7 @@ from libc.string cimport memcpy
 
 from lbcore._fastpath._events cimport Request, Response
 
-from lbcore._fastpath._fieldlines cimport FieldLine, read_field_line
+from lbcore._fastpath._fieldlines cimport FieldLine, read_field_line, word_has_ctl
 from lbcore._fastpath._growbuf cimport grow_buffer
 from lbcore._fastpath._slots cimport slot_at, slot_offsets, slot_or_getattr
 
@@ -262,14 +262,6 @@ cdef enum:
     V_WIDE = 2    # a good value with a character > 0xff (cannot be latin-1)
 
 
-cdef inline bint _word_has_ctl(uint64_t x) noexcept:
-    """Some byte of x is < 0x20 or is 0x7f (exact "any" tests; HTAB is among the hits)."""
-    cdef uint64_t below = (x - 0x2020202020202020ULL) & ~x & 0x8080808080808080ULL
-    cdef uint64_t d = x ^ 0x7F7F7F7F7F7F7F7FULL
-    cdef uint64_t delete = (d - 0x0101010101010101ULL) & ~d & 0x8080808080808080ULL
-    return (below | delete) != 0
-
-
 cdef int _check_value(object s) noexcept:
     """Whether s (a str) is a good field value (no CTL but HTAB), and latin-1."""
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s)
@@ -285,7 +277,7 @@ cdef int _check_value(object s) noexcept:
         # Eight bytes at a time; a word with a hit (an HTAB, say) is looked at byte by byte.
         while i + 8 <= n:
             memcpy(&word, p + i, 8)
-            if _word_has_ctl(word):
+            if word_has_ctl(word):
                 for j in range(i, i + 8):
                     if _BAD[p[j]]:
                         return V_BAD
@@ -391,22 +383,28 @@ cdef int _field(Out *o, object name, object value) except -1:
         check = V_BAD
     if o.bad_name != NULL or o.bad_value != NULL:
         return 0
-    cdef Py_ssize_t nlen = PyUnicode_GET_LENGTH(name)
-    cdef Py_ssize_t vlen = 0 if check == V_WIDE else PyUnicode_GET_LENGTH(value)
+    if check == V_WIDE:
+        _put(o, <const char *>PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name))
+        _put(o, b": ", 2)
+        _put_str(o, value, check)
+        _put(o, b"\r\n", 2)
+        return 0
+    return _put_field(o, <const char *>PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name),
+                      <const char *>PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value))
+
+
+cdef inline int _put_field(Out *o, const char *name, Py_ssize_t nlen, const char *value,
+                           Py_ssize_t vlen) except -1:
+    """Write ``name: value`` CRLF (bytes that passed the checks), with one growth check."""
     cdef Py_ssize_t need = nlen + vlen + 4
     cdef char *p
     if o.len + need > o.cap:
         _grow(o, need)
     p = o.data + o.len
-    memcpy(p, PyUnicode_1BYTE_DATA(name), nlen)
+    memcpy(p, name, nlen)
     p[nlen] = 58  # ":"
     p[nlen + 1] = 32
-    if check == V_WIDE:
-        o.len += nlen + 2
-        _put_str(o, value, check)
-        _put(o, b"\r\n", 2)
-        return 0
-    memcpy(p + nlen + 2, PyUnicode_1BYTE_DATA(value), vlen)
+    memcpy(p + nlen + 2, value, vlen)
     p[nlen + 2 + vlen] = 13
     p[nlen + 3 + vlen] = 10
     o.len += need
@@ -809,9 +807,8 @@ cdef int _received_lines(Out *o, Response event) except -1:
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(event._lines)
     cdef Py_ssize_t start = event._lines_start
     cdef Py_ssize_t end = event._lines_end
-    cdef Py_ssize_t nlen, vlen
+    cdef Py_ssize_t nlen
     cdef FieldLine line
-    cdef char *w
     while start < end:
         read_field_line(p, start, end, &line)
         nlen = line.colon - start
@@ -820,17 +817,8 @@ cdef int _received_lines(Out *o, Response event) except -1:
             continue
         if nlen == 5 and _ieq(p + start, b"close", 5):
             return 0  # dropped when a Connection field says "close": the general loop knows
-        vlen = line.value_end - line.value_start
-        if o.len + nlen + vlen + 4 > o.cap:
-            _grow(o, nlen + vlen + 4)
-        w = o.data + o.len
-        memcpy(w, p + start, nlen)
-        w[nlen] = 58  # ":"
-        w[nlen + 1] = 32
-        memcpy(w + nlen + 2, p + line.value_start, vlen)
-        w[nlen + 2 + vlen] = 13
-        w[nlen + 3 + vlen] = 10
-        o.len += nlen + vlen + 4
+        _put_field(o, <const char *>p + start, nlen, <const char *>p + line.value_start,
+                   line.value_end - line.value_start)
         start = line.next
     return 1
 
