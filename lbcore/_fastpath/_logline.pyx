@@ -70,10 +70,10 @@ cdef extern from *:
 
 from cpython.object cimport PyObject
 
-from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 
 from lbcore._fastpath._growbuf cimport grow_buffer
-from lbcore._fastpath._slots cimport slot_at, slot_offset, slot_offsets, slot_or_getattr
+from lbcore._fastpath._slots cimport slot_offset, slot_offsets, slot_or_getattr, store_slot
 
 _FIELDS = ("accepted", "client_ip", "client_port", "listener", "acl", "pool", "member", "method", "target", "http_version", "host", "user_agent", "status", "bytes_in", "bytes_out", "t_tls", "t_request", "t_queue", "t_connect", "t_first_byte", "t_total", "retries", "termination", "tls_version", "tls_resumed", "sni", "mode")
 cdef Py_ssize_t _offset[27]
@@ -162,7 +162,6 @@ _object_new = object.__new__
 def new_record(*values):
     """``AccessRecord(*values)`` (positional, in field order)."""
     cdef Py_ssize_t n = len(values), i
-    cdef PyObject **slot
     if _slot_count == 0 or n > _slot_count:
         return _pure.new_record(*values)  # the constructor: its own errors
     for i in range(n, _slot_count):
@@ -170,11 +169,7 @@ def new_record(*values):
             return _pure.new_record(*values)
     record = _object_new(_record_type)
     for i in range(_slot_count):
-        value = values[i] if i < n else _slot_defaults[i]
-        slot = slot_at(record, _slot_offset[i])
-        Py_XINCREF(<PyObject *>value)
-        Py_XDECREF(slot[0])
-        slot[0] = <PyObject *>value
+        store_slot(record, _slot_offset[i], values[i] if i < n else _slot_defaults[i])
     return record
 
 

@@ -54,7 +54,7 @@ from lbcore._fastpath._events cimport Request, Response
 
 from lbcore._fastpath._fieldlines cimport FieldLine, read_field_line, word_has_ctl
 from lbcore._fastpath._growbuf cimport grow_buffer
-from lbcore._fastpath._slots cimport slot_at, slot_offsets, slot_or_getattr
+from lbcore._fastpath._slots cimport slot_offsets, slot_or_getattr, store_slot
 
 from lbcore.l7._forwarding import ForwardingPolicy, ResponseFraming
 from lbcore.l7._http1_headers import BAD_VALUE_RE, HOP_BY_HOP, TOKEN_RE
@@ -574,17 +574,11 @@ cdef object _framing(object head, object keep_alive, object chunked, object has_
     # What object.__new__ does for a plain slotted class: allocate, GC-tracked, slots
     # unset (NULL); then what __init__ does, each slot stored directly.
     framing = PyType_GenericAlloc(<PyTypeObject *>ResponseFraming, 0)
-    _fill_slot(framing, 0, head)
-    _fill_slot(framing, 1, keep_alive)
-    _fill_slot(framing, 2, chunked)
-    _fill_slot(framing, 3, has_body)
+    store_slot(framing, _framing_offset[0], head)
+    store_slot(framing, _framing_offset[1], keep_alive)
+    store_slot(framing, _framing_offset[2], chunked)
+    store_slot(framing, _framing_offset[3], has_body)
     return framing
-
-
-cdef inline void _fill_slot(object instance, int field, object value) noexcept:
-    """Store ``value`` in a new instance's unset slot (it takes a reference)."""
-    Py_INCREF(value)
-    slot_at(instance, _framing_offset[field])[0] = <PyObject *>value
 
 
 # -- the two functions ---------------------------------------------------------------------

@@ -1,11 +1,13 @@
-# Reading the slots of a slotted Python class from C: each slot is a member
-# descriptor holding the offset of its pointer in an instance. For an instance of
-# exactly that class, a compiled module reads the pointer at that offset instead of
-# going through the generic attribute lookup (~150-250 instructions a field). Used
-# by _logline (AccessRecord) and _rewrite (ForwardingPolicy); a class whose field
-# is not a plain slot gets offset -1 and the caller keeps to getattr.
+# Reading and filling the slots of a slotted Python class from C: each slot is a
+# member descriptor holding the offset of its pointer in an instance. For an instance
+# of exactly that class, a compiled module reads or stores the pointer at that offset
+# instead of going through the generic attribute lookup or setattr (~150-250
+# instructions a field). Used by _logline (AccessRecord: read, and filled by
+# new_record) and _rewrite (ForwardingPolicy read, ResponseFraming filled); a class
+# whose field is not a plain slot gets offset -1 and the caller keeps to getattr.
 
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF, Py_XINCREF
 
 cdef extern from "Python.h":
     """
@@ -31,6 +33,16 @@ cdef inline Py_ssize_t slot_offset(object cls, str name):
 cdef inline PyObject **slot_at(object instance, Py_ssize_t offset) noexcept:
     """The slot's pointer in ``instance`` (NULL inside: the slot is unset)."""
     return <PyObject **>((<char *><PyObject *>instance) + offset)
+
+
+cdef inline void store_slot(object instance, Py_ssize_t offset, object value) noexcept:
+    """``instance``'s slot at ``offset`` = ``value`` (what setattr does for a plain slot:
+    the slot takes a reference, the one it held, if any, is released)."""
+    cdef PyObject **slot = slot_at(instance, offset)
+    cdef PyObject *old = slot[0]
+    Py_XINCREF(<PyObject *>value)
+    slot[0] = <PyObject *>value
+    Py_XDECREF(old)
 
 
 cdef inline bint slot_offsets(object cls, tuple names, Py_ssize_t *out):
