@@ -240,9 +240,9 @@ class _Fetch(Matcher):
         fetch = self.fetch
         test = self.test
         if fetch == PATH:
-            return test(facts.path)
+            return test(facts.fetch_path())
         if fetch == HOST:
-            host = facts.host
+            host = facts.fetch_host()
             return bool(host) and test(host)
         if fetch == HEADER:
             for line in facts.header_values(self.name):
@@ -263,7 +263,7 @@ class _Fetch(Matcher):
                 if test(line.strip(" \t")):
                     return True
             return False
-        for value in facts.params.get(self.name, ()):  # QUERY
+        for value in facts.fetch_params().get(self.name, ()):  # QUERY
             if test(value):
                 return True
         return False
@@ -285,10 +285,10 @@ class _Present(Matcher):
         if fetch == HEADER or fetch == FULL_HEADER:
             return len(facts.header_values(self.name)) > 0
         if fetch == HOST:
-            return bool(facts.host)
+            return bool(facts.fetch_host())
         if fetch == SNI:
             return bool(facts.sni)
-        return self.name in facts.params  # QUERY
+        return self.name in facts.fetch_params()  # QUERY
 
 
 class _Src(Matcher):

@@ -4,6 +4,8 @@
 # (update and _rebuilt stay Python methods: Cython allows no generator expression in
 # a cpdef method, and they run only when a member changes.)
 
+cimport cython
+
 cdef class MemberState:
     cdef public str name
     cdef public long weight
@@ -12,11 +14,13 @@ cdef class MemberState:
     cdef public bint up
     cdef public long active
     cdef public object data
+    cpdef bint is_available(self)
 
 cdef class Balancer:
     cdef public tuple members
     cdef public tuple _tiers, _weights
     cdef public object _signature
+    @cython.locals(member=MemberState)
     cpdef pick(self, facts=*, exclude=*)
     cpdef _choose(self, long tier, facts, exclude)
 

@@ -133,6 +133,10 @@ class MemberState:
     @property
     def available(self) -> bool:
         """May take new sessions: healthy, enabled and with a weight."""
+        return self.is_available()
+
+    def is_available(self) -> bool:
+        """``available``, as a method: compiled, a C call (the property is a generic lookup)."""
         return self.up and self.admin == "enabled" and self.weight > 0
 
     @property
@@ -219,7 +223,7 @@ class Balancer:
                         break
             else:
                 return None
-            if member.available:
+            if member.is_available():
                 return member
             # The engine changed a member without calling update(): rebuild, retry once.
             self.update()

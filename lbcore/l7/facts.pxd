@@ -10,6 +10,13 @@ cdef class RequestFacts:
     cdef public dict _by_name
     @cython.locals(target=str, path=str, question=Py_ssize_t, fragment=Py_ssize_t)
     cpdef _split_target(self)
+    cpdef str fetch_path(self)
+    cpdef str fetch_query(self)
+    cpdef str fetch_host(self)
+    @cython.locals(jar=dict)
+    cpdef dict fetch_cookies(self)
+    @cython.locals(params=dict)
+    cpdef dict fetch_params(self)
     @cython.locals(by_name=dict)
     cpdef dict _headers_by_name(self)
     @cython.locals(by_name=dict, values=list)

@@ -108,15 +108,24 @@ class RequestFacts:
         fragment = path.find("#")
         self._path = path if fragment < 0 else path[:fragment]
 
+    # Each property has a method twin (``fetch_*``): the compiled router, matchers and
+    # engine call it as a C method, where reading a property is a generic attribute
+    # lookup (~100 instructions a time).
     @property
     def path(self) -> str:
         """The path as sent (percent-encoding kept, as haproxy's ``path``)."""
+        return self.fetch_path()
+
+    def fetch_path(self) -> str:
         if self._path is None:
             self._split_target()
         return self._path  # type: ignore[return-value]
 
     @property
     def query(self) -> str:
+        return self.fetch_query()
+
+    def fetch_query(self) -> str:
         if self._query is None:
             self._split_target()
         return self._query  # type: ignore[return-value]
@@ -148,6 +157,9 @@ class RequestFacts:
     @property
     def host(self) -> str:
         """Normalised host: from an absolute-form target, else the Host header."""
+        return self.fetch_host()
+
+    def fetch_host(self) -> str:
         if self._host is None:
             if self.target.startswith(("http://", "https://")):
                 self._split_target()
@@ -160,6 +172,9 @@ class RequestFacts:
     @property
     def cookies(self) -> dict[str, str]:
         """Request cookies by name; with a repeated name, the first wins (RFC 6265 5.4)."""
+        return self.fetch_cookies()
+
+    def fetch_cookies(self) -> dict[str, str]:
         if self._cookies is None:
             jar: dict[str, str] = {}
             for line in self.header_values("cookie"):
@@ -176,16 +191,20 @@ class RequestFacts:
     def cookie(self, name: str) -> str | None:
         jar = self._cookies
         if jar is None:
-            jar = self.cookies
+            jar = self.fetch_cookies()
         return jar.get(name)
 
     @property
     def params(self) -> dict[str, list[str]]:
         """Query parameters by name, percent-decoded, all values in order."""
+        return self.fetch_params()
+
+    def fetch_params(self) -> dict[str, list[str]]:
         if self._params is None:
             params: dict[str, list[str]] = {}
-            if self.query:
-                for part in self.query.split("&"):
+            query = self.fetch_query()
+            if query:
+                for part in query.split("&"):
                     if not part:
                         continue
                     name, _, value = part.partition("=")
@@ -196,7 +215,7 @@ class RequestFacts:
         return self._params
 
     def param(self, name: str) -> str | None:
-        values = self.params.get(name)
+        values = self.fetch_params().get(name)
         return values[0] if values else None
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid

@@ -8,6 +8,9 @@ cimport cython
 from lbcore.l7.acl cimport Matcher
 from lbcore.l7.facts cimport RequestFacts
 
+cdef class Route:
+    cdef public object pool, acl  # public: set through their descriptors (frozen.py)
+
 cdef class Router:
     cdef public tuple rules, _table, _routes, _generic, _exact_buckets, _folded_buckets
     cdef public object default_pool, _default
@@ -15,7 +18,7 @@ cdef class Router:
     cdef public Py_ssize_t _count
     cdef public dict _header_exact, _header_folded, _host_exact
     @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, path=str, line=str, value=str, matcher=Matcher)
-    cpdef route(self, RequestFacts facts)
+    cpdef Route route(self, RequestFacts facts)
 
 @cython.locals(i=Py_ssize_t, n=Py_ssize_t, lowest=Py_ssize_t, prefixes=dict)
 cdef Py_ssize_t _best_prefix(tuple buckets, str path, Py_ssize_t best, Py_ssize_t count) except -1

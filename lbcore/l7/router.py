@@ -27,7 +27,6 @@ rule is tried changes nothing but the cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 from .acl import (
@@ -42,16 +41,42 @@ from .acl import (
     split_header_list,
 )
 from .facts import RequestFacts
+from .frozen import FrozenInstanceError, set_field
 
 __all__ = ["Route", "Router"]
 
 
-@dataclass(frozen=True, slots=True)
 class Route:
-    """Where a request goes: ``pool`` None means no pool (503); ``acl`` None, the default."""
+    """Where a request goes: ``pool`` None means no pool (503); ``acl`` None, the default.
 
-    pool: str | None
-    acl: str | None
+    A frozen value (``frozen.py``): equal to another with the same pool and acl, and
+    refusing assignment (the router hands the same one to every request it matches).
+    Compiled, an extension type whose fields the engine reads as C fields
+    (``router.pxd``).
+    """
+
+    __slots__ = ("pool", "acl")
+
+    def __init__(self, pool: str | None, acl: str | None) -> None:
+        set_field(self, "pool", pool)
+        set_field(self, "acl", acl)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Route):
+            return NotImplemented
+        return self.pool == other.pool and self.acl == other.acl
+
+    def __hash__(self) -> int:
+        return hash((self.pool, self.acl))
+
+    def __repr__(self) -> str:
+        return f"Route(pool={self.pool!r}, acl={self.acl!r})"
 
 
 class Router:
@@ -104,17 +129,17 @@ class Router:
                         if i < best:
                             best = i
         if self._host_exact:
-            host = facts.host
+            host = facts.fetch_host()
             if host:
                 i = self._host_exact.get(host.lower(), count)
                 if i < best:
                     best = i
         if self._exact_buckets:
-            path = facts._path if facts._path is not None else facts.path  # the property, once split
+            path = facts.fetch_path()
             best = _best_prefix(self._exact_buckets, path, best, count)
         if self._folded_buckets:
             # The whole path lowered, as the matcher does: lower() may change lengths.
-            best = _best_prefix(self._folded_buckets, facts.path.lower(), best, count)
+            best = _best_prefix(self._folded_buckets, facts.fetch_path().lower(), best, count)
         for i, matcher in self._generic:
             if i >= best:
                 break

@@ -1,5 +1,7 @@
 # Declarations for the compiled build of backend.py (see flow.pxd).
 
+cimport cython
+
 from lbcore.proxy.flow cimport Deadline, ReadGate
 
 cdef class BackendConnection:
@@ -25,6 +27,7 @@ cdef class MemberPool:
     cdef public long connects, reuses, connect_errors
     cpdef take_slot(self)
     cpdef free_slot(self)
+    @cython.locals(conn=BackendConnection)
     cpdef take_idle(self)
     cpdef put_idle(self, BackendConnection conn)
     cpdef forget(self, BackendConnection conn)

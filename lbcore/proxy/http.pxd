@@ -6,15 +6,16 @@ cimport cython
 
 # The events' C fields, under names of their own: http.py imports the classes that
 # serve (lbcore.l7.http1), which are these when the extensions are built.
-from lbcore._fastpath._events cimport Request as CRequest, Response as CResponse
+from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Response as CResponse
 from lbcore.l7._http1_requests cimport RequestReader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
 from lbcore.l7.facts cimport RequestFacts
+from lbcore.l7.router cimport Route
 from lbcore.proxy.accesslog cimport AccessLogs
 from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool
 from lbcore.proxy.flow cimport Admission, Deadline, ReadGate
-from lbcore.proxy.runtime cimport ListenerRuntime, PoolRuntime
+from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
 
 cdef class Exchange
@@ -57,7 +58,7 @@ cdef class ProtocolFactory:
 cdef class Exchange:
     cdef public ClientConnection conn
     cdef public CRequest request
-    cdef public object revision
+    cdef public Revision revision
     cdef public MemberState member
     cdef public ListenerRuntime listener
     cdef public PoolRuntime pool
@@ -83,15 +84,19 @@ cdef class Exchange:
     cdef public bint response_started, response_chunked, response_keep_alive, backend_keep_alive
     cdef public list tried
     cdef public bint finished
+    @cython.locals(route=Route)
     cpdef start(self)
     cpdef pick_member(self)
-    cpdef MemberPool member_pool(self, member)
+    @cython.locals(info=MemberInfo)
+    cpdef MemberPool member_pool(self, MemberState member)
     @cython.locals(mpool=MemberPool, backend=BackendConnection)
-    cpdef connect(self, member)
+    cpdef connect(self, MemberState member)
+    @cython.locals(info=MemberInfo)
     cpdef attach(self, BackendConnection backend)
     cpdef client_event(self, event)
     cpdef send_body(self, data)
     cpdef backend_data(self, BackendConnection backend, data)
+    @cython.locals(data_event=CData, head=CResponse)
     cpdef forward(self, list events)
     cpdef write_end(self, data, bint keep_alive)
     cpdef response_head(self, CResponse response)
@@ -99,4 +104,4 @@ cdef class Exchange:
     cpdef finish(self)
     cpdef free_slot(self)
     cpdef release_member(self)
-    cpdef access_record(self, member)
+    cpdef access_record(self, MemberState member)

@@ -520,8 +520,9 @@ class Exchange:
         # lifetime: this exchange
         self.conn = conn
         self.request = request
-        self.revision = conn.worker.revision  # finishes on the revision it started on
-        self.listener: ListenerRuntime = self.revision.listeners[conn.listener_name]
+        # (Read back through self: compiled, the fields are typed and the arguments not.)
+        self.revision = self.conn.worker.revision  # finishes on the revision it started on
+        self.listener: ListenerRuntime = self.revision.listeners[self.conn.listener_name]
         self.pool: PoolRuntime | None = None
         self.member: MemberState | None = None
         self.backend: BackendConnection | None = None
@@ -539,7 +540,7 @@ class Exchange:
         self.slot = None  # the MemberPool whose concurrency slot this exchange holds
         self.acl: str | None = None
         self.facts: RequestFacts | None = None
-        self.client_keep_alive = request.keep_alive
+        self.client_keep_alive = self.request.keep_alive
         # request side
         self.request_done = False
         self.body_pending: list[bytes] | None = []  # encoded body buffered until connected; None once streaming
@@ -812,13 +813,16 @@ class Exchange:
         out: list[bytes] = []
         last = len(events) - 1
         for index, event in enumerate(events):
+            # The typed locals (``http.pxd``) read an event's fields as C fields.
             kind = type(event)
             if kind is Data:
-                data = event.data
+                data_event = event
+                data = data_event.data
                 out.append(encode_chunk(data) if self.response_chunked else data)
             elif kind is Response:
-                out.append(self.response_head(event))
-                if event.status == 101:
+                head = event
+                out.append(self.response_head(head))
+                if head.status == 101:
                     # Switching protocols: what follows is the tunnel (finish_upgrade).
                     conn.write(b"".join(out))
                     return

@@ -5,6 +5,11 @@
 from lbcore.l7.balance cimport Balancer
 from lbcore.l7.router cimport Router
 
+cdef class MemberInfo:
+    # public: set through their descriptors (lbcore/l7/frozen.py)
+    cdef public str pool, name, host, authority
+    cdef public object port
+
 cdef class PoolRuntime:
     cdef public object spec
     cdef public str name
@@ -29,3 +34,7 @@ cdef class ListenerRuntime:
     cdef public double client_timeout, http_request_timeout, keepalive_timeout
     cdef public object max_body, redirect
     cdef public long max_request_line, max_header_bytes, max_headers
+
+cdef class Revision:
+    cdef public object spec, id, tls
+    cdef public dict pools, listeners

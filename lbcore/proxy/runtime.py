@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from lbcore import spec as S
 from lbcore.l7.balance import Balancer, MemberState, make_balancer
+from lbcore.l7.frozen import FrozenInstanceError, set_field
 from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.l7.rewrite import ForwardingPolicy
 from lbcore.l7.router import Router
@@ -30,25 +30,45 @@ __all__ = ["MemberInfo", "MemberRegistry", "PoolRuntime", "ListenerRuntime", "Re
            "parse_client", "parse_client_text"]
 
 
-@dataclass(frozen=True, slots=True)
 class MemberInfo:
-    """What the engine needs to reach a member (MemberState.data)."""
+    """What the engine needs to reach a member (MemberState.data).
 
-    pool: str
-    name: str
-    host: str
-    port: int
-    # The Host header for a request that came without one (HTTP/1.0): host:port,
-    # an IPv6 address in brackets; made once, not per request.
-    authority: str = field(init=False, compare=False)
+    A frozen value (``lbcore.l7.frozen``): equal to another with the same pool, name,
+    host and port, and refusing assignment. Compiled, an extension type whose fields
+    the engine reads as C fields (``runtime.pxd``).
+    """
 
-    def __post_init__(self) -> None:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        object.__setattr__(self, "authority", f"{host}:{self.port}")
+    __slots__ = ("pool", "name", "host", "port", "authority")
+
+    def __init__(self, pool: str, name: str, host: str, port: int) -> None:
+        set_field(self, "pool", pool)
+        set_field(self, "name", name)
+        set_field(self, "host", host)
+        set_field(self, "port", port)
+        # The Host header for a request that came without one (HTTP/1.0): host:port,
+        # an IPv6 address in brackets; made once, not per request.
+        set_field(self, "authority", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MemberInfo):
+            return NotImplemented
+        return (self.pool, self.name, self.host, self.port) == (other.pool, other.name, other.host, other.port)
+
+    def __hash__(self) -> int:
+        return hash((self.pool, self.name, self.host, self.port))
+
+    def __repr__(self) -> str:
+        return f"MemberInfo(pool={self.pool!r}, name={self.name!r}, host={self.host!r}, port={self.port!r})"
 
     def __str__(self) -> str:
         return f"{self.pool}/{self.name}({self.authority})"

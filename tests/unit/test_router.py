@@ -63,6 +63,12 @@ def test_route_is_frozen_and_reused():
     assert first is second  # built once per rule, not per request
     with pytest.raises(dataclasses.FrozenInstanceError):
         first.pool = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del first.acl  # type: ignore[misc]
+    assert (first.pool, first.acl) == ("static", "static")
+    assert first == Route("static", "static") != Route("static", None)
+    assert hash(first) == hash(Route("static", "static"))
+    assert repr(first) == "Route(pool='static', acl='static')"
 
 
 def test_rules_may_be_given_in_either_spelling():

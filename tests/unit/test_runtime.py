@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+
+import pytest
 
 from lbcore.proxy.runtime import MemberInfo, parse_client, parse_client_text
 
@@ -39,3 +42,15 @@ def test_client_address_text():
     assert parse_client_text(("2001:DB8:0:0::1", 7))[1] == "2001:db8::1"
     assert parse_client_text(("not an address", 1)) == (None, "", 0)
     assert parse_client_text(None) == (None, "", 0)
+
+
+def test_a_member_info_is_a_frozen_value():
+    info = MemberInfo("p", "m", "::1", 80)
+    assert hash(info) == hash(MemberInfo("p", "m", "::1", 80))
+    assert repr(info) == "MemberInfo(pool='p', name='m', host='::1', port=80)"
+    assert info.key == ("::1", 80)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.host = "10.0.0.1"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del info.port  # type: ignore[misc]
+    assert (info.host, info.port, info.authority) == ("::1", 80, "[::1]:80")
