@@ -4,6 +4,8 @@ cimport cython
 
 from lbcore.proxy.flow cimport Deadline, ReadGate
 
+cdef long _PEER_FULL  # ReadGate's reason
+
 cdef class BackendConnection:
     cdef public MemberPool pool
     cdef public object transport

@@ -21,6 +21,9 @@ from lbcore.proxy.flow import Deadline, ReadGate
 
 __all__ = ["BackendConnection", "MemberPool", "BackendPools", "BackendOwner", "ConnectFailed"]
 
+# Compiled, a C global (backend.pxd): ``ReadGate.PEER_FULL`` is a lookup on the class.
+_PEER_FULL = ReadGate.PEER_FULL
+
 
 class ConnectFailed(Exception):
     """Connecting to a member failed; ``timeout`` tells a timeout from a refusal."""
@@ -124,7 +127,7 @@ class BackendConnection:
     def release(self) -> None:
         """The exchange is done and the connection is clean: keep it for reuse."""
         self.owner = None
-        self.gate.resume(ReadGate.PEER_FULL)
+        self.gate.resume(_PEER_FULL)
         self.pool.put_idle(self)
 
     def _expired(self) -> None:

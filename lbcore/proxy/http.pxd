@@ -20,8 +20,21 @@ from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, 
 
 cdef class Exchange
 
+cdef long _PEER_FULL, _PIPELINE, _BUFFERED  # ReadGate's reasons
+
+cdef class WorkerContext:
+    cdef public object loop
+    cdef public WorkerStats stats
+    cdef public BackendPools backends
+    cdef public AccessLogs access_logs
+    cdef public Admission admission
+    cdef public Revision revision
+    cdef public dict bind_listener, passive
+    cdef public bint stopping
+
 cdef class ClientConnection:
     cdef public object worker, loop, listener_name, transport
+    cdef public WorkerContext context
     cdef public WorkerStats worker_stats
     cdef public BackendPools backends
     cdef public AccessLogs access_logs
@@ -41,6 +54,8 @@ cdef class ClientConnection:
     cdef public Exchange exchange
     cdef public ListenerRuntime listener
     cdef public double head_started
+    @cython.locals(listener=ListenerRuntime)
+    cpdef connection_made(self, transport)
     cpdef data_received(self, data)
     cpdef dispatch(self)
     cpdef exchange_done(self, Exchange ex, bint keep_alive)
@@ -53,6 +68,7 @@ cdef class TlsClientConnection(ClientConnection):
 
 cdef class ProtocolFactory:
     cdef public object worker, tcp_client, terminator
+    cdef public WorkerContext context
     cdef public str key
 
 cdef class Exchange:

@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lbcore.proxy.runtime import ListenerRuntime, PoolRuntime
     from lbcore.proxy.worker import Worker
 
-__all__ = ["ClientConnection", "Exchange", "ProtocolFactory", "TlsClientConnection"]
+__all__ = ["ClientConnection", "Exchange", "ProtocolFactory", "TlsClientConnection", "WorkerContext"]
 
 log = logging.getLogger("lbcore.proxy.http")
 
@@ -70,6 +70,12 @@ log = logging.getLogger("lbcore.proxy.http")
 BODY_BUFFER_HIGH = 64 * 1024
 
 _IDLE, _HEAD, _BUSY, _CLOSING = range(4)
+
+# ReadGate's reasons. Compiled, these are C globals (http.pxd): ``ReadGate.PIPELINE``
+# would be an attribute lookup on the class, several per request.
+_PEER_FULL = ReadGate.PEER_FULL
+_PIPELINE = ReadGate.PIPELINE
+_BUFFERED = ReadGate.BUFFERED
 
 # Linux's TCP_CORK (see ClientConnection.write_last); None elsewhere.
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
@@ -80,6 +86,33 @@ _NO_LISTENER_STATS = ListenerCounters()
 _NO_MEMBER_STATS = MemberCounters()  # client-side phases: which timeout applies
 
 
+class WorkerContext:
+    """What a worker's connections read on every request or connection: the loop, the
+    per-process tables, the current revision and the bind table, two flags.
+
+    The Worker keeps them here (its ``revision``, ``bind_listener``, ``stopping`` and
+    ``passive`` are properties over this object), so that, compiled (``http.pxd``),
+    the request path reads them as C fields: an attribute of the interpreted Worker
+    is a generic lookup, ~100-400 instructions each, several per request.
+    """
+
+    __slots__ = ("loop", "stats", "backends", "access_logs", "admission", "revision", "bind_listener", "stopping",
+                 "passive")
+
+    def __init__(self, loop, stats, backends, access_logs, admission) -> None:
+        self.loop = loop
+        self.stats = stats  # WorkerStats
+        self.backends = backends  # BackendPools
+        self.access_logs = access_logs  # AccessLogs
+        self.admission = admission  # Admission
+        self.revision = None  # the current Revision, once a spec was applied
+        self.bind_listener: dict[str, str] = {}  # bind key -> listener name in the current revision
+        self.stopping = False  # draining: no keep-alive, no new connections
+        # Passive checks: consecutive (gateway errors, 5xx) per "pool/member"; empty
+        # while no member has failed since the counts were last cleared.
+        self.passive: dict[str, list[int]] = {}
+
+
 class ClientConnection:
     """One client connection on an HTTP listener: an asyncio protocol (connection_made,
     data_received, eof_received, connection_lost, pause/resume_writing), not derived
@@ -87,7 +120,8 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "loop", "worker_stats", "backends", "access_logs", "admission", "listener_name", "transport",
+        "worker", "context", "loop", "worker_stats", "backends", "access_logs", "admission", "listener_name",
+        "transport",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "closed",
         "counted", "lstats", "requests",
@@ -100,13 +134,14 @@ class ClientConnection:
     def __init__(self, worker: "Worker", listener_name: str) -> None:
         # lifetime: connection
         self.worker = worker
-        self.loop = worker.loop
         # The worker's per-process tables, held here so the compiled request path
         # reaches them as typed fields (http.pxd), not through the Worker object.
-        self.worker_stats = worker.stats
-        self.backends = worker.backends
-        self.access_logs = worker.access_logs
-        self.admission = worker.admission
+        self.context = worker.context
+        self.loop = self.context.loop
+        self.worker_stats = self.context.stats
+        self.backends = self.context.backends
+        self.access_logs = self.context.access_logs
+        self.admission = self.context.admission
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
         self.gate = ReadGate()
@@ -135,10 +170,10 @@ class ClientConnection:
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (A C method once compiled, its listener typed: http.pxd.)
         self.transport = transport  # type: ignore[assignment]
         self.gate.attach(self.transport)  # type: ignore[arg-type]
-        worker = self.worker
-        listener = worker.revision.listeners.get(self.listener_name)
+        listener = self.context.revision.listeners.get(self.listener_name)
         if listener is None or not self.admission.admit(self.listener_name, self):
             # Listener removed by a reload in this instant, or over maxconn.
             transport.write(error_response(503))  # type: ignore[attr-defined]
@@ -253,16 +288,16 @@ class ClientConnection:
     def pause_writing(self) -> None:
         ex = self.exchange
         if ex is not None and ex.backend is not None:
-            ex.backend.gate.pause(ReadGate.PEER_FULL)
+            ex.backend.gate.pause(_PEER_FULL)
         elif self.tunnel is not None:
-            self.tunnel.gate.pause(ReadGate.PEER_FULL)
+            self.tunnel.gate.pause(_PEER_FULL)
 
     def resume_writing(self) -> None:
         ex = self.exchange
         if ex is not None and ex.backend is not None:
-            ex.backend.gate.resume(ReadGate.PEER_FULL)
+            ex.backend.gate.resume(_PEER_FULL)
         elif self.tunnel is not None:
-            self.tunnel.gate.resume(ReadGate.PEER_FULL)
+            self.tunnel.gate.resume(_PEER_FULL)
 
     # -- requests -------------------------------------------------------------------
     def dispatch(self) -> None:
@@ -282,7 +317,7 @@ class ClientConnection:
                 self.exchange.start()
             elif ex.request_done:
                 # A pipelined request: it waits for this response; stop reading meanwhile.
-                self.gate.pause(ReadGate.PIPELINE)
+                self.gate.pause(_PIPELINE)
                 return
             else:
                 ex.client_event(pending.popleft())
@@ -292,12 +327,12 @@ class ClientConnection:
         if self.exchange is not ex:
             return
         self.exchange = None
-        if not keep_alive or self.closed or self.worker.stopping or (self.reader is not None and self.reader.upgraded):
+        if not keep_alive or self.closed or self.context.stopping or (self.reader is not None and self.reader.upgraded):
             # An upgrade the member declined (or CONNECT) leaves the reader in tunnel
             # mode: what the client sends next is not HTTP we can parse, so close.
             self.close()
             return
-        self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
+        self.gate.resume(_PIPELINE | _PEER_FULL | _BUFFERED)
         if self.pending:
             self.phase = _HEAD
             self.head_started = monotonic()
@@ -318,7 +353,7 @@ class ClientConnection:
         backend.owner = TunnelOwner(self)
         self.phase = _BUSY
         self.deadline.extend(timeout)
-        self.gate.resume(ReadGate.PIPELINE | ReadGate.PEER_FULL | ReadGate.BUFFERED)
+        self.gate.resume(_PIPELINE | _PEER_FULL | _BUFFERED)
         if member_tail:
             self.write(member_tail)
         backlog = self.tunnel_backlog
@@ -455,14 +490,16 @@ class ProtocolFactory:
 
     def __init__(self, worker: "Worker", key: str, tcp_client, terminator=None) -> None:
         self.worker = worker
+        self.context = worker.context
         self.key = key
         self.tcp_client = tcp_client
         self.terminator = terminator
 
     def __call__(self):
         worker = self.worker
-        name = worker.bind_listener[self.key]
-        protocol = worker.revision.listeners[name].spec.protocol
+        name = self.context.bind_listener[self.key]
+        listener: ListenerRuntime = self.context.revision.listeners[name]
+        protocol = listener.protocol
         if protocol == "http":
             made = ClientConnection(worker, name)
         elif protocol == "https":
@@ -499,10 +536,10 @@ class TunnelOwner:
         self.client.close()
 
     def backend_pause_writing(self) -> None:
-        self.client.gate.pause(ReadGate.PEER_FULL)
+        self.client.gate.pause(_PEER_FULL)
 
     def backend_resume_writing(self) -> None:
-        self.client.gate.resume(ReadGate.PEER_FULL)
+        self.client.gate.resume(_PEER_FULL)
 
 
 class Exchange:
@@ -521,7 +558,7 @@ class Exchange:
         self.conn = conn
         self.request = request
         # (Read back through self: compiled, the fields are typed and the arguments not.)
-        self.revision = self.conn.worker.revision  # finishes on the revision it started on
+        self.revision = self.conn.context.revision  # finishes on the revision it started on
         self.listener: ListenerRuntime = self.revision.listeners[self.conn.listener_name]
         self.pool: PoolRuntime | None = None
         self.member: MemberState | None = None
@@ -731,10 +768,10 @@ class Exchange:
             self.t_connect = 0.0  # a reused member connection
         if self.body_pending_size:
             self.body_pending_size = 0
-            self.conn.gate.resume(ReadGate.BUFFERED)
+            self.conn.gate.resume(_BUFFERED)
         backend.deadline.extend(pool.server_timeout)
         if self.conn.transport is not None and self.conn.transport.get_write_buffer_size() > 65536:
-            backend.gate.pause(ReadGate.PEER_FULL)
+            backend.gate.pause(_PEER_FULL)
 
     # -- client events --------------------------------------------------------------
     def client_event(self, event: object) -> None:
@@ -782,7 +819,7 @@ class Exchange:
             pending.append(data)
             self.body_pending_size += len(data)
             if self.body_pending_size > BODY_BUFFER_HIGH:
-                self.conn.gate.pause(ReadGate.BUFFERED)
+                self.conn.gate.pause(_BUFFERED)
         elif self.backend is not None:
             self.body_sent = True
             self.mstats.bytes_out += len(data)
@@ -864,7 +901,7 @@ class Exchange:
         worker = self.conn.worker
         if status >= 500:
             worker.member_error(self.member, gateway=False)
-        elif worker.passive and self.member is not None:  # some member has failed lately
+        elif self.conn.context.passive and self.member is not None:  # some member has failed lately
             worker.member_ok(self.member)
         extra = self.listener.response_headers
         persistence = self.pool.persistence if self.pool else None
@@ -935,10 +972,10 @@ class Exchange:
             self.member_lost(f"member connection lost: {exc}" if exc else "member closed the connection")
 
     def backend_pause_writing(self) -> None:
-        self.conn.gate.pause(ReadGate.PEER_FULL)
+        self.conn.gate.pause(_PEER_FULL)
 
     def backend_resume_writing(self) -> None:
-        self.conn.gate.resume(ReadGate.PEER_FULL)
+        self.conn.gate.resume(_PEER_FULL)
 
     def member_lost(self, why: str) -> None:
         backend = self.backend

@@ -25,7 +25,7 @@ cdef class PoolRuntime:
 
 cdef class ListenerRuntime:
     cdef public object spec
-    cdef public str name
+    cdef public str name, protocol
     cdef public Router router
     cdef public dict pools
     cdef public object policy, tls

@@ -144,13 +144,14 @@ class PoolRuntime:
 
 
 class ListenerRuntime:
-    __slots__ = ("spec", "name", "router", "pools", "policy", "tls", "response_headers", "client_auth",
+    __slots__ = ("spec", "name", "protocol", "router", "pools", "policy", "tls", "response_headers", "client_auth",
                  "client_timeout", "http_request_timeout", "keepalive_timeout", "max_body", "max_request_line",
                  "max_header_bytes", "max_headers", "redirect")
 
     def __init__(self, listener: S.Listener, pools: dict[str, PoolRuntime], tls: SpecTls | None = None) -> None:
         self.spec = listener
         self.name = listener.name
+        self.protocol = listener.protocol
         self.router = Router([(a.name, a.condition, a.pool) for a in listener.acls], listener.default_pool)
         self.pools = pools
         fh = set(listener.forwarded_headers)

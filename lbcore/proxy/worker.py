@@ -30,7 +30,7 @@ from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
 from lbcore.proxy.flow import Admission, untrack_transports
 from lbcore.proxy.heap import tune_malloc
-from lbcore.proxy.http import ProtocolFactory
+from lbcore.proxy.http import ProtocolFactory, WorkerContext
 from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
 from lbcore.proxy.stats import FLUSH_INTERVAL, WorkerStats
 from lbcore.proxy.tcp import TcpClient
@@ -60,20 +60,49 @@ class Worker:
         # "pool/member"; re-applied to every new revision's MemberStates.
         self.member_states: dict[str, dict[str, Any]] = {}
         self.ramping = False  # a slow-start ramp timer is running
-        # Passive checks: consecutive (gateway errors, 5xx) per "pool/member".
-        self.passive: dict[str, list[int]] = {}
-        self.stopping = False
         self.stopped = loop.create_future()
-        # lifetime: revision
-        self.revision: Revision | None = None  # type: ignore[assignment]
         # lifetime: bind address (kept across revisions while the address stays)
         self.servers: dict[str, tuple[asyncio.base_events.Server, object]] = {}  # bind -> (server, TLS context)
         self.bind_fds: dict[str, int] = {}  # bind -> the listening socket's fd (ours; servers get dups)
         self.ticket_files: dict = {}  # TLS ticket key files, kept across revisions
-        self.bind_listener: dict[str, str] = {}  # bind key -> listener name in the current revision
         # Open client connections per listener and each listener's maxconn share (the
         # connections admit and release themselves).
         self.admission = Admission(self.stats)
+        # What the connections read on every request: the tables above, the current
+        # revision, the bind table, the stopping flag and the passive-check counts
+        # (the properties below).
+        self.context = WorkerContext(loop, self.stats, self.backends, self.access_logs, self.admission)
+
+    # -- state kept in the context ----------------------------------------------------
+    @property
+    def revision(self) -> Revision | None:
+        return self.context.revision
+
+    @revision.setter
+    def revision(self, revision: Revision) -> None:
+        self.context.revision = revision
+
+    @property
+    def bind_listener(self) -> dict[str, str]:
+        """Bind key -> listener name in the current revision."""
+        return self.context.bind_listener
+
+    @bind_listener.setter
+    def bind_listener(self, table: dict[str, str]) -> None:
+        self.context.bind_listener = table
+
+    @property
+    def stopping(self) -> bool:
+        return self.context.stopping
+
+    @stopping.setter
+    def stopping(self, stopping: bool) -> None:
+        self.context.stopping = stopping
+
+    @property
+    def passive(self) -> dict[str, list[int]]:
+        """Passive checks: consecutive (gateway errors, 5xx) per "pool/member"."""
+        return self.context.passive
 
     # -- connection accounting ------------------------------------------------------
     def tls_failed(self, listener: str) -> None:
