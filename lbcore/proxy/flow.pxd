@@ -47,6 +47,7 @@ cdef class Deadline:
     cdef public double expires
     cdef public double armed
     cdef public Py_ssize_t index
+    @cython.locals(now=double, expires=double)
     cpdef extend(self, double seconds)
     cpdef cancel(self)
     cpdef close(self)

@@ -273,7 +273,8 @@ class Deadline:
 
     def extend(self, seconds: float) -> None:
         """Expire ``seconds`` from now (replacing any earlier or later expiry)."""
-        expires = self.clock() + seconds
+        now = self.clock()  # compiled, a C double (flow.pxd): the sum is not boxed
+        expires = now + seconds
         self.expires = expires
         if self.index < 0 or expires < self.armed:
             # Not armed, or earlier than it is armed for: (re)arm; later is lazy.

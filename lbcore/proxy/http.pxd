@@ -100,7 +100,7 @@ cdef class Exchange:
     cdef public bint response_started, response_chunked, response_keep_alive, backend_keep_alive
     cdef public list tried
     cdef public bint finished
-    @cython.locals(route=Route)
+    @cython.locals(route=Route, pool=PoolRuntime)
     cpdef start(self)
     cpdef pick_member(self)
     @cython.locals(info=MemberInfo)
@@ -115,9 +115,12 @@ cdef class Exchange:
     @cython.locals(data_event=CData, head=CResponse)
     cpdef forward(self, list events)
     cpdef write_end(self, data, bint keep_alive)
+    @cython.locals(now=double)
     cpdef response_head(self, CResponse response)
+    @cython.locals(now=double)
     cpdef response_complete(self)
     cpdef finish(self)
     cpdef free_slot(self)
     cpdef release_member(self)
+    @cython.locals(now=double, started=double)
     cpdef access_record(self, MemberState member)

@@ -894,7 +894,8 @@ class Exchange:
         self.response_started = True
         status = response.status
         self.status = status
-        self.t_first_byte = monotonic() - self.sent_at
+        now = monotonic()  # compiled, C doubles (http.pxd): one float made, not three
+        self.t_first_byte = now - self.sent_at
         self.conn.lstats.response(status)
         self.pstats.response(status)
         self.mstats.response(status)
@@ -925,7 +926,8 @@ class Exchange:
         return framing.head
 
     def response_complete(self) -> None:
-        self.mstats.observe(monotonic() - self.started)
+        now = monotonic()
+        self.mstats.observe(now - self.started)
         backend = self.backend
         reusable = (
             backend is not None
@@ -1122,6 +1124,7 @@ class Exchange:
         facts = self.facts
         pool = self.pool
         started = self.started
+        now = monotonic()
         # Positional, in AccessRecord's field order (tests/unit/test_request_path.py
         # checks every field): matching 23 keywords cost more than the rest of this.
         # new_record is AccessRecord(...), its slots filled without the interpreted __init__.
@@ -1147,7 +1150,7 @@ class Exchange:
             self.t_queue,  # t_queue
             self.t_connect,  # t_connect
             self.t_first_byte,  # t_first_byte
-            monotonic() - started,  # t_total
+            now - started,  # t_total
             len(self.tried) - 1 if self.tried else 0,  # retries
             self.termination,  # termination
         )
