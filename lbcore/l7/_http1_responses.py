@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -99,7 +98,10 @@ class ResponseReader(ReaderBase):
         self._max_headers = max_headers
         # connection
         self._parser: HttpResponseParser | None = None  # llhttp, made when a message needs it (the fast lane may never)
-        self._expected: deque[str] = deque()
+        # The request methods of the responses still to come, oldest first (pipelining:
+        # rarely more than one). A list, not a deque: compiled, append and del [0] are C
+        # calls (the .pxd), a deque's are method calls (and so is a short list's pop(0)).
+        self._expected: list[str] = []
         self._state = IDLE
         self._error: ProtocolError | None = None
         self._eof = False
@@ -164,7 +166,7 @@ class ResponseReader(ReaderBase):
         events = self._events = []
         if state is BODY_UNTIL_EOF:
             events.append(EMPTY_END)
-            self._expected.popleft()
+            del self._expected[0]
             self._goto("eof")
         elif state is BODY_LENGTH or state is BODY_CHUNKED or (state is HEAD and self._begun):
             self._fail(ProtocolError("connection closed in the middle of a response", 400), events)
@@ -257,7 +259,7 @@ class ResponseReader(ReaderBase):
             events = [response, _make_data(data[end:]), EMPTY_END]
         else:
             return None
-        self._expected.popleft()
+        del self._expected[0]
         self._keep_alive = keep_alive
         self._state = IDLE if keep_alive else CLOSED
         self._events = events
@@ -285,7 +287,7 @@ class ResponseReader(ReaderBase):
         if self._body:
             self._flush_body()
         self._events.append(EMPTY_END)
-        self._expected.popleft()
+        del self._expected[0]
         self._goto("end" if self._keep_alive else "end-close")
 
     def _head_end(self, data: bytes, pos: int, end: int) -> int:
@@ -321,7 +323,7 @@ class ResponseReader(ReaderBase):
     def _end_without_body(self, response: Response, event: str) -> NoReturn:
         self._events.append(response)
         self._events.append(EMPTY_END)
-        self._expected.popleft()
+        del self._expected[0]
         self._goto(event)
         raise Stop()
 
@@ -410,7 +412,7 @@ class ResponseReader(ReaderBase):
             self._events.append(EndOfMessage(decode_fields(self._names, self._values)))
         else:
             self._events.append(EMPTY_END)
-        self._expected.popleft()
+        del self._expected[0]
         self._goto("end" if self._keep_alive else "end-close")
         if not self._parser.should_keep_alive():
             # llhttp will refuse what follows ("Data after `Connection: close`")

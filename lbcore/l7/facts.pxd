@@ -4,6 +4,9 @@
 
 cimport cython
 
+cdef dict _LOWERED
+cdef Py_ssize_t _LOWERED_MAX
+
 cdef class RequestFacts:
     cdef public object method, target, headers, client_ip, client_port, sni
     cdef public object _path, _query, _host, _cookies, _params
@@ -17,7 +20,7 @@ cdef class RequestFacts:
     cpdef dict fetch_cookies(self)
     @cython.locals(params=dict)
     cpdef dict fetch_params(self)
-    @cython.locals(by_name=dict)
+    @cython.locals(by_name=dict, lowered=dict)
     cpdef dict _headers_by_name(self)
     @cython.locals(by_name=dict, values=list)
     cpdef list header_values(self, name)

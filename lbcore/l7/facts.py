@@ -19,6 +19,12 @@ from urllib.parse import unquote
 
 __all__ = ["RequestFacts", "split_host"]
 
+# Field names in lower case, by name as sent: clients send the same few names, and a
+# dictionary read costs less than str.lower() (a method call, compiled or not). Bounded:
+# past _LOWERED_MAX names, new ones are lowered each time and not kept.
+_LOWERED: dict[str, str] = {}
+_LOWERED_MAX = 512
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -133,8 +139,14 @@ class RequestFacts:
     # -- headers -----------------------------------------------------------------
     def _headers_by_name(self) -> dict[str, list[str]]:
         by_name: dict[str, list[str]] = {}
+        lowered = _LOWERED
         for key, value in self.headers:
-            by_name.setdefault(key.lower(), []).append(value)
+            name = lowered.get(key)
+            if name is None:
+                name = key.lower()
+                if len(lowered) < _LOWERED_MAX:
+                    lowered[key] = name
+            by_name.setdefault(name, []).append(value)
         self._by_name = by_name
         return by_name
 

@@ -22,14 +22,15 @@ cdef class BackendConnection:
     cpdef release(self)
 
 cdef class MemberPool:
-    cdef public object loop, host, port, connect_kwargs, idle, all, waiters
+    cdef public object loop, host, port, connect_kwargs, all, waiters
+    cdef public list idle
     cdef public long idle_max
     cdef public double idle_timeout
     cdef public long in_use
     cdef public long connects, reuses, connect_errors
     cpdef take_slot(self)
     cpdef free_slot(self)
-    @cython.locals(conn=BackendConnection)
+    @cython.locals(conn=BackendConnection, idle=list)
     cpdef take_idle(self)
     cpdef put_idle(self, BackendConnection conn)
     cpdef forget(self, BackendConnection conn)

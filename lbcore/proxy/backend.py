@@ -148,7 +148,9 @@ class MemberPool:
         self.host = host
         self.port = port
         self.connect_kwargs = connect_kwargs or {}  # ssl= and server_hostname= for TLS to the member
-        self.idle: deque[BackendConnection] = deque()
+        # Most recently used last (taken first: warmest). A list, not a deque: compiled,
+        # appending and deleting are C calls (backend.pxd), a deque's are method calls.
+        self.idle: list[BackendConnection] = []
         self.idle_max = 32
         self.idle_timeout = 60.0
         self.all: set[BackendConnection] = set()
@@ -191,7 +193,10 @@ class MemberPool:
     def take_idle(self) -> BackendConnection | None:
         idle = self.idle
         while idle:
-            conn = idle.pop()  # most recently used first: warmest, least likely closed by the member
+            # Most recently used first: warmest, least likely closed by the member. (Read
+            # and deleted: compiled, a short list's pop() is a method call.)
+            conn = idle[-1]
+            del idle[-1]
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 conn.reused = True
                 self.reuses += 1

@@ -43,3 +43,21 @@ def test_a_plain_target_is_its_own_path() -> None:
     target = "/static/app.js"
     facts = RequestFacts("GET", target)
     assert facts.path is target and facts.query == ""
+
+
+@given(st.lists(st.tuples(st.text(alphabet="aAbBcC-", min_size=1, max_size=4), st.text(max_size=3)), max_size=8))
+def test_header_values_by_lower_case_name_as_the_reference(headers: list[tuple[str, str]]) -> None:
+    facts = RequestFacts("GET", "/", headers)
+    for name in {key.lower() for key, _ in headers} | {"absent"}:
+        expected = [value for key, value in headers if key.lower() == name]
+        assert facts.header_values(name) == expected
+        assert facts.header(name) == (expected[-1] if expected else None)
+
+
+def test_many_distinct_header_names_are_all_found() -> None:
+    # More names than the engine keeps lowered (facts._LOWERED_MAX): the ones past the
+    # bound are lowered each time, with the same result.
+    headers = [(f"X-Name-{i}", str(i)) for i in range(2000)]
+    facts = RequestFacts("GET", "/", headers)
+    assert all(facts.header(f"x-name-{i}") == str(i) for i in range(2000))
+    assert RequestFacts("GET", "/", headers).header_values("x-name-1999") == ["1999"]
