@@ -1,0 +1,208 @@
+"""User-space instructions per proxied request, lbcore's worker against haproxy: a count, not a time.
+
+``python -m bench.instructions [--mode keepalive|close] [--servers lbcore,haproxy] [--requests 600 3000]``
+
+Each server runs with the bench's configuration (``bench/configs``: 3 ACLs,
+X-Forwarded-For/-Proto, the access log to syslog over UDP, a port this program holds
+and never reads; lbcore with one worker, haproxy with one thread) in front of Debian's
+nginx, under valgrind's callgrind. A client in this process makes the requests one
+at a time over 127.0.0.1: a keep-alive connection, or a new connection per request
+(``Connection: close``). Each server is run twice, with the two request counts; the
+difference in instructions its process executed (for lbcore the worker, not the
+supervisor), divided by the difference in requests,
+is its instructions per request: start-up, warm-up and shutdown cancel out.
+
+Why: on this VM two runs of the throughput harness (``python -m bench``) differ by
+more than the changes one wants to judge, and there are no hardware counters. A count
+repeats to within a fraction of a percent. What it does not see: the kernel (system
+calls, the TCP stack, about half of a request's CPU here, and about equal for the two
+servers), cache misses and branch mispredictions, and batching under load (one
+request at a time, every server waits in ``epoll_wait`` once or more per request).
+Work that runs per unit of time (stats flushes, timers) adds a little per request,
+as callgrind slows the longer run down more. So it compares user-space work, not
+throughput: the ratios per CPU-second come only from ``python -m bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.configs import Frontend, backend_nginx_conf, haproxy_cfg, lbcore_spec
+from bench.servers import get, nginx_argv
+
+READY_TIMEOUT = 300.0  # seconds: lbcore imports its modules under callgrind first
+STOP_TIMEOUT = 120.0
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port: int, close: bool) -> bytes:
+    return (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port) + (b"Connection: close\r\n" if close else b"") + b"\r\n"
+
+
+def read_response(sock: socket.socket) -> None:
+    """One whole response with a Content-Length body (nginx's small answer)."""
+    buf = b""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            length = CONTENT_LENGTH.search(buf[: end + 2])
+            if length is None:
+                raise SystemExit(f"no Content-Length in {buf[:end]!r}")
+            if len(buf) >= end + 4 + int(length.group(1)):
+                return
+        data = sock.recv(65536)
+        if not data:
+            raise SystemExit(f"connection closed before a whole response: {buf!r}")
+        buf += data
+
+
+def make_requests(port: int, count: int, close: bool) -> None:
+    data = request(port, close)
+    sock = None
+    for _ in range(count):
+        if sock is None:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        sock.sendall(data)
+        read_response(sock)
+        if close:
+            sock.close()
+            sock = None
+    if sock is not None:
+        sock.close()
+
+
+def wait_ready(proc: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode}) before it answered")
+        try:
+            if get(port, tls=False, timeout=5.0) == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"no answer on port {port} within {READY_TIMEOUT:.0f} s")
+
+
+# The process whose instructions count, by its command line (callgrind's ``cmd:``):
+# lbcore's worker, not its supervisor (which starts up with more than the worker).
+MEASURED = {"lbcore": "lbcore.proxy.worker", "haproxy": "haproxy"}
+
+
+def callgrind_total(path: Path) -> tuple[str, int]:
+    """(``cmd:``, the ``summary:``/``totals:`` instruction count) of a callgrind output file."""
+    command, total = "", None
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("cmd:"):
+            command = line[4:].strip()
+        elif line.startswith(("summary:", "totals:")):
+            total = int(line.split()[1])
+    if total is None:
+        raise SystemExit(f"no instruction total in {path}")
+    return command, total
+
+
+def server_argv(server: str, workdir: Path, fe: Frontend) -> list[str]:
+    if server == "lbcore":
+        spec = workdir / "lbcore.yaml"
+        spec.write_text(yaml.safe_dump(lbcore_spec(fe), sort_keys=False))
+        return [sys.executable, "-m", "lbcore.cli", "serve", str(spec), "--workers", "1", "--log-level", "WARNING"]
+    if server == "haproxy":
+        cfg = workdir / "haproxy.cfg"
+        cfg.write_text(haproxy_cfg(fe, workdir / "haproxy.sock"))
+        return [shutil.which("haproxy") or "haproxy", "-db", "-f", str(cfg)]
+    raise SystemExit(f"unknown server {server!r} (lbcore, haproxy)")
+
+
+def run_once(server: str, workdir: Path, fe: Frontend, count: int, close: bool, warmup: int) -> int:
+    """The server under callgrind for ``warmup`` then ``count`` requests: the
+    instructions of its measured process (``MEASURED``)."""
+    prefix = workdir / f"cg.{server}.{count}"
+    for old in workdir.glob(f"{prefix.name}.*"):
+        old.unlink()
+    argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={prefix}.%p",
+            *server_argv(server, workdir, fe)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    with open(workdir / f"{server}.{count}.log", "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_ready(proc, fe.port)
+            make_requests(fe.port, warmup, close)
+            make_requests(fe.port, count, close)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    measured = [total for command, total in map(callgrind_total, workdir.glob(f"{prefix.name}.*"))
+                if MEASURED[server] in command]
+    if len(measured) != 1:
+        raise SystemExit(f"{server}: {len(measured)} callgrind outputs of {MEASURED[server]!r}, not one")
+    return measured[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("keepalive", "close"), default="keepalive")
+    parser.add_argument("--servers", default="lbcore,haproxy", help="comma-separated: lbcore, haproxy")
+    parser.add_argument("--requests", type=int, nargs=2, default=(600, 3000), metavar=("FEW", "MANY"))
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (callgrind files, logs)")
+    args = parser.parse_args(argv)
+    few, many = args.requests
+    if not 0 < few < many:
+        parser.error("--requests: FEW must be positive and smaller than MANY")
+    close = args.mode == "close"
+    workdir = Path(tempfile.mkdtemp(prefix="lbcore-instructions-"))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the access log's syslog port, never read
+    sink.bind(("127.0.0.1", 0))
+    fe = Frontend(port=free_port(), backend_port=free_port(), acls=3, access_log_port=sink.getsockname()[1],
+                  admin_port=free_port())
+    (workdir / "nginx.conf").write_text(backend_nginx_conf(fe.backend_port, workdir))
+    backend = subprocess.Popen(nginx_argv(workdir, workdir / "nginx.conf"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    per_request: dict[str, float] = {}
+    try:
+        wait_ready(backend, fe.backend_port)
+        for server in [s.strip() for s in args.servers.split(",") if s.strip()]:
+            counts = [run_once(server, workdir, fe, n, close, args.warmup) for n in (few, many)]
+            per_request[server] = (counts[1] - counts[0]) / (many - few)
+            print(f"{server:8s} {args.mode}: {per_request[server]:,.0f} instructions per request "
+                  f"({counts[0]:,} for {few}, {counts[1]:,} for {many})", flush=True)
+    finally:
+        backend.terminate()
+        backend.wait()
+        sink.close()
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if "lbcore" in per_request and "haproxy" in per_request:
+        print(f"lbcore / haproxy: {per_request['lbcore'] / per_request['haproxy']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

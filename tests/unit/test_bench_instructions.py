@@ -1,0 +1,60 @@
+"""bench.instructions: reading callgrind's totals, and the client it counts requests with."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from bench.instructions import MEASURED, callgrind_total, make_requests, request
+
+
+def test_a_callgrind_file_gives_its_command_and_total(tmp_path) -> None:
+    out = tmp_path / "cg.lbcore.600.123"
+    out.write_text(
+        "# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\npid: 123\n"
+        "cmd:  /usr/bin/python3 -m lbcore.proxy.worker --control-fd 14\npart: 1\n\n"
+        "events: Ir\nfl=x\nfn=main\n1 5\n\nsummary: 1339408877\n\ntotals: 1339408877\n"
+    )
+    command, total = callgrind_total(out)
+    assert total == 1_339_408_877
+    assert MEASURED["lbcore"] in command and MEASURED["haproxy"] not in command
+
+
+def test_a_file_without_a_total_is_refused(tmp_path) -> None:
+    out = tmp_path / "cg.haproxy.600.1"
+    out.write_text("cmd: haproxy -db\n")
+    with pytest.raises(SystemExit, match="no instruction total"):
+        callgrind_total(out)
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_the_client_reads_whole_responses_on_one_connection_or_one_each(close: bool) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    body = b"hello"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + body
+    seen: list[tuple[int, bytes]] = []  # (connection number, request)
+
+    def serve() -> None:
+        for number in range(1 if not close else 3):
+            conn, _ = server.accept()
+            with conn:
+                for _ in range(3 if not close else 1):
+                    data = b""
+                    while not data.endswith(b"\r\n\r\n"):
+                        data += conn.recv(4096)
+                    seen.append((number, data))
+                    # the response in two writes: the client must wait for the whole body
+                    conn.sendall(answer[:10])
+                    conn.sendall(answer[10:])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    make_requests(port, 3, close)
+    thread.join(timeout=30)
+    server.close()
+    assert [number for number, _ in seen] == ([0, 0, 0] if not close else [0, 1, 2])
+    assert all(data == request(port, close) for _, data in seen)
+    assert all((b"Connection: close" in data) == close for _, data in seen)
