@@ -35,10 +35,6 @@ cdef class WorkerContext:
 cdef class ClientConnection:
     cdef public object worker, loop, listener_name, transport
     cdef public WorkerContext context
-    cdef public WorkerStats worker_stats
-    cdef public BackendPools backends
-    cdef public AccessLogs access_logs
-    cdef public Admission admission
     cdef public ReadGate gate
     cdef public Deadline deadline
     cdef public int phase

@@ -120,8 +120,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "context", "loop", "worker_stats", "backends", "access_logs", "admission", "listener_name",
-        "transport",
+        "worker", "context", "loop", "listener_name", "transport",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "closed",
         "counted", "lstats", "requests",
@@ -134,14 +133,10 @@ class ClientConnection:
     def __init__(self, worker: "Worker", listener_name: str) -> None:
         # lifetime: connection
         self.worker = worker
-        # The worker's per-process tables, held here so the compiled request path
-        # reaches them as typed fields (http.pxd), not through the Worker object.
+        # The worker's per-process tables, read through the context so the compiled
+        # request path reaches them as typed fields (http.pxd), not through the Worker.
         self.context = worker.context
         self.loop = self.context.loop
-        self.worker_stats = self.context.stats
-        self.backends = self.context.backends
-        self.access_logs = self.context.access_logs
-        self.admission = self.context.admission
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
         self.gate = ReadGate()
@@ -174,7 +169,7 @@ class ClientConnection:
         self.transport = transport  # type: ignore[assignment]
         self.gate.attach(self.transport)  # type: ignore[arg-type]
         listener = self.context.revision.listeners.get(self.listener_name)
-        if listener is None or not self.admission.admit(self.listener_name, self):
+        if listener is None or not self.context.admission.admit(self.listener_name, self):
             # Listener removed by a reload in this instant, or over maxconn.
             transport.write(error_response(503))  # type: ignore[attr-defined]
             transport.close()
@@ -187,7 +182,7 @@ class ClientConnection:
             self.tls_established(transport, listener)
         self.listener = listener
         self.head_started = monotonic()
-        self.lstats = lstats = self.worker_stats.listener(self.listener_name)
+        self.lstats = lstats = self.context.stats.listener(self.listener_name)
         lstats.conns_total += 1
         lstats.conns_cur += 1
         self.counted = True
@@ -201,7 +196,7 @@ class ClientConnection:
         if ssl_object is None:
             return
         self.sni = getattr(ssl_object, "lbcore_sni", None)
-        lstats = self.worker_stats.listener(self.listener_name)
+        lstats = self.context.stats.listener(self.listener_name)
         if ssl_object.session_reused:
             lstats.tls_resumed += 1
         else:
@@ -277,7 +272,7 @@ class ClientConnection:
         self.deadline.close()
         if self.counted:
             self.lstats.conns_cur -= 1
-        self.admission.release(self.listener_name, self)
+        self.context.admission.release(self.listener_name, self)
         if self.exchange is not None:
             self.exchange.client_lost()
             self.exchange = None
@@ -408,7 +403,7 @@ class ClientConnection:
 
     def log_without_request(self, status: int, termination: str) -> None:
         """Access-log a refusal that happened before any request head was read."""
-        access_log = self.access_logs.for_listener(self.listener_name)
+        access_log = self.context.access_logs.for_listener(self.listener_name)
         if access_log is None:
             return
         now = monotonic()
@@ -627,7 +622,7 @@ class Exchange:
             self.answer(503, (("Retry-After", "1"),))
             return
         self.pool = pool
-        self.pstats = pstats = conn.worker_stats.pool(pool.name)
+        self.pstats = pstats = conn.context.stats.pool(pool.name)
         pstats.requests += 1
         member = self.pick_member()
         if member is None:
@@ -653,12 +648,12 @@ class Exchange:
     def member_pool(self, member: "MemberState"):
         info = member.data
         pool = self.pool
-        return self.conn.backends.get(info.host, info.port, pool.idle_per_member, pool.keepalive_timeout,
+        return self.conn.context.backends.get(info.host, info.port, pool.idle_per_member, pool.keepalive_timeout,
                                              pool.conn_key, pool.connect_kwargs)  # type: ignore[union-attr]
 
     def connect(self, member: "MemberState") -> None:
         self.member = member
-        self.mstats = self.conn.worker_stats.member(self.pool.name, member.name)  # type: ignore[union-attr]
+        self.mstats = self.conn.context.stats.member(self.pool.name, member.name)  # type: ignore[union-attr]
         self.mstats.requests += 1
         member.active += 1
         self.tried.append(member)
@@ -1073,7 +1068,7 @@ class Exchange:
             log_member = self.member
             self.release_member()
             self.free_slot()
-            access_log = self.conn.access_logs.for_listener(self.listener.name)
+            access_log = self.conn.context.access_logs.for_listener(self.listener.name)
             if access_log is not None:
                 access_log.log(self.access_record(log_member))
 
