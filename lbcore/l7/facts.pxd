@@ -26,5 +26,4 @@ cdef class RequestFacts:
     cpdef list header_values(self, name)
     @cython.locals(by_name=dict, values=list)
     cpdef header(self, name)
-    @cython.locals(jar=dict)
     cpdef cookie(self, name)

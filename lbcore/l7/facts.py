@@ -201,10 +201,7 @@ class RequestFacts:
         return self._cookies
 
     def cookie(self, name: str) -> str | None:
-        jar = self._cookies
-        if jar is None:
-            jar = self.fetch_cookies()
-        return jar.get(name)
+        return self.fetch_cookies().get(name)
 
     @property
     def params(self) -> dict[str, list[str]]:
