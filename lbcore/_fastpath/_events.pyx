@@ -18,6 +18,7 @@ Field types are checked where the pure twin only annotates: ``str`` fields take 
 stored as booleans.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from lbcore._fastpath._fieldlines cimport FieldLine, read_field_line
@@ -59,6 +60,7 @@ cdef tuple _decode_field_lines(bytes lines, Py_ssize_t start, Py_ssize_t end):
     return tuple(out)
 
 
+@cython.freelist(16)
 cdef class Request:
     """A request head (see ``_events_py.Request``)."""
 
@@ -105,6 +107,7 @@ cdef class Request:
         _undeletable(name)
 
 
+@cython.freelist(16)
 cdef class Response:
     """A final response head, 101 included (see ``_events_py.Response``)."""
 
@@ -194,6 +197,7 @@ cdef class InformationalResponse:
         _undeletable(name)
 
 
+@cython.freelist(16)
 cdef class Data:
     """Body bytes, de-chunked (see ``_events_py.Data``)."""
 
@@ -222,6 +226,7 @@ cdef class Data:
         _undeletable(name)
 
 
+@cython.freelist(16)
 cdef class EndOfMessage:
     """The end of a message body, with a chunked body's trailers (see ``_events_py.EndOfMessage``)."""
 
