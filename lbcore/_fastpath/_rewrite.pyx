@@ -435,9 +435,13 @@ cdef object _finish(Out *o):
 
 # -- Connection options ----------------------------------------------------------------
 
-cdef object _connection_tokens(tuple headers):
+cdef object _connection_tokens(tuple headers, bint *close):
     """The options of the Connection fields that can remove a field (those not
-    hop-by-hop nor framing), as a set in lower case; None when there are none."""
+    hop-by-hop nor framing), as a set in lower case; None when there are none.
+
+    ``close``, the usual option, sets ``close[0]`` instead of going into the set (the
+    caller drops a field named Close with ``_names_close``): with no other option, no
+    set is made and no field name is lowered to be looked up in one."""
     cdef Py_ssize_t i, n, start, end, a, b
     cdef const unsigned char *p
     cdef object tokens = None
@@ -484,12 +488,21 @@ cdef object _connection_tokens(tuple headers):
                 a += 1
             while b > a and (p[b - 1] == 32 or p[b - 1] == 9):
                 b -= 1
-            if b > a and _classify(p + a, b - a) < C_HOST:
+            if b - a == 5 and _ieq(p + a, b"close", 5):
+                close[0] = True
+            elif b > a and _classify(p + a, b - a) < C_HOST:
                 if tokens is None:
                     tokens = set()
                 tokens.add(_lower_ascii(p + a, b - a))
             start = end + 1
     return tokens
+
+
+cdef inline bint _names_close(object name) except -1:
+    """``name.lower() == "close"`` for a str."""
+    if PyUnicode_IS_ASCII(name):
+        return PyUnicode_GET_LENGTH(name) == 5 and _ieq(PyUnicode_1BYTE_DATA(name), b"close", 5)
+    return name.lower() == "close"
 
 
 # -- start lines -------------------------------------------------------------------------
@@ -612,7 +625,8 @@ cdef object _request_head(
     cdef tuple headers = raw if type(raw) is tuple else tuple(raw)
     line_error = _request_line(o, method, target)
 
-    tokens = _connection_tokens(headers)
+    cdef bint close_named = False
+    tokens = _connection_tokens(headers, &close_named)
     replaced = _policy(policy, P_REPLACED)
     cdef bint xff = _policy(policy, P_XFF)
     cdef bint xfp = _policy(policy, P_XFP)
@@ -638,6 +652,8 @@ cdef object _request_head(
             raise TypeError(f"header names must be str, not {type(name).__name__}")
         lname = _classify_name(name, &code)
         if code >= C_HOP:
+            continue
+        if close_named and _names_close(name):
             continue
         if ask:
             if lname is None:
@@ -766,7 +782,8 @@ cdef object _response_head(
     o.len = fields_at
     raw = event.header_tuple() if event is not None else response.headers
     headers = raw if type(raw) is tuple else tuple(raw)
-    tokens = _connection_tokens(headers)
+    cdef bint close_named = False
+    tokens = _connection_tokens(headers, &close_named)
 
     for i in range(PyTuple_GET_SIZE(headers)):
         name, value = <object>PyTuple_GET_ITEM(headers, i)
@@ -777,6 +794,8 @@ cdef object _response_head(
         if code >= C_HOP:
             if code == C_UPGRADE and upgrade is None:
                 upgrade = value
+            continue
+        if close_named and _names_close(name):
             continue
         if tokens is not None:
             if lname is None:

@@ -231,6 +231,19 @@ def test_request_connection_close_names_a_field_called_close(impl):
     assert names(head) == ["Host"]
 
 
+@pytest.mark.parametrize("option", ["close", "CLOSE", " Close ", "x-a, close", "close,x-a"])
+def test_request_connection_close_option_drops_close_fields_in_any_case(impl, option):
+    # "close" is kept apart from the other options (no set, no lowered names): the
+    # fields it names must still go, whatever their case, and the other options too.
+    head = impl.request_head_for_member(
+        req([("Host", "h"), ("cLoSe", "1"), ("X-A", "2"), ("Closed", "3"), ("Connection", option)]),
+        BARE,
+        "10.0.0.1",
+    )
+    expected = ["Host", "Closed"] if "x-a" in option else ["Host", "X-A", "Closed"]
+    assert names(head) == expected
+
+
 def test_request_names_lower_case_like_str_lower(impl):
     # U+212A KELVIN SIGN lower-cases to "k": "\u212aeep-alive".lower() == "keep-alive".
     head = impl.request_head_for_member(
@@ -498,6 +511,16 @@ def test_response_exact_bytes_empty_reason_and_extra_headers(impl):
         b"HTTP/1.1 404 \r\nContent-Length: 2\r\nStrict-Transport-Security: max-age=63072000\r\n"
         b"Connection: keep-alive\r\n\r\n"
     )
+
+
+@pytest.mark.parametrize("option", ["close", "Close", "keep-alive, CLOSE, x-a"])
+def test_response_connection_close_option_drops_close_fields(impl, option):
+    # The general loop (headers given as a tuple, not the fast lane's field lines).
+    framing = impl.response_head_for_client(
+        resp([("Content-Length", "2"), ("close", "1"), ("X-A", "2"), ("Connection", option)]), **KW
+    )
+    kept = [name for name, _ in fields(framing.head) if name != "Connection"]
+    assert kept == (["Content-Length"] if "x-a" in option else ["Content-Length", "X-A"])
 
 
 def test_response_drops_hop_by_hop_and_connection_named_fields(impl):
