@@ -35,3 +35,11 @@ def test_send_a_flush(benchmark: Any, name: str) -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+@pytest.mark.parametrize("name", ["pure", "compiled"])
+def test_encode_a_flush(benchmark: Any, name: str) -> None:
+    encode_datagrams = twin(sockio, name).encode_datagrams
+    lines = [LINE.decode("ascii")] * 256
+    benchmark.group = "encode 256 syslog lines"
+    assert benchmark(encode_datagrams, lines, 8192) == FLUSH

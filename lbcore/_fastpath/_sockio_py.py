@@ -15,6 +15,11 @@ The socket must be non-blocking (``ValueError`` otherwise: the compiled twin can
 a timeout). Every item must be ``bytes``; anything else raises ``TypeError`` before
 anything is sent.
 
+``encode_datagrams(messages, limit)`` makes the datagrams of a batch of text lines:
+each ``str`` as ASCII, anything else escaped (``backslashreplace``), cut to ``limit``
+bytes (the syslog sink's message size). The compiled twin copies an ASCII ``str``'s
+bytes directly; the sink called ``str.encode`` per line from an interpreted loop.
+
 ``cork(sock)`` sets ``TCP_CORK`` on a TCP socket (Linux): the kernel holds partial
 segments until the socket is closed or uncorked. ``sock`` is a ``socket.socket`` or
 what a uvloop transport's ``get_extra_info("socket")`` returns; an ``OSError`` says why
@@ -27,7 +32,7 @@ from __future__ import annotations
 import socket
 from typing import Sequence
 
-__all__ = ["IMPLEMENTATION", "BATCH", "cork", "send_datagrams"]
+__all__ = ["IMPLEMENTATION", "BATCH", "cork", "encode_datagrams", "send_datagrams"]
 
 IMPLEMENTATION = "pure"
 BATCH = 1  # datagrams per system call
@@ -55,6 +60,13 @@ def send_datagrams(sock: socket.socket, datagrams: Sequence[bytes], start: int =
             return sent
         sent += 1
     return sent
+
+
+def encode_datagrams(messages: Sequence[str], limit: int) -> list[bytes]:
+    """Each message as ASCII (``backslashreplace``), at most ``limit`` bytes."""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    return [message.encode("ascii", "backslashreplace")[:limit] for message in messages]
 
 
 def cork(sock: socket.socket) -> None:

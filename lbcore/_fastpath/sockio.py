@@ -3,6 +3,8 @@
 - ``send_datagrams(sock, datagrams, start=0)``: ``datagrams[start:]`` out in order on a
   connected datagram socket, stopping at the first refused; returns how many went out,
   raises the first one's ``OSError`` (the access log's syslog sink).
+- ``encode_datagrams(messages, limit)``: a batch of text lines as datagrams (ASCII,
+  ``backslashreplace``, at most ``limit`` bytes each).
 - ``cork(sock)``: TCP_CORK on a TCP socket (a client connection's last write).
 
 Two twins with one interface: ``_sockio`` (Cython: ``sendmmsg(2)``, BATCH datagrams
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 from lbcore._fastpath import _sockio_py, twins
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "send_datagrams"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "encode_datagrams", "send_datagrams"]
 
 IMPLEMENTATIONS, _impl = twins(_sockio_py, "_sockio")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 send_datagrams = _impl.send_datagrams
 cork = _impl.cork
+encode_datagrams = _impl.encode_datagrams

@@ -35,7 +35,7 @@ import stat
 import threading
 from typing import Sequence
 
-from lbcore._fastpath.sockio import send_datagrams
+from lbcore._fastpath.sockio import encode_datagrams, send_datagrams
 from lbcore.spec import LogTarget
 
 __all__ = ["DatagramSink", "MAX_DATAGRAM", "PIPE_BUF", "StreamSink", "make_sink"]
@@ -275,7 +275,7 @@ class DatagramSink:
         return sock
 
     def send(self, messages: Sequence[str]) -> None:
-        datagrams = [message.encode("ascii", "backslashreplace")[:MAX_DATAGRAM] for message in messages]
+        datagrams = encode_datagrams(messages, MAX_DATAGRAM)  # ASCII, backslashreplace, cut
         total = len(datagrams)
         index = 0
         reconnected = False

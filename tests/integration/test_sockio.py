@@ -233,3 +233,37 @@ def test_cork_says_why_it_cannot(twin):
     with pytest.raises(OSError) as closed:
         impl(twin).cork(unix)
     assert closed.value.errno == errno.EBADF
+
+
+# -- encode_datagrams ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_encode_datagrams_ascii_escapes_and_cuts(name):
+    encode = sockio.IMPLEMENTATIONS[name].encode_datagrams
+
+    class Text(str):
+        pass
+
+    got = encode(["abc", "", "caf\u00e9 \u2603", "x" * 20, Text("sub")], 10)
+    assert got == [b"abc", b"", b"caf\\xe9 \\u", b"x" * 10, b"sub"]
+    assert all(type(item) is bytes for item in got)
+    assert encode(iter(["a", "b"]), 0) == [b"", b""]
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_encode_datagrams_refuses_what_is_not_text(name):
+    encode = sockio.IMPLEMENTATIONS[name].encode_datagrams
+    with pytest.raises(AttributeError):
+        encode([b"bytes"], 10)
+    with pytest.raises(ValueError, match="limit"):
+        encode(["a"], -1)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.lists(st.text(max_size=40)), limit=st.integers(0, 50))
+def test_encode_datagrams_twins_agree(messages, limit):
+    results = {name: sockio.IMPLEMENTATIONS[name].encode_datagrams(messages, limit) for name in TWINS}
+    assert results["pure"] == [m.encode("ascii", "backslashreplace")[:limit] for m in messages]
+    for name in TWINS:
+        assert results[name] == results["pure"]
