@@ -16,8 +16,8 @@ a timeout). Every item must be ``bytes``; anything else raises ``TypeError`` bef
 anything is sent.
 
 ``encode_datagrams(messages, limit)`` makes the datagrams of a batch of text lines:
-each ``str`` as ASCII, anything else escaped (``backslashreplace``), cut to ``limit``
-bytes (the syslog sink's message size). The compiled twin copies an ASCII ``str``'s
+each encoded as ASCII, any other character escaped (``backslashreplace``), cut to
+``limit`` bytes (the syslog sink's message size). The compiled twin copies an ASCII ``str``'s
 bytes directly; the sink called ``str.encode`` per line from an interpreted loop.
 
 ``cork(sock)`` sets ``TCP_CORK`` on a TCP socket (Linux): the kernel holds partial
