@@ -6,6 +6,7 @@ cimport cython
 
 # The events' C fields, under names of their own: http.py imports the classes that
 # serve (lbcore.l7.http1), which are these when the extensions are built.
+from lbcore._fastpath._clock cimport Clock as CClock
 from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Response as CResponse
 from lbcore.l7._http1_requests cimport RequestReader
 from lbcore.l7._http1_responses cimport ResponseReader
@@ -24,6 +25,7 @@ cdef long _PEER_FULL, _PIPELINE, _BUFFERED  # ReadGate's reasons
 
 cdef class WorkerContext:
     cdef public object loop
+    cdef public CClock clock
     cdef public WorkerStats stats
     cdef public BackendPools backends
     cdef public AccessLogs access_logs

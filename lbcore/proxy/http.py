@@ -26,10 +26,10 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from time import monotonic
-from time import time as wall_time  # by name: compiled, time.monotonic() looks the module attribute up per call
+from time import time as wall_time  # by name: compiled, time.time() looks the module attribute up per call
 from typing import TYPE_CHECKING
 
+from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.logline import new_record
 from lbcore._fastpath.sockio import cork
 from lbcore.l7._http1_requests import RequestReader
@@ -96,11 +96,14 @@ class WorkerContext:
     is a generic lookup, ~100-400 instructions each, several per request.
     """
 
-    __slots__ = ("loop", "stats", "backends", "access_logs", "admission", "revision", "bind_listener", "stopping",
-                 "passive")
+    __slots__ = ("loop", "clock", "stats", "backends", "access_logs", "admission", "revision", "bind_listener",
+                 "stopping", "passive")
 
     def __init__(self, loop, stats, backends, access_logs, admission) -> None:
         self.loop = loop
+        # The request path's clock (time.monotonic()); compiled, a C call returning a
+        # C double (lbcore/_fastpath/_clock_py.py says why).
+        self.clock = Clock()
         self.stats = stats  # WorkerStats
         self.backends = backends  # BackendPools
         self.access_logs = access_logs  # AccessLogs
@@ -181,7 +184,7 @@ class ClientConnection:
         if listener.tls is not None:
             self.tls_established(transport, listener)
         self.listener = listener
-        self.head_started = monotonic()
+        self.head_started = self.context.clock.now()
         self.lstats = lstats = self.context.stats.listener(self.listener_name)
         lstats.conns_total += 1
         lstats.conns_cur += 1
@@ -228,7 +231,7 @@ class ClientConnection:
             return
         if self.phase == _IDLE:
             self.phase = _HEAD
-            self.head_started = monotonic()
+            self.head_started = self.context.clock.now()
             if not events:  # a head in pieces: it has http_request to arrive (with events, dispatch sets the timeout)
                 self.deadline.extend(self.listener.http_request_timeout)
         elif self.phase == _BUSY:
@@ -330,7 +333,7 @@ class ClientConnection:
         self.gate.resume(_PIPELINE | _PEER_FULL | _BUFFERED)
         if self.pending:
             self.phase = _HEAD
-            self.head_started = monotonic()
+            self.head_started = self.context.clock.now()
             self.dispatch()
         else:
             self.phase = _IDLE
@@ -406,7 +409,7 @@ class ClientConnection:
         access_log = self.context.access_logs.for_listener(self.listener_name)
         if access_log is None:
             return
-        now = monotonic()
+        now = self.context.clock.now()
         access_log.log(
             AccessRecord(
                 accepted=wall_time(),
@@ -560,7 +563,7 @@ class Exchange:
         self.backend: BackendConnection | None = None
         self.pstats = None  # PoolCounters once routed
         self.mstats = _NO_MEMBER_STATS  # MemberCounters of the member in use
-        self.started = monotonic()
+        self.started = self.conn.context.clock.now()
         self.accepted = wall_time()
         self.status: int | None = None
         self.bytes_out = 0
@@ -674,14 +677,14 @@ class Exchange:
     async def _queue(self, mpool, limit: int, timeout: float) -> None:
         """The member is at max_connections_per_member: wait for a slot, in order."""
         self.pstats.queued += 1
-        queued_at = monotonic()
+        queued_at = self.conn.context.clock.now()
         if not await mpool.wait_slot(limit, timeout):
             if not self.finished:
                 self.pstats.queue_timeouts += 1
                 self.termination = "sQ"
                 self.fail(503)
             return
-        self.t_queue = monotonic() - queued_at
+        self.t_queue = self.conn.context.clock.now() - queued_at
         if self.finished:
             mpool.free_slot()
             return
@@ -693,13 +696,13 @@ class Exchange:
             await self._connect(mpool, self.pool.connect_timeout)  # type: ignore[union-attr]
 
     async def _connect(self, mpool, timeout: float) -> None:
-        connect_at = monotonic()
+        connect_at = self.conn.context.clock.now()
         try:
             backend = await mpool.connect(timeout)
         except ConnectFailed as exc:
             self.connect_failed(exc)
             return
-        self.t_connect = monotonic() - connect_at
+        self.t_connect = self.conn.context.clock.now() - connect_at
         self.mstats.conns_total += 1
         if self.finished:
             mpool.put_idle(backend)  # the client went away meanwhile: keep it warm
@@ -758,7 +761,7 @@ class Exchange:
         out = b"".join((head, *pending)) if pending else head
         self.mstats.bytes_out += len(out)
         backend.write(out)
-        self.sent_at = monotonic()
+        self.sent_at = self.conn.context.clock.now()
         if self.t_connect is None:
             self.t_connect = 0.0  # a reused member connection
         if self.body_pending_size:
@@ -889,7 +892,7 @@ class Exchange:
         self.response_started = True
         status = response.status
         self.status = status
-        now = monotonic()  # compiled, C doubles (http.pxd): one float made, not three
+        now = self.conn.context.clock.now()  # compiled, a C double (http.pxd): no float made
         self.t_first_byte = now - self.sent_at
         self.conn.lstats.response(status)
         self.pstats.response(status)
@@ -921,7 +924,7 @@ class Exchange:
         return framing.head
 
     def response_complete(self) -> None:
-        now = monotonic()
+        now = self.conn.context.clock.now()
         self.mstats.observe(now - self.started)
         backend = self.backend
         reusable = (
@@ -1119,7 +1122,7 @@ class Exchange:
         facts = self.facts
         pool = self.pool
         started = self.started
-        now = monotonic()
+        now = self.conn.context.clock.now()
         # Positional, in AccessRecord's field order (tests/unit/test_request_path.py
         # checks every field): matching 23 keywords cost more than the rest of this.
         # new_record is AccessRecord(...), its slots filled without the interpreted __init__.

@@ -18,7 +18,7 @@ import pytest
 
 import lbcore._fastpath as fastpath
 
-SELECTORS = ["events", "heads", "rewrite", "logline", "sslctx", "tlsconn", "sockio"]
+SELECTORS = ["events", "heads", "rewrite", "logline", "sslctx", "tlsconn", "sockio", "clock"]
 SOURCES = sorted(p.stem for p in Path(fastpath.__file__).parent.glob("*.pyx"))
 
 

@@ -1,0 +1,45 @@
+"""lbcore._fastpath.clock: both twins read the clock time.monotonic() reads, and give the
+same value for the same instant (the compiled one converts nanoseconds as CPython does)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lbcore._fastpath import clock
+
+TWINS = sorted(clock.IMPLEMENTATIONS)
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_now_is_time_monotonic(name):
+    now = clock.IMPLEMENTATIONS[name].Clock().now
+    for _ in range(1000):
+        before = time.monotonic()
+        value = now()
+        after = time.monotonic()
+        assert type(value) is float
+        assert before <= value <= after
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_now_never_goes_back(name):
+    now = clock.IMPLEMENTATIONS[name].Clock().now
+    values = [now() for _ in range(10_000)]
+    assert values == sorted(values)
+
+
+def test_the_twins_convert_alike():
+    # Read in turns, the two twins' values interleave in order: a compiled value is never
+    # ahead of a pure one read after it, nor behind one read before it.
+    clocks = [clock.IMPLEMENTATIONS[name].Clock() for name in TWINS]
+    values = [c.now() for _ in range(5_000) for c in clocks]
+    assert values == sorted(values)
+
+
+def test_the_engine_reads_the_selected_clock():
+    from lbcore.proxy.http import WorkerContext
+
+    context = WorkerContext(None, None, None, None, None)
+    assert type(context.clock) is clock.Clock
