@@ -45,7 +45,8 @@ from json.encoder import encode_basestring_ascii as _encode_json  # type: ignore
 
 from lbcore.proxy import accesslog_format as _pure
 
-__all__ = ["IMPLEMENTATION", "format_json", "format_text", "iso_timestamp", "new_record", "syslog_frame"]
+__all__ = ["IMPLEMENTATION", "RecordMaker", "format_json", "format_text", "iso_timestamp", "new_record",
+           "syslog_frame"]
 
 IMPLEMENTATION = "compiled"
 
@@ -171,6 +172,74 @@ def new_record(*values):
     for i in range(_slot_count):
         store_slot(record, _slot_offset[i], values[i] if i < n else _slot_defaults[i])
     return record
+
+
+cdef enum:
+    _MADE = 24  # the values RecordMaker.make takes: an HTTP request's (the engine's)
+
+cdef bint _maker_ready = False  # make fills the slots: 24 fields or more, the rest with defaults
+
+
+cdef _bind_maker():
+    global _maker_ready
+    cdef Py_ssize_t i
+    if _slot_count < _MADE:
+        return
+    for i in range(_MADE, _slot_count):
+        if _slot_defaults[i] is _REQUIRED:
+            return
+    _maker_ready = True
+
+
+_bind_maker()
+
+
+cdef class RecordMaker:
+    """``make(...)``: ``new_record`` of an HTTP request's 24 values, as a C method.
+
+    The compiled engine holds one in a typed global (``lbcore/proxy/http.pxd``) and
+    calls ``make`` directly: ``new_record(*values)`` is a Python call that packs 24
+    values into a tuple and unpacks them again (~1k instructions a request).
+    """
+
+    cpdef make(self, accepted, started, client_ip, client_port, listener, acl, pool, member,
+               method, target, http_version, host, user_agent, status, bytes_in, bytes_out,
+               t_tls, t_request, t_queue, t_connect, t_first_byte, t_total, retries, termination):
+        if not _maker_ready:
+            return _pure.new_record(accepted, started, client_ip, client_port, listener, acl,
+                                    pool, member, method, target, http_version, host,
+                                    user_agent, status, bytes_in, bytes_out, t_tls, t_request,
+                                    t_queue, t_connect, t_first_byte, t_total, retries,
+                                    termination)
+        record = _object_new(_record_type)
+        store_slot(record, _slot_offset[0], accepted)
+        store_slot(record, _slot_offset[1], started)
+        store_slot(record, _slot_offset[2], client_ip)
+        store_slot(record, _slot_offset[3], client_port)
+        store_slot(record, _slot_offset[4], listener)
+        store_slot(record, _slot_offset[5], acl)
+        store_slot(record, _slot_offset[6], pool)
+        store_slot(record, _slot_offset[7], member)
+        store_slot(record, _slot_offset[8], method)
+        store_slot(record, _slot_offset[9], target)
+        store_slot(record, _slot_offset[10], http_version)
+        store_slot(record, _slot_offset[11], host)
+        store_slot(record, _slot_offset[12], user_agent)
+        store_slot(record, _slot_offset[13], status)
+        store_slot(record, _slot_offset[14], bytes_in)
+        store_slot(record, _slot_offset[15], bytes_out)
+        store_slot(record, _slot_offset[16], t_tls)
+        store_slot(record, _slot_offset[17], t_request)
+        store_slot(record, _slot_offset[18], t_queue)
+        store_slot(record, _slot_offset[19], t_connect)
+        store_slot(record, _slot_offset[20], t_first_byte)
+        store_slot(record, _slot_offset[21], t_total)
+        store_slot(record, _slot_offset[22], retries)
+        store_slot(record, _slot_offset[23], termination)
+        cdef Py_ssize_t i
+        for i in range(_MADE, _slot_count):
+            store_slot(record, _slot_offset[i], _slot_defaults[i])
+        return record
 
 
 cdef inline object _field(object record, int field):

@@ -8,6 +8,7 @@ cimport cython
 # serve (lbcore.l7.http1), which are these when the extensions are built.
 from lbcore._fastpath._clock cimport Clock as CClock
 from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Response as CResponse
+from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
 from lbcore.l7._http1_requests cimport RequestReader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
@@ -22,6 +23,7 @@ from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, 
 cdef class Exchange
 
 cdef long _PEER_FULL, _PIPELINE, _BUFFERED  # ReadGate's reasons
+cdef CRecordMaker _records  # makes the access records (http.py)
 
 cdef class WorkerContext:
     cdef public object loop
@@ -120,5 +122,5 @@ cdef class Exchange:
     cpdef finish(self)
     cpdef free_slot(self)
     cpdef release_member(self)
-    @cython.locals(now=double, started=double)
+    @cython.locals(now=double, started=double, t_request=double)
     cpdef access_record(self, MemberState member)

@@ -271,6 +271,39 @@ def test_twins_make_the_record_the_constructor_makes(rec: AccessRecord, dropped:
         assert all(getattr(made[1], f) is getattr(expected[1], f) for f in fields[: len(values)])
 
 
+@PARITY
+@given(records())
+def test_twins_record_makers_make_the_record_the_constructor_makes(rec: AccessRecord) -> None:
+    """RecordMaker().make(24 values) is AccessRecord(*values): the request's fields, the
+    TLS and mode fields left to their defaults."""
+    fields = list(AccessRecord.__dataclass_fields__)[:24]
+    values = [getattr(rec, name) for name in fields]
+    expected = AccessRecord(*values)
+    for name in ("pure", "compiled"):
+        made = twin(name).RecordMaker().make(*values)
+        assert type(made) is AccessRecord and made == expected
+        assert all(getattr(made, f) is getattr(expected, f) for f in fields)
+
+
+def test_record_maker_takes_exactly_the_request_fields() -> None:
+    for name in ("pure", "compiled"):
+        maker = twin(name).RecordMaker()
+        with pytest.raises(TypeError):
+            maker.make(*range(23))
+        with pytest.raises(TypeError):
+            maker.make(*range(25))
+
+
+def test_record_maker_holds_its_values_and_lets_them_go() -> None:
+    text = "client-" + str(id(object()))
+    values = [T0, 1.0, text, 1, "web"] + [None] * 19
+    before = sys.getrefcount(text)
+    made = [twin("compiled").RecordMaker().make(*values) for _ in range(100)]
+    assert sys.getrefcount(text) == before + 100
+    del made
+    assert sys.getrefcount(text) == before
+
+
 def test_new_record_refuses_what_the_constructor_refuses() -> None:
     for values in ((), (T0,), tuple(range(40))):
         with pytest.raises(TypeError):
