@@ -132,12 +132,13 @@ cdef Py_ssize_t _slot_count = 0
 cdef Py_ssize_t _slot_offset[64]
 cdef list _slot_defaults = []  # per field: its default, or _REQUIRED
 cdef object _REQUIRED = object()
+cdef Py_ssize_t _required = 0  # values a record needs: up to its last field without a default
 
 
 cdef _bind_record_fields():
     """Learn every field's slot and default, in field order; leave new_record to the
     constructor if any field is not a plain slot set by __init__."""
-    global _slot_count, _slot_defaults
+    global _slot_count, _slot_defaults, _required
     import dataclasses
 
     from lbcore.proxy.accesslog import AccessRecord
@@ -146,13 +147,18 @@ cdef _bind_record_fields():
     if _record_type is None or len(fields) > 64:
         return
     defaults = []
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, required = 0
     for i, field in enumerate(fields):
         _slot_offset[i] = slot_offset(AccessRecord, field.name)
         if _slot_offset[i] < 0 or not field.init or field.default_factory is not dataclasses.MISSING:
             return
-        defaults.append(_REQUIRED if field.default is dataclasses.MISSING else field.default)
+        if field.default is dataclasses.MISSING:
+            defaults.append(_REQUIRED)
+            required = i + 1
+        else:
+            defaults.append(field.default)
     _slot_defaults = defaults
+    _required = required
     _slot_count = len(fields)
 
 
@@ -163,11 +169,8 @@ _object_new = object.__new__
 def new_record(*values):
     """``AccessRecord(*values)`` (positional, in field order)."""
     cdef Py_ssize_t n = len(values), i
-    if _slot_count == 0 or n > _slot_count:
+    if _slot_count == 0 or n > _slot_count or n < _required:
         return _pure.new_record(*values)  # the constructor: its own errors
-    for i in range(n, _slot_count):
-        if _slot_defaults[i] is _REQUIRED:
-            return _pure.new_record(*values)
     record = _object_new(_record_type)
     for i in range(_slot_count):
         store_slot(record, _slot_offset[i], values[i] if i < n else _slot_defaults[i])
@@ -177,21 +180,8 @@ def new_record(*values):
 cdef enum:
     _MADE = 24  # the values RecordMaker.make takes: an HTTP request's (the engine's)
 
-cdef bint _maker_ready = False  # make fills the slots: 24 fields or more, the rest with defaults
-
-
-cdef _bind_maker():
-    global _maker_ready
-    cdef Py_ssize_t i
-    if _slot_count < _MADE:
-        return
-    for i in range(_MADE, _slot_count):
-        if _slot_defaults[i] is _REQUIRED:
-            return
-    _maker_ready = True
-
-
-_bind_maker()
+# make fills the slots: 24 fields or more, the ones after them all with defaults
+cdef bint _maker_ready = _slot_count >= _MADE >= _required
 
 
 cdef class RecordMaker:
