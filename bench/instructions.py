@@ -1,13 +1,23 @@
 """User-space instructions per proxied request, lbcore's worker against haproxy: a count, not a time.
 
-``python -m bench.instructions [--mode keepalive|close] [--servers lbcore,haproxy] [--requests 600 3000]``
+``python -m bench.instructions [--mode MODE] [--servers lbcore,haproxy] [--requests 600 3000]``
 
 Each server runs with the bench's configuration (``bench/configs``: 3 ACLs,
 X-Forwarded-For/-Proto, the access log to syslog over UDP, a port this program holds
 and never reads; lbcore with one worker, haproxy with one thread) in front of Debian's
 nginx, under valgrind's callgrind. A client in this process makes the requests one
-at a time over 127.0.0.1: a keep-alive connection, or a new connection per request
-(``Connection: close``). Each server is run twice, with the two request counts; the
+at a time over 127.0.0.1. The modes (``--mode``):
+
+- ``keepalive``: one keep-alive connection;
+- ``close``: a new connection per request (``Connection: close``);
+- ``https-keepalive``: one TLS keep-alive connection (RSA-2048 certificate, as the
+  harness's scenario);
+- ``tls-resumed``: a new TLS connection per request, each resuming the session the
+  one before it was given (a TLS 1.3 ticket; the servers share their ticket keys
+  as in the harness).
+
+OpenSSL's own work (the record cipher, the resumption's key exchange) is the same
+for both servers and is counted for both. Each server is run twice, with the two request counts; the
 difference in instructions its process executed (for lbcore the worker, not the
 supervisor), divided by the difference in requests,
 is its instructions per request: start-up, warm-up and shutdown cancel out.
@@ -40,8 +50,9 @@ from pathlib import Path
 
 import yaml
 
+from bench.certs import SERVER_NAME, make_cert, make_ticket_keys
 from bench.configs import Frontend, backend_nginx_conf, haproxy_cfg, lbcore_spec
-from bench.servers import get, nginx_argv
+from bench.servers import get, nginx_argv, unverified_context
 
 READY_TIMEOUT = 300.0  # seconds: lbcore imports its modules under callgrind first
 STOP_TIMEOUT = 120.0
@@ -75,28 +86,52 @@ def read_response(sock: socket.socket) -> None:
         buf += data
 
 
-def make_requests(port: int, count: int, close: bool) -> None:
-    data = request(port, close)
-    sock = None
-    for _ in range(count):
-        if sock is None:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        sock.sendall(data)
-        read_response(sock)
-        if close:
+MODES = ("keepalive", "close", "https-keepalive", "tls-resumed")
+
+
+class Client:
+    """Makes the requests of one mode, one at a time (the TLS session carried over
+    from one connection to the next in ``tls-resumed``)."""
+
+    def __init__(self, port: int, mode: str) -> None:
+        self.port = port
+        self.close = mode in ("close", "tls-resumed")
+        self.context = unverified_context() if mode in ("https-keepalive", "tls-resumed") else None
+        self.session = None
+        self.resumed = 0
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        if self.context is None:
+            return sock
+        tls = self.context.wrap_socket(sock, server_hostname=SERVER_NAME, session=self.session)
+        self.resumed += tls.session_reused
+        return tls
+
+    def run(self, count: int) -> None:
+        data = request(self.port, self.close)
+        sock = None
+        for _ in range(count):
+            if sock is None:
+                sock = self.connect()
+            sock.sendall(data)
+            read_response(sock)  # a TLS 1.3 ticket arrives before the response: it is read by now
+            if self.close:
+                if self.context is not None:
+                    self.session = sock.session
+                sock.close()
+                sock = None
+        if sock is not None:
             sock.close()
-            sock = None
-    if sock is not None:
-        sock.close()
 
 
-def wait_ready(proc: subprocess.Popen, port: int) -> None:
+def wait_ready(proc: subprocess.Popen, port: int, tls: bool = False) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited ({proc.returncode}) before it answered")
         try:
-            if get(port, tls=False, timeout=5.0) == 200:
+            if get(port, tls=tls, timeout=5.0) == 200:
                 return
         except (OSError, http.client.HTTPException):
             pass
@@ -134,7 +169,7 @@ def server_argv(server: str, workdir: Path, fe: Frontend) -> list[str]:
     raise SystemExit(f"unknown server {server!r} (lbcore, haproxy)")
 
 
-def run_once(server: str, workdir: Path, fe: Frontend, count: int, close: bool, warmup: int) -> int:
+def run_once(server: str, workdir: Path, fe: Frontend, count: int, mode: str, warmup: int) -> int:
     """The server under callgrind for ``warmup`` then ``count`` requests: the
     instructions of its measured process (``MEASURED``)."""
     prefix = workdir / f"cg.{server}.{count}"
@@ -146,9 +181,12 @@ def run_once(server: str, workdir: Path, fe: Frontend, count: int, close: bool, 
     with open(workdir / f"{server}.{count}.log", "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_ready(proc, fe.port)
-            make_requests(fe.port, warmup, close)
-            make_requests(fe.port, count, close)
+            wait_ready(proc, fe.port, tls=fe.tls is not None)
+            client = Client(fe.port, mode)
+            client.run(warmup)
+            client.run(count)
+            if mode == "tls-resumed" and client.resumed < warmup + count - 1:
+                raise SystemExit(f"{server}: {client.resumed} of {warmup + count - 1} connections resumed")
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -165,7 +203,7 @@ def run_once(server: str, workdir: Path, fe: Frontend, count: int, close: bool, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("keepalive", "close"), default="keepalive")
+    parser.add_argument("--mode", choices=MODES, default="keepalive")
     parser.add_argument("--servers", default="lbcore,haproxy", help="comma-separated: lbcore, haproxy")
     parser.add_argument("--requests", type=int, nargs=2, default=(600, 3000), metavar=("FEW", "MANY"))
     parser.add_argument("--warmup", type=int, default=100)
@@ -174,12 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     few, many = args.requests
     if not 0 < few < many:
         parser.error("--requests: FEW must be positive and smaller than MANY")
-    close = args.mode == "close"
     workdir = Path(tempfile.mkdtemp(prefix="lbcore-instructions-"))
+    tls = args.mode in ("https-keepalive", "tls-resumed")
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the access log's syslog port, never read
     sink.bind(("127.0.0.1", 0))
     fe = Frontend(port=free_port(), backend_port=free_port(), acls=3, access_log_port=sink.getsockname()[1],
-                  admin_port=free_port())
+                  admin_port=free_port(), tls=make_cert(workdir / "certs", "rsa2048") if tls else None,
+                  ticket_keys=make_ticket_keys(workdir / "certs") if args.mode == "tls-resumed" else None)
     (workdir / "nginx.conf").write_text(backend_nginx_conf(fe.backend_port, workdir))
     backend = subprocess.Popen(nginx_argv(workdir, workdir / "nginx.conf"), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -187,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(backend, fe.backend_port)
         for server in [s.strip() for s in args.servers.split(",") if s.strip()]:
-            counts = [run_once(server, workdir, fe, n, close, args.warmup) for n in (few, many)]
+            counts = [run_once(server, workdir, fe, n, args.mode, args.warmup) for n in (few, many)]
             per_request[server] = (counts[1] - counts[0]) / (many - few)
             print(f"{server:8s} {args.mode}: {per_request[server]:,.0f} instructions per request "
                   f"({counts[0]:,} for {few}, {counts[1]:,} for {many})", flush=True)

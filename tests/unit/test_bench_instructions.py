@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 
 import pytest
 
-from bench.instructions import MEASURED, callgrind_total, make_requests, request
+from bench.certs import make_cert
+from bench.instructions import MEASURED, Client, callgrind_total, request
 
 
 def test_a_callgrind_file_gives_its_command_and_total(tmp_path) -> None:
@@ -29,10 +31,16 @@ def test_a_file_without_a_total_is_refused(tmp_path) -> None:
         callgrind_total(out)
 
 
-@pytest.mark.parametrize("close", [False, True])
-def test_the_client_reads_whole_responses_on_one_connection_or_one_each(close: bool) -> None:
+@pytest.mark.parametrize("mode", ["keepalive", "close", "https-keepalive", "tls-resumed"])
+def test_the_client_reads_whole_responses_on_one_connection_or_one_each(mode: str, tmp_path) -> None:
+    close = mode in ("close", "tls-resumed")
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
+    context = None
+    if mode in ("https-keepalive", "tls-resumed"):
+        cert = make_cert(tmp_path, "ecdsa-p256")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert.cert, cert.key)
     body = b"hello"
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + body
     seen: list[tuple[int, bytes]] = []  # (connection number, request)
@@ -40,6 +48,8 @@ def test_the_client_reads_whole_responses_on_one_connection_or_one_each(close: b
     def serve() -> None:
         for number in range(1 if not close else 3):
             conn, _ = server.accept()
+            if context is not None:
+                conn = context.wrap_socket(conn, server_side=True)
             with conn:
                 for _ in range(3 if not close else 1):
                     data = b""
@@ -52,9 +62,12 @@ def test_the_client_reads_whole_responses_on_one_connection_or_one_each(close: b
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    make_requests(port, 3, close)
+    client = Client(port, mode)
+    client.run(3)
     thread.join(timeout=30)
     server.close()
+    # tls-resumed: the second and third connections resume the session the one before got
+    assert client.resumed == (2 if mode == "tls-resumed" else 0)
     assert [number for number, _ in seen] == ([0, 0, 0] if not close else [0, 1, 2])
     assert all(data == request(port, close) for _, data in seen)
     assert all((b"Connection: close" in data) == close for _, data in seen)
