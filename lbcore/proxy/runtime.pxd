@@ -38,3 +38,6 @@ cdef class ListenerRuntime:
 cdef class Revision:
     cdef public object spec, id, tls
     cdef public dict pools, listeners
+
+# parse_client_text's cache of client addresses, read as a dict (no attribute lookup).
+cdef dict _ADDRESSES

@@ -13,7 +13,6 @@ That is what lets a reload keep health results and connection counts.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from typing import Iterable
 
@@ -216,18 +215,30 @@ def parse_client(peer: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Ad
 def parse_client_text(peer: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, str, int]:
     """``parse_client``, with the address's text (``str(ip)``; "" when there is none)."""
     if isinstance(peer, tuple) and len(peer) >= 2:
+        host = peer[0]
+        known = _ADDRESSES.get(host)
         try:
-            ip, text = _address(peer[0])
-            return ip, text, int(peer[1])
+            if known is None:
+                known = _address(host)
+            return known[0], known[1], int(peer[1])
         except ValueError:
             return None, "", 0
     return None, "", 0
 
 
-@functools.lru_cache(maxsize=4096)
+# Parsing an address costs microseconds and clients come back: the address objects
+# are immutable, so one per distinct client is shared, with its text. Keyed by the
+# peername's string (hashing an address object is Python code); a plain dictionary,
+# read inline by the compiled caller (an ``lru_cache`` call cost ~800 instructions a
+# connection), bounded by dropping the oldest entry.
+_ADDRESSES: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]] = {}
+ADDRESS_CACHE_SIZE = 4096
+
+
 def _address(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:
-    # Parsing an address costs microseconds and clients come back: the address
-    # objects are immutable, so one per distinct client is shared, with its text.
-    # Keyed by the peername's string: hashing an address object is Python code.
     ip = ipaddress.ip_address(host.split("%", 1)[0])
-    return ip, str(ip)
+    known = ip, str(ip)
+    while len(_ADDRESSES) >= ADDRESS_CACHE_SIZE:
+        del _ADDRESSES[next(iter(_ADDRESSES))]
+    _ADDRESSES[host] = known
+    return known

@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from lbcore.proxy import runtime
 from lbcore.proxy.runtime import MemberInfo, parse_client, parse_client_text
 
 
@@ -28,6 +29,16 @@ def test_client_addresses():
     assert parse_client(None) == (None, 0)
     # one object per distinct client: later connections share it
     assert parse_client(("198.51.100.1", 1))[0] is parse_client(("198.51.100.1", 2))[0]
+
+
+def test_the_client_address_cache_is_bounded_and_drops_its_oldest(monkeypatch):
+    monkeypatch.setattr(runtime, "ADDRESS_CACHE_SIZE", 2)
+    first = parse_client_text(("203.0.113.1", 1))[0]
+    parse_client_text(("203.0.113.2", 1))
+    third = parse_client_text(("203.0.113.3", 1))[0]  # the cache is full: 203.0.113.1 goes
+    assert parse_client_text(("203.0.113.3", 2))[0] is third
+    again = parse_client_text(("203.0.113.1", 2))[0]
+    assert again == first and again is not first
 
 
 def test_a_member_names_itself_with_its_authority():
