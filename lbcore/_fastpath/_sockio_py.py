@@ -25,6 +25,13 @@ segments until the socket is closed or uncorked. ``sock`` is a ``socket.socket``
 what a uvloop transport's ``get_extra_info("socket")`` returns; an ``OSError`` says why
 it could not (not TCP, closed). The compiled twin calls ``setsockopt`` on the descriptor:
 uvloop's socket object looks its own address up (``getsockname``) first, every call.
+
+``peer_name(sock)`` is ``sock.getpeername()`` (a connection's client address: a
+``(host, port)`` tuple for IPv4, what the socket module gives for any other family),
+or None when the socket has no peer any more (reset, closed: ``OSError``). The
+compiled twin calls ``getpeername`` on the descriptor and writes an IPv4 address out
+itself: a uvloop transport's ``get_extra_info("peername")`` formats its cached address
+with ``snprintf`` on every call, ~2.5k instructions a connection.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from __future__ import annotations
 import socket
 from typing import Sequence
 
-__all__ = ["IMPLEMENTATION", "BATCH", "cork", "encode_datagrams", "send_datagrams"]
+__all__ = ["IMPLEMENTATION", "BATCH", "cork", "encode_datagrams", "peer_name", "send_datagrams"]
 
 IMPLEMENTATION = "pure"
 BATCH = 1  # datagrams per system call
@@ -72,3 +79,11 @@ def encode_datagrams(messages: Sequence[str], limit: int) -> list[bytes]:
 def cork(sock: socket.socket) -> None:
     """Set TCP_CORK on ``sock``."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+
+
+def peer_name(sock: socket.socket) -> object:
+    """``sock.getpeername()``, or None when the socket has no peer (closed, reset)."""
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None

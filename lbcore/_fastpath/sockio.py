@@ -6,6 +6,8 @@
 - ``encode_datagrams(messages, limit)``: a batch of text lines as datagrams (ASCII,
   ``backslashreplace``, at most ``limit`` bytes each).
 - ``cork(sock)``: TCP_CORK on a TCP socket (a client connection's last write).
+- ``peer_name(sock)``: ``sock.getpeername()``, None when it fails (a client
+  connection's address, once per connection).
 
 Two twins with one interface: ``_sockio`` (Cython: ``sendmmsg(2)``, BATCH datagrams
 per system call; ``setsockopt`` on the descriptor) and ``_sockio_py`` (pure Python: the
@@ -17,10 +19,11 @@ from __future__ import annotations
 
 from lbcore._fastpath import _sockio_py, twins
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "encode_datagrams", "send_datagrams"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "encode_datagrams", "peer_name", "send_datagrams"]
 
 IMPLEMENTATIONS, _impl = twins(_sockio_py, "_sockio")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 send_datagrams = _impl.send_datagrams
 cork = _impl.cork
 encode_datagrams = _impl.encode_datagrams
+peer_name = _impl.peer_name

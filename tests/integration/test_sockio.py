@@ -267,3 +267,60 @@ def test_encode_datagrams_twins_agree(messages, limit):
     assert results["pure"] == [m.encode("ascii", "backslashreplace")[:limit] for m in messages]
     for name in TWINS:
         assert results[name] == results["pure"]
+
+
+@pytest.fixture
+def connected():
+    """A TCP connection on 127.0.0.1: (the accepted end, the client end)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    server.close()
+    yield accepted, client
+    accepted.close()
+    client.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_peer_name_is_getpeername(connected, twin):
+    accepted, client = connected
+    assert impl(twin).peer_name(accepted) == accepted.getpeername() == client.getsockname()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.10.200.9", "127.255.0.99"])
+def test_peer_name_writes_every_octet(twin, host):
+    # One, two and three digits, zeros inside: what inet_ntop writes.
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.socket()
+    client.bind((host, 0))
+    client.connect(server.getsockname())
+    accepted, peer = server.accept()
+    with server, client, accepted:
+        assert impl(twin).peer_name(accepted) == peer == (host, client.getsockname()[1])
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_peer_name_of_other_families_is_the_socket_modules(twin, tmp_path: Path):
+    left, right = socket.socketpair()
+    with left, right:
+        assert impl(twin).peer_name(left) == left.getpeername()
+    if socket.has_ipv6:
+        try:
+            server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        except OSError:  # no IPv6 loopback in this namespace
+            return
+        client = socket.create_connection(server.getsockname()[:2])
+        accepted, _ = server.accept()
+        with server, client, accepted:
+            assert impl(twin).peer_name(accepted) == accepted.getpeername()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_peer_name_of_a_socket_without_a_peer_is_none(twin):
+    unconnected = socket.socket()
+    with unconnected:
+        assert impl(twin).peer_name(unconnected) is None  # ENOTCONN
+    closed = socket.socket()
+    closed.close()
+    assert impl(twin).peer_name(closed) is None  # no descriptor
