@@ -37,7 +37,7 @@ cdef class WorkerContext:
     cdef public bint stopping
 
 cdef class ClientConnection:
-    cdef public object worker, loop, listener_name, transport
+    cdef public object worker, loop, listener_name, transport, sock
     cdef public WorkerContext context
     cdef public ReadGate gate
     cdef public Deadline deadline

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.logline import RecordMaker
-from lbcore._fastpath.sockio import cork
+from lbcore._fastpath.sockio import cork, peer_name
 from lbcore.l7._http1_requests import RequestReader
 from lbcore.l7._http1_responses import ResponseReader
 from lbcore.l7.facts import RequestFacts
@@ -51,7 +51,7 @@ from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.l7.rewrite import request_head_for_member, response_head_for_client
 from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
-from lbcore.proxy.flow import Deadline, ReadGate
+from lbcore.proxy.flow import Deadline, ReadGate, transport_socket
 from lbcore.proxy.runtime import parse_client_text
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
@@ -124,7 +124,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "context", "loop", "listener_name", "transport",
+        "worker", "context", "loop", "listener_name", "transport", "sock",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "closed",
         "counted", "lstats", "requests",
@@ -143,6 +143,7 @@ class ClientConnection:
         self.loop = self.context.loop
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
+        self.sock = None  # the transport's socket object, once connected (None: it has none)
         self.gate = ReadGate()
         self.deadline = Deadline(self.loop, self._deadline_expired)
         self.phase = _IDLE
@@ -181,7 +182,15 @@ class ClientConnection:
             return
         # Positional, from the runtime's C fields: keywords cost a dictionary per connection.
         self.reader = RequestReader(listener.max_request_line, listener.max_header_bytes, listener.max_headers)
-        self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport.get_extra_info("peername"))
+        # The address from the socket's descriptor (sockio.peer_name: uvloop's cached
+        # peername is formatted with snprintf on every call); the socket is kept for
+        # write_last's TCP_CORK. The transport's own answer when there is no socket
+        # (TLS in memory, a test's transport) or it has lost its peer since the accept.
+        self.sock = sock = transport_socket(transport)
+        peer = peer_name(sock) if sock is not None else None
+        if peer is None:
+            peer = transport.get_extra_info("peername")
+        self.client_ip, self.client_ip_text, self.client_port = parse_client_text(peer)
         if listener.tls is not None:
             self.tls_established(transport, listener)
         self.listener = listener
@@ -383,7 +392,7 @@ class ClientConnection:
         """
         if (self.CORK_LAST_WRITE and _TCP_CORK is not None and not self.closed and self.transport is not None
                 and not self.pending and not self.gate.reasons):  # a pipelining client: maybe unread bytes
-            sock = self.transport.get_extra_info("socket")
+            sock = self.sock  # connection_made's transport_socket
             if sock is not None:
                 try:
                     cork(sock)

@@ -428,3 +428,58 @@ def test_untracking_leaves_other_loops_alone():
         assert untrack_transports(loop) is False
     finally:
         loop.close()
+
+
+def _accepted_transports(loop) -> tuple[object, object]:
+    """(the transport of a connection accepted on 127.0.0.1, the client's socket) on ``loop``."""
+    import asyncio
+    import socket
+
+    made = loop.create_future()
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.set_result(transport)
+
+    async def accept():
+        server = await loop.create_server(Keep, "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname())
+        transport = await asyncio.wait_for(made, 30)
+        server.close()
+        return transport, client
+
+    return loop.run_until_complete(accept())
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_transport_socket_is_the_transports_own_socket_object(kind: str):
+    import asyncio
+
+    import uvloop
+
+    from lbcore._fastpath import sockio
+    from lbcore.proxy.flow import transport_socket
+
+    loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        transport, client = _accepted_transports(loop)
+        with client:
+            sock = transport_socket(transport)
+            # The very object the transport gives (uvloop: the base class's method, which
+            # is what its TCP transport's override runs for this name).
+            assert sock is transport.get_extra_info("socket") and sock is not None
+            assert sock.fileno() >= 0
+            assert sockio.peer_name(sock) == transport.get_extra_info("peername") == client.getsockname()
+            transport.close()
+    finally:
+        loop.close()
+
+
+def test_transport_socket_asks_any_other_transport():
+    from lbcore.proxy.flow import transport_socket
+
+    class Other:
+        def get_extra_info(self, name, default=None):
+            return {"socket": "its socket"}.get(name, default)
+
+    assert transport_socket(Other()) == "its socket"
