@@ -44,7 +44,8 @@ cdef class ClientConnection:
     cdef public int phase
     cdef public object client_ip, client_ip_text, client_port
     cdef public RequestReader reader
-    cdef public object pending
+    cdef public list pending
+    cdef public Py_ssize_t pending_at
     cdef public bint closed, counted
     cdef public ListenerCounters lstats
     cdef public long requests
@@ -58,6 +59,8 @@ cdef class ClientConnection:
     cpdef connection_made(self, transport)
     cpdef data_received(self, data)
     cpdef dispatch(self)
+    @cython.locals(pending=list, at=Py_ssize_t)
+    cpdef take_pending(self)
     cpdef exchange_done(self, Exchange ex, bint keep_alive)
     cpdef write(self, data)
     cpdef write_last(self, data)

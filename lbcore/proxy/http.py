@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import deque
 from time import time as wall_time  # by name: compiled, time.time() looks the module attribute up per call
 from typing import TYPE_CHECKING
 
@@ -126,7 +125,8 @@ class ClientConnection:
     __slots__ = (
         "worker", "context", "loop", "listener_name", "transport", "sock",
         "gate",
-        "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "closed",
+        "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "pending_at",
+        "closed",
         "counted", "lstats", "requests",
         "tunnel", "tunnel_backlog", "tunnel_timeout", "sni", "cert_headers", "cert_header_names",
         "exchange", "listener", "head_started",
@@ -151,7 +151,10 @@ class ClientConnection:
         self.client_ip_text = ""
         self.client_port = 0
         self.reader: RequestReader | None = None
-        self.pending: deque = deque()  # parsed events not yet handed to an exchange (pipelining)
+        # Parsed events not yet handed to an exchange (pipelining): pending[pending_at:],
+        # in order; emptied whenever drained (take_pending), so it is true while any wait.
+        self.pending: list = []
+        self.pending_at = 0
         self.closed = False
         self.counted = False  # counted in lstats.conns_cur
         self.lstats = _NO_LISTENER_STATS
@@ -314,7 +317,7 @@ class ClientConnection:
         while pending and not self.closed:
             ex = self.exchange
             if ex is None:
-                event = pending.popleft()
+                event = self.take_pending()
                 if type(event) is not Request:  # pragma: no cover - reader guarantees order
                     self.close()
                     return
@@ -328,7 +331,23 @@ class ClientConnection:
                 self.gate.pause(_PIPELINE)
                 return
             else:
-                ex.client_event(pending.popleft())
+                ex.client_event(self.take_pending())
+
+    def take_pending(self):
+        """The oldest pending event. A list and an index rather than a deque: a deque
+        costs a 64-slot block made and freed per connection (~1.5k instructions), and its
+        extend and popleft more than a list's, for the one or two events a request has."""
+        pending = self.pending
+        at = self.pending_at
+        event = pending[at]
+        at += 1
+        if at == len(pending):
+            pending.clear()
+            at = 0
+        else:
+            pending[at - 1] = None  # handed on: not held here (a body's data)
+        self.pending_at = at
+        return event
 
     def exchange_done(self, ex: "Exchange", keep_alive: bool) -> None:
         """The response went out whole; go on with the next request or close."""

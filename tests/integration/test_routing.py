@@ -132,6 +132,28 @@ def test_pipelined_requests_answered_in_order(routed):
     assert targets == [f"/p{i}" for i in range(6)] + ["/last"]
 
 
+def test_pipelined_requests_with_bodies_across_reads_are_answered_in_order(routed):
+    # Requests with bodies (each a head, data and an end: several events waiting their
+    # turn), sent in two writes cut inside a body, then more than one read's worth.
+    port, _, _ = routed
+    reqs = b"".join(
+        b"POST /b%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (i, i * 10) + b"x" * (i * 10)
+        for i in range(1, 41)
+    ) + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    cut = reqs.index(b"/b3 ") + 60  # inside the third request's body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(reqs[:cut])
+        s.sendall(reqs[cut:])
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answers = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0]) for part in data.split(b"HTTP/1.1 200")[1:]]
+    assert [(a["target"], a["body_bytes"]) for a in answers] == [(f"/b{i}", i * 10) for i in range(1, 41)] + [("/last", 0)]
+
+
 def test_curl_routes_by_host_and_cookie(routed):
     port, _, _ = routed
     out = subprocess.run(
