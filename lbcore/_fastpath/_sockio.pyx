@@ -17,6 +17,9 @@ does it.
 ``getsockname`` before each of its own ``setsockopt`` calls (one system call fewer per
 connection that ends corked, see ``ClientConnection.write_last``).
 
+``send_now(sock, data)`` is one ``send(MSG_DONTWAIT | MSG_NOSIGNAL)`` of a bytes object
+on ``sock.fileno()`` (uvloop's socket object has no ``send``).
+
 ``peer_name(sock)`` is one ``getpeername`` on ``sock.fileno()``; an IPv4 address is
 written out here (four numbers: what ``inet_ntop`` makes through ``snprintf``, at a
 tenth of the instructions), any other family is left to ``sock.getpeername()``.
@@ -25,7 +28,7 @@ tenth of the instructions), any other family is left to ``sock.getpeername()``.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_GET_LENGTH
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
-from libc.errno cimport EBADF, EINTR, errno
+from libc.errno cimport EAGAIN, EBADF, EINTR, errno
 from libc.string cimport memset
 from posix.uio cimport iovec
 
@@ -54,6 +57,8 @@ cdef extern from "<sys/socket.h>" nogil:
         unsigned short ss_family
     int getpeername(int sockfd, sockaddr *addr, socklen_t *addrlen)
     int AF_INET
+    ssize_t send(int sockfd, const void *buf, size_t len, int flags)
+    int MSG_DONTWAIT, MSG_NOSIGNAL
 
 cdef extern from "<netinet/in.h>" nogil:
     int IPPROTO_TCP
@@ -68,7 +73,7 @@ cdef extern from "<netinet/in.h>" nogil:
 cdef extern from "<netinet/tcp.h>" nogil:
     int TCP_CORK
 
-__all__ = ["IMPLEMENTATION", "BATCH", "cork", "encode_datagrams", "peer_name", "send_datagrams"]
+__all__ = ["IMPLEMENTATION", "BATCH", "cork", "encode_datagrams", "peer_name", "send_datagrams", "send_now"]
 
 IMPLEMENTATION = "compiled"
 
@@ -186,3 +191,24 @@ def peer_name(sock):
             text[n] = c'.'
             n += 1
     return (text[:n].decode("ascii"), ntohs(v4.sin_port))
+
+
+def send_now(sock, data):
+    """Send what the kernel takes of ``data`` now: its count, 0 when it takes nothing
+    (full, or ``data`` is not bytes), -1 on an error or a socket without a descriptor."""
+    cdef int fd
+    cdef ssize_t sent
+    if type(data) is not bytes:
+        return 0
+    fd = sock.fileno()
+    if fd < 0:
+        return -1
+    while True:
+        sent = send(fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), MSG_DONTWAIT | MSG_NOSIGNAL)
+        if sent >= 0:
+            return sent
+        if errno == EINTR:
+            continue
+        if errno == EAGAIN:  # EWOULDBLOCK is EAGAIN on Linux
+            return 0
+        return -1

@@ -6,6 +6,8 @@
 - ``encode_datagrams(messages, limit)``: a batch of text lines as datagrams (ASCII,
   ``backslashreplace``, at most ``limit`` bytes each).
 - ``cork(sock)``: TCP_CORK on a TCP socket (a client connection's last write).
+- ``send_now(sock, data)``: what the kernel takes of ``data`` at once, without
+  blocking or raising (a client connection's writes while nothing is buffered).
 - ``peer_name(sock)``: ``sock.getpeername()``, None when it fails (a client
   connection's address, once per connection).
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from lbcore._fastpath import _sockio_py, twins
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "encode_datagrams", "peer_name", "send_datagrams"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "encode_datagrams", "peer_name", "send_datagrams", "send_now"]
 
 IMPLEMENTATIONS, _impl = twins(_sockio_py, "_sockio")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
@@ -27,3 +29,4 @@ send_datagrams = _impl.send_datagrams
 cork = _impl.cork
 encode_datagrams = _impl.encode_datagrams
 peer_name = _impl.peer_name
+send_now = _impl.send_now

@@ -324,3 +324,28 @@ def test_peer_name_of_a_socket_without_a_peer_is_none(twin):
     closed = socket.socket()
     closed.close()
     assert impl(twin).peer_name(closed) is None  # no descriptor
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_send_now_sends_what_the_kernel_takes_and_never_blocks(connected, twin):
+    accepted, client = connected
+    accepted.setblocking(False)
+    assert impl(twin).send_now(accepted, b"hello") == 5
+    assert client.recv(16) == b"hello"
+    # Fill the way to a client that reads nothing: the kernel takes less, then nothing.
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    block = b"z" * 65536
+    counts = [impl(twin).send_now(accepted, block) for _ in range(200)]
+    assert counts[-1] == 0 and all(0 <= n <= len(block) for n in counts)
+    assert any(0 < n < len(block) for n in counts) or counts[0] == len(block)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_send_now_says_minus_one_on_an_error_and_zero_for_what_is_not_bytes(twin):
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    assert impl(twin).send_now(left, bytearray(b"x")) == 0 and impl(twin).send_now(left, "x") == 0
+    right.close()
+    assert impl(twin).send_now(left, b"after the peer closed") == -1  # EPIPE, and no SIGPIPE
+    left.close()
+    assert impl(twin).send_now(left, b"x") == -1  # no descriptor
