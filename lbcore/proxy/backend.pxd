@@ -8,7 +8,8 @@ cdef long _PEER_FULL  # ReadGate's reason
 
 cdef class BackendConnection:
     cdef public MemberPool pool
-    cdef public object transport
+    cdef public object transport, sock
+    cdef public bint direct
     cdef public ReadGate gate
     cdef public object owner
     cdef public bint closed

@@ -17,7 +17,8 @@ from collections import deque
 from typing import Protocol
 
 from lbcore.l7.http1 import ResponseReader
-from lbcore.proxy.flow import Deadline, ReadGate
+from lbcore._fastpath.sockio import send_now
+from lbcore.proxy.flow import Deadline, ReadGate, transport_socket, writes_direct
 
 __all__ = ["BackendConnection", "MemberPool", "BackendPools", "BackendOwner", "ConnectFailed"]
 
@@ -46,11 +47,14 @@ class BackendConnection:
     ``asyncio.Protocol`` (see ``ClientConnection``: an extension type when compiled)."""
 
     # lifetime: connection
-    __slots__ = ("pool", "transport", "gate", "owner", "closed", "reader", "reused", "deadline", "connected")
+    __slots__ = ("pool", "transport", "sock", "direct", "gate", "owner", "closed", "reader", "reused", "deadline",
+                 "connected")
 
     def __init__(self, pool: "MemberPool") -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.sock = None  # the transport's socket object, once connected
+        self.direct = False  # write to sock while the transport holds nothing (see write)
         self.gate = ReadGate()
         self.closed = False
         self.connected: asyncio.Future[None] | None = None
@@ -67,7 +71,8 @@ class BackendConnection:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.gate.attach(self.transport)  # type: ignore[arg-type]
-        sock = transport.get_extra_info("socket")
+        self.sock = sock = transport_socket(transport)
+        self.direct = sock is not None and writes_direct(transport)
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -110,6 +115,14 @@ class BackendConnection:
     # -- use ------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
+            if self.direct and not self.transport.get_write_buffer_size():
+                # As ClientConnection.write: straight out while nothing waits in the
+                # transport; the rest, or an error, is the transport's.
+                sent = send_now(self.sock, data)
+                if sent == len(data):
+                    return
+                if sent > 0:
+                    data = data[sent:]
             self.transport.write(data)
 
     def close(self) -> None:

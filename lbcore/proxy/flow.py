@@ -29,7 +29,8 @@ import asyncio
 import weakref
 from typing import Callable
 
-__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "timers_of", "transport_socket", "untrack_transports"]
+__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "timers_of", "transport_socket", "untrack_transports",
+           "writes_direct"]
 
 _NEVER = float("inf")
 
@@ -387,3 +388,12 @@ def transport_socket(transport) -> object:
     if type(transport) is _UVLOOP_TCP:
         return _uvloop_base_extra_info(transport, "socket")
     return transport.get_extra_info("socket")
+
+
+def writes_direct(transport) -> bool:
+    """Whether a connection may write straight to ``transport``'s socket while the
+    transport holds nothing unsent (``sockio.send_now``): a uvloop TCP transport (the
+    versions read), whose write would otherwise buffer the bytes, queue the transport
+    and write them at the end of the loop's iteration, ~2k instructions. Never a TLS
+    transport (its socket carries records, not these bytes) nor any other."""
+    return type(transport) is _UVLOOP_TCP and _UVLOOP_TCP is not None

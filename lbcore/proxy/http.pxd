@@ -38,6 +38,7 @@ cdef class WorkerContext:
 
 cdef class ClientConnection:
     cdef public object worker, loop, listener_name, transport, sock
+    cdef public bint direct
     cdef public WorkerContext context
     cdef public ReadGate gate
     cdef public Deadline deadline

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.logline import RecordMaker
-from lbcore._fastpath.sockio import cork, peer_name
+from lbcore._fastpath.sockio import cork, peer_name, send_now
 from lbcore.l7._http1_requests import RequestReader
 from lbcore.l7._http1_responses import ResponseReader
 from lbcore.l7.facts import RequestFacts
@@ -50,7 +50,7 @@ from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.l7.rewrite import request_head_for_member, response_head_for_client
 from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
-from lbcore.proxy.flow import Deadline, ReadGate, transport_socket
+from lbcore.proxy.flow import Deadline, ReadGate, transport_socket, writes_direct
 from lbcore.proxy.runtime import parse_client_text
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
@@ -123,7 +123,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "context", "loop", "listener_name", "transport", "sock",
+        "worker", "context", "loop", "listener_name", "transport", "sock", "direct",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "pending_at",
         "closed",
@@ -144,6 +144,7 @@ class ClientConnection:
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
         self.sock = None  # the transport's socket object, once connected (None: it has none)
+        self.direct = False  # write to sock while the transport holds nothing (see write)
         self.gate = ReadGate()
         self.deadline = Deadline(self.loop, self._deadline_expired)
         self.phase = _IDLE
@@ -190,6 +191,7 @@ class ClientConnection:
         # write_last's TCP_CORK. The transport's own answer when there is no socket
         # (TLS in memory, a test's transport) or it has lost its peer since the accept.
         self.sock = sock = transport_socket(transport)
+        self.direct = sock is not None and writes_direct(transport)
         peer = peer_name(sock) if sock is not None else None
         if peer is None:
             peer = transport.get_extra_info("peername")
@@ -395,6 +397,15 @@ class ClientConnection:
             self.lstats.bytes_out += size
             if self.exchange is not None:
                 self.exchange.bytes_out += size
+            if self.direct and not self.transport.get_write_buffer_size():
+                # Nothing of ours waits in the transport: what the kernel takes now goes
+                # straight out, in order (uvloop's write costs ~2k instructions).
+                # Whatever it does not take, or an error, is the transport's to handle.
+                sent = send_now(self.sock, data)
+                if sent == size:
+                    return
+                if sent > 0:
+                    data = data[sent:]
             self.transport.write(data)
 
     def write_last(self, data: bytes) -> None:

@@ -5,7 +5,7 @@ framing), run on an asyncio loop in a background thread. They count the TCP
 connections they accept (to prove backend connection reuse) and answer by path:
 
     /                 JSON: member name, connection number, method, target, headers, body size
-    /big?bytes=N      N bytes of body (Content-Length)
+    /big?bytes=N      N bytes of body (Content-Length); its 64 KiB block n is the byte n % 251
     /chunked?parts=N  chunked body of N parts, with a trailer
     /close            body delimited by closing the connection
     /drip?parts=N&every=S  N body parts (Content-Length), S seconds apart: a member that
@@ -184,10 +184,12 @@ class Member:
         if path == "/big":
             size = int(query.get("bytes", "1048576"))
             send(h11.Response(status_code=200, headers=[("Content-Length", str(size)), ("X-Member", self.name)]))
-            chunk = b"x" * 65536
             left = size
+            block = 0
             while left > 0:
-                piece = chunk[: min(left, len(chunk))]
+                # Block n of 64 KiB is the byte n % 251, so a reader can check the order.
+                piece = bytes([block % 251]) * min(left, 65536)
+                block += 1
                 send(h11.Data(data=piece))
                 left -= len(piece)
                 self.big_sent += len(piece)

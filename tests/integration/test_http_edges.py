@@ -275,6 +275,34 @@ def test_slow_client_does_not_grow_engine_memory(one):
         s.close()
 
 
+def test_a_large_response_to_a_slow_reader_arrives_whole_and_in_order(one):
+    # The engine writes straight to the socket while its transport holds nothing, and
+    # through the transport once the kernel is full: the bytes must keep their order
+    # across the two (the member's block n of 64 KiB is the byte n % 251). 10 MiB:
+    # more than the kernel buffers on the way (4 MiB at most to send, 16 KiB here).
+    port, _, _ = one
+    blocks = 160
+    total = blocks * 65536 + 1000
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    try:
+        s.sendall(f"GET /big?bytes={total} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = bytearray()
+        end = -1
+        while end < 0 or len(data) < end + 4 + total:
+            chunk = s.recv(65536)
+            assert chunk
+            data += chunk
+            if end < 0:
+                end = data.find(b"\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200") and len(data) == end + 4 + total
+        body = bytes(data[end + 4:])
+        expected = b"".join(bytes([n % 251]) * min(65536, total - n * 65536) for n in range(blocks + 1))
+        assert body == expected
+    finally:
+        s.close()
+
+
 def test_max_connections_per_member_queues_requests(members, engine):
     import threading
 
