@@ -115,21 +115,28 @@ def test_member_connections_are_reused(members, engine):
     assert m.accepted == 1, "member connections should be pooled and reused across client connections"
 
 
-def test_pipelined_requests_answered_in_order(routed):
-    port, _, _ = routed
-    reqs = b"".join(
-        f"GET /p{i} HTTP/1.1\r\nHost: {'api.example.com' if i % 2 else 'x'}\r\n\r\n".encode() for i in range(6)
-    )
+def pipelined_answers(port: int, *writes: bytes) -> list[dict]:
+    """Send ``writes`` on one connection, read until the engine closes it: the members'
+    JSON answers, in the order they came (the last request asks to close)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(reqs + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for data in writes:
+            s.sendall(data)
         data = b""
         while True:
             chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk
-    targets = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])["target"] for part in data.split(b"HTTP/1.1 200")[1:]]
-    assert targets == [f"/p{i}" for i in range(6)] + ["/last"]
+    return [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0]) for part in data.split(b"HTTP/1.1 200")[1:]]
+
+
+def test_pipelined_requests_answered_in_order(routed):
+    port, _, _ = routed
+    reqs = b"".join(
+        f"GET /p{i} HTTP/1.1\r\nHost: {'api.example.com' if i % 2 else 'x'}\r\n\r\n".encode() for i in range(6)
+    )
+    answers = pipelined_answers(port, reqs + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert [a["target"] for a in answers] == [f"/p{i}" for i in range(6)] + ["/last"]
 
 
 def test_pipelined_requests_with_bodies_across_reads_are_answered_in_order(routed):
@@ -141,16 +148,7 @@ def test_pipelined_requests_with_bodies_across_reads_are_answered_in_order(route
         for i in range(1, 41)
     ) + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     cut = reqs.index(b"/b3 ") + 60  # inside the third request's body
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(reqs[:cut])
-        s.sendall(reqs[cut:])
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    answers = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0]) for part in data.split(b"HTTP/1.1 200")[1:]]
+    answers = pipelined_answers(port, reqs[:cut], reqs[cut:])
     assert [(a["target"], a["body_bytes"]) for a in answers] == [(f"/b{i}", i * 10) for i in range(1, 41)] + [("/last", 0)]
 
 
