@@ -364,8 +364,8 @@ def untrack_transports(loop: asyncio.AbstractEventLoop) -> bool:
 # handles "sockname" and "peername" and passes every other name on with
 # super().get_extra_info(): a super object, a lookup through the class's bases and a
 # bound method, ~1.3k instructions, for what the base class's method then does with
-# "socket" (its socket object, made once and cached). A client connection asks for
-# it once (its address and, at the end, TCP_CORK): for the uvloop versions read
+# "socket" (its socket object, made once and cached). A connection asks for it once
+# (a client's address, TCP_CORK at the end, writes: writes_direct): for the uvloop versions read
 # (UNTRACKED_UVLOOP_VERSIONS) it calls the base class's method directly, which is what
 # the override runs for that name; any other transport or version asks the transport.
 def _uvloop_socket_getter():
@@ -396,4 +396,4 @@ def writes_direct(transport) -> bool:
     versions read), whose write would otherwise buffer the bytes, queue the transport
     and write them at the end of the loop's iteration, ~2k instructions. Never a TLS
     transport (its socket carries records, not these bytes) nor any other."""
-    return type(transport) is _UVLOOP_TCP and _UVLOOP_TCP is not None
+    return type(transport) is _UVLOOP_TCP  # never when _UVLOOP_TCP is None: no type is None
