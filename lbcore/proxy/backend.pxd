@@ -9,7 +9,7 @@ cdef long _PEER_FULL  # ReadGate's reason
 cdef class BackendConnection:
     cdef public MemberPool pool
     cdef public object transport, sock
-    cdef public bint direct
+    cdef public bint direct, handed
     cdef public ReadGate gate
     cdef public object owner
     cdef public bint closed

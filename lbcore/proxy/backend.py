@@ -47,14 +47,15 @@ class BackendConnection:
     ``asyncio.Protocol`` (see ``ClientConnection``: an extension type when compiled)."""
 
     # lifetime: connection
-    __slots__ = ("pool", "transport", "sock", "direct", "gate", "owner", "closed", "reader", "reused", "deadline",
-                 "connected")
+    __slots__ = ("pool", "transport", "sock", "direct", "handed", "gate", "owner", "closed", "reader", "reused",
+                 "deadline", "connected")
 
     def __init__(self, pool: "MemberPool") -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.sock = None  # the transport's socket object, once connected
         self.direct = False  # write to sock while the transport holds nothing (see write)
+        self.handed = False  # bytes went to the transport since it was last seen empty
         self.gate = ReadGate()
         self.closed = False
         self.connected: asyncio.Future[None] | None = None
@@ -115,7 +116,10 @@ class BackendConnection:
     # -- use ------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            if self.direct and not self.transport.get_write_buffer_size():
+            # Only this method hands the transport bytes: while it has not since the
+            # transport was last seen empty, there is nothing to ask.
+            if self.direct and (not self.handed or not self.transport.get_write_buffer_size()):
+                self.handed = False
                 # As ClientConnection.write: straight out while nothing waits in the
                 # transport; the rest, or an error, is the transport's.
                 sent = send_now(self.sock, data)
@@ -123,6 +127,7 @@ class BackendConnection:
                     return
                 if sent > 0:
                     data = data[sent:]
+            self.handed = True
             self.transport.write(data)
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ cdef class WorkerContext:
 
 cdef class ClientConnection:
     cdef public object worker, loop, listener_name, transport, sock
-    cdef public bint direct
+    cdef public bint direct, handed
     cdef public WorkerContext context
     cdef public ReadGate gate
     cdef public Deadline deadline

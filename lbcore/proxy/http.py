@@ -123,7 +123,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "context", "loop", "listener_name", "transport", "sock", "direct",
+        "worker", "context", "loop", "listener_name", "transport", "sock", "direct", "handed",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "pending_at",
         "closed",
@@ -145,6 +145,7 @@ class ClientConnection:
         self.transport: asyncio.Transport | None = None
         self.sock = None  # the transport's socket object, once connected (None: it has none)
         self.direct = False  # write to sock while the transport holds nothing (see write)
+        self.handed = False  # bytes went to the transport since it was last seen empty
         self.gate = ReadGate()
         self.deadline = Deadline(self.loop, self._deadline_expired)
         self.phase = _IDLE
@@ -397,7 +398,10 @@ class ClientConnection:
             self.lstats.bytes_out += size
             if self.exchange is not None:
                 self.exchange.bytes_out += size
-            if self.direct and not self.transport.get_write_buffer_size():
+            # Only this method hands the transport bytes: while it has not since the
+            # transport was last seen empty, there is nothing to ask.
+            if self.direct and (not self.handed or not self.transport.get_write_buffer_size()):
+                self.handed = False
                 # Nothing of ours waits in the transport: what the kernel takes now goes
                 # straight out, in order (uvloop's write costs ~2k instructions).
                 # Whatever it does not take, or an error, is the transport's to handle.
@@ -406,6 +410,7 @@ class ClientConnection:
                     return
                 if sent > 0:
                     data = data[sent:]
+            self.handed = True
             self.transport.write(data)
 
     def write_last(self, data: bytes) -> None:
