@@ -330,6 +330,11 @@ class Deadline:
 UNTRACKED_UVLOOP_VERSIONS = ("0.19", "0.20", "0.21", "0.22", "0.23")
 
 
+def _uvloop_version_read(uvloop) -> bool:
+    """Whether this uvloop's version is one whose sources were read (UNTRACKED_UVLOOP_VERSIONS)."""
+    return ".".join(uvloop.__version__.split(".")[:2]) in UNTRACKED_UVLOOP_VERSIONS
+
+
 class _UntrackedTransports(weakref.WeakValueDictionary):
     """A WeakValueDictionary that keeps nothing set in it (see above)."""
 
@@ -348,7 +353,7 @@ def untrack_transports(loop: asyncio.AbstractEventLoop) -> bool:
 
     import uvloop
 
-    if ".".join(uvloop.__version__.split(".")[:2]) not in UNTRACKED_UVLOOP_VERSIONS:
+    if not _uvloop_version_read(uvloop):
         return False
     tables = [o for o in gc.get_referents(loop) if type(o) is weakref.WeakValueDictionary]
     if len(tables) != 1:  # the loop holds exactly one: its transports
@@ -374,7 +379,7 @@ def _uvloop_socket_getter():
         from uvloop.loop import TCPTransport, UVBaseTransport
     except ImportError:  # pragma: no cover - uvloop is a dependency
         return None, None
-    if ".".join(uvloop.__version__.split(".")[:2]) not in UNTRACKED_UVLOOP_VERSIONS:
+    if not _uvloop_version_read(uvloop):
         return None, None
     return TCPTransport, UVBaseTransport.get_extra_info
 
