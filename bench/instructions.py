@@ -87,6 +87,7 @@ def read_response(sock: socket.socket) -> None:
 
 
 MODES = ("keepalive", "close", "https-keepalive", "tls-resumed")
+TLS_MODES = ("https-keepalive", "tls-resumed")
 
 
 class Client:
@@ -96,7 +97,7 @@ class Client:
     def __init__(self, port: int, mode: str) -> None:
         self.port = port
         self.close = mode in ("close", "tls-resumed")
-        self.context = unverified_context() if mode in ("https-keepalive", "tls-resumed") else None
+        self.context = unverified_context() if mode in TLS_MODES else None
         self.session = None
         self.resumed = 0
 
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < few < many:
         parser.error("--requests: FEW must be positive and smaller than MANY")
     workdir = Path(tempfile.mkdtemp(prefix="lbcore-instructions-"))
-    tls = args.mode in ("https-keepalive", "tls-resumed")
+    tls = args.mode in TLS_MODES
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the access log's syslog port, never read
     sink.bind(("127.0.0.1", 0))
     fe = Frontend(port=free_port(), backend_port=free_port(), acls=3, access_log_port=sink.getsockname()[1],
