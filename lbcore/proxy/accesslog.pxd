@@ -11,7 +11,8 @@ cdef class AccessLog:
     cdef public object _format, _sink
     cdef public long _lost
     cdef public bint _bad_record_seen, _closed
-    cdef public object _loop, _timer, _soon, _records
+    cdef public object _loop, _timer, _soon
+    cdef public list _records
     cpdef log(self, record)
 
 cdef class AccessLogs:

@@ -72,7 +72,6 @@ the session, then in which phase. The engine uses these (``TERMINATIONS``)::
 
 from __future__ import annotations
 
-import collections
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -191,8 +190,9 @@ class AccessLog:
         self._loop = loop
         self._timer: Any = None
         self._soon: Any = None
-        # lifetime: until the next flush
-        self._records: collections.deque[AccessRecord] = collections.deque(maxlen=self.max_pending)
+        # lifetime: until the next flush. A list, typed in accesslog.pxd, so the request
+        # path appends without a method call (a deque's append is one: ~230 instructions).
+        self._records: list[AccessRecord] = []
 
     @property
     def dropped(self) -> int:
@@ -210,8 +210,9 @@ class AccessLog:
             self._lost += 1
             return
         records = self._records
-        if len(records) == self.max_pending:
-            self._lost += 1  # the append drops the oldest
+        if len(records) >= self.max_pending:
+            self._lost += 1
+            del records[0]  # the oldest goes (O(n), only while the buffer overflows)
         records.append(record)
         if len(records) >= self.batch and self._soon is None and self._loop is not None:
             self._soon = self._loop.call_soon(self._flush_soon)
@@ -221,7 +222,7 @@ class AccessLog:
         """Format what is buffered and give it to the sink as one batch. Never raises."""
         if not self._records:
             return
-        batch, self._records = self._records, collections.deque(maxlen=self.max_pending)
+        batch, self._records = self._records, []
         fmt = self._format
         messages: list[str] = []
         for record in batch:
