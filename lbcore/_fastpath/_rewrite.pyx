@@ -59,7 +59,7 @@ from lbcore._fastpath._slots cimport slot_offsets, slot_or_getattr, store_slot
 from lbcore.l7._forwarding import ForwardingPolicy, ResponseFraming
 from lbcore.l7._http1_headers import BAD_VALUE_RE, HOP_BY_HOP, TOKEN_RE
 
-__all__ = ["IMPLEMENTATION", "request_head_for_member", "response_head_for_client"]
+__all__ = ["IMPLEMENTATION", "HeadWriter", "request_head_for_member", "response_head_for_client"]
 
 # ResponseFraming is made without running its Python __init__ (a third of the time of
 # a small response head) when its slots are the four this module knows: allocated,
@@ -754,6 +754,7 @@ def request_head_for_member(
 
 cdef object _response_head(
     Out *o,
+    Framing *f,
     object response,
     object request_method,
     object client_version,
@@ -777,7 +778,7 @@ cdef object _response_head(
     line_error = _status_line(o, status, reason)
     fields_at = o.len
     if event is not None and event._lines is not None and _received_lines(o, event):
-        return _response_end(o, event, status, reason, line_error, None, request_method, client_version,
+        return _response_end(o, f, event, status, reason, line_error, None, request_method, client_version,
                              client_keep_alive, extra_headers)
     o.len = fields_at
     raw = event.header_tuple() if event is not None else response.headers
@@ -803,7 +804,7 @@ cdef object _response_head(
             if lname in tokens:
                 continue
         _field(o, name, value)
-    return _response_end(o, event if event is not None else response, status, reason, line_error, upgrade,
+    return _response_end(o, f, event if event is not None else response, status, reason, line_error, upgrade,
                          request_method, client_version, client_keep_alive, extra_headers)
 
 
@@ -836,11 +837,11 @@ cdef int _received_lines(Out *o, Response event) except -1:
     return 1
 
 
-cdef object _response_end(Out *o, object response, object status, object reason, int line_error, object upgrade,
-                          object request_method, object client_version, object client_keep_alive,
+cdef object _response_end(Out *o, Framing *f, object response, object status, object reason, int line_error,
+                          object upgrade, object request_method, object client_version, object client_keep_alive,
                           object extra_headers):
     """The rest of the head after the received fields: the extra fields, framing and
-    Connection; then the ResponseFraming."""
+    Connection; the head's bytes returned, how to frame what follows in ``f``."""
     cdef Response event = response if type(response) is Response else None
     for name, value in extra_headers:
         _field(o, name, value)
@@ -853,7 +854,8 @@ cdef object _response_end(Out *o, object response, object status, object reason,
         _field(o, "Upgrade", "" if upgrade is None else upgrade)
         if line_error:
             _raise_status_line(line_error, status, reason)
-        return _framing(_finish(o), False, False, False)
+        f.keep_alive = f.chunked = f.has_body = False
+        return _finish(o)
     if (event.chunked if event is not None else response.chunked):
         if client_version == "1.1":
             _field(o, "Transfer-Encoding", "chunked")
@@ -869,7 +871,10 @@ cdef object _response_end(Out *o, object response, object status, object reason,
         _field(o, "Connection", "keep-alive")
     if line_error:
         _raise_status_line(line_error, status, reason)
-    return _framing(_finish(o), keep_alive, chunked, has_body)
+    f.keep_alive = keep_alive
+    f.chunked = chunked
+    f.has_body = has_body
+    return _finish(o)
 
 
 def response_head_for_client(
@@ -882,8 +887,45 @@ def response_head_for_client(
 ):
     """The response head to send to the client, and how to frame what follows."""
     cdef Out o
+    cdef Framing f
     _out_init(&o)
     try:
-        return _response_head(&o, response, request_method, client_version, client_keep_alive, extra_headers)
+        head = _response_head(&o, &f, response, request_method, client_version, client_keep_alive, extra_headers)
     finally:
         _out_release(&o)
+    return _framing(head, f.keep_alive, f.chunked, f.has_body)
+
+
+cdef class HeadWriter:
+    """``request_head_for_member`` and ``response_head_for_client`` as C methods with
+    positional arguments, for the compiled exchange (``lbcore/proxy/http.pxd`` holds
+    one in a typed global): no keyword parsing, and no ResponseFraming made and read
+    back by attribute; ``for_client`` leaves the framing in ``keep_alive`` and
+    ``chunked``, read before the next call (one writer per worker, one thread)."""
+
+    cpdef bytes for_member(self, request, policy, client_ip, default_host, strip_cookie, connection_headers,
+                           connection_header_names):
+        """``request_head_for_member(request, policy, client_ip, default_host=...,
+        strip_cookie=..., connection_headers=..., connection_header_names=...)``."""
+        cdef Out o
+        _out_init(&o)
+        try:
+            return _request_head(
+                &o, request, policy, client_ip, default_host, strip_cookie, connection_headers, connection_header_names
+            )
+        finally:
+            _out_release(&o)
+
+    cpdef bytes for_client(self, response, request_method, client_version, client_keep_alive, extra_headers):
+        """``response_head_for_client(...).head``; its ``keep_alive`` and ``chunked``
+        are then this writer's."""
+        cdef Out o
+        cdef Framing f
+        _out_init(&o)
+        try:
+            head = _response_head(&o, &f, response, request_method, client_version, client_keep_alive, extra_headers)
+        finally:
+            _out_release(&o)
+        self.keep_alive = f.keep_alive
+        self.chunked = f.chunked
+        return head

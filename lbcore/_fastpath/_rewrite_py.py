@@ -22,7 +22,7 @@ from lbcore.l7.http1 import (
     encode_response_head,
 )
 
-__all__ = ["IMPLEMENTATION", "request_head_for_member", "response_head_for_client"]
+__all__ = ["IMPLEMENTATION", "HeadWriter", "request_head_for_member", "response_head_for_client"]
 
 IMPLEMENTATION = "pure"
 
@@ -135,3 +135,54 @@ def response_head_for_client(
     elif client_version == "1.0":
         out.append(("Connection", "keep-alive"))
     return ResponseFraming(encode_response_head(status, response.reason, out), keep_alive, chunked, has_body)
+
+
+class HeadWriter:
+    """The two functions with positional arguments, for the compiled exchange (the
+    compiled twin's are C methods): ``for_client`` returns the head and leaves its
+    framing in ``keep_alive`` and ``chunked``, read before the next call."""
+
+    __slots__ = ("keep_alive", "chunked")
+
+    def __init__(self) -> None:
+        self.keep_alive = False
+        self.chunked = False
+
+    def for_member(
+        self,
+        request: Request,
+        policy: ForwardingPolicy,
+        client_ip: str,
+        default_host: str,
+        strip_cookie: Callable[[list[tuple[str, str]]], list[tuple[str, str]]] | None,
+        connection_headers: Sequence[tuple[str, str]],
+        connection_header_names: frozenset[str],
+    ) -> bytes:
+        return request_head_for_member(
+            request,
+            policy,
+            client_ip,
+            default_host=default_host,
+            strip_cookie=strip_cookie,
+            connection_headers=connection_headers,
+            connection_header_names=connection_header_names,
+        )
+
+    def for_client(
+        self,
+        response: Response,
+        request_method: str,
+        client_version: str,
+        client_keep_alive: bool,
+        extra_headers: Iterable[tuple[str, str]],
+    ) -> bytes:
+        framing = response_head_for_client(
+            response,
+            request_method=request_method,
+            client_version=client_version,
+            client_keep_alive=client_keep_alive,
+            extra_headers=extra_headers,
+        )
+        self.keep_alive = bool(framing.keep_alive)
+        self.chunked = bool(framing.chunked)
+        return framing.head

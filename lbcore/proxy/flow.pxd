@@ -40,6 +40,11 @@ cdef class Timers:
 
 cpdef Timers timers_of(loop)
 
+# A connection's socket and whether it writes to it directly: C calls from http.pxd's
+# connection_made, once per connection.
+cpdef object transport_socket(transport)
+cpdef bint writes_direct(transport)
+
 cdef class Deadline:
     cdef public Timers timers
     cdef public object clock

@@ -9,6 +9,7 @@ cimport cython
 from lbcore._fastpath._clock cimport Clock as CClock
 from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Response as CResponse
 from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
+from lbcore._fastpath._rewrite cimport HeadWriter as CHeadWriter
 from lbcore.l7._http1_requests cimport RequestReader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
@@ -16,14 +17,15 @@ from lbcore.l7.facts cimport RequestFacts
 from lbcore.l7.router cimport Route
 from lbcore.proxy.accesslog cimport AccessLogs
 from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool
-from lbcore.proxy.flow cimport Admission, Deadline, ReadGate
-from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision
+from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, transport_socket, writes_direct
+from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision, parse_client_text
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
 
 cdef class Exchange
 
 cdef long _PEER_FULL, _PIPELINE, _BUFFERED  # ReadGate's reasons
 cdef CRecordMaker _records  # makes the access records (http.py)
+cdef CHeadWriter _heads  # writes the heads each way (http.py)
 
 cdef class WorkerContext:
     cdef public object loop

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.logline import RecordMaker
+from lbcore._fastpath.rewrite import HeadWriter
 from lbcore._fastpath.sockio import cork, peer_name, send_now
 from lbcore.l7._http1_requests import RequestReader
 from lbcore.l7._http1_responses import ResponseReader
@@ -47,7 +48,6 @@ from lbcore.l7.http1 import (
     error_response,
 )
 from lbcore.l7.persistence import CookiePersistence, SourcePersistence
-from lbcore.l7.rewrite import request_head_for_member, response_head_for_client
 from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate, transport_socket, writes_direct
@@ -84,6 +84,7 @@ _TCP_CORK = getattr(socket, "TCP_CORK", None)
 _NO_LISTENER_STATS = ListenerCounters()
 _NO_MEMBER_STATS = MemberCounters()  # client-side phases: which timeout applies
 _records = RecordMaker()  # makes each request's AccessRecord (typed in http.pxd)
+_heads = HeadWriter()  # writes the heads each way (lbcore.l7.rewrite's rules; typed in http.pxd)
 
 
 class WorkerContext:
@@ -791,14 +792,14 @@ class Exchange:
         pool = self.pool
         assert pool is not None and self.member is not None
         info = self.member.data
-        head = request_head_for_member(
+        head = _heads.for_member(
             request,
             self.listener.policy,
             self.conn.client_ip_text,
-            default_host=info.authority,
-            strip_cookie=pool.strip_cookie,
-            connection_headers=self.conn.cert_headers,
-            connection_header_names=self.conn.cert_header_names,
+            info.authority,  # default_host
+            pool.strip_cookie,
+            self.conn.cert_headers,  # connection_headers
+            self.conn.cert_header_names,
         )
         pending = self.body_pending or ()
         self.body_pending = None
@@ -956,17 +957,11 @@ class Exchange:
                     extra = (cookie, persistence.nocache_header, *extra)
             else:
                 persistence.record(self.facts, self.member, self.conn.loop.time())
-        framing = response_head_for_client(
-            response,
-            request_method=self.request.method,
-            client_version=self.request.http_version,
-            client_keep_alive=self.client_keep_alive,
-            extra_headers=extra,
-        )
-        self.response_chunked = framing.chunked
-        self.response_keep_alive = framing.keep_alive
+        head = _heads.for_client(response, self.request.method, self.request.http_version, self.client_keep_alive, extra)
+        self.response_chunked = _heads.chunked
+        self.response_keep_alive = _heads.keep_alive
         self.backend_keep_alive = response.keep_alive
-        return framing.head
+        return head
 
     def response_complete(self) -> None:
         now = self.conn.context.clock.now()

@@ -39,5 +39,7 @@ cdef class Revision:
     cdef public object spec, id, tls
     cdef public dict pools, listeners
 
-# parse_client_text's cache of client addresses, read as a dict (no attribute lookup).
+# parse_client_text's cache of client addresses, read as a dict (no attribute lookup);
+# the function a C call from http.pxd's connection_made.
 cdef dict _ADDRESSES
+cpdef tuple parse_client_text(peer)
