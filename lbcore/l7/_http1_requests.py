@@ -101,22 +101,25 @@ class RequestReader(ReaderBase):
         self._max_headers = max_headers
         self._url_budget = max_request_line - _LONGEST_METHOD - _LINE_OVERHEAD
         # connection
-        self._parser: HttpRequestParser | None = None  # llhttp, made when a message needs it (the fast lane may never)
+        # llhttp, made with the lists its callbacks fill when a message needs it
+        # (_start_parser): the fast lane may never, and a connection's reader then
+        # makes and frees no list (six of them were ~1k instructions a connection).
+        self._parser: HttpRequestParser | None = None
         self._state = IDLE
         self._error: ProtocolError | None = None
         self._eof = False
-        self._tail: list[bytes] = []
+        self._tail: list[bytes] | None = None  # once upgraded (only llhttp upgrades)
         self._tail_taken = False
         self.upgraded = False
         self._seq = 0  # messages begun, to tell one head from the next
         # one feed() call
-        self._events: list[Event] = []
-        self._body: list[bytes] = []
+        self._events: list[Event] | None = None  # each feed() makes its own
+        self._body: list[bytes] | None = None
         # one message
-        self._url: list[bytes] = []
+        self._url: list[bytes] | None = None
         self._url_len = 0
-        self._names: list[bytes] = []
-        self._values: list[bytes] = []
+        self._names: list[bytes] | None = None
+        self._values: list[bytes] | None = None
         self._stalled = 0  # bytes fed into this message that produced nothing
         self._chunked = False
         self._keep_alive = True
@@ -150,7 +153,7 @@ class RequestReader(ReaderBase):
                 try:
                     parser = self._parser
                     if parser is None:
-                        parser = self._parser = HttpRequestParser(self)
+                        parser = self._start_parser()
                     parser.feed_data(view)
                     break
                 except HttpParserUpgrade as pause:
@@ -174,6 +177,12 @@ class RequestReader(ReaderBase):
         if self._body:
             self._flush_body()
         return events
+
+    def _start_parser(self) -> HttpRequestParser:
+        """llhttp, for what the fast lane does not take, and the lists its callbacks fill."""
+        self._tail, self._body, self._url, self._names, self._values = [], [], [], [], []
+        self._parser = parser = HttpRequestParser(self)
+        return parser
 
     def _fast(self, data: bytes) -> int:
         """Take the simple requests at the start of ``data`` (see ``fast_lane``); the
