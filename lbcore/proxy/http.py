@@ -695,14 +695,28 @@ class Exchange:
         return pool.balancer.pick(self.facts, self.tried)
 
     def member_pool(self, member: "MemberState"):
-        info = member.data
         pool = self.pool
-        return self.conn.context.backends.get(info.host, info.port, pool.idle_per_member, pool.keepalive_timeout,
-                                             pool.conn_key, pool.connect_kwargs)  # type: ignore[union-attr]
+        mpool = pool.member_pools.get(member.name)  # type: ignore[union-attr]
+        if mpool is None:
+            info = member.data
+            mpool = self.conn.context.backends.get(info.host, info.port, pool.idle_per_member, pool.keepalive_timeout,
+                                                   pool.conn_key, pool.connect_kwargs)  # type: ignore[union-attr]
+            pool.member_pools[member.name] = mpool  # type: ignore[union-attr]
+        else:
+            # What BackendPools.get sets on every call: a tcp listener's pool to the
+            # same address shares the connection pool and sets its own.
+            mpool.idle_max = pool.idle_per_member  # type: ignore[union-attr]
+            mpool.idle_timeout = pool.keepalive_timeout  # type: ignore[union-attr]
+        return mpool
 
     def connect(self, member: "MemberState") -> None:
         self.member = member
-        self.mstats = self.conn.context.stats.member(self.pool.name, member.name)  # type: ignore[union-attr]
+        pool = self.pool
+        mstats = pool.member_counters.get(member.name)  # type: ignore[union-attr]
+        if mstats is None:
+            mstats = self.conn.context.stats.member(pool.name, member.name)  # type: ignore[union-attr]
+            pool.member_counters[member.name] = mstats  # type: ignore[union-attr]
+        self.mstats = mstats
         self.mstats.requests += 1
         member.active += 1
         self.tried.append(member)
@@ -814,7 +828,9 @@ class Exchange:
             self.body_pending_size = 0
             self.conn.gate.resume(_BUFFERED)
         backend.deadline.extend(pool.server_timeout)
-        if self.conn.transport is not None and self.conn.transport.get_write_buffer_size() > 65536:
+        # (Not handed since last seen empty: the transport holds nothing of the client's.)
+        conn = self.conn
+        if conn.handed and conn.transport is not None and conn.transport.get_write_buffer_size() > 65536:
             backend.gate.pause(_PEER_FULL)
 
     # -- client events --------------------------------------------------------------

@@ -107,7 +107,7 @@ class MemberRegistry:
 class PoolRuntime:
     __slots__ = ("spec", "name", "members", "by_name", "balancer", "persistence", "connect_kwargs", "conn_key",
                  "idle_per_member", "max_conns_per_member", "retries", "connect_timeout", "server_timeout",
-                 "keepalive_timeout", "tunnel_timeout", "strip_cookie")
+                 "keepalive_timeout", "tunnel_timeout", "strip_cookie", "member_counters", "member_pools")
 
     def __init__(self, pool: S.Pool, registry: MemberRegistry, tls: SpecTls | None = None) -> None:
         self.spec = pool
@@ -140,6 +140,12 @@ class PoolRuntime:
         # The persistence cookie to strip from requests to members, or None.
         persistence = self.persistence
         self.strip_cookie = persistence.strip_request_cookie if isinstance(persistence, CookiePersistence) else None
+        # The worker's counters and connection pool of each member, by member name,
+        # filled by the request path on first use (lbcore.proxy.http): a dict lookup by
+        # a str instead of a tuple key made and hashed per request in WorkerStats and
+        # BackendPools (neither ever drops an entry, so what is kept here stays theirs).
+        self.member_counters: dict[str, object] = {}
+        self.member_pools: dict[str, object] = {}
 
 
 class ListenerRuntime:
