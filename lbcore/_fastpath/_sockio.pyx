@@ -18,7 +18,8 @@ does it.
 connection that ends corked, see ``ClientConnection.write_last``).
 
 ``send_now(sock, data)`` is one ``send(MSG_DONTWAIT | MSG_NOSIGNAL)`` of a bytes object
-on ``sock.fileno()`` (uvloop's socket object has no ``send``).
+on ``sock.fileno()`` (uvloop's socket object has no ``send``); ``DescriptorWriter().send_now(fd,
+data)`` the same on a descriptor, a C method (``_sockio.pxd``).
 
 ``peer_name(sock)`` is one ``getpeername`` on ``sock.fileno()``; an IPv4 address is
 written out here (four numbers: what ``inet_ntop`` makes through ``snprintf``, at a
@@ -73,7 +74,8 @@ cdef extern from "<netinet/in.h>" nogil:
 cdef extern from "<netinet/tcp.h>" nogil:
     int TCP_CORK
 
-__all__ = ["IMPLEMENTATION", "BATCH", "cork", "encode_datagrams", "peer_name", "send_datagrams", "send_now"]
+__all__ = ["IMPLEMENTATION", "BATCH", "DescriptorWriter", "cork", "encode_datagrams", "peer_name", "send_datagrams",
+           "send_now"]
 
 IMPLEMENTATION = "compiled"
 
@@ -196,11 +198,13 @@ def peer_name(sock):
 def send_now(sock, data):
     """Send what the kernel takes of ``data`` now: its count, 0 when it takes nothing
     (full, or ``data`` is not bytes), -1 on an error or a socket without a descriptor."""
-    cdef int fd
-    cdef ssize_t sent
     if type(data) is not bytes:
         return 0
-    fd = sock.fileno()
+    return _send_now(sock.fileno(), data)
+
+
+cdef Py_ssize_t _send_now(int fd, bytes data):
+    cdef ssize_t sent
     if fd < 0:
         return -1
     while True:
@@ -212,3 +216,16 @@ def send_now(sock, data):
         if errno == EAGAIN:  # EWOULDBLOCK is EAGAIN on Linux
             return 0
         return -1
+
+
+cdef class DescriptorWriter:
+    """``send_now`` on a descriptor its caller took once (``sock.fileno()``), as a C
+    method: the compiled engine's connections hold one in a typed global
+    (lbcore/proxy/http.pxd, backend.pxd) and write through it without a Python call or
+    a ``fileno()`` method call on uvloop's socket object per write."""
+
+    cpdef Py_ssize_t send_now(self, int fd, data):
+        """``send_now`` of ``data`` on ``fd`` (-1: no descriptor)."""
+        if type(data) is not bytes:
+            return 0
+        return _send_now(fd, <bytes>data)

@@ -7,7 +7,9 @@
   ``backslashreplace``, at most ``limit`` bytes each).
 - ``cork(sock)``: TCP_CORK on a TCP socket (a client connection's last write).
 - ``send_now(sock, data)``: what the kernel takes of ``data`` at once, without
-  blocking or raising (a client connection's writes while nothing is buffered).
+  blocking or raising (a client connection's writes while nothing is buffered);
+  ``DescriptorWriter().send_now(fd, data)`` the same on a descriptor taken once (a C
+  method in the compiled twin, which the compiled engine calls directly).
 - ``peer_name(sock)``: ``sock.getpeername()``, None when it fails (a client
   connection's address, once per connection).
 
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 from lbcore._fastpath import _sockio_py, twins
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "encode_datagrams", "peer_name", "send_datagrams", "send_now"]
+__all__ = ["DescriptorWriter", "IMPLEMENTATION", "IMPLEMENTATIONS", "cork", "encode_datagrams", "peer_name",
+           "send_datagrams", "send_now"]
 
 IMPLEMENTATIONS, _impl = twins(_sockio_py, "_sockio")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
@@ -30,3 +33,4 @@ cork = _impl.cork
 encode_datagrams = _impl.encode_datagrams
 peer_name = _impl.peer_name
 send_now = _impl.send_now
+DescriptorWriter = _impl.DescriptorWriter

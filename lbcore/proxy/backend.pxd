@@ -2,13 +2,16 @@
 
 cimport cython
 
+from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
 from lbcore.proxy.flow cimport Deadline, ReadGate
 
 cdef long _PEER_FULL  # ReadGate's reason
+cdef CDescriptorWriter _writer  # a direct write's send (backend.py)
 
 cdef class BackendConnection:
     cdef public MemberPool pool
     cdef public object transport, sock
+    cdef public int fd
     cdef public bint direct, handed
     cdef public ReadGate gate
     cdef public object owner

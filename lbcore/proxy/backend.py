@@ -17,13 +17,14 @@ from collections import deque
 from typing import Protocol
 
 from lbcore.l7.http1 import ResponseReader
-from lbcore._fastpath.sockio import send_now
+from lbcore._fastpath.sockio import DescriptorWriter
 from lbcore.proxy.flow import Deadline, ReadGate, transport_socket, writes_direct
 
 __all__ = ["BackendConnection", "MemberPool", "BackendPools", "BackendOwner", "ConnectFailed"]
 
 # Compiled, a C global (backend.pxd): ``ReadGate.PEER_FULL`` is a lookup on the class.
 _PEER_FULL = ReadGate.PEER_FULL
+_writer = DescriptorWriter()  # a direct write's send (sockio; typed in backend.pxd)
 
 
 class ConnectFailed(Exception):
@@ -47,7 +48,7 @@ class BackendConnection:
     ``asyncio.Protocol`` (see ``ClientConnection``: an extension type when compiled)."""
 
     # lifetime: connection
-    __slots__ = ("pool", "transport", "sock", "direct", "handed", "gate", "owner", "closed", "reader", "reused",
+    __slots__ = ("pool", "transport", "sock", "fd", "direct", "handed", "gate", "owner", "closed", "reader", "reused",
                  "deadline", "connected")
 
     def __init__(self, pool: "MemberPool") -> None:
@@ -55,6 +56,7 @@ class BackendConnection:
         self.transport: asyncio.Transport | None = None
         self.sock = None  # the transport's socket object, once connected
         self.direct = False  # write to sock while the transport holds nothing (see write)
+        self.fd = -1  # sock's descriptor while direct, taken once (a write does not ask)
         self.handed = False  # bytes went to the transport since it was last seen empty
         self.gate = ReadGate()
         self.closed = False
@@ -74,6 +76,8 @@ class BackendConnection:
         self.gate.attach(self.transport)  # type: ignore[arg-type]
         self.sock = sock = transport_socket(transport)
         self.direct = sock is not None and writes_direct(transport)
+        if self.direct:
+            self.fd = sock.fileno()
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -122,7 +126,7 @@ class BackendConnection:
                 self.handed = False
                 # As ClientConnection.write: straight out while nothing waits in the
                 # transport; the rest, or an error, is the transport's.
-                sent = send_now(self.sock, data)
+                sent = _writer.send_now(self.fd, data)
                 if sent == len(data):
                     return
                 if sent > 0:

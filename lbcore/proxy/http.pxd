@@ -10,6 +10,7 @@ from lbcore._fastpath._clock cimport Clock as CClock
 from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Response as CResponse
 from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
 from lbcore._fastpath._rewrite cimport HeadWriter as CHeadWriter
+from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
 from lbcore.l7._http1_requests cimport RequestReader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
@@ -26,6 +27,7 @@ cdef class Exchange
 cdef long _PEER_FULL, _PIPELINE, _BUFFERED  # ReadGate's reasons
 cdef CRecordMaker _records  # makes the access records (http.py)
 cdef CHeadWriter _heads  # writes the heads each way (http.py)
+cdef CDescriptorWriter _writer  # a direct write's send (http.py)
 
 cdef class WorkerContext:
     cdef public object loop
@@ -40,6 +42,7 @@ cdef class WorkerContext:
 
 cdef class ClientConnection:
     cdef public object worker, loop, listener_name, transport, sock
+    cdef public int fd
     cdef public bint direct, handed
     cdef public WorkerContext context
     cdef public ReadGate gate

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.logline import RecordMaker
 from lbcore._fastpath.rewrite import HeadWriter
-from lbcore._fastpath.sockio import cork, peer_name, send_now
+from lbcore._fastpath.sockio import DescriptorWriter, cork, peer_name
 from lbcore.l7._http1_requests import RequestReader
 from lbcore.l7._http1_responses import ResponseReader
 from lbcore.l7.facts import RequestFacts
@@ -85,6 +85,7 @@ _NO_LISTENER_STATS = ListenerCounters()
 _NO_MEMBER_STATS = MemberCounters()  # client-side phases: which timeout applies
 _records = RecordMaker()  # makes each request's AccessRecord (typed in http.pxd)
 _heads = HeadWriter()  # writes the heads each way (lbcore.l7.rewrite's rules; typed in http.pxd)
+_writer = DescriptorWriter()  # a direct write's send (sockio; typed in http.pxd)
 
 
 class WorkerContext:
@@ -124,7 +125,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "context", "loop", "listener_name", "transport", "sock", "direct", "handed",
+        "worker", "context", "loop", "listener_name", "transport", "sock", "fd", "direct", "handed",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "pending_at",
         "closed",
@@ -146,6 +147,7 @@ class ClientConnection:
         self.transport: asyncio.Transport | None = None
         self.sock = None  # the transport's socket object, once connected (None: it has none)
         self.direct = False  # write to sock while the transport holds nothing (see write)
+        self.fd = -1  # sock's descriptor while direct, taken once (a write does not ask)
         self.handed = False  # bytes went to the transport since it was last seen empty
         self.gate = ReadGate()
         self.deadline = Deadline(self.loop, self._deadline_expired)
@@ -194,6 +196,8 @@ class ClientConnection:
         # (TLS in memory, a test's transport) or it has lost its peer since the accept.
         self.sock = sock = transport_socket(transport)
         self.direct = sock is not None and writes_direct(transport)
+        if self.direct:
+            self.fd = sock.fileno()
         peer = peer_name(sock) if sock is not None else None
         if peer is None:
             peer = transport.get_extra_info("peername")
@@ -406,7 +410,7 @@ class ClientConnection:
                 # Nothing of ours waits in the transport: what the kernel takes now goes
                 # straight out, in order (uvloop's write costs ~2k instructions).
                 # Whatever it does not take, or an error, is the transport's to handle.
-                sent = send_now(self.sock, data)
+                sent = _writer.send_now(self.fd, data)
                 if sent == size:
                     return
                 if sent > 0:

@@ -341,6 +341,31 @@ def test_send_now_sends_what_the_kernel_takes_and_never_blocks(connected, twin):
 
 
 @pytest.mark.parametrize("twin", TWINS)
+def test_a_descriptor_writer_sends_as_send_now_does_on_the_descriptor(connected, twin):
+    accepted, client = connected
+    accepted.setblocking(False)
+    writer = impl(twin).DescriptorWriter()
+    fd = accepted.fileno()
+    assert writer.send_now(fd, b"hello") == 5
+    assert client.recv(16) == b"hello"
+    assert writer.send_now(fd, bytearray(b"x")) == 0 and writer.send_now(fd, "x") == 0
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    block = b"z" * 65536
+    counts = [writer.send_now(fd, block) for _ in range(200)]
+    assert counts[-1] == 0 and all(0 <= n <= len(block) for n in counts)
+    assert writer.send_now(-1, b"x") == -1  # no descriptor
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_descriptor_writer_says_minus_one_when_the_peer_is_gone(twin):
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.close()
+    assert impl(twin).DescriptorWriter().send_now(left.fileno(), b"after the peer closed") == -1  # EPIPE, no SIGPIPE
+    left.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
 def test_send_now_says_minus_one_on_an_error_and_zero_for_what_is_not_bytes(twin):
     left, right = socket.socketpair()
     left.setblocking(False)

@@ -219,7 +219,8 @@ def test_direct_writes_never_pass_what_the_transport_still_holds() -> None:
     try:
         client = ClientConnection(path.worker, "bench")
         client.connection_made(transport)
-        client.direct = True  # as on a uvloop TCP transport (flow.writes_direct)
+        client.direct = True  # as on a uvloop TCP transport (flow.writes_direct), with its descriptor
+        client.fd = sock.fileno()
         big = bytes(range(256)) * 16384  # 4 MiB: more than the kernel takes at once
         client.write(big)
         direct = _read_available(peer)
