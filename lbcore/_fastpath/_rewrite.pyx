@@ -742,12 +742,30 @@ def request_head_for_member(
     client certificate); any header the client sent under one of
     ``connection_header_names`` is removed first, so a client cannot forge them.
     """
+    return _request_bytes(request, policy, client_ip, default_host, strip_cookie, connection_headers,
+                          connection_header_names)
+
+
+cdef object _request_bytes(object request, object policy, object client_ip, object default_host, object strip_cookie,
+                           object connection_headers, object connection_header_names):
+    """_request_head in a buffer of its own (both entry points)."""
     cdef Out o
     _out_init(&o)
     try:
         return _request_head(
             &o, request, policy, client_ip, default_host, strip_cookie, connection_headers, connection_header_names
         )
+    finally:
+        _out_release(&o)
+
+
+cdef object _response_bytes(Framing *f, object response, object request_method, object client_version,
+                            object client_keep_alive, object extra_headers):
+    """_response_head in a buffer of its own (both entry points)."""
+    cdef Out o
+    _out_init(&o)
+    try:
+        return _response_head(&o, f, response, request_method, client_version, client_keep_alive, extra_headers)
     finally:
         _out_release(&o)
 
@@ -886,13 +904,8 @@ def response_head_for_client(
     extra_headers=(),
 ):
     """The response head to send to the client, and how to frame what follows."""
-    cdef Out o
     cdef Framing f
-    _out_init(&o)
-    try:
-        head = _response_head(&o, &f, response, request_method, client_version, client_keep_alive, extra_headers)
-    finally:
-        _out_release(&o)
+    head = _response_bytes(&f, response, request_method, client_version, client_keep_alive, extra_headers)
     return _framing(head, f.keep_alive, f.chunked, f.has_body)
 
 
@@ -907,25 +920,14 @@ cdef class HeadWriter:
                            connection_header_names):
         """``request_head_for_member(request, policy, client_ip, default_host=...,
         strip_cookie=..., connection_headers=..., connection_header_names=...)``."""
-        cdef Out o
-        _out_init(&o)
-        try:
-            return _request_head(
-                &o, request, policy, client_ip, default_host, strip_cookie, connection_headers, connection_header_names
-            )
-        finally:
-            _out_release(&o)
+        return _request_bytes(request, policy, client_ip, default_host, strip_cookie, connection_headers,
+                              connection_header_names)
 
     cpdef bytes for_client(self, response, request_method, client_version, client_keep_alive, extra_headers):
         """``response_head_for_client(...).head``; its ``keep_alive`` and ``chunked``
         are then this writer's."""
-        cdef Out o
         cdef Framing f
-        _out_init(&o)
-        try:
-            head = _response_head(&o, &f, response, request_method, client_version, client_keep_alive, extra_headers)
-        finally:
-            _out_release(&o)
+        head = _response_bytes(&f, response, request_method, client_version, client_keep_alive, extra_headers)
         self.keep_alive = f.keep_alive
         self.chunked = f.chunked
         return head
