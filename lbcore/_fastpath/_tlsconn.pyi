@@ -14,9 +14,10 @@ class TlsServer:
     handshake_timeout: float
     loop: asyncio.AbstractEventLoop
     on_failed: Callable[[], None] | None
+    direct_socket: Callable[[Any], Any] | None
     def __init__(self, contexts: Sequence[ssl.SSLContext], lookup: Callable[[str | None], int], default_index: int,
                  handshake_timeout: float, loop: asyncio.AbstractEventLoop,
-                 on_failed: Callable[[], None] | None = ...) -> None: ...
+                 on_failed: Callable[[], None] | None = ..., direct_socket: Callable[[Any], Any] | None = ...) -> None: ...
     def connection(self, app: Any) -> TlsConnection: ...
 
 class TlsConnection(asyncio.Protocol, asyncio.Transport):  # both sides

@@ -22,7 +22,12 @@ run for an ``SSL`` made here (it would take this object for one of its own). An
 import logging
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport EINTR, errno
 from libc.string cimport strlen
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int sockfd, const void *buf, size_t len, int flags)
+    int MSG_DONTWAIT, MSG_NOSIGNAL
 
 from lbcore._fastpath import _libssl
 from lbcore._fastpath._tlsconn_py import check_contexts
@@ -127,6 +132,7 @@ cdef const void *mem_method = NULL
 # Plaintext is decrypted here and copied once into the bytes handed to the engine
 # (one event loop per process, and the GIL held throughout: one buffer is enough).
 cdef unsigned char read_buffer[BATCH]
+cdef unsigned char write_buffer[BATCH]  # ciphertext on its way to a socket (_flush)
 
 
 cdef size_t _address(lib, str name) except 0:
@@ -245,13 +251,16 @@ cdef class TlsServer:
     cdef readonly double handshake_timeout
     cdef readonly object loop
     cdef readonly object on_failed
+    cdef readonly object direct_socket
     cdef tuple pointers  # SSL_CTX * of each context, as ints
     cdef void *default_ctx
 
-    def __init__(self, contexts, lookup, int default_index, double handshake_timeout, loop, on_failed=None):
+    def __init__(self, contexts, lookup, int default_index, double handshake_timeout, loop, on_failed=None,
+                 direct_socket=None):
         _bind()
         self.loop = loop
         self.on_failed = on_failed
+        self.direct_socket = direct_socket
         self.contexts = tuple(contexts)
         self.lookup = lookup
         self.default = self.contexts[default_index]
@@ -293,6 +302,9 @@ cdef class TlsConnection:
     cdef void *ssl
     cdef void *rbio
     cdef void *wbio
+    cdef object sock  # the TCP transport's socket, when direct_socket gave it
+    cdef int fd  # its descriptor, written to directly (_flush); -1: never
+    cdef bint handed  # ciphertext went to the TCP transport since it was last seen empty
 
     def __cinit__(self, TlsServer server, app):
         self.server = server
@@ -300,6 +312,7 @@ cdef class TlsConnection:
         self.state = HANDSHAKE
         self.reading = True
         self.context = server.default
+        self.fd = -1
 
     def __dealloc__(self):
         if self.ssl != NULL:
@@ -309,6 +322,11 @@ cdef class TlsConnection:
     # -- protocol of the TCP transport ---------------------------------------------
     def connection_made(self, transport):
         self.tcp = transport
+        if self.server.direct_socket is not None:
+            sock = self.server.direct_socket(transport)
+            if sock is not None:
+                self.sock = sock
+                self.fd = sock.fileno()
         ssl_ = SSL_new(self.server.default_ctx)
         if ssl_ == NULL:
             log.error("TLS: SSL_new failed: %s", _error_text(0))
@@ -360,6 +378,7 @@ cdef class TlsConnection:
 
     def connection_lost(self, exc):
         self.state = CLOSED
+        self.fd = -1
         self._cancel_timer()
         app = self.app
         if self.app_made:
@@ -406,6 +425,7 @@ cdef class TlsConnection:
             self._flush()
             self._cancel_timer()
             if self.tcp_eof:  # the client's side is shut already: nothing to wait for
+                self.fd = -1  # the transport's descriptor may be closed, and reused, from here on
                 self.tcp.close()
                 return
             if self.tcp.can_write_eof():
@@ -433,6 +453,7 @@ cdef class TlsConnection:
             self.state = CLOSED
             self._cancel_timer()
             if self.tcp is not None:
+                self.fd = -1  # the transport's descriptor may be closed, and reused, from here on
                 self.tcp.abort()
 
     def is_closing(self):
@@ -443,6 +464,8 @@ cdef class TlsConnection:
             return self
         if name == "sslcontext":
             return self.context
+        if name == "socket" and self.sock is not None:
+            return self.sock
         return self.tcp.get_extra_info(name, default) if self.tcp is not None else default
 
     def pause_reading(self):
@@ -624,22 +647,45 @@ cdef class TlsConnection:
             if code == SSL_ERROR_WANT_READ:
                 return 0
             break
+        self.fd = -1  # the transport's descriptor may be closed, and reused, from here on
         self.tcp.close()
         return 0
 
     cdef int _flush(self) except -1:
+        """OpenSSL's output to the TCP transport; or, with a descriptor (direct_socket),
+        straight to the socket while the transport holds nothing of ours, what the
+        kernel does not take, or an error, to the transport after it (as the engine's
+        direct writes do: lbcore.proxy.http.ClientConnection.write)."""
         cdef long pending
         cdef int got
+        cdef ssize_t sent
         while True:
             pending = BIO_ctrl(self.wbio, BIO_CTRL_PENDING, 0, NULL)
             if pending <= 0:
                 return 0
+            if self.fd >= 0 and (not self.handed or not self.tcp.get_write_buffer_size()):
+                self.handed = False
+                got = BIO_read(self.wbio, write_buffer, <int>(pending if pending < BATCH else BATCH))
+                if got <= 0:
+                    return 0
+                while True:
+                    sent = send(self.fd, write_buffer, got, MSG_DONTWAIT | MSG_NOSIGNAL)
+                    if sent >= 0 or errno != EINTR:
+                        break
+                if sent == got:
+                    continue
+                if sent < 0:
+                    sent = 0  # full (EAGAIN), or an error the transport's write reports
+                self.handed = True
+                self.tcp.write(PyBytes_FromStringAndSize(<char *>write_buffer + sent, got - sent))
+                continue
             if pending > (1 << 30):  # BIO_read takes an int
                 pending = 1 << 30
             out = PyBytes_FromStringAndSize(NULL, pending)
             got = BIO_read(self.wbio, <void *>PyBytes_AS_STRING(out), <int>pending)
             if got <= 0:
                 return 0
+            self.handed = True
             self.tcp.write(out if got == pending else out[:got])
 
     cdef int _fail(self, str why) except -1:
@@ -648,6 +694,7 @@ cdef class TlsConnection:
             self._flush()  # the alert, so the client learns why
         self.state = CLOSED
         self._cancel_timer()
+        self.fd = -1  # the transport's descriptor may be closed, and reused, from here on
         self.tcp.close()
         return 0
 

@@ -40,6 +40,13 @@ Behaviour, the same in both twins:
   ``lbcore_sni``, ``version()``, ``cipher()``, ``selected_alpn_protocol()``,
   ``getpeercert(binary_form=True)``, ``context``. Other names go to the TCP
   transport (``peername``, ``sockname``, ``socket``).
+- ``direct_socket`` (``TlsServer``'s last argument, optional): called with each TCP
+  transport, it returns the transport's socket when the connection may write to it
+  directly (``lbcore.proxy.flow.direct_socket``: a uvloop TCP transport), else None.
+  The compiled twin then writes its ciphertext straight to that socket while the
+  transport holds nothing of it, the rest through the transport after it (in
+  order); this twin writes through the transport. Both answer
+  ``get_extra_info("socket")`` with that socket.
 """
 
 from __future__ import annotations
@@ -71,12 +78,14 @@ def check_contexts(contexts: Sequence[ssl.SSLContext]) -> None:
 class TlsServer:
     """One https listener's TLS for one revision: its contexts and SNI choice."""
 
-    __slots__ = ("contexts", "lookup", "default", "handshake_timeout", "loop", "on_failed")
+    __slots__ = ("contexts", "lookup", "default", "handshake_timeout", "loop", "on_failed", "direct_socket")
 
     def __init__(self, contexts: Sequence[ssl.SSLContext], lookup: Callable[[str | None], int], default_index: int,
-                 handshake_timeout: float, loop: Any, on_failed: Callable[[], None] | None = None) -> None:
+                 handshake_timeout: float, loop: Any, on_failed: Callable[[], None] | None = None,
+                 direct_socket: Callable[[Any], Any] | None = None) -> None:
         self.loop = loop
         self.on_failed = on_failed
+        self.direct_socket = direct_socket
         self.contexts = tuple(contexts)
         check_contexts(self.contexts)
         self.lookup = lookup
@@ -102,7 +111,8 @@ class TlsConnection:
     """Protocol of the TCP transport below, transport of the engine's protocol above."""
 
     __slots__ = ("server", "app", "tcp", "state", "app_made", "reading", "timer", "lbcore_sni",
-                 "handshaken", "eof_seen", "tcp_eof", "eof_delivered", "shutdown_buffered", "_in", "_out", "_sslobj")
+                 "handshaken", "eof_seen", "tcp_eof", "eof_delivered", "shutdown_buffered", "_in", "_out", "_sslobj",
+                 "_sock")
 
     def __init__(self, server: TlsServer, app: Any) -> None:
         self.server = server
@@ -121,11 +131,14 @@ class TlsConnection:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._sslobj: ssl.SSLObject | None = None
+        self._sock: Any = None  # the TCP transport's socket, when direct_socket gave it
 
     # -- protocol of the TCP transport ---------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.tcp = transport
         server = self.server
+        if server.direct_socket is not None:
+            self._sock = server.direct_socket(transport)
         self._sslobj = server.default.wrap_bio(self._in, self._out, server_side=True)
         self.timer = server.loop.call_later(server.handshake_timeout, self._handshake_timeout)
 
@@ -230,6 +243,8 @@ class TlsConnection:
             return self
         if name == "sslcontext":
             return self.context
+        if name == "socket" and self._sock is not None:
+            return self._sock
         return self.tcp.get_extra_info(name, default) if self.tcp is not None else default
 
     def pause_reading(self) -> None:

@@ -1,6 +1,6 @@
 """Server-side TLS for https listeners, over the loop's plain TCP transports.
 
-``TlsServer(contexts, lookup, default_index, handshake_timeout, loop, on_failed)``
+``TlsServer(contexts, lookup, default_index, handshake_timeout, loop, on_failed, direct_socket)``
 holds a listener's contexts for one revision; ``server.connection(app)`` is the protocol
 to give the loop for an accepted connection, and the transport ``app`` (the
 engine's ``ClientConnection``) sees, carrying plaintext. Behaviour: see

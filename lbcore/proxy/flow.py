@@ -29,8 +29,8 @@ import asyncio
 import weakref
 from typing import Callable
 
-__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "timers_of", "transport_socket", "untrack_transports",
-           "writes_direct"]
+__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "direct_socket", "timers_of", "transport_socket",
+           "untrack_transports", "writes_direct"]
 
 _NEVER = float("inf")
 
@@ -393,6 +393,15 @@ def transport_socket(transport) -> object:
     if type(transport) is _UVLOOP_TCP:
         return _uvloop_base_extra_info(transport, "socket")
     return transport.get_extra_info("socket")
+
+
+def direct_socket(transport) -> object:
+    """``transport``'s socket when a connection may write to it directly (``writes_direct``),
+    else None: for lbcore's TLS layer (``TlsServer(direct_socket=...)``), which writes its
+    ciphertext below the engine's protocol."""
+    if type(transport) is _UVLOOP_TCP:
+        return _uvloop_base_extra_info(transport, "socket")
+    return None
 
 
 def writes_direct(transport) -> bool:

@@ -28,7 +28,7 @@ from lbcore._fastpath.tlsconn import TlsServer
 from lbcore.proxy.accesslog import AccessLogs
 from lbcore.proxy.backend import BackendPools
 from lbcore.proxy.channel import Channel
-from lbcore.proxy.flow import Admission, untrack_transports
+from lbcore.proxy.flow import Admission, direct_socket, untrack_transports
 from lbcore.proxy.heap import tune_malloc
 from lbcore.proxy.http import ProtocolFactory, WorkerContext
 from lbcore.proxy.runtime import MemberRegistry, Revision, compile_revision
@@ -256,7 +256,7 @@ class Worker:
             # (lbcore._fastpath.tlsconn), not by the loop's ssl= support.
             terminator = TlsServer(tls.contexts, tls.store.sni.lookup, tls.store.sni.default_index,
                                    listener.timeouts.http_request, self.loop,
-                                   functools.partial(self.tls_failed, listener.name))
+                                   functools.partial(self.tls_failed, listener.name), direct_socket)
         factory = ProtocolFactory(self, key, TcpClient, terminator)
         # asyncio owns (and closes) the socket it is given: hand it a duplicate, keep ours.
         sock = socket.socket(fileno=os.dup(fd))

@@ -97,6 +97,26 @@ def test_sni_selects_exact_wildcard_default(pki, sni_engine):
     assert served_cert(port, None)[0] == der(pki, "default")
 
 
+def test_a_large_https_response_to_a_slow_reader_arrives_whole_and_in_order(sni_engine):
+    # The TLS layer writes its records straight to the socket while the transport holds
+    # none, and through the transport once the kernel is full: the records must keep
+    # their order across the two (the member's block n of 64 KiB is the byte n % 251).
+    port, _, _ = sni_engine
+    blocks = 160
+    total = blocks * 65536 + 1000
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    with tlsgen.client_context(None).wrap_socket(raw, server_hostname="www.example.com") as tls:
+        tls.sendall(f"GET /big?bytes={total} HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n".encode())
+        data = bytearray()
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    expected = b"".join(bytes([n % 251]) * min(65536, total - n * 65536) for n in range(blocks + 1))
+    assert body == expected
+
+
 def test_ecdsa_client_gets_ecdsa_rsa_only_client_gets_rsa(pki, sni_engine):
     port, _, _ = sni_engine
     out = subprocess.run([OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "www.example.com",

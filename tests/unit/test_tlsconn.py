@@ -10,6 +10,7 @@ cut at the same places, and checks they hand the engine the same events.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import pytest
@@ -539,3 +540,80 @@ def test_a_failing_certificate_choice_is_refused_with_handshake_failure(twin, pk
     assert pair.tcp.closed and pair.app.events == []
     pair.conn.connection_lost(None)
     assert pair.failed == 1
+
+
+class SocketTcp(Tcp):
+    """``Tcp`` over a real socket: what the layer sends it directly, the socket's peer
+    receives; what it writes, the fake holds as unsent (``take`` drains it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default=None):
+        return self.sock if name == "socket" else super().get_extra_info(name, default)
+
+
+def _available(sock: socket.socket) -> bytes:
+    got = b""
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return got
+        assert chunk
+        got += chunk
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_ciphertext_goes_to_the_socket_only_while_the_transport_holds_none(twin, pki, loop):
+    """With ``direct_socket``, the compiled twin writes its records to the socket while
+    the TCP transport holds nothing of them, and behind what it holds otherwise; the
+    pure twin writes through the transport. Either way the client reads it all, in order."""
+    server = socket.create_server(("127.0.0.1", 0))
+    sock = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    sock.setblocking(False)
+    peer.setblocking(False)
+    try:
+        pair = Pair(twin, pki, loop)
+        tcp = SocketTcp(sock)
+        pair.server = tlsconn.IMPLEMENTATIONS[twin].TlsServer(pki["contexts"], lookup, 0, 10.0, loop,
+                                                              pair.count_failure, lambda transport: transport.sock)
+        pair.conn = pair.server.connection(pair.app)
+        pair.conn.connection_made(tcp)
+        pair.tcp = tcp
+        direct = twin == "compiled"
+
+        def pump() -> None:  # the client's bytes in; the server's out, from the socket then the transport
+            data = pair.c_out.read()
+            if data:
+                pair.conn.data_received(data)
+            pair.c_in.write(_available(peer) + tcp.take())
+
+        for _ in range(10):
+            try:
+                pair.client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+        pump()
+        assert pair.app.events == [("made",)]
+        assert pair.conn.get_extra_info("socket") is sock
+        big = bytes(range(256)) * 16384  # 4 MiB: more than the kernel takes at once
+        pair.conn.write(big)
+        sent = _available(peer)
+        assert (0 < len(sent) and tcp.get_write_buffer_size() > 0) if direct else sent == b""
+        pair.conn.write(b"after")  # the kernel has room again, but the transport holds the rest
+        assert _available(peer) == b""
+        pair.c_in.write(sent + tcp.take())
+        assert pair.recv() == big + b"after"
+        pair.conn.write(b"later")  # drained: straight to the socket again (compiled)
+        sent = _available(peer)
+        assert (sent != b"" and tcp.take() == b"") if direct else sent == b""
+        pair.c_in.write(sent + tcp.take())
+        assert pair.recv() == b"later"
+    finally:
+        sock.close()
+        peer.close()
+        server.close()
