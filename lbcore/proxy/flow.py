@@ -399,9 +399,7 @@ def direct_socket(transport) -> object:
     """``transport``'s socket when a connection may write to it directly (``writes_direct``),
     else None: for lbcore's TLS layer (``TlsServer(direct_socket=...)``), which writes its
     ciphertext below the engine's protocol."""
-    if type(transport) is _UVLOOP_TCP:
-        return _uvloop_base_extra_info(transport, "socket")
-    return None
+    return transport_socket(transport) if writes_direct(transport) else None
 
 
 def writes_direct(transport) -> bool:

@@ -41,6 +41,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+BIG_BLOCK = 65536  # /big's blocks
+
+
+def big_piece(block: int, left: int) -> bytes:
+    """Block ``block`` of a /big body with ``left`` bytes still to send: the byte
+    ``block % 251``, so a reader can check the order."""
+    return bytes([block % 251]) * min(left, BIG_BLOCK)
+
+
+def big_body(size: int) -> bytes:
+    """The whole body of /big?bytes=``size``, to compare with what arrived."""
+    return b"".join(big_piece(n, size - n * BIG_BLOCK) for n in range(-(-size // BIG_BLOCK)))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -187,8 +201,7 @@ class Member:
             left = size
             block = 0
             while left > 0:
-                # Block n of 64 KiB is the byte n % 251, so a reader can check the order.
-                piece = bytes([block % 251]) * min(left, 65536)
+                piece = big_piece(block, left)
                 block += 1
                 send(h11.Data(data=piece))
                 left -= len(piece)

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from tests import tlsgen
-from tests.integration.harness import ROOT, free_port
+from tests.integration.harness import ROOT, big_body, free_port
 
 OPENSSL = "openssl"
 
@@ -113,8 +113,7 @@ def test_a_large_https_response_to_a_slow_reader_arrives_whole_and_in_order(sni_
             data += chunk
     head, _, body = bytes(data).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
-    expected = b"".join(bytes([n % 251]) * min(65536, total - n * 65536) for n in range(blocks + 1))
-    assert body == expected
+    assert body == big_body(total)
 
 
 def test_ecdsa_client_gets_ecdsa_rsa_only_client_gets_rsa(pki, sni_engine):

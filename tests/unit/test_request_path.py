@@ -25,6 +25,7 @@ from bench.inproc import REQUEST as KEEP_ALIVE_REQUEST
 from lbcore.proxy.accesslog import AccessLog, AccessRecord
 from lbcore.proxy.flow import ReadGate
 from lbcore.proxy.http import ClientConnection, TlsClientConnection
+from tests.sockets import read_available
 
 REQUEST = (b"POST /upload?x=1 HTTP/1.1\r\nHost: shop.example:8080\r\nUser-Agent: probe/2\r\n"
            b"Content-Length: 5\r\n\r\nhello")
@@ -193,17 +194,6 @@ class _HoldingTransport(MemoryTransport):
         return held
 
 
-def _read_available(sock: socket.socket) -> bytes:
-    got = b""
-    while True:
-        try:
-            chunk = sock.recv(1 << 20)
-        except BlockingIOError:
-            return got
-        assert chunk
-        got += chunk
-
-
 def test_direct_writes_never_pass_what_the_transport_still_holds() -> None:
     """A client connection writes to its socket only while its transport holds
     nothing: once the kernel refused part of a write, later writes queue behind that
@@ -223,16 +213,16 @@ def test_direct_writes_never_pass_what_the_transport_still_holds() -> None:
         client.fd = sock.fileno()
         big = bytes(range(256)) * 16384  # 4 MiB: more than the kernel takes at once
         client.write(big)
-        direct = _read_available(peer)
+        direct = read_available(peer)
         assert 0 < len(direct) < len(big) and big.startswith(direct)
         assert transport.get_write_buffer_size() == len(big) - len(direct)
         # The kernel has room again, but the transport still holds the rest of big.
         client.write(b"after")
-        assert _read_available(peer) == b""
+        assert read_available(peer) == b""
         assert transport.drained() == big[len(direct):] + b"after"
         # Drained: straight to the socket again.
         client.write(b"later")
-        assert _read_available(peer) == b"later" and transport.written == []
+        assert read_available(peer) == b"later" and transport.written == []
     finally:
         path.close()
         loop.close()

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from lbcore._fastpath import tlsconn
 from tests import tlsgen
+from tests.sockets import read_available
 
 TWINS = sorted(tlsconn.IMPLEMENTATIONS)
 NAMES = ("www.example.com", "api.example.com")
@@ -554,17 +555,6 @@ class SocketTcp(Tcp):
         return self.sock if name == "socket" else super().get_extra_info(name, default)
 
 
-def _available(sock: socket.socket) -> bytes:
-    got = b""
-    while True:
-        try:
-            chunk = sock.recv(1 << 20)
-        except BlockingIOError:
-            return got
-        assert chunk
-        got += chunk
-
-
 @pytest.mark.parametrize("twin", TWINS)
 def test_ciphertext_goes_to_the_socket_only_while_the_transport_holds_none(twin, pki, loop):
     """With ``direct_socket``, the compiled twin writes its records to the socket while
@@ -589,7 +579,7 @@ def test_ciphertext_goes_to_the_socket_only_while_the_transport_holds_none(twin,
             data = pair.c_out.read()
             if data:
                 pair.conn.data_received(data)
-            pair.c_in.write(_available(peer) + tcp.take())
+            pair.c_in.write(read_available(peer) + tcp.take())
 
         for _ in range(10):
             try:
@@ -602,14 +592,14 @@ def test_ciphertext_goes_to_the_socket_only_while_the_transport_holds_none(twin,
         assert pair.conn.get_extra_info("socket") is sock
         big = bytes(range(256)) * 16384  # 4 MiB: more than the kernel takes at once
         pair.conn.write(big)
-        sent = _available(peer)
+        sent = read_available(peer)
         assert (0 < len(sent) and tcp.get_write_buffer_size() > 0) if direct else sent == b""
         pair.conn.write(b"after")  # the kernel has room again, but the transport holds the rest
-        assert _available(peer) == b""
+        assert read_available(peer) == b""
         pair.c_in.write(sent + tcp.take())
         assert pair.recv() == big + b"after"
         pair.conn.write(b"later")  # drained: straight to the socket again (compiled)
-        sent = _available(peer)
+        sent = read_available(peer)
         assert (sent != b"" and tcp.take() == b"") if direct else sent == b""
         pair.c_in.write(sent + tcp.take())
         assert pair.recv() == b"later"
