@@ -43,6 +43,7 @@ cpdef Timers timers_of(loop)
 # A connection's socket and whether it writes to it directly: C calls from http.pxd's
 # connection_made, once per connection.
 cpdef object transport_socket(transport)
+cpdef object transport_peer(transport, sock)
 cpdef bint writes_direct(transport)
 
 cdef class Deadline:

@@ -29,8 +29,11 @@ import asyncio
 import weakref
 from typing import Callable
 
-__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "direct_socket", "timers_of", "transport_socket",
-           "untrack_transports", "writes_direct"]
+from lbcore._fastpath.sockio import peer_name
+from lbcore._fastpath.streams import Stream
+
+__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "direct_socket", "timers_of", "transport_peer",
+           "transport_socket", "untrack_transports", "writes_direct"]
 
 _NEVER = float("inf")
 
@@ -393,6 +396,19 @@ def transport_socket(transport) -> object:
     if type(transport) is _UVLOOP_TCP:
         return _uvloop_base_extra_info(transport, "socket")
     return transport.get_extra_info("socket")
+
+
+def transport_peer(transport, sock) -> object:
+    """The client's address as ``getpeername()`` gives it (None: unknown). A stream's is
+    the one its accept gave; otherwise it is read from ``sock`` (``transport_socket``'s,
+    by ``sockio.peer_name``: uvloop's cached peername is formatted with ``snprintf`` on
+    every call), or asked of the transport when there is no socket (TLS in memory, a
+    test's transport) or it lost its peer since the accept."""
+    if type(transport) is Stream:
+        peer = transport.peername
+        return transport.get_extra_info("peername") if peer is None else peer
+    peer = peer_name(sock) if sock is not None else None
+    return transport.get_extra_info("peername") if peer is None else peer
 
 
 def direct_socket(transport) -> object:

@@ -18,7 +18,7 @@ from lbcore.l7.facts cimport RequestFacts
 from lbcore.l7.router cimport Route
 from lbcore.proxy.accesslog cimport AccessLogs
 from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool
-from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, transport_socket, writes_direct
+from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, transport_peer, transport_socket, writes_direct
 from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision, parse_client_text
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
 

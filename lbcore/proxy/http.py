@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.logline import RecordMaker
 from lbcore._fastpath.rewrite import HeadWriter
-from lbcore._fastpath.sockio import DescriptorWriter, cork, peer_name
+from lbcore._fastpath.sockio import DescriptorWriter, cork
 from lbcore.l7._http1_requests import RequestReader
 from lbcore.l7._http1_responses import ResponseReader
 from lbcore.l7.facts import RequestFacts
@@ -50,7 +50,7 @@ from lbcore.l7.http1 import (
 from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
-from lbcore.proxy.flow import Deadline, ReadGate, transport_socket, writes_direct
+from lbcore.proxy.flow import Deadline, ReadGate, transport_peer, transport_socket, writes_direct
 from lbcore.proxy.runtime import parse_client_text
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
@@ -190,18 +190,12 @@ class ClientConnection:
             return
         # Positional, from the runtime's C fields: keywords cost a dictionary per connection.
         self.reader = RequestReader(listener.max_request_line, listener.max_header_bytes, listener.max_headers)
-        # The address from the socket's descriptor (sockio.peer_name: uvloop's cached
-        # peername is formatted with snprintf on every call); the socket is kept for
-        # write_last's TCP_CORK. The transport's own answer when there is no socket
-        # (TLS in memory, a test's transport) or it has lost its peer since the accept.
+        # The socket is kept for write_last's TCP_CORK (a stream: the stream itself).
         self.sock = sock = transport_socket(transport)
         self.direct = sock is not None and writes_direct(transport)
         if self.direct:
             self.fd = sock.fileno()
-        peer = peer_name(sock) if sock is not None else None
-        if peer is None:
-            peer = transport.get_extra_info("peername")
-        self.client_ip, self.client_ip_text, self.client_port = parse_client_text(peer)
+        self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport_peer(transport, sock))
         if listener.tls is not None:
             self.tls_established(transport, listener)
         self.listener = listener

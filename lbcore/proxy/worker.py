@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from lbcore import spec as S
+from lbcore._fastpath import streams
 from lbcore._fastpath.tlsconn import TlsServer
 from lbcore.proxy.accesslog import AccessLogs
 from lbcore.proxy.backend import BackendPools
@@ -62,7 +63,7 @@ class Worker:
         self.ramping = False  # a slow-start ramp timer is running
         self.stopped = loop.create_future()
         # lifetime: bind address (kept across revisions while the address stays)
-        self.servers: dict[str, tuple[asyncio.base_events.Server, object]] = {}  # bind -> (server, TLS context)
+        self.servers: dict[str, tuple[streams.Acceptor, object]] = {}  # bind -> (server, TLS context)
         self.bind_fds: dict[str, int] = {}  # bind -> the listening socket's fd (ours; servers get dups)
         self.ticket_files: dict = {}  # TLS ticket key files, kept across revisions
         # Open client connections per listener and each listener's maxconn share (the
@@ -258,10 +259,13 @@ class Worker:
                                    listener.timeouts.http_request, self.loop,
                                    functools.partial(self.tls_failed, listener.name), direct_socket)
         factory = ProtocolFactory(self, key, TcpClient, terminator)
-        # asyncio owns (and closes) the socket it is given: hand it a duplicate, keep ours.
+        # The acceptor owns (and closes) the socket it is given: hand it a duplicate, keep ours.
+        # lbcore's own accept path and transports (lbcore._fastpath.streams), not the
+        # loop's create_server: a uvloop transport costs ~10k instructions a connection.
         sock = socket.socket(fileno=os.dup(fd))
         sock.setblocking(False)
-        server = await self.loop.create_server(factory, sock=sock, backlog=listener.backlog)
+        sock.listen(listener.backlog)
+        server = streams.serve(self.loop, sock, factory)
         self.servers[key] = (server, context)
         if current is not None:
             current[0].close()

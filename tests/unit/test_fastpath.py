@@ -1,7 +1,7 @@
 """lbcore._fastpath: every compiled twin is built and chosen, and LBCORE_NO_EXTENSIONS forces the pure ones.
 
 The twins' agreement is tested beside each one (test_http1_events, test_http1_fastlane, test_rewrite,
-test_logline, test_tls_tickets, test_tlsconn, test_sockio); this file checks the selection itself, so that a
+test_logline, test_tls_tickets, test_tlsconn, test_sockio, test_streams); this file checks the selection itself, so that a
 build that silently lost its extensions fails here under CI instead of running the
 whole suite on the pure twins.
 """
@@ -18,7 +18,7 @@ import pytest
 
 import lbcore._fastpath as fastpath
 
-SELECTORS = ["events", "heads", "rewrite", "logline", "sslctx", "tlsconn", "sockio", "clock"]
+SELECTORS = ["events", "heads", "rewrite", "logline", "sslctx", "tlsconn", "sockio", "clock", "streams"]
 SOURCES = sorted(p.stem for p in Path(fastpath.__file__).parent.glob("*.pyx"))
 
 

@@ -1,0 +1,754 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""A listener's accept path and its connections' transports: the compiled twin of
+``_streams_py`` (the contract is there, and the same here).
+
+How it runs: the streams of a loop share one epoll set of their own (``Poller``), which
+the loop watches as a single descriptor (``loop.add_reader``). When it is readable, the
+poller takes up to ``EVENTS`` ready descriptors (``epoll_wait`` with no timeout) and
+calls each one's C method: the acceptor ``accept4``s, a stream ``recv``s or ``send``s.
+Registration is level-triggered and changes only when what a stream waits for changes
+(reading paused, a write buffered): a connection that is read and answered costs one
+``epoll_ctl`` (its ``ADD``) in all. Closing the descriptor takes it out of the set
+(it is never duplicated), so a close is one ``close``.
+
+What this saves against a uvloop server, per connection (callgrind, the bench's close
+scenario): uvloop's transport, its handle, its pseudo-socket, the ``call_soon`` handles
+that run ``connection_made`` and ``connection_lost``, the peer's address formatted with
+``inet_ntop``/``snprintf``. Here ``connection_made`` is called at once, the peer's
+address is written out from ``accept4``'s, and the ``connection_lost`` calls of a
+wake-up run at its end (a loop callback only for a stream closed from elsewhere:
+a timer, another connection).
+"""
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
+from libc.errno cimport EAGAIN, EBADF, EINTR, errno
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy, strerror
+
+import logging
+import weakref
+
+import socket
+
+from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
+    default_limits
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLLERR
+        EPOLLHUP
+        EPOLL_CTL_ADD
+        EPOLL_CTL_MOD
+        EPOLL_CTL_DEL
+        EPOLL_CLOEXEC
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        unsigned short sa_family
+    struct sockaddr_storage:
+        unsigned short ss_family
+    int accept4(int sockfd, sockaddr *addr, socklen_t *addrlen, int flags)
+    ssize_t recv(int sockfd, void *buf, size_t len, int flags)
+    ssize_t send(int sockfd, const void *buf, size_t len, int flags)
+    int shutdown(int sockfd, int how)
+    int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)
+    enum:
+        AF_INET
+        AF_INET6
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+        MSG_DONTWAIT
+        MSG_NOSIGNAL
+        SHUT_WR
+
+cdef extern from "<netinet/in.h>" nogil:
+    int IPPROTO_TCP
+    struct in_addr:
+        unsigned int s_addr
+    struct sockaddr_in:
+        unsigned short sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    struct in6_addr:
+        pass
+    struct sockaddr_in6:
+        unsigned short sin6_family
+        unsigned short sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+    unsigned short ntohs(unsigned short)
+    unsigned int ntohl(unsigned int)
+
+cdef extern from "<netinet/tcp.h>" nogil:
+    int TCP_NODELAY
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+__all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "serve"]
+
+IMPLEMENTATION = "compiled"
+
+log = logging.getLogger("lbcore.streams")
+
+cdef enum:
+    EVENTS = 64  # ready descriptors taken per epoll_wait
+    _READ_SIZE = 256 * 1024
+
+assert READ_SIZE == _READ_SIZE
+cdef char read_buffer[_READ_SIZE]  # one read at a time per process: the loop's thread
+cdef Py_ssize_t accept_batch = ACCEPT_BATCH
+cdef double accept_retry_delay = ACCEPT_RETRY_DELAY
+cdef frozenset resource_errnos = RESOURCE_ERRNOS
+
+
+cdef OSError _os_error(int code):
+    return OSError(code, strerror(code).decode("utf-8", "replace"))
+
+
+# -- the loop's epoll set -------------------------------------------------------------
+cdef class _Watched:
+    """What the poller calls when a descriptor in its set is ready."""
+    cdef Poller poller
+    cdef int fd
+
+    cdef int ready(self, uint32_t events) except -1:
+        return 0
+
+
+_pollers = weakref.WeakKeyDictionary()  # loop -> its Poller, while it has users
+
+
+cdef Poller poller_of(loop):
+    cdef Poller poller = _pollers.get(loop)
+    if poller is None or poller.epfd < 0:
+        poller = Poller(loop)
+        _pollers[loop] = poller
+    return poller
+
+
+cdef class Poller:
+    """One loop's epoll set of acceptors and streams, read by the loop as one descriptor.
+
+    ``users`` counts the acceptors serving and the streams whose ``connection_lost`` has
+    not run; at none the set is closed and the loop stops watching it (tests make many
+    loops; a worker keeps its one while it listens)."""
+    cdef int epfd
+    cdef object loop
+    cdef dict watched  # fd -> _Watched
+    cdef list due  # streams whose connection_lost is due
+    cdef bint running  # in run(): due streams are handled at its end
+    cdef bint due_scheduled  # a loop callback will handle them
+    cdef Py_ssize_t users
+
+    def __cinit__(self, loop):
+        self.epfd = -1
+        self.loop = loop
+        self.watched = {}
+        self.due = []
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise _os_error(errno)
+        try:
+            loop.add_reader(self.epfd, self.run)
+        except BaseException:
+            close(self.epfd)
+            self.epfd = -1
+            raise
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            close(self.epfd)
+
+    cdef int ctl(self, int op, int fd, uint32_t events) except -1:
+        cdef epoll_event event
+        event.events = events
+        event.data.u64 = 0
+        event.data.fd = fd
+        if epoll_ctl(self.epfd, op, fd, &event) < 0:
+            raise _os_error(errno)
+        return 0
+
+    def run(self):
+        """The loop's reader callback: dispatch what is ready, then the due connection_lost calls."""
+        cdef epoll_event events[EVENTS]
+        cdef int count, i
+        cdef PyObject *found
+        cdef _Watched watched
+        if self.epfd < 0:
+            return
+        self.running = True
+        try:
+            count = epoll_wait(self.epfd, events, EVENTS, 0)
+            for i in range(count):
+                # A descriptor closed by an earlier event of this batch may have been
+                # reused by one accepted since: its event is then a spurious wake-up for
+                # the new stream, which finds nothing to read (EAGAIN) and carries on.
+                found = PyDict_GetItem(self.watched, events[i].data.fd)
+                if found == NULL:
+                    continue
+                watched = <_Watched>found
+                try:
+                    watched.ready(events[i].events)
+                except Exception:
+                    log.exception("streams: event on descriptor %d", events[i].data.fd)
+            while self.due:
+                self.run_due()
+        finally:
+            self.running = False
+        if self.users == 0:
+            self.dispose()
+
+    cdef int watch(self, _Watched watched, uint32_t events) except -1:
+        self.ctl(EPOLL_CTL_ADD, watched.fd, events)
+        self.watched[watched.fd] = watched
+        self.users += 1
+        return 0
+
+    cdef int defer_lost(self, Stream stream) except -1:
+        self.due.append(stream)
+        if not self.running and not self.due_scheduled:
+            self.due_scheduled = True
+            self.loop.call_soon(self.run_due_soon)
+        return 0
+
+    def run_due_soon(self):
+        self.due_scheduled = False
+        while self.due:
+            self.run_due()
+        if self.users == 0:
+            self.dispose()
+
+    cdef int run_due(self) except -1:
+        cdef list due = self.due
+        cdef Stream stream
+        self.due = []
+        for stream in due:
+            self.users -= 1
+            stream.call_connection_lost()
+        return 0
+
+    cdef int release(self) except -1:
+        self.users -= 1
+        if self.users == 0 and not self.running and not self.due_scheduled:
+            self.dispose()
+        return 0
+
+    cdef int dispose(self) except -1:
+        if self.epfd < 0:
+            return 0
+        try:
+            self.loop.remove_reader(self.epfd)
+        except Exception:  # the loop is closed: it watches nothing any more
+            pass
+        close(self.epfd)
+        self.epfd = -1
+        if _pollers.get(self.loop) is self:
+            del _pollers[self.loop]
+        return 0
+
+
+# -- accepting ------------------------------------------------------------------------
+cdef class Acceptor(_Watched):
+    """Accepts on one listening socket (owned) until ``close()``."""
+    cdef object sock, protocol_factory, retry, loop
+    cdef bint serving, registered
+
+    def __init__(self, loop, sock, protocol_factory):
+        sock.setblocking(False)
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.protocol_factory = protocol_factory
+        self.poller = poller_of(loop)
+        self.poller.watch(self, EPOLLIN)
+        self.registered = True
+        self.serving = True
+
+    def is_serving(self):
+        return self.serving
+
+    def close(self):
+        """Stop accepting and close the listening socket (accepted connections go on)."""
+        if not self.serving:
+            return
+        self.serving = False
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
+        self.unregister()
+        self.sock.close()
+        self.poller.release()
+
+    cdef int unregister(self) except -1:
+        if self.registered:
+            self.registered = False
+            self.poller.watched.pop(self.fd, None)
+            if self.poller.epfd >= 0:
+                self.poller.ctl(EPOLL_CTL_DEL, self.fd, 0)
+        return 0
+
+    def _resume(self):
+        self.retry = None
+        if self.serving and not self.registered:
+            self.poller.ctl(EPOLL_CTL_ADD, self.fd, EPOLLIN)
+            self.poller.watched[self.fd] = self
+            self.registered = True
+
+    cdef int ready(self, uint32_t events) except -1:
+        cdef sockaddr_storage address
+        cdef socklen_t size
+        cdef int fd, code, one = 1
+        cdef Py_ssize_t i
+        for i in range(accept_batch):
+            if not self.serving:
+                return 0
+            size = sizeof(address)
+            fd = accept4(self.fd, <sockaddr *>&address, &size, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if fd < 0:
+                code = errno
+                if code == EAGAIN:  # EWOULDBLOCK is EAGAIN on Linux
+                    return 0
+                if code == EINTR:
+                    continue
+                if code in resource_errnos:
+                    log.error("listener %s: cannot accept (%s): pausing %.0f s", _name(self.sock),
+                              _os_error(code), accept_retry_delay)
+                    self.unregister()
+                    self.retry = self.loop.call_later(accept_retry_delay, self._resume)
+                    return 0
+                # ECONNABORTED and the like: that connection is gone, the next may not be.
+                log.debug("listener %s: accept: %s", _name(self.sock), _os_error(code))
+                continue
+            if address.ss_family == AF_INET or address.ss_family == AF_INET6:
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+            _start(self.poller, self.loop, fd, address.ss_family, _peer(&address, size, fd),
+                   self.protocol_factory)
+        return 0
+
+
+def _name(sock):
+    try:
+        return sock.getsockname()
+    except OSError:
+        return "?"
+
+
+cdef object _peer(sockaddr_storage *address, socklen_t size, int fd):
+    """The peer's address as ``socket.getpeername()`` gives it, from ``accept4``'s."""
+    cdef sockaddr_in *v4
+    cdef sockaddr_in6 *v6
+    cdef const unsigned char *octets
+    cdef char text[64]
+    cdef int n = 0, i, octet
+    if address.ss_family == AF_INET:
+        # Written out here: four numbers, what inet_ntop makes through snprintf.
+        v4 = <sockaddr_in *>address
+        octets = <const unsigned char *>&v4.sin_addr
+        for i in range(4):
+            octet = octets[i]
+            if octet >= 100:
+                text[n] = c'0' + octet // 100
+                n += 1
+            if octet >= 10:
+                text[n] = c'0' + octet // 10 % 10
+                n += 1
+            text[n] = c'0' + octet % 10
+            n += 1
+            if i < 3:
+                text[n] = c'.'
+                n += 1
+        return (text[:n].decode("ascii"), ntohs(v4.sin_port))
+    if address.ss_family == AF_INET6 and inet_ntop(AF_INET6, &(<sockaddr_in6 *>address).sin6_addr, text, 64) != NULL:
+        v6 = <sockaddr_in6 *>address
+        if v6.sin6_scope_id == 0:
+            return (text.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo), 0)
+    return None  # another family, or a scoped address: asked of the socket when wanted
+
+
+cdef int _start(Poller poller, loop, int fd, int family, peer, protocol_factory) except -1:
+    cdef Stream stream
+    try:
+        protocol = protocol_factory()
+    except Exception:
+        log.exception("protocol factory failed; connection from %s closed", peer)
+        close(fd)
+        return 0
+    stream = Stream.__new__(Stream)
+    stream.poller = poller
+    stream.loop = loop
+    stream.fd = fd
+    stream.family = family
+    stream.peername = peer
+    stream.protocol = protocol
+    stream.high = 64 * 1024
+    stream.low = 16 * 1024
+    stream.reading = True
+    try:
+        poller.watch(stream, EPOLLIN)
+    except OSError as exc:
+        log.error("streams: cannot watch a connection from %s: %s", peer, exc)
+        close(fd)
+        return 0
+    stream.mask = EPOLLIN
+    try:
+        protocol.connection_made(stream)
+    except Exception as exc:
+        log.exception("connection_made failed; connection from %s aborted", peer)
+        stream.force_close(exc)
+    return 0
+
+
+def serve(loop, sock, protocol_factory):
+    """Accept connections on ``sock`` (listening; owned by the Acceptor from now on)."""
+    return Acceptor(loop, sock, protocol_factory)
+
+
+# -- a connection ---------------------------------------------------------------------
+cdef class StreamSocket:
+    """A stream's socket as ``get_extra_info("socket")`` gives it (``_streams_common``'s, as
+    an extension type: the engine asks for it once per connection)."""
+    cdef Stream _stream
+    cdef readonly int family, type, proto
+
+    def __cinit__(self, Stream stream):
+        self._stream = stream
+        self.family = stream.family
+        self.type = socket.SOCK_STREAM
+        self.proto = 0
+
+    cpdef int fileno(self):
+        return self._stream.fileno()
+
+    def _call(self, name, *args):
+        cdef int fd = self._stream.fileno()
+        if fd < 0:
+            raise OSError(EBADF, "the stream is closed")
+        sock = socket.socket(self.family, self.type, self.proto, fileno=fd)
+        try:
+            return getattr(sock, name)(*args)
+        finally:
+            sock.detach()  # the descriptor stays the stream's
+
+    def getsockopt(self, *args):
+        return self._call("getsockopt", *args)
+
+    def setsockopt(self, *args):
+        self._call("setsockopt", *args)
+
+    def getpeername(self):
+        return self._call("getpeername")
+
+    def getsockname(self):
+        return self._call("getsockname")
+
+    def __repr__(self):
+        return f"<StreamSocket fd={self._stream.fileno()} family={self.family!r}>"
+
+
+cdef class Stream(_Watched):
+    """One accepted connection's transport (the contract: ``_streams_py``)."""
+    cdef object loop
+    cdef readonly int family
+    cdef readonly object peername  # from accept4 (None: asked of the socket by get_extra_info)
+    cdef object protocol
+    cdef bytearray buffer  # what the socket has not taken yet; None while nothing waited
+    cdef Py_ssize_t high, low
+    cdef uint32_t mask  # the events registered in the poller's set
+    cdef bint protocol_paused, closing, lost, paused, read_eof, eof, reading, writing
+    cdef StreamSocket view  # made when asked for
+    cdef object lost_exc
+
+    def __init__(self):
+        raise TypeError("streams are made by an Acceptor")
+
+    def __repr__(self):
+        return f"<Stream fd={self.fd if not self.lost else -1} peer={self.peername!r}>"
+
+    # -- asyncio.BaseTransport ---------------------------------------------------
+    def get_extra_info(self, name, default=None):
+        if name == "peername":
+            if self.peername is None and not self.lost:
+                try:
+                    self.peername = self.get_extra_info("socket").getpeername()
+                except OSError:
+                    return default
+            return self.peername if self.peername is not None else default
+        if name == "sockname":
+            if self.lost:
+                return default
+            try:
+                return self.get_extra_info("socket").getsockname()
+            except OSError:
+                return default
+        if name == "socket":
+            if self.view is None:
+                self.view = StreamSocket.__new__(StreamSocket, self)
+            return self.view
+        return default
+
+    cpdef int fileno(self):
+        return -1 if self.lost else self.fd
+
+    def is_closing(self):
+        return self.closing
+
+    def get_protocol(self):
+        return self.protocol
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+
+    cpdef close(self):
+        if self.closing:
+            return
+        self.closing = True
+        self.reading = False
+        if self.buffer is None or not PyByteArray_GET_SIZE(self.buffer):
+            self.finish(None)
+        else:
+            self.update()
+
+    cpdef abort(self):
+        self.force_close(None)
+
+    # -- reading -----------------------------------------------------------------
+    def is_reading(self):
+        return self.reading
+
+    def pause_reading(self):
+        if self.closing or self.paused:
+            return
+        self.paused = True
+        self.reading = False
+        self.update()
+
+    def resume_reading(self):
+        if self.closing or not self.paused:
+            return
+        self.paused = False
+        if not self.read_eof:
+            self.reading = True
+            self.update()
+
+    cdef int ready(self, uint32_t events) except -1:
+        if self.reading and events & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            self.read_ready()
+        if self.writing and not self.lost and events & (EPOLLOUT | EPOLLERR | EPOLLHUP):
+            self.write_ready()
+        return 0
+
+    cdef int read_ready(self) except -1:
+        cdef ssize_t got = recv(self.fd, read_buffer, _READ_SIZE, 0)
+        cdef int code
+        if got > 0:
+            data = PyBytes_FromStringAndSize(read_buffer, got)
+            try:
+                self.protocol.data_received(data)
+            except Exception as exc:
+                log.exception("data_received failed; connection from %s aborted", self.peername)
+                self.force_close(exc)
+            return 0
+        if got < 0:
+            code = errno
+            if code != EAGAIN and code != EINTR:
+                self.force_close(_os_error(code))
+            return 0
+        self.read_eof = True
+        self.reading = False
+        self.update()
+        try:
+            keep_open = self.protocol.eof_received()
+        except Exception as exc:
+            log.exception("eof_received failed; connection from %s aborted", self.peername)
+            self.force_close(exc)
+            return 0
+        if not keep_open:
+            self.close()
+        return 0
+
+    # -- writing -----------------------------------------------------------------
+    cpdef write(self, data):
+        cdef ssize_t sent
+        cdef Py_ssize_t size
+        cdef int code
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+            data = bytes(data)
+        if self.eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        size = PyBytes_GET_SIZE(data)
+        if self.lost or size == 0:
+            return
+        if self.buffer is None or not PyByteArray_GET_SIZE(self.buffer):
+            sent = send(self.fd, PyBytes_AS_STRING(data), size, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if sent < 0:
+                code = errno
+                if code != EAGAIN and code != EINTR:
+                    self.force_close(_os_error(code))
+                    return
+                sent = 0
+            if sent == size:
+                return
+            self.append(PyBytes_AS_STRING(data) + sent, size - sent)
+            self.writing = True
+            self.update()
+        else:
+            self.append(PyBytes_AS_STRING(data), size)
+        self.maybe_pause_protocol()
+
+    cdef int append(self, const char *data, Py_ssize_t size) except -1:
+        cdef Py_ssize_t had
+        if self.buffer is None:
+            self.buffer = bytearray()
+        had = PyByteArray_GET_SIZE(self.buffer)
+        PyByteArray_Resize(self.buffer, had + size)
+        memcpy(PyByteArray_AS_STRING(self.buffer) + had, data, size)
+        return 0
+
+    def writelines(self, list_of_data):
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        if self.closing or self.eof:
+            return
+        self.eof = True
+        if self.buffer is None or not PyByteArray_GET_SIZE(self.buffer):
+            self.shutdown_write()
+
+    cpdef Py_ssize_t get_write_buffer_size(self):
+        return 0 if self.buffer is None else PyByteArray_GET_SIZE(self.buffer)
+
+    def get_write_buffer_limits(self):
+        return self.low, self.high
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self.high, self.low = default_limits(high, low)
+        self.maybe_pause_protocol()
+
+    cdef int write_ready(self) except -1:
+        cdef ssize_t sent
+        cdef int code
+        cdef Py_ssize_t size = 0 if self.buffer is None else PyByteArray_GET_SIZE(self.buffer)
+        if size:
+            sent = send(self.fd, PyByteArray_AS_STRING(self.buffer), size, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if sent < 0:
+                code = errno
+                if code != EAGAIN and code != EINTR:
+                    self.force_close(_os_error(code))
+                return 0
+            del self.buffer[:sent]
+            self.maybe_resume_protocol()
+            if self.lost or PyByteArray_GET_SIZE(self.buffer):
+                return 0
+        self.writing = False
+        self.update()
+        if self.closing:
+            self.finish(None)
+        elif self.eof:
+            self.shutdown_write()
+        return 0
+
+    cdef int shutdown_write(self) except -1:
+        if shutdown(self.fd, SHUT_WR) < 0:
+            self.force_close(_os_error(errno))
+        return 0
+
+    cdef int maybe_pause_protocol(self) except -1:
+        if not self.protocol_paused and self.get_write_buffer_size() > self.high:
+            self.protocol_paused = True
+            try:
+                self.protocol.pause_writing()
+            except Exception:
+                log.exception("pause_writing failed")
+        return 0
+
+    cdef int maybe_resume_protocol(self) except -1:
+        if self.protocol_paused and self.get_write_buffer_size() <= self.low:
+            self.protocol_paused = False
+            try:
+                self.protocol.resume_writing()
+            except Exception:
+                log.exception("resume_writing failed")
+        return 0
+
+    # -- the poller's set --------------------------------------------------------
+    cdef int update(self) except -1:
+        """Register what the stream waits for now, if it changed."""
+        cdef uint32_t want = 0
+        cdef int op
+        if self.lost:
+            return 0
+        if self.reading:
+            want |= EPOLLIN
+        if self.writing:
+            want |= EPOLLOUT
+        if want == self.mask:
+            return 0
+        # Nothing wanted: out of the set, or it would report the peer's hang-up forever.
+        op = EPOLL_CTL_ADD if self.mask == 0 else (EPOLL_CTL_DEL if want == 0 else EPOLL_CTL_MOD)
+        try:
+            self.poller.ctl(op, self.fd, want)
+        except OSError as exc:
+            self.force_close(exc)
+            return 0
+        self.mask = want
+        return 0
+
+    # -- the end -----------------------------------------------------------------
+    cdef int force_close(self, exc) except -1:
+        if self.lost:
+            return 0
+        self.closing = True
+        if self.buffer is not None:
+            PyByteArray_Resize(self.buffer, 0)
+        self.finish(exc)
+        return 0
+
+    cdef int finish(self, exc) except -1:
+        """Close the descriptor now (which takes it out of the set: it is ours alone) and
+        have connection_lost called from the loop, once."""
+        if self.lost:
+            return 0
+        self.lost = True
+        self.reading = self.writing = False
+        self.mask = 0
+        self.poller.watched.pop(self.fd, None)
+        close(self.fd)
+        self.lost_exc = exc
+        self.poller.defer_lost(self)
+        return 0
+
+    cdef int call_connection_lost(self) except -1:
+        protocol, self.protocol = self.protocol, None
+        exc, self.lost_exc = self.lost_exc, None
+        try:
+            protocol.connection_lost(exc)
+        except Exception:
+            log.exception("connection_lost failed")
+        return 0

@@ -1,0 +1,22 @@
+"""What both twins of the streams module share: their limits."""
+
+from __future__ import annotations
+
+import errno
+
+ACCEPT_BATCH = 32  # connections accepted per wake-up; the next wake-up takes the rest
+ACCEPT_RETRY_DELAY = 1.0  # seconds without accepting after running out of descriptors (asyncio's)
+READ_SIZE = 256 * 1024  # bytes per read (uvloop's)
+HIGH_WATER = 64 * 1024  # asyncio's default write buffer limits
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def default_limits(high: int | None, low: int | None) -> tuple[int, int]:
+    """(high, low) as asyncio's transports take them: either may be left out."""
+    if high is None:
+        high = HIGH_WATER if low is None else 4 * low
+    if low is None:
+        low = high // 4
+    if not high >= low >= 0:
+        raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+    return high, low
