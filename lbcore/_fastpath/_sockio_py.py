@@ -21,10 +21,11 @@ each encoded as ASCII, any other character escaped (``backslashreplace``), cut t
 bytes directly; the sink called ``str.encode`` per line from an interpreted loop.
 
 ``cork(sock)`` sets ``TCP_CORK`` on a TCP socket (Linux): the kernel holds partial
-segments until the socket is closed or uncorked. ``sock`` is a ``socket.socket`` or
-what a uvloop transport's ``get_extra_info("socket")`` returns; an ``OSError`` says why
-it could not (not TCP, closed). The compiled twin calls ``setsockopt`` on the descriptor:
-uvloop's socket object looks its own address up (``getsockname``) first, every call.
+segments until the socket is closed or uncorked. ``sock`` is anything with the socket's
+``fileno()``: a ``socket.socket``, what a uvloop transport's ``get_extra_info("socket")``
+returns, an lbcore ``streams.Stream``; an ``OSError`` says why it could not (not TCP,
+closed). Both twins set it on the descriptor: uvloop's socket object looks its own
+address up (``getsockname``) first, every call.
 
 ``send_now(sock, data)`` writes what the kernel takes of ``data`` (bytes) at once, on the
 socket's descriptor: it returns that count, 0 when the kernel takes nothing now (its
@@ -46,9 +47,10 @@ with ``snprintf`` on every call, ~2.5k instructions a connection.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["IMPLEMENTATION", "BATCH", "DescriptorWriter", "cork", "encode_datagrams", "peer_name", "send_datagrams",
            "send_now"]
@@ -88,9 +90,16 @@ def encode_datagrams(messages: Sequence[str], limit: int) -> list[bytes]:
     return [message.encode("ascii", "backslashreplace")[:limit] for message in messages]
 
 
-def cork(sock: socket.socket) -> None:
-    """Set TCP_CORK on ``sock``."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+def cork(sock: Any) -> None:
+    """Set TCP_CORK on ``sock.fileno()`` (a socket, a uvloop socket object, a stream)."""
+    fd = sock.fileno()
+    if fd < 0:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))  # what setsockopt on a closed socket says
+    view = socket.socket(fileno=fd)
+    try:
+        view.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    finally:
+        view.detach()  # the descriptor stays its owner's
 
 
 def peer_name(sock: socket.socket) -> object:

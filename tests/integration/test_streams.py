@@ -16,7 +16,7 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lbcore._fastpath import USE_EXTENSIONS, streams
+from lbcore._fastpath import USE_EXTENSIONS, sockio, streams
 
 TWINS = sorted(streams.IMPLEMENTATIONS)
 LIMIT = 10.0  # seconds any one wait may take before the test fails
@@ -460,3 +460,24 @@ def test_both_twins_deliver_the_same_bytes_in_order(pieces):
 
     results = {twin: run(main(twin)) for twin in TWINS}
     assert all(r == b"".join(pieces) for r in results.values())
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("sockio_twin", sorted(sockio.IMPLEMENTATIONS))
+def test_sockio_corks_a_stream_by_its_descriptor(twin, sockio_twin):
+    async def main():
+        server = Server(twin)
+        reader, writer, conn = await server.connect()
+        stream = conn.transport
+        sockio.IMPLEMENTATIONS[sockio_twin].cork(stream)  # write_last's cork: the engine hands it the stream
+        assert stream.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+        stream.write(b"corked, then closed")
+        stream.close()
+        assert await asyncio.wait_for(reader.read(), LIMIT) == b"corked, then closed"
+        await asyncio.wait_for(conn.lost, LIMIT)
+        with pytest.raises(OSError):
+            sockio.IMPLEMENTATIONS[sockio_twin].cork(stream)  # closed: EBADF
+        writer.close()
+        server.acceptor.close()
+
+    run(main())
