@@ -594,7 +594,7 @@ cdef class Stream(_Watched):
         cdef Py_ssize_t size
         cdef int code
         if type(data) is not bytes:
-            if not isinstance(data, (bytearray, memoryview)):
+            if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
             data = bytes(data)
         if self.eof:

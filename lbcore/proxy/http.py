@@ -190,11 +190,15 @@ class ClientConnection:
             return
         # Positional, from the runtime's C fields: keywords cost a dictionary per connection.
         self.reader = RequestReader(listener.max_request_line, listener.max_header_bytes, listener.max_headers)
-        # The socket is kept for write_last's TCP_CORK (a stream: the stream itself).
-        self.sock = sock = transport_socket(transport)
-        self.direct = sock is not None and writes_direct(transport)
-        if self.direct:
-            self.fd = sock.fileno()
+        # The socket is kept for write_last's TCP_CORK (a stream: the stream itself) and
+        # direct writes. Neither is done under TLS, whose transport gives the address of
+        # the connection below it (a stream's from its accept: no view, no system call).
+        sock = None
+        if listener.tls is None:
+            self.sock = sock = transport_socket(transport)
+            self.direct = sock is not None and writes_direct(transport)
+            if self.direct:
+                self.fd = sock.fileno()
         self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport_peer(transport, sock))
         if listener.tls is not None:
             self.tls_established(transport, listener)
