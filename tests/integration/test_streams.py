@@ -481,3 +481,82 @@ def test_sockio_corks_a_stream_by_its_descriptor(twin, sockio_twin):
         server.acceptor.close()
 
     run(main())
+
+
+EMFILE_SERVER = r"""
+import asyncio, logging, resource, socket, sys
+import uvloop
+from lbcore._fastpath import streams
+impl = streams.IMPLEMENTATIONS[sys.argv[1]]
+logging.basicConfig(stream=sys.stderr, level=logging.ERROR, format="%(message)s")
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(data)
+    def eof_received(self):
+        return False
+
+async def main():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    acceptor = impl.serve(asyncio.get_running_loop(), listener, Echo)
+    # Room for two more descriptors (the two lowest free numbers): two connections, then
+    # EMFILE on the third.
+    import os
+    def is_open(fd):
+        try:
+            os.fstat(fd)
+            return True
+        except OSError:  # the listing's own descriptor, closed since
+            return False
+
+    taken = {int(fd) for fd in os.listdir("/proc/self/fd") if is_open(int(fd))}
+    free = [n for n in range(max(taken) + 3) if n not in taken]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (free[1] + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print(listener.getsockname()[1], flush=True)
+    await asyncio.get_running_loop().create_future()
+
+uvloop.run(main())
+"""
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_out_of_descriptors_the_acceptor_pauses_and_serves_the_rest_once_some_are_free(twin):
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-c", EMFILE_SERVER, twin], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=LIMIT) for _ in range(4)]
+        clients[0].sendall(b"first")
+        assert clients[0].recv(100) == b"first"
+        clients[1].sendall(b"second")
+        assert clients[1].recv(100) == b"second"
+        # The third and fourth wait in the backlog; the server said why it stopped accepting.
+        line = server.stderr.readline()
+        assert "cannot accept" in line and "Too many open files" in line
+        clients[2].setblocking(False)
+        clients[2].sendall(b"early")
+        with pytest.raises(BlockingIOError):  # not accepted: nobody echoes (the echo would be immediate)
+            clients[2].recv(100)
+        clients[2].setblocking(True)
+        clients[2].settimeout(LIMIT)
+        clients[0].close()
+        clients[1].close()
+        # Descriptors are free again: after its pause the acceptor takes the waiting ones.
+        assert clients[2].recv(100) == b"early"
+        for i, client in enumerate(clients[2:]):
+            client.sendall(b"later %d" % i)
+            assert client.recv(100) == b"later %d" % i
+        for client in clients[2:]:
+            client.close()
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+        server.stderr.close()
