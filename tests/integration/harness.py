@@ -55,11 +55,22 @@ def big_body(size: int) -> bytes:
     return b"".join(big_piece(n, size - n * BIG_BLOCK) for n in range(-(-size // BIG_BLOCK)))
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, never one this process was given before: the kernel may give
+    the same ephemeral port to two binds in a row (seen: a test's two listeners on
+    one port, its reload refused)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no port this process has not used before")
 
 
 class LoopThread:
