@@ -33,6 +33,8 @@ from libc.errno cimport EAGAIN, EBADF, EINTR, errno
 from libc.string cimport memset
 from posix.uio cimport iovec
 
+from lbcore._fastpath._ipv4 cimport ipv4_text
+
 import os
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -166,10 +168,7 @@ def peer_name(sock):
     cdef sockaddr_storage address
     cdef socklen_t size = sizeof(address)
     cdef sockaddr_in *v4
-    cdef const unsigned char *octets
-    cdef char text[16]
     cdef int fd = sock.fileno()
-    cdef int n = 0, i, octet
     if fd < 0 or getpeername(fd, <sockaddr *>&address, &size) != 0:
         return None
     if address.ss_family != AF_INET:
@@ -178,21 +177,7 @@ def peer_name(sock):
         except OSError:
             return None
     v4 = <sockaddr_in *>&address
-    octets = <const unsigned char *>&v4.sin_addr
-    for i in range(4):
-        octet = octets[i]
-        if octet >= 100:
-            text[n] = c'0' + octet // 100
-            n += 1
-        if octet >= 10:
-            text[n] = c'0' + octet // 10 % 10
-            n += 1
-        text[n] = c'0' + octet % 10
-        n += 1
-        if i < 3:
-            text[n] = c'.'
-            n += 1
-    return (text[:n].decode("ascii"), ntohs(v4.sin_port))
+    return (ipv4_text(<const unsigned char *>&v4.sin_addr), ntohs(v4.sin_port))
 
 
 def send_now(sock, data):

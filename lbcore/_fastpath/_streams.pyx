@@ -28,6 +28,8 @@ from libc.errno cimport EAGAIN, EBADF, EINTR, errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, strerror
 
+from lbcore._fastpath._ipv4 cimport ipv4_text
+
 import logging
 import weakref
 
@@ -359,27 +361,10 @@ cdef object _peer(sockaddr_storage *address, socklen_t size, int fd):
     """The peer's address as ``socket.getpeername()`` gives it, from ``accept4``'s."""
     cdef sockaddr_in *v4
     cdef sockaddr_in6 *v6
-    cdef const unsigned char *octets
     cdef char text[64]
-    cdef int n = 0, i, octet
     if address.ss_family == AF_INET:
-        # Written out here: four numbers, what inet_ntop makes through snprintf.
         v4 = <sockaddr_in *>address
-        octets = <const unsigned char *>&v4.sin_addr
-        for i in range(4):
-            octet = octets[i]
-            if octet >= 100:
-                text[n] = c'0' + octet // 100
-                n += 1
-            if octet >= 10:
-                text[n] = c'0' + octet // 10 % 10
-                n += 1
-            text[n] = c'0' + octet % 10
-            n += 1
-            if i < 3:
-                text[n] = c'.'
-                n += 1
-        return (text[:n].decode("ascii"), ntohs(v4.sin_port))
+        return (ipv4_text(<const unsigned char *>&v4.sin_addr), ntohs(v4.sin_port))
     if address.ss_family == AF_INET6 and inet_ntop(AF_INET6, &(<sockaddr_in6 *>address).sin6_addr, text, 64) != NULL:
         v6 = <sockaddr_in6 *>address
         if v6.sin6_scope_id == 0:
