@@ -22,8 +22,6 @@ a timer, another connection).
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem
-from cpython.ref cimport PyObject
 from libc.errno cimport EAGAIN, EBADF, EINTR, errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, strerror
@@ -108,7 +106,7 @@ cdef extern from "<arpa/inet.h>" nogil:
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
 
-__all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "serve"]
+__all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "connect", "ip_family", "serve"]
 
 IMPLEMENTATION = "compiled"
 
@@ -158,7 +156,8 @@ cdef class Poller:
     loops; a worker keeps its one while it listens)."""
     cdef int epfd
     cdef object loop
-    cdef dict watched  # fd -> _Watched
+    cdef dict watched  # fd -> _Watched: what is in the set, kept alive while it is
+    cdef list retired  # taken out during run(): kept alive to the end of its batch
     cdef list due  # streams whose connection_lost is due
     cdef bint running  # in run(): due streams are handled at its end
     cdef bint due_scheduled  # a loop callback will handle them
@@ -168,6 +167,7 @@ cdef class Poller:
         self.epfd = -1
         self.loop = loop
         self.watched = {}
+        self.retired = []
         self.due = []
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
@@ -183,20 +183,27 @@ cdef class Poller:
         if self.epfd >= 0:
             close(self.epfd)
 
-    cdef int ctl(self, int op, int fd, uint32_t events) except -1:
+    cdef int ctl(self, int op, _Watched watched, uint32_t events) except -1:
+        # The event carries the object itself: no lookup by descriptor per event. It is
+        # alive while in the set (watched), and to the end of the batch once out (retired).
         cdef epoll_event event
         event.events = events
-        event.data.u64 = 0
-        event.data.fd = fd
-        if epoll_ctl(self.epfd, op, fd, &event) < 0:
+        event.data.ptr = <void *>watched
+        if epoll_ctl(self.epfd, op, watched.fd, &event) < 0:
             raise _os_error(errno)
+        return 0
+
+    cdef int forget(self, _Watched watched) except -1:
+        """Out of ``watched`` (its descriptor is, or is about to be, out of the set)."""
+        self.watched.pop(watched.fd, None)
+        if self.running:
+            self.retired.append(watched)  # an event of this batch may still name it
         return 0
 
     def run(self):
         """The loop's reader callback: dispatch what is ready, then the due connection_lost calls."""
         cdef epoll_event events[EVENTS]
         cdef int count, i
-        cdef PyObject *found
         cdef _Watched watched
         if self.epfd < 0:
             return
@@ -204,26 +211,24 @@ cdef class Poller:
         try:
             count = epoll_wait(self.epfd, events, EVENTS, 0)
             for i in range(count):
-                # A descriptor closed by an earlier event of this batch may have been
-                # reused by one accepted since: its event is then a spurious wake-up for
-                # the new stream, which finds nothing to read (EAGAIN) and carries on.
-                found = PyDict_GetItem(self.watched, events[i].data.fd)
-                if found == NULL:
-                    continue
-                watched = <_Watched>found
+                # An object taken out by an earlier event of this batch is still alive
+                # (retired) and ignores the event (closed, or no longer serving).
+                watched = <_Watched>events[i].data.ptr
                 try:
                     watched.ready(events[i].events)
                 except Exception:
-                    log.exception("streams: event on descriptor %d", events[i].data.fd)
+                    log.exception("streams: event on descriptor %d", watched.fd)
             while self.due:
                 self.run_due()
         finally:
             self.running = False
+            if self.retired:
+                self.retired = []
         if self.users == 0:
             self.dispose()
 
     cdef int watch(self, _Watched watched, uint32_t events) except -1:
-        self.ctl(EPOLL_CTL_ADD, watched.fd, events)
+        self.ctl(EPOLL_CTL_ADD, watched, events)
         self.watched[watched.fd] = watched
         self.users += 1
         return 0
@@ -306,15 +311,15 @@ cdef class Acceptor(_Watched):
     cdef int unregister(self) except -1:
         if self.registered:
             self.registered = False
-            self.poller.watched.pop(self.fd, None)
+            self.poller.forget(self)
             if self.poller.epfd >= 0:
-                self.poller.ctl(EPOLL_CTL_DEL, self.fd, 0)
+                self.poller.ctl(EPOLL_CTL_DEL, self, 0)
         return 0
 
     def _resume(self):
         self.retry = None
         if self.serving and not self.registered:
-            self.poller.ctl(EPOLL_CTL_ADD, self.fd, EPOLLIN)
+            self.poller.ctl(EPOLL_CTL_ADD, self, EPOLLIN)
             self.poller.watched[self.fd] = self
             self.registered = True
 
@@ -324,7 +329,7 @@ cdef class Acceptor(_Watched):
         cdef int fd, code, one = 1
         cdef Py_ssize_t i
         for i in range(accept_batch):
-            if not self.serving:
+            if not self.registered:  # closed, or paused (out of descriptors)
                 return 0
             size = sizeof(address)
             fd = accept4(self.fd, <sockaddr *>&address, &size, SOCK_NONBLOCK | SOCK_CLOEXEC)
@@ -372,14 +377,18 @@ cdef object _peer(sockaddr_storage *address, socklen_t size, int fd):
     return None  # another family, or a scoped address: asked of the socket when wanted
 
 
-cdef int _start(Poller poller, loop, int fd, int family, peer, protocol_factory) except -1:
+cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_factory, bint outgoing=False):
+    """The stream of a connected descriptor (accepted; or connected, ``outgoing``: then a
+    failure is the caller's to raise, not logged here); None when it could not be made."""
     cdef Stream stream
     try:
         protocol = protocol_factory()
     except Exception:
-        log.exception("protocol factory failed; connection from %s closed", peer)
         close(fd)
-        return 0
+        if outgoing:
+            raise
+        log.exception("protocol factory failed; connection from %s closed", peer)
+        return None
     stream = Stream.__new__(Stream)
     stream.poller = poller
     stream.loop = loop
@@ -393,21 +402,58 @@ cdef int _start(Poller poller, loop, int fd, int family, peer, protocol_factory)
     try:
         poller.watch(stream, EPOLLIN)
     except OSError as exc:
-        log.error("streams: cannot watch a connection from %s: %s", peer, exc)
         close(fd)
-        return 0
+        if outgoing:
+            raise
+        log.error("streams: cannot watch a connection from %s: %s", peer, exc)
+        return None
     stream.mask = EPOLLIN
     try:
         protocol.connection_made(stream)
     except Exception as exc:
-        log.exception("connection_made failed; connection from %s aborted", peer)
+        if not outgoing:
+            log.exception("connection_made failed; connection from %s aborted", peer)
         stream.force_close(exc)
-    return 0
+    return stream
 
 
 def serve(loop, sock, protocol_factory):
     """Accept connections on ``sock`` (listening; owned by the Acceptor from now on)."""
     return Acceptor(loop, sock, protocol_factory)
+
+
+def ip_family(host):
+    """``AF_INET`` or ``AF_INET6`` when ``host`` is an address of that family, else 0."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except OSError:
+            pass
+    return 0
+
+
+async def connect(loop, protocol_factory, host, port):
+    """Connect to ``host`` (an IP address) and ``port``: (stream, protocol) once
+    ``connection_made`` ran. The connect itself is the loop's ``sock_connect`` (a member
+    connection is made once and reused); the stream is this module's."""
+    cdef Stream stream
+    family = ip_family(host)
+    if not family:
+        raise ValueError(f"not an IP address: {host!r}")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (host, port))
+        peer = sock.getpeername()
+    except BaseException:
+        sock.close()
+        raise
+    stream = _start(poller_of(loop), loop, sock.detach(), family, peer, protocol_factory, True)
+    if stream.lost_exc is not None:
+        raise stream.lost_exc
+    return stream, stream.protocol
 
 
 # -- a connection ---------------------------------------------------------------------
@@ -698,7 +744,7 @@ cdef class Stream(_Watched):
         # Nothing wanted: out of the set, or it would report the peer's hang-up forever.
         op = EPOLL_CTL_ADD if self.mask == 0 else (EPOLL_CTL_DEL if want == 0 else EPOLL_CTL_MOD)
         try:
-            self.poller.ctl(op, self.fd, want)
+            self.poller.ctl(op, self, want)
         except OSError as exc:
             self.force_close(exc)
             return 0
@@ -723,7 +769,7 @@ cdef class Stream(_Watched):
         self.lost = True
         self.reading = self.writing = False
         self.mask = 0
-        self.poller.watched.pop(self.fd, None)
+        self.poller.forget(self)
         close(self.fd)
         self.lost_exc = exc
         self.poller.defer_lost(self)

@@ -24,6 +24,9 @@ with the asyncio semantics the engine relies on:
 - ``fileno()``: the descriptor, -1 once closed (what ``sockio.cork`` and
   ``sockio.peer_name`` call).
 
+``connect(loop, protocol_factory, host, port)`` is the other way to a stream: a
+connection to an IP address (a member's), as ``loop.create_connection`` makes it.
+
 The ``Acceptor`` accepts up to ``ACCEPT_BATCH`` connections per wake-up (the rest on
 the next: several workers share a listening socket), sets ``TCP_NODELAY`` on TCP
 connections, and on running out of descriptors or memory (``EMFILE``, ``ENFILE``,
@@ -50,7 +53,7 @@ from typing import Any, Callable
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
     default_limits
 
-__all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "serve"]
+__all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "connect", "ip_family", "serve"]
 
 IMPLEMENTATION = "pure"
 
@@ -182,6 +185,45 @@ class StreamSocket:
 def serve(loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol_factory: Callable[[], Any]) -> Acceptor:
     """Accept connections on ``sock`` (listening; owned by the Acceptor from now on)."""
     return Acceptor(loop, sock, protocol_factory)
+
+
+def ip_family(host: str) -> int:
+    """``AF_INET`` or ``AF_INET6`` when ``host`` is an address of that family, else 0 (a name:
+    ``connect`` takes addresses only, the loop's ``create_connection`` resolves names)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except OSError:
+            pass
+    return 0
+
+
+async def connect(loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], Any], host: str,
+                  port: int) -> tuple[Stream, Any]:
+    """Connect to ``host`` (an IPv4 or IPv6 address, ``ip_family``) and ``port``; (stream,
+    protocol) once ``connection_made`` ran, as ``loop.create_connection`` gives them. The
+    connect's ``OSError`` is raised as it comes; cancelled, the socket is closed."""
+    family = ip_family(host)
+    if not family:
+        raise ValueError(f"not an IP address: {host!r}")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (host, port))
+        peer = sock.getpeername()
+    except BaseException:
+        sock.close()
+        raise
+    protocol = protocol_factory()
+    stream = Stream(loop, sock, peer, protocol)
+    try:
+        protocol.connection_made(stream)
+    except Exception as exc:
+        stream._force_close(exc)
+        raise
+    return stream, protocol
 
 
 class Stream:

@@ -32,6 +32,7 @@ cdef class MemberPool:
     cdef public double idle_timeout
     cdef public long in_use
     cdef public long connects, reuses, connect_errors
+    cdef public bint on_streams
     cpdef take_slot(self)
     cpdef free_slot(self)
     @cython.locals(conn=BackendConnection, idle=list)

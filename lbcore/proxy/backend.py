@@ -17,6 +17,7 @@ from collections import deque
 from typing import Protocol
 
 from lbcore.l7.http1 import ResponseReader
+from lbcore._fastpath import streams
 from lbcore._fastpath.sockio import DescriptorWriter
 from lbcore.proxy.flow import Deadline, ReadGate, transport_socket, writes_direct
 
@@ -78,7 +79,7 @@ class BackendConnection:
         self.direct = sock is not None and writes_direct(transport)
         if self.direct:
             self.fd = sock.fileno()
-        if sock is not None:
+        if sock is not None and type(transport) is not streams.Stream:  # a stream's connect set it
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
@@ -170,6 +171,10 @@ class MemberPool:
         self.host = host
         self.port = port
         self.connect_kwargs = connect_kwargs or {}  # ssl= and server_hostname= for TLS to the member
+        # Plain TCP to an IP address: the connection is an lbcore stream, in the same
+        # epoll set as the worker's client connections (lbcore._fastpath.streams). TLS to
+        # the member, or a name to resolve: the loop's create_connection.
+        self.on_streams = not self.connect_kwargs and streams.ip_family(host) != 0
         # Most recently used last (taken first: warmest). A list, not a deque: compiled,
         # appending and deleting are C calls (backend.pxd), a deque's are method calls.
         self.idle: list[BackendConnection] = []
@@ -229,7 +234,11 @@ class MemberPool:
         conn = BackendConnection(self)
         self.connects += 1
         try:
-            await asyncio.wait_for(self.loop.create_connection(lambda: conn, self.host, self.port, **self.connect_kwargs), timeout)
+            if self.on_streams:
+                await asyncio.wait_for(streams.connect(self.loop, lambda: conn, self.host, self.port), timeout)
+            else:
+                await asyncio.wait_for(self.loop.create_connection(lambda: conn, self.host, self.port, **self.connect_kwargs),
+                                       timeout)
         except asyncio.TimeoutError:
             self.connect_errors += 1
             raise ConnectFailed(f"connect to {self.host}:{self.port} timed out", timeout=True) from None

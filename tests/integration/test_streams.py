@@ -560,3 +560,62 @@ def test_out_of_descriptors_the_acceptor_pauses_and_serves_the_rest_once_some_ar
         server.wait()
         server.stdout.close()
         server.stderr.close()
+
+
+# -- connect: a member connection on a stream -------------------------------------------------
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_connect_gives_a_stream_to_an_address_as_create_connection_does(twin):
+    impl = streams.IMPLEMENTATIONS[twin]
+
+    async def main():
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def member(reader, writer):
+            got.put_nowait(await reader.readexactly(5))
+            writer.write(b"reply")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(member, "127.0.0.1", 0)
+        host, port = server.sockets[0].getsockname()[:2]
+        stream, conn = await impl.connect(asyncio.get_running_loop(), Recorder, host, port)
+        assert conn.events == ["made"] and conn.transport is stream
+        assert stream.get_extra_info("peername") == (host, port)
+        assert stream.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        stream.write(b"hello")
+        assert await asyncio.wait_for(got.get(), LIMIT) == b"hello"
+        assert await conn.received(5) == b"reply"
+        assert await asyncio.wait_for(conn.lost, LIMIT) is None  # the member closed: EOF, then lost
+        assert conn.events == ["made", "eof", "lost"]
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_connect_raises_the_connect_error_and_refuses_names(twin):
+    impl = streams.IMPLEMENTATIONS[twin]
+    assert impl.ip_family("127.0.0.1") == socket.AF_INET and impl.ip_family("::1") == socket.AF_INET6
+    assert impl.ip_family("localhost") == 0 and impl.ip_family("app.internal") == 0
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()  # nothing listens there
+        with pytest.raises(ConnectionRefusedError):
+            await impl.connect(loop, Recorder, "127.0.0.1", port)
+        with pytest.raises(ValueError):
+            await impl.connect(loop, Recorder, "localhost", port)
+        task = asyncio.ensure_future(impl.connect(loop, Recorder, "127.0.0.1", port))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    before = open_descriptors()
+    run(main())
+    assert open_descriptors() <= before  # no socket left behind by a failed or cancelled connect
