@@ -34,7 +34,7 @@ import weakref
 import socket
 
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
-    default_limits
+    default_limits, ip_family
 
 cdef extern from "<sys/epoll.h>" nogil:
     ctypedef union epoll_data_t:
@@ -420,17 +420,6 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
 def serve(loop, sock, protocol_factory):
     """Accept connections on ``sock`` (listening; owned by the Acceptor from now on)."""
     return Acceptor(loop, sock, protocol_factory)
-
-
-def ip_family(host):
-    """``AF_INET`` or ``AF_INET6`` when ``host`` is an address of that family, else 0."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return family
-        except OSError:
-            pass
-    return 0
 
 
 async def connect(loop, protocol_factory, host, port):

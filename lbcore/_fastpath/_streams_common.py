@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 
 ACCEPT_BATCH = 32  # connections accepted per wake-up; the next wake-up takes the rest
 ACCEPT_RETRY_DELAY = 1.0  # seconds without accepting after running out of descriptors (asyncio's)
@@ -20,3 +21,15 @@ def default_limits(high: int | None, low: int | None) -> tuple[int, int]:
     if not high >= low >= 0:
         raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
     return high, low
+
+
+def ip_family(host: str) -> int:
+    """``AF_INET`` or ``AF_INET6`` when ``host`` is an address of that family, else 0 (a name:
+    ``connect`` takes addresses only, the loop's ``create_connection`` resolves names)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except OSError:
+            pass
+    return 0

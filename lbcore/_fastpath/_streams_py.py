@@ -51,7 +51,7 @@ import socket
 from typing import Any, Callable
 
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
-    default_limits
+    default_limits, ip_family
 
 __all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "connect", "ip_family", "serve"]
 
@@ -185,18 +185,6 @@ class StreamSocket:
 def serve(loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol_factory: Callable[[], Any]) -> Acceptor:
     """Accept connections on ``sock`` (listening; owned by the Acceptor from now on)."""
     return Acceptor(loop, sock, protocol_factory)
-
-
-def ip_family(host: str) -> int:
-    """``AF_INET`` or ``AF_INET6`` when ``host`` is an address of that family, else 0 (a name:
-    ``connect`` takes addresses only, the loop's ``create_connection`` resolves names)."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return family
-        except OSError:
-            pass
-    return 0
 
 
 async def connect(loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], Any], host: str,
