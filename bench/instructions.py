@@ -1,12 +1,14 @@
 """User-space instructions per proxied request, lbcore's worker against haproxy: a count, not a time.
 
-``python -m bench.instructions [--mode MODE] [--servers lbcore,haproxy] [--requests 600 3000]``
+``python -m bench.instructions [--mode MODE] [--servers lbcore,haproxy] [--requests 600 3000] [--concurrency N]``
 
 Each server runs with the bench's configuration (``bench/configs``: 3 ACLs,
 X-Forwarded-For/-Proto, the access log to syslog over UDP, a port this program holds
 and never reads; lbcore with one worker, haproxy with one thread) in front of Debian's
 nginx, under valgrind's callgrind. A client in this process makes the requests one
-at a time over 127.0.0.1. The modes (``--mode``):
+at a time over 127.0.0.1, or with ``--concurrency N`` in rounds over N connections (a
+request on each, then each response: the server wakes up to N ready connections, as
+under load). The modes (``--mode``):
 
 - ``keepalive``: one keep-alive connection;
 - ``close``: a new connection per request (``Connection: close``);
@@ -26,8 +28,9 @@ Why: on this VM two runs of the throughput harness (``python -m bench``) differ 
 more than the changes one wants to judge, and there are no hardware counters. A count
 repeats to within a fraction of a percent. What it does not see: the kernel (system
 calls, the TCP stack, about half of a request's CPU here, and about equal for the two
-servers), cache misses and branch mispredictions, and batching under load (one
-request at a time, every server waits in ``epoll_wait`` once or more per request).
+servers), cache misses and branch mispredictions, and, one request at a time, the
+batching of load (every server waits in ``epoll_wait`` once or more per request;
+``--concurrency`` shows what batching does to each).
 Work that runs per unit of time (stats flushes, timers) adds a little per request,
 as callgrind slows the longer run down more. So it compares user-space work, not
 throughput: the ratios per CPU-second come only from ``python -m bench``.
@@ -91,39 +94,51 @@ TLS_MODES = ("https-keepalive", "tls-resumed")
 
 
 class Client:
-    """Makes the requests of one mode, one at a time (the TLS session carried over
-    from one connection to the next in ``tls-resumed``)."""
+    """Makes the requests of one mode on ``concurrency`` connections (the TLS session
+    carried over from one connection to the next of the same slot in ``tls-resumed``).
 
-    def __init__(self, port: int, mode: str) -> None:
+    With one, a request at a time. With more, in rounds: a request sent on each
+    connection (new ones connected first, in ``close`` and ``tls-resumed``), then every
+    response read. The server then finds several connections ready when it wakes up,
+    as under load, instead of one."""
+
+    def __init__(self, port: int, mode: str, concurrency: int = 1) -> None:
         self.port = port
         self.close = mode in ("close", "tls-resumed")
         self.context = unverified_context() if mode in TLS_MODES else None
-        self.session = None
+        self.concurrency = concurrency
+        self.sessions: list = [None] * concurrency
         self.resumed = 0
 
-    def connect(self) -> socket.socket:
+    def connect(self, slot: int) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
         if self.context is None:
             return sock
-        tls = self.context.wrap_socket(sock, server_hostname=SERVER_NAME, session=self.session)
+        tls = self.context.wrap_socket(sock, server_hostname=SERVER_NAME, session=self.sessions[slot])
         self.resumed += tls.session_reused
         return tls
 
     def run(self, count: int) -> None:
+        """``count`` requests (a multiple of the concurrency)."""
+        if count % self.concurrency:
+            raise SystemExit(f"{count} requests are not a multiple of the concurrency ({self.concurrency})")
         data = request(self.port, self.close)
-        sock = None
-        for _ in range(count):
-            if sock is None:
-                sock = self.connect()
-            sock.sendall(data)
-            read_response(sock)  # a TLS 1.3 ticket arrives before the response: it is read by now
-            if self.close:
-                if self.context is not None:
-                    self.session = sock.session
+        socks: list = [None] * self.concurrency
+        for _ in range(count // self.concurrency):
+            for slot in range(self.concurrency):
+                if socks[slot] is None:
+                    socks[slot] = self.connect(slot)
+                socks[slot].sendall(data)
+            for slot, sock in enumerate(socks):
+                read_response(sock)  # a TLS 1.3 ticket arrives before the response: it is read by now
+                if self.close:
+                    if self.context is not None:
+                        self.sessions[slot] = sock.session
+                    sock.close()
+                    socks[slot] = None
+        for sock in socks:
+            if sock is not None:
                 sock.close()
-                sock = None
-        if sock is not None:
-            sock.close()
 
 
 def wait_ready(proc: subprocess.Popen, port: int, tls: bool = False) -> None:
@@ -170,7 +185,7 @@ def server_argv(server: str, workdir: Path, fe: Frontend) -> list[str]:
     raise SystemExit(f"unknown server {server!r} (lbcore, haproxy)")
 
 
-def run_once(server: str, workdir: Path, fe: Frontend, count: int, mode: str, warmup: int) -> int:
+def run_once(server: str, workdir: Path, fe: Frontend, count: int, mode: str, warmup: int, concurrency: int = 1) -> int:
     """The server under callgrind for ``warmup`` then ``count`` requests: the
     instructions of its measured process (``MEASURED``)."""
     prefix = workdir / f"cg.{server}.{count}"
@@ -183,11 +198,11 @@ def run_once(server: str, workdir: Path, fe: Frontend, count: int, mode: str, wa
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_ready(proc, fe.port, tls=fe.tls is not None)
-            client = Client(fe.port, mode)
+            client = Client(fe.port, mode, concurrency)
             client.run(warmup)
             client.run(count)
-            if mode == "tls-resumed" and client.resumed < warmup + count - 1:
-                raise SystemExit(f"{server}: {client.resumed} of {warmup + count - 1} connections resumed")
+            if mode == "tls-resumed" and client.resumed < warmup + count - concurrency:
+                raise SystemExit(f"{server}: {client.resumed} of {warmup + count - concurrency} connections resumed")
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -208,11 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="lbcore,haproxy", help="comma-separated: lbcore, haproxy")
     parser.add_argument("--requests", type=int, nargs=2, default=(600, 3000), metavar=("FEW", "MANY"))
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="connections in flight (requests go in rounds, one on each): batching as under load")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (callgrind files, logs)")
     args = parser.parse_args(argv)
     few, many = args.requests
     if not 0 < few < many:
         parser.error("--requests: FEW must be positive and smaller than MANY")
+    if args.concurrency < 1 or any(n % args.concurrency for n in (few, many, args.warmup)):
+        parser.error("--concurrency: at least 1, and a divisor of FEW, MANY and --warmup")
     workdir = Path(tempfile.mkdtemp(prefix="lbcore-instructions-"))
     tls = args.mode in TLS_MODES
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the access log's syslog port, never read
@@ -227,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(backend, fe.backend_port)
         for server in [s.strip() for s in args.servers.split(",") if s.strip()]:
-            counts = [run_once(server, workdir, fe, n, args.mode, args.warmup) for n in (few, many)]
+            counts = [run_once(server, workdir, fe, n, args.mode, args.warmup, args.concurrency) for n in (few, many)]
             per_request[server] = (counts[1] - counts[0]) / (many - few)
             print(f"{server:8s} {args.mode}: {per_request[server]:,.0f} instructions per request "
-                  f"({counts[0]:,} for {few}, {counts[1]:,} for {many})", flush=True)
+                  f"({counts[0]:,} for {few}, {counts[1]:,} for {many}; {args.concurrency} in flight)", flush=True)
     finally:
         backend.terminate()
         backend.wait()

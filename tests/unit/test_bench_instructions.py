@@ -71,3 +71,38 @@ def test_the_client_reads_whole_responses_on_one_connection_or_one_each(mode: st
     assert [number for number, _ in seen] == ([0, 0, 0] if not close else [0, 1, 2])
     assert all(data == request(port, close) for _, data in seen)
     assert all((b"Connection: close" in data) == close for _, data in seen)
+
+
+@pytest.mark.parametrize("mode", ["keepalive", "close"])
+def test_with_concurrency_every_connection_has_a_request_in_flight_before_any_answer(mode: str) -> None:
+    close = mode == "close"
+    server = socket.create_server(("127.0.0.1", 0), backlog=16)
+    port = server.getsockname()[1]
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    in_flight = threading.Barrier(3, timeout=30)  # the three connections' requests, all read first
+    requests: list[bytes] = []
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            for _ in range(1 if close else 2):
+                data = b""
+                while not data.endswith(b"\r\n\r\n"):
+                    data += conn.recv(4096)
+                requests.append(data)
+                in_flight.wait()  # breaks (and the test fails) unless all three are in flight
+                conn.sendall(answer)
+
+    def serve() -> None:
+        for _ in range(6 if close else 3):
+            conn, _ = server.accept()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = Client(port, mode, concurrency=3)
+    client.run(6)  # two rounds of three
+    thread.join(timeout=30)
+    server.close()
+    assert len(requests) == 6 and all(r == request(port, close) for r in requests)
+    with pytest.raises(SystemExit, match="not a multiple"):
+        client.run(4)
