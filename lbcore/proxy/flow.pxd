@@ -4,6 +4,8 @@
 
 cimport cython
 
+from lbcore._fastpath._clock cimport Clock as CClock
+
 cdef class Admission:
     cdef public dict conns, maxconn
     cdef public object stats, on_idle
@@ -23,6 +25,7 @@ cdef class Deadline
 
 cdef class Timers:
     cdef public object loop, clock
+    cdef public CClock monotonic
     cdef public list heap
     cdef public object handle
     cdef public double handle_at
@@ -37,6 +40,8 @@ cdef class Timers:
     cdef _down(self, Py_ssize_t index, Deadline deadline)
     @cython.locals(heap=list, deadline=Deadline, due=double)
     cpdef _run(self)
+    @cython.locals(monotonic=CClock)
+    cpdef double now(self) except? -1.0
 
 cpdef Timers timers_of(loop)
 
@@ -48,7 +53,6 @@ cpdef bint writes_direct(transport)
 
 cdef class Deadline:
     cdef public Timers timers
-    cdef public object clock
     cdef public object callback
     cdef public double expires
     cdef public double armed

@@ -29,6 +29,7 @@ import asyncio
 import weakref
 from typing import Callable
 
+from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.sockio import peer_name
 from lbcore._fastpath.streams import Stream
 
@@ -138,14 +139,27 @@ class Timers:
     timer: if that timer then goes off with nothing due, it re-arms itself, once.
     """
 
-    __slots__ = ("loop", "clock", "heap", "handle", "handle_at")
+    __slots__ = ("loop", "clock", "monotonic", "heap", "handle", "handle_at")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.clock = loop.time
+        # The engine's clock instead of loop.time() when the loop keeps its time on
+        # CLOCK_MONOTONIC (loop_time_is_monotonic): a C call, where uvloop's time() was a
+        # Python call, ~550 instructions, on every extend (several a request). Times from
+        # both then compare, as now() is never behind the loop's (cached) time: the loop
+        # timer goes off when its time reaches an armed time, and now() has then too.
+        self.monotonic = Clock() if loop_time_is_monotonic(loop) else None
         self.heap: list[Deadline] = []  # heap-ordered by .armed; each entry knows its .index
         self.handle: asyncio.TimerHandle | None = None
         self.handle_at = _NEVER  # when the loop timer goes off
+
+    def now(self) -> float:
+        """The loop's time (see ``monotonic``)."""
+        monotonic = self.monotonic
+        if monotonic is not None:
+            return monotonic.now()
+        return self.clock()
 
     def arm(self, deadline: Deadline) -> None:
         """``deadline.armed`` was set, earlier than before: take or move up its place."""
@@ -222,7 +236,7 @@ class Timers:
         self.handle_at = -_NEVER
         heap = self.heap
         try:
-            due = self.clock() + 0.001
+            due = self.now() + 0.001
             while heap:
                 deadline = heap[0]
                 if deadline.armed > due:
@@ -240,6 +254,18 @@ class Timers:
                 deadline = heap[0]
                 self.handle_at = deadline.armed
                 self.handle = self.loop.call_at(deadline.armed, self._run)
+
+
+def loop_time_is_monotonic(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.time()`` reads CLOCK_MONOTONIC, as the engine's ``Clock`` does:
+    asyncio's own loops (``time.monotonic()``) and uvloop's (libuv's ``uv_now``, the
+    monotonic clock in milliseconds as of the loop iteration's start, so it is never
+    ahead of ``Clock.now()``). Any other loop (a test's stepped clock) keeps its own."""
+    time_method = getattr(type(loop), "time", None)
+    if time_method is asyncio.BaseEventLoop.time:
+        return True
+    module = getattr(type(loop), "__module__", "") or ""
+    return module.startswith("uvloop")
 
 
 # The Timers of each loop (a worker has one loop; tests make many).
@@ -265,11 +291,10 @@ class Deadline:
     ``expires`` is when it is due; ``armed`` when its loop's ``Timers`` looks at it
     next (<= expires while it has a place there, ``index`` >= 0)."""
 
-    __slots__ = ("timers", "clock", "callback", "expires", "armed", "index")
+    __slots__ = ("timers", "callback", "expires", "armed", "index")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        self.timers = timers = timers_of(loop)
-        self.clock = timers.clock  # bound once: extend runs several times a request
+        self.timers = timers_of(loop)
         self.callback = callback
         self.expires = 0.0  # when the deadline is
         self.armed = 0.0  # when the Timers look at it (<= expires while index >= 0)
@@ -277,7 +302,7 @@ class Deadline:
 
     def extend(self, seconds: float) -> None:
         """Expire ``seconds`` from now (replacing any earlier or later expiry)."""
-        now = self.clock()  # compiled, a C double (flow.pxd): the sum is not boxed
+        now = self.timers.now()  # compiled, a C double (flow.pxd): the sum is not boxed
         expires = now + seconds
         self.expires = expires
         if self.index < 0 or expires < self.armed:

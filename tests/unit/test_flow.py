@@ -483,3 +483,60 @@ def test_transport_socket_asks_any_other_transport():
             return {"socket": "its socket"}.get(name, default)
 
     assert transport_socket(Other()) == "its socket"
+
+
+# -- the clock the Timers read ---------------------------------------------------------------
+
+
+def test_a_stepped_loop_keeps_its_own_clock():
+    loop = SteppedLoop()
+    loop.advance(42.0)
+    timers = timers_of(loop)
+    assert timers.monotonic is None
+    assert timers.now() == 42.0
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_a_real_loop_is_read_on_the_engines_clock_never_behind_the_loop(kind):
+    import asyncio
+
+    import uvloop
+
+    from lbcore.proxy.flow import loop_time_is_monotonic
+
+    loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        assert loop_time_is_monotonic(loop)
+        timers = timers_of(loop)
+        assert timers.monotonic is not None
+
+        async def compare() -> list[tuple[float, float]]:
+            pairs = []
+            for _ in range(50):
+                await asyncio.sleep(0)
+                pairs.append((loop.time(), timers.now()))
+            return pairs
+
+        for loop_time, now in loop.run_until_complete(compare()):
+            assert loop_time <= now < loop_time + 1.0
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_a_deadline_on_a_real_loop_fires_after_its_expiry(kind):
+    import asyncio
+
+    import uvloop
+
+    loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        fired = loop.create_future()
+        d = Deadline(loop, lambda: fired.set_result(timers_of(loop).now()))
+        start = timers_of(loop).now()
+        d.extend(0.02)
+        at = loop.run_until_complete(asyncio.wait_for(fired, 10))
+        assert at >= start + 0.02 - 0.001  # a run fires what is due within 1 ms (Timers._run)
+        assert not d.active
+    finally:
+        loop.close()
