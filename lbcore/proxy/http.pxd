@@ -11,7 +11,7 @@ from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Respon
 from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
 from lbcore._fastpath._rewrite cimport HeadWriter as CHeadWriter
 from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
-from lbcore.l7._http1_requests cimport RequestReader
+from lbcore.l7._http1_requests cimport RequestReader, new_request_reader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
 from lbcore.l7.facts cimport RequestFacts

@@ -32,7 +32,7 @@ from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.logline import RecordMaker
 from lbcore._fastpath.rewrite import HeadWriter
 from lbcore._fastpath.sockio import DescriptorWriter, cork
-from lbcore.l7._http1_requests import RequestReader
+from lbcore.l7._http1_requests import RequestReader, new_request_reader
 from lbcore.l7._http1_responses import ResponseReader
 from lbcore.l7.facts import RequestFacts
 from lbcore.l7.http1 import (
@@ -188,8 +188,8 @@ class ClientConnection:
             transport.close()
             self.closed = True
             return
-        # Positional, from the runtime's C fields: keywords cost a dictionary per connection.
-        self.reader = RequestReader(listener.max_request_line, listener.max_header_bytes, listener.max_headers)
+        # Made without the type call's argument parsing (new_request_reader), from the runtime's C fields.
+        self.reader = new_request_reader(listener.max_request_line, listener.max_header_bytes, listener.max_headers)
         # The socket is kept for write_last's TCP_CORK (a stream: the stream itself) and
         # direct writes. Neither is done under TLS, whose transport gives the address of
         # the connection below it (a stream's from its accept: no view, no system call).

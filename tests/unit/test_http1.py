@@ -394,6 +394,31 @@ def test_header_section_limits(mode):
     reject(read_requests, data, 431, mode, max_headers=10)
 
 
+def test_the_engines_constructor_makes_the_same_reader():
+    """new_request_reader (the engine's, without the type call) takes the same limits,
+    positionally, and the default fast lane."""
+    from lbcore.l7._http1_requests import new_request_reader
+
+    fields = b"".join(b"X-%02d: %s\r\n" % (i, b"v" * 10) for i in range(10))
+    data = b"GET / HTTP/1.1\r\n" + fields + b"Host: h\r\n\r\n"
+    for limits, status in [((100, 189, 11), None), ((100, 188, 11), 431), ((100, 189, 10), 431), ((20, 189, 11), None)]:
+        made, reference = new_request_reader(*limits), RequestReader(*limits)
+        assert made._fast_lane is reference._fast_lane
+        outcomes = []
+        for reader in (made, reference):
+            try:
+                outcomes.append(merge(reader.feed(data)))
+            except ProtocolError as exc:
+                outcomes.append(exc.status_hint)
+        assert outcomes[0] == outcomes[1]
+        if status is not None:
+            assert outcomes[0] == status
+    long_line = b"GET /" + b"a" * 85 + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+    with pytest.raises(ProtocolError) as info:
+        new_request_reader(100, 1000, 10).feed(long_line)
+    assert info.value.status_hint == 414
+
+
 @pytest.mark.parametrize("split", [1, 100, 1000])
 def test_an_endless_header_is_refused_while_it_streams(split):
     reader = RequestReader(max_request_line=100, max_header_bytes=1000)
