@@ -24,6 +24,9 @@ class Acceptor:
 
 class Stream:
     family: int
+    peername: Any  # the peer's getpeername() tuple, from the accept (None: not known)
+    peer_v4: int  # an IPv4 peer's address as a number (int(IPv4Address)); -1: another family
+    peer_port: int  # with peer_v4 (0 without)
     def get_extra_info(self, name: str, default: Any = None) -> Any: ...
     def fileno(self) -> int: ...
     def is_closing(self) -> bool: ...

@@ -33,6 +33,7 @@ import weakref
 
 import socket
 
+from lbcore._fastpath._streams_common import ipv4_number
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
     default_limits, ip_family
 
@@ -348,7 +349,14 @@ cdef class Acceptor(_Watched):
                 # ECONNABORTED and the like: that connection is gone, the next may not be.
                 log.debug("listener %s: accept: %s", _name(self.sock), _os_error(code))
                 continue
-            if address.ss_family == AF_INET or address.ss_family == AF_INET6:
+            if address.ss_family == AF_INET:
+                # The address stays a number: its tuple is made if asked for (peername).
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+                _start(self.poller, self.loop, fd, AF_INET, None, self.protocol_factory,
+                       False, ntohl((<sockaddr_in *>&address).sin_addr.s_addr),
+                       ntohs((<sockaddr_in *>&address).sin_port))
+                continue
+            if address.ss_family == AF_INET6:
                 setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
             _start(self.poller, self.loop, fd, address.ss_family, _peer(&address, size, fd),
                    self.protocol_factory)
@@ -363,13 +371,10 @@ def _name(sock):
 
 
 cdef object _peer(sockaddr_storage *address, socklen_t size, int fd):
-    """The peer's address as ``socket.getpeername()`` gives it, from ``accept4``'s."""
-    cdef sockaddr_in *v4
+    """The peer's address as ``socket.getpeername()`` gives it, from ``accept4``'s (an IPv6
+    one: an IPv4 peer is kept as a number, ``_v4_peer``)."""
     cdef sockaddr_in6 *v6
     cdef char text[64]
-    if address.ss_family == AF_INET:
-        v4 = <sockaddr_in *>address
-        return (ipv4_text(<const unsigned char *>&v4.sin_addr), ntohs(v4.sin_port))
     if address.ss_family == AF_INET6 and inet_ntop(AF_INET6, &(<sockaddr_in6 *>address).sin6_addr, text, 64) != NULL:
         v6 = <sockaddr_in6 *>address
         if v6.sin6_scope_id == 0:
@@ -377,9 +382,22 @@ cdef object _peer(sockaddr_storage *address, socklen_t size, int fd):
     return None  # another family, or a scoped address: asked of the socket when wanted
 
 
-cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_factory, bint outgoing=False):
+cdef tuple _v4_peer(long long number, int port):
+    """An IPv4 peer's ``getpeername()`` tuple, from its number and port."""
+    cdef unsigned char octets[4]
+    octets[0] = (number >> 24) & 0xff
+    octets[1] = (number >> 16) & 0xff
+    octets[2] = (number >> 8) & 0xff
+    octets[3] = number & 0xff
+    return (ipv4_text(octets), port)
+
+
+cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_factory, bint outgoing=False,
+                   long long peer_v4=-1, int peer_port=0):
     """The stream of a connected descriptor (accepted; or connected, ``outgoing``: then a
-    failure is the caller's to raise, not logged here); None when it could not be made."""
+    failure is the caller's to raise, not logged here); None when it could not be made.
+    An accepted IPv4 peer comes as ``peer_v4`` and ``peer_port`` (``peer`` None), any
+    other as ``peer``, the tuple."""
     cdef Stream stream
     try:
         protocol = protocol_factory()
@@ -387,14 +405,21 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
         close(fd)
         if outgoing:
             raise
-        log.exception("protocol factory failed; connection from %s closed", peer)
+        log.exception("protocol factory failed; connection from %s closed",
+                      _v4_peer(peer_v4, peer_port) if peer_v4 >= 0 else peer)
         return None
     stream = Stream.__new__(Stream)
     stream.poller = poller
     stream.loop = loop
     stream.fd = fd
     stream.family = family
-    stream.peername = peer
+    stream._peername = peer
+    if peer_v4 < 0 and peer is not None:
+        peer_v4 = ipv4_number(family, peer)
+        if peer_v4 >= 0:
+            peer_port = peer[1]
+    stream.peer_v4 = peer_v4
+    stream.peer_port = peer_port
     stream.protocol = protocol
     stream.high = 64 * 1024
     stream.low = 16 * 1024
@@ -405,14 +430,14 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
         close(fd)
         if outgoing:
             raise
-        log.error("streams: cannot watch a connection from %s: %s", peer, exc)
+        log.error("streams: cannot watch a connection from %s: %s", stream.peername, exc)
         return None
     stream.mask = EPOLLIN
     try:
         protocol.connection_made(stream)
     except Exception as exc:
         if not outgoing:
-            log.exception("connection_made failed; connection from %s aborted", peer)
+            log.exception("connection_made failed; connection from %s aborted", stream.peername)
         stream.force_close(exc)
     return stream
 
@@ -491,7 +516,9 @@ cdef class Stream(_Watched):
     """One accepted connection's transport (the contract: ``_streams_py``)."""
     cdef object loop
     cdef readonly int family
-    cdef readonly object peername  # from accept4 (None: asked of the socket by get_extra_info)
+    cdef object _peername  # the tuple (None: made from peer_v4, or asked of the socket)
+    cdef readonly long long peer_v4  # an IPv4 peer's address as a number; -1: another family
+    cdef readonly int peer_port  # with peer_v4
     cdef object protocol
     cdef bytearray buffer  # what the socket has not taken yet; None while nothing waited
     cdef Py_ssize_t high, low
@@ -506,15 +533,23 @@ cdef class Stream(_Watched):
     def __repr__(self):
         return f"<Stream fd={self.fd if not self.lost else -1} peer={self.peername!r}>"
 
+    @property
+    def peername(self):
+        """The peer's address as ``getpeername()`` gives it, from the accept (None: not known)."""
+        if self._peername is None and self.peer_v4 >= 0:
+            self._peername = _v4_peer(self.peer_v4, self.peer_port)
+        return self._peername
+
     # -- asyncio.BaseTransport ---------------------------------------------------
     def get_extra_info(self, name, default=None):
         if name == "peername":
-            if self.peername is None and not self.lost:
+            peer = self.peername
+            if peer is None and not self.lost:
                 try:
-                    self.peername = self.get_extra_info("socket").getpeername()
+                    peer = self._peername = self.get_extra_info("socket").getpeername()
                 except OSError:
                     return default
-            return self.peername if self.peername is not None else default
+            return peer if peer is not None else default
         if name == "sockname":
             if self.lost:
                 return default

@@ -33,3 +33,14 @@ def ip_family(host: str) -> int:
         except OSError:
             pass
     return 0
+
+
+def ipv4_number(family: int, peer: object) -> int:
+    """A peer's IPv4 address as a number (``int(ipaddress.IPv4Address)``), from its
+    ``getpeername()`` tuple; -1 when it is not an IPv4 peer (``Stream.peer_v4``)."""
+    if family != socket.AF_INET or not isinstance(peer, tuple) or len(peer) != 2:
+        return -1
+    try:
+        return int.from_bytes(socket.inet_aton(peer[0]), "big")
+    except (OSError, TypeError):
+        return -1

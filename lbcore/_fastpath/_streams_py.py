@@ -21,6 +21,10 @@ with the asyncio semantics the engine relies on:
   reads again after the peer's EOF.
 - ``get_extra_info``: ``peername`` (from the accept), ``sockname``, ``socket`` (a
   ``StreamSocket`` view of the descriptor; closing it is the stream's business).
+- ``peer_v4``/``peer_port``: an IPv4 peer's address as a number (as
+  ``int(ipaddress.IPv4Address)``) and its port; -1 and 0 for any other peer. The
+  engine keys its per-client cache by the number; the compiled twin formats the
+  address as text only when ``peername`` is asked for.
 - ``fileno()``: the descriptor, -1 once closed (what ``sockio.cork`` and
   ``sockio.peer_name`` call).
 
@@ -51,7 +55,7 @@ import socket
 from typing import Any, Callable
 
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
-    default_limits, ip_family
+    default_limits, ip_family, ipv4_number
 
 __all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "connect", "ip_family", "serve"]
 
@@ -223,6 +227,10 @@ class Stream:
         self.fd = sock.fileno()
         self.family = sock.family
         self.peername = peer
+        # An IPv4 peer's address as a number (-1: another family), and its port: what the
+        # engine keys its per-client cache by (the compiled twin makes no text for it).
+        self.peer_v4 = ipv4_number(self.family, peer)
+        self.peer_port = peer[1] if self.peer_v4 >= 0 else 0
         self.protocol = protocol
         self.buffer = bytearray()
         self.high, self.low = default_limits(None, None)

@@ -19,7 +19,7 @@ from lbcore.l7.router cimport Route
 from lbcore.proxy.accesslog cimport AccessLogs
 from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool
 from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, transport_peer, transport_socket, writes_direct
-from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision, parse_client_text
+from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision, client_v4, parse_client_text
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
 
 cdef class Exchange
@@ -61,7 +61,7 @@ cdef class ClientConnection:
     cdef public Exchange exchange
     cdef public ListenerRuntime listener
     cdef public double head_started
-    @cython.locals(listener=ListenerRuntime)
+    @cython.locals(listener=ListenerRuntime, number=cython.longlong)
     cpdef connection_made(self, transport)
     cpdef data_received(self, data)
     cpdef dispatch(self)

@@ -32,6 +32,7 @@ from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.logline import RecordMaker
 from lbcore._fastpath.rewrite import HeadWriter
 from lbcore._fastpath.sockio import DescriptorWriter, cork
+from lbcore._fastpath.streams import Stream
 from lbcore.l7._http1_requests import RequestReader, new_request_reader
 from lbcore.l7._http1_responses import ResponseReader
 from lbcore.l7.facts import RequestFacts
@@ -51,7 +52,7 @@ from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
 from lbcore.proxy.flow import Deadline, ReadGate, transport_peer, transport_socket, writes_direct
-from lbcore.proxy.runtime import parse_client_text
+from lbcore.proxy.runtime import client_v4, parse_client_text
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
 
@@ -199,7 +200,14 @@ class ClientConnection:
             self.direct = sock is not None and writes_direct(transport)
             if self.direct:
                 self.fd = sock.fileno()
-        self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport_peer(transport, sock))
+        # A stream's IPv4 client is a number, its address object and text cached by it;
+        # any other transport gives getpeername()'s tuple.
+        number = transport.peer_v4 if type(transport) is Stream else -1
+        if number >= 0:
+            self.client_ip, self.client_ip_text = client_v4(number)
+            self.client_port = transport.peer_port
+        else:
+            self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport_peer(transport, sock))
         if listener.tls is not None:
             self.tls_established(transport, listener)
         self.listener = listener

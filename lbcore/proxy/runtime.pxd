@@ -2,6 +2,8 @@
 # listeners and pools as extension types, so the compiled request path reads their
 # fields, and the spec values it needs on every request, as C fields.
 
+cimport cython
+
 from lbcore.l7.balance cimport Balancer
 from lbcore.l7.router cimport Router
 
@@ -44,3 +46,6 @@ cdef class Revision:
 # the function a C call from http.pxd's connection_made.
 cdef dict _ADDRESSES
 cpdef tuple parse_client_text(peer)
+cdef dict _ADDRESSES_V4
+@cython.locals(known=tuple)
+cpdef tuple client_v4(number)

@@ -26,7 +26,7 @@ from lbcore.tls.policy import hsts_header
 from lbcore.tls.revision import SpecTls
 
 __all__ = ["MemberInfo", "MemberRegistry", "PoolRuntime", "ListenerRuntime", "Revision", "compile_revision",
-           "parse_client", "parse_client_text"]
+           "client_v4", "parse_client", "parse_client_text"]
 
 
 class MemberInfo:
@@ -239,6 +239,24 @@ def parse_client_text(peer: object) -> tuple[ipaddress.IPv4Address | ipaddress.I
 # connection), bounded by dropping the oldest entry.
 _ADDRESSES: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]] = {}
 ADDRESS_CACHE_SIZE = 4096
+
+
+# The same for a stream's IPv4 peer, keyed by its number (Stream.peer_v4): no text is
+# made for it nor hashed per connection.
+_ADDRESSES_V4: dict[int, tuple[ipaddress.IPv4Address, str]] = {}
+
+
+def client_v4(number: int) -> tuple[ipaddress.IPv4Address, str]:
+    """The address and its text of an IPv4 client given as a number (``Stream.peer_v4``),
+    shared per client as ``parse_client_text``'s are."""
+    known = _ADDRESSES_V4.get(number)
+    if known is None:
+        ip = ipaddress.IPv4Address(number)
+        known = ip, str(ip)
+        while len(_ADDRESSES_V4) >= ADDRESS_CACHE_SIZE:
+            del _ADDRESSES_V4[next(iter(_ADDRESSES_V4))]
+        _ADDRESSES_V4[number] = known
+    return known
 
 
 def _address(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:

@@ -6,6 +6,7 @@ connection_lost once, from the loop. Each test runs on a uvloop loop (the worker
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -124,6 +125,11 @@ def test_a_connection_is_read_written_and_lost_once_when_the_client_closes(twin)
         reader, writer, conn = await server.connect()
         stream = conn.transport
         assert stream.get_extra_info("peername") == writer.get_extra_info("sockname")
+        assert stream.peername == writer.get_extra_info("sockname")
+        client_host, client_port = writer.get_extra_info("sockname")
+        # An IPv4 peer as a number and a port, as ipaddress counts it.
+        assert stream.peer_v4 == int(ipaddress.IPv4Address(client_host))
+        assert stream.peer_port == client_port
         assert stream.get_extra_info("sockname") == server.address
         assert stream.fileno() >= 0 and not stream.is_closing() and stream.is_reading()
         writer.write(b"hello, ")
@@ -583,6 +589,7 @@ def test_connect_gives_a_stream_to_an_address_as_create_connection_does(twin):
         stream, conn = await impl.connect(asyncio.get_running_loop(), Recorder, host, port)
         assert conn.events == ["made"] and conn.transport is stream
         assert stream.get_extra_info("peername") == (host, port)
+        assert (stream.peer_v4, stream.peer_port) == (int(ipaddress.IPv4Address(host)), port)
         assert stream.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         stream.write(b"hello")
         assert await asyncio.wait_for(got.get(), LIMIT) == b"hello"

@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from lbcore.proxy import runtime
-from lbcore.proxy.runtime import MemberInfo, parse_client, parse_client_text
+from lbcore.proxy.runtime import MemberInfo, client_v4, parse_client, parse_client_text
 
 
 def test_a_member_authority_is_the_host_header_it_gets_when_the_client_sent_none():
@@ -39,6 +39,24 @@ def test_the_client_address_cache_is_bounded_and_drops_its_oldest(monkeypatch):
     assert parse_client_text(("203.0.113.3", 2))[0] is third
     again = parse_client_text(("203.0.113.1", 2))[0]
     assert again == first and again is not first
+
+
+def test_an_ipv4_client_given_as_a_number_is_the_same_address_and_text():
+    for text in ("192.0.2.7", "0.0.0.0", "255.255.255.255", "127.0.0.1"):
+        number = int(ipaddress.IPv4Address(text))
+        assert client_v4(number) == parse_client_text((text, 1))[:2] == (ipaddress.IPv4Address(text), text)
+        assert client_v4(number)[0] is client_v4(number)[0]  # shared per client
+
+
+def test_the_numbered_client_cache_is_bounded_too(monkeypatch):
+    monkeypatch.setattr(runtime, "ADDRESS_CACHE_SIZE", 2)
+    first = client_v4(0xCB007101)[0]
+    client_v4(0xCB007102)
+    third = client_v4(0xCB007103)[0]  # the cache is full: the first goes
+    assert client_v4(0xCB007103)[0] is third
+    again = client_v4(0xCB007101)[0]
+    assert again == first and again is not first
+    assert str(again) == "203.0.113.1"
 
 
 def test_a_member_names_itself_with_its_authority():
