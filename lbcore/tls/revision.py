@@ -2,8 +2,9 @@
 
     tls, warnings = compile_tls(spec, base_dir)          # TlsError: every problem, by path
     contexts = tls.listeners["web-tls"]                  # ServerContexts
-    server = await loop.create_server(factory, sock=sock, ssl=contexts.context,
-                                      ssl_handshake_timeout=10.0)
+    terminator = TlsServer(contexts.contexts, contexts.store.sni.lookup,  # lbcore._fastpath.tlsconn
+                           contexts.store.sni.default_index, 10.0, loop)
+    protocol = terminator.connection(app_protocol)       # per accepted connection
     member = tls.pools["secure"]                         # MemberTls, absent: plain TCP
     ...
     for issue in tls.refresh_ticket_keys():              # every few seconds: rotation
