@@ -33,9 +33,8 @@ import weakref
 
 import socket
 
-from lbcore._fastpath._streams_common import ipv4_number
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
-    default_limits, ip_family
+    default_limits, ip_family, ipv4_number
 
 cdef extern from "<sys/epoll.h>" nogil:
     ctypedef union epoll_data_t:
@@ -414,7 +413,7 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
     stream.fd = fd
     stream.family = family
     stream._peername = peer
-    if peer_v4 < 0 and peer is not None:
+    if peer_v4 < 0 and family == AF_INET and peer is not None:  # a connect's peer (accepts give the number)
         peer_v4 = ipv4_number(family, peer)
         if peer_v4 >= 0:
             peer_port = peer[1]

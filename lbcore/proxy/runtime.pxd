@@ -49,3 +49,4 @@ cpdef tuple parse_client_text(peer)
 cdef dict _ADDRESSES_V4
 @cython.locals(known=tuple)
 cpdef tuple client_v4(number)
+cdef tuple _remember(dict cache, key, ip)

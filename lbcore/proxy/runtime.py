@@ -251,18 +251,18 @@ def client_v4(number: int) -> tuple[ipaddress.IPv4Address, str]:
     shared per client as ``parse_client_text``'s are."""
     known = _ADDRESSES_V4.get(number)
     if known is None:
-        ip = ipaddress.IPv4Address(number)
-        known = ip, str(ip)
-        while len(_ADDRESSES_V4) >= ADDRESS_CACHE_SIZE:
-            del _ADDRESSES_V4[next(iter(_ADDRESSES_V4))]
-        _ADDRESSES_V4[number] = known
+        known = _remember(_ADDRESSES_V4, number, ipaddress.IPv4Address(number))
     return known
 
 
 def _address(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:
-    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    return _remember(_ADDRESSES, host, ipaddress.ip_address(host.split("%", 1)[0]))
+
+
+def _remember(cache: dict, key: object, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple:
+    """``(ip, str(ip))``, kept in ``cache`` under ``key``, its oldest entry dropped when full."""
     known = ip, str(ip)
-    while len(_ADDRESSES) >= ADDRESS_CACHE_SIZE:
-        del _ADDRESSES[next(iter(_ADDRESSES))]
-    _ADDRESSES[host] = known
+    while len(cache) >= ADDRESS_CACHE_SIZE:
+        del cache[next(iter(cache))]
+    cache[key] = known
     return known
