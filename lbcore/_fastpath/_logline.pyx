@@ -26,6 +26,7 @@ escaping rules and ``lbcore.proxy.accesslog`` for the layouts). What differs is 
   pure module's own helper, so the odd cases, exceptions included, behave the same.
 """
 
+cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free
@@ -39,7 +40,7 @@ from cpython.unicode cimport (
     PyUnicode_READ,
 )
 from libc.math cimport fabs, fma, isfinite, rint, round as c_round, signbit
-from libc.string cimport memcpy, strlen
+from libc.string cimport memchr, memcmp, memcpy, strlen
 
 from json.encoder import encode_basestring_ascii as _encode_json  # type: ignore[attr-defined]
 
@@ -74,7 +75,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 
 from lbcore._fastpath._growbuf cimport grow_buffer
-from lbcore._fastpath._slots cimport slot_offset, slot_offsets, slot_or_getattr, store_slot
+from lbcore._fastpath._slots cimport slot_at, slot_offset, slot_offsets, slot_or_getattr, store_slot
 
 _FIELDS = ("accepted", "client_ip", "client_port", "listener", "acl", "pool", "member", "method", "target", "http_version", "host", "user_agent", "status", "bytes_in", "bytes_out", "t_tls", "t_request", "t_queue", "t_connect", "t_first_byte", "t_total", "retries", "termination", "tls_version", "tls_resumed", "sni", "mode")
 cdef Py_ssize_t _offset[27]
@@ -144,8 +145,8 @@ cdef _bind_record_fields():
     from lbcore.proxy.accesslog import AccessRecord
 
     fields = dataclasses.fields(AccessRecord)
-    if _record_type is None or len(fields) > 64:
-        return
+    if _record_type is None or len(fields) > 64 or AccessRecord.__new__ is not object.__new__:
+        return  # (a record is made by its type's tp_alloc: object.__new__'s work)
     defaults = []
     cdef Py_ssize_t i, required = 0
     for i, field in enumerate(fields):
@@ -163,7 +164,16 @@ cdef _bind_record_fields():
 
 
 _bind_record_fields()
-_object_new = object.__new__
+
+cdef extern from *:
+    """
+    /* object.__new__(type) for a type whose __new__ is object's: its tp_alloc (zeroed
+       slots, tracked by the collector when the type is), without the Python call. */
+    static PyObject *lbcore_logline_alloc(PyObject *type) {
+        return ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+    }
+    """
+    object _object_new "lbcore_logline_alloc" (object type)
 
 
 def new_record(*values):
@@ -674,10 +684,243 @@ cdef inline int _put_number(_Line *line, long long value, object text) except -1
     return _put(line, <str>text)
 
 
+# -- a request's line in one pass ----------------------------------------------------------
+# The records the engine makes are all alike: an AccessRecord whose strings are ASCII
+# with nothing to escape, whose numbers are ints and whose durations are floats or None.
+# _text_line_fast writes such a record's line with no piece made or looked at twice:
+# the slots read as they are, each piece checked and measured first, the buffer grown
+# once, then the bytes copied. Any other record, or any piece off that shape, leaves the
+# line untouched and goes to _text_line, which decides every odd case (and raises where
+# the pure twin does). The pieces are read in _text_line's order, so a record that
+# makes _text_line raise is one this path has already given up on, or one on which it
+# raises the same (only the date, from the pure ``_second``, can).
+
+cdef inline Py_ssize_t _plain(object value, const unsigned char *safe) noexcept:
+    """``len(value)`` when it is an exact ``str``, ASCII, every character one ``safe``
+    keeps (escaping leaves it as it is); else -1."""
+    cdef const unsigned char *data
+    cdef Py_ssize_t i, n
+    if type(value) is not str or not PyUnicode_IS_ASCII(value):
+        return -1
+    n = PyUnicode_GET_LENGTH(value)
+    data = <const unsigned char *>PyUnicode_1BYTE_DATA(value)
+    for i in range(n):
+        if not safe[data[i]]:
+            return -1
+    return n
+
+
+cdef inline Py_ssize_t _plain_or_empty(object value, const unsigned char *safe) noexcept:
+    """``_plain``, with None as an empty string (0)."""
+    return 0 if value is None else _plain(value, safe)
+
+
+cdef inline char *_copy(char *p, object text, Py_ssize_t n) noexcept:
+    """``text``'s ``n`` bytes (none, and not read, when ``n`` is 0: ``text`` may be None)."""
+    if n:
+        memcpy(p, PyUnicode_1BYTE_DATA(text), n)
+    return p + n
+
+
+cdef inline char *_copy_or(char *p, object text, Py_ssize_t n, const char *otherwise, Py_ssize_t m) noexcept:
+    """``text`` (``n`` bytes), or ``otherwise`` when it is empty."""
+    if n == 0:
+        memcpy(p, otherwise, m)
+        return p + m
+    return _copy(p, text, n)
+
+
+@cython.cdivision(True)
+cdef inline char *_decimal(char *p, long long value) noexcept:
+    cdef char digits[24]
+    cdef int i = 24
+    cdef unsigned long long n
+    if value < 0:
+        p[0] = c'-'
+        p += 1
+        n = <unsigned long long>(-(value + 1)) + 1
+    else:
+        n = <unsigned long long>value
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + n % 10)
+        n = n // 10
+        if n == 0:
+            break
+    memcpy(p, digits + i, 24 - i)
+    return p + (24 - i)
+
+
+cdef enum:
+    _NUMBER_ROOM = 21  # the widest long long, sign included
+    _FIXED_ROOM = 64  # the line's delimiters and its constant pieces
+
+
+cdef bint _text_line_fast(_Line *line, object r) except -1:
+    """``_text_line`` of an HTTP record as the engine makes it; False (nothing written)
+    for any other."""
+    cdef long long port, second, n_tq, n_tw, n_tc, n_tr, n_ta, n_status, n_bytes, n_retries
+    cdef int ms, field
+    cdef Py_ssize_t n_ip, n_date, n_listener, n_pool, n_member, n_method = 0, n_target = 0, n_version = 0
+    cdef Py_ssize_t n_term, n_acl, n_host, n_ua, need
+    cdef bint bracket, version_prefix = False
+    cdef char *p
+    if line.pieces != NULL or type(r) is not _record_type:
+        return False
+    for field in range(27):
+        if slot_at(r, _offset[field])[0] == NULL:
+            return False  # an unset slot: _text_line reads by getattr (and raises if it needs it)
+    # client:port [date] listener pool/member
+    ip = <object>slot_at(r, _offset[F_CLIENT_IP])[0]
+    n_ip = _plain(ip, _TOKEN_SAFE)
+    if n_ip <= 0 or not _c_integer(<object>slot_at(r, _offset[F_CLIENT_PORT])[0], &port):
+        return False
+    bracket = memchr(PyUnicode_1BYTE_DATA(ip), c':', n_ip) != NULL
+    if not _split(<object>slot_at(r, _offset[F_ACCEPTED])[0], &second, &ms):
+        return False
+    date = _second_pair(second)[1]
+    n_date = _plain(date, _QUOTED_SAFE)
+    if n_date < 0:
+        return False
+    listener = <object>slot_at(r, _offset[F_LISTENER])[0]
+    n_listener = _plain_or_empty(listener, _TOKEN_SAFE)
+    pool = <object>slot_at(r, _offset[F_POOL])[0]
+    n_pool = _plain_or_empty(pool, _TOKEN_SAFE)
+    member = <object>slot_at(r, _offset[F_MEMBER])[0]
+    n_member = _plain_or_empty(member, _TOKEN_SAFE)
+    mode = <object>slot_at(r, _offset[F_MODE])[0]
+    if n_listener < 0 or n_pool < 0 or n_member < 0 or type(mode) is not str or (
+            PyUnicode_GET_LENGTH(mode) == 3 and mode == "tcp"):
+        return False
+    # "method target version" (or <BADREQ>)
+    method = <object>slot_at(r, _offset[F_METHOD])[0]
+    n_method = _plain_or_empty(method, _QUOTED_SAFE)
+    if n_method < 0:
+        return False
+    if n_method:
+        target = <object>slot_at(r, _offset[F_TARGET])[0]
+        version = <object>slot_at(r, _offset[F_HTTP_VERSION])[0]
+        n_target = _plain(target, _QUOTED_SAFE)
+        n_version = _plain_or_empty(version, _QUOTED_SAFE)
+        if n_target < 0 or n_version < 0:
+            return False
+        version_prefix = n_version < 5 or memcmp(PyUnicode_1BYTE_DATA(version), b"HTTP/", 5) != 0
+    else:
+        target = version = None
+    # Tq/Tw/Tc/Tr/Ta status bytes_out - - TERM retries acl {host|ua}
+    status = <object>slot_at(r, _offset[F_STATUS])[0]
+    if status is None:
+        n_status = -1
+    elif not _c_integer(status, &n_status):
+        return False
+    if not (_c_ms(<object>slot_at(r, _offset[F_T_REQUEST])[0], &n_tq)
+            and _c_ms(<object>slot_at(r, _offset[F_T_QUEUE])[0], &n_tw)
+            and _c_ms(<object>slot_at(r, _offset[F_T_CONNECT])[0], &n_tc)
+            and _c_ms(<object>slot_at(r, _offset[F_T_FIRST_BYTE])[0], &n_tr)
+            and _c_ms(<object>slot_at(r, _offset[F_T_TOTAL])[0], &n_ta)
+            and _c_integer(<object>slot_at(r, _offset[F_BYTES_OUT])[0], &n_bytes)
+            and _c_integer(<object>slot_at(r, _offset[F_RETRIES])[0], &n_retries)):
+        return False
+    term = <object>slot_at(r, _offset[F_TERMINATION])[0]
+    n_term = _plain_or_empty(term, _TOKEN_SAFE)
+    acl = <object>slot_at(r, _offset[F_ACL])[0]
+    n_acl = _plain_or_empty(acl, _TOKEN_SAFE)
+    host = <object>slot_at(r, _offset[F_HOST])[0]
+    n_host = _plain_or_empty(host, _CAPTURE_SAFE)
+    ua = <object>slot_at(r, _offset[F_USER_AGENT])[0]
+    n_ua = _plain_or_empty(ua, _CAPTURE_SAFE)
+    if n_term < 0 or n_acl < 0 or n_host < 0 or n_ua < 0:
+        return False
+
+    need = (n_ip + n_date + n_listener + n_pool + n_member + n_method + n_target + n_version + n_term
+            + n_acl + n_host + n_ua + 9 * _NUMBER_ROOM + _FIXED_ROOM)
+    if line.size + need > line.capacity:
+        _line_grow(line, need)
+    p = line.data + line.size
+    if bracket:
+        p[0] = c'['
+        p = _copy(p + 1, ip, n_ip)
+        p[0] = c']'
+        p += 1
+    else:
+        p = _copy(p, ip, n_ip)
+    p[0] = c':'
+    p = _decimal(p + 1, port)
+    p[0] = c' '
+    p[1] = c'['
+    p = _copy(p + 2, date, n_date)
+    p = _copy(p, _MS_TEXT[ms], 4)
+    p[0] = c']'
+    p[1] = c' '
+    p = _copy_or(p + 2, listener, n_listener, b"-", 1)
+    p[0] = c' '
+    p = _copy_or(p + 1, pool, n_pool, b"<NOPOOL>", 8)
+    p[0] = c'/'
+    p = _copy_or(p + 1, member, n_member, b"<NOSRV>", 7)
+    p[0] = c' '
+    p = _decimal(p + 1, n_tq)
+    p[0] = c'/'
+    p = _decimal(p + 1, n_tw)
+    p[0] = c'/'
+    p = _decimal(p + 1, n_tc)
+    p[0] = c'/'
+    p = _decimal(p + 1, n_tr)
+    p[0] = c'/'
+    p = _decimal(p + 1, n_ta)
+    p[0] = c' '
+    p = _decimal(p + 1, n_status)
+    p[0] = c' '
+    p = _decimal(p + 1, n_bytes)
+    memcpy(p, b" - - ", 5)
+    p = _copy_or(p + 5, term, n_term, b"-", 1)
+    p[0] = c' '
+    p = _decimal(p + 1, n_retries)
+    p[0] = c' '
+    p = _copy_or(p + 1, acl, n_acl, b"-", 1)
+    p[0] = c' '
+    p[1] = c'{'
+    p = _copy(p + 2, host, n_host)
+    p[0] = c'|'
+    p = _copy(p + 1, ua, n_ua)
+    memcpy(p, b"} \"", 3)
+    p += 3
+    if n_method == 0:
+        memcpy(p, b"<BADREQ>", 8)
+        p += 8
+    else:
+        p = _copy(p, method, n_method)
+        p[0] = c' '
+        p = _copy(p + 1, target, n_target)
+        p[0] = c' '
+        p += 1
+        if version_prefix:
+            memcpy(p, b"HTTP/", 5)
+            p += 5
+        p = _copy(p, version, n_version)
+    p[0] = c'"'
+    line.size = (p + 1) - line.data
+    return True
+
+
+def _plain_text_line(record):
+    """Tests: the line ``_text_line_fast`` writes for ``record``, None when it leaves
+    the record to ``_text_line``."""
+    cdef _Line line
+    _line_init(&line)
+    try:
+        if not _text_line_fast(&line, record):
+            return None
+        return _line_str(&line)
+    finally:
+        _line_free(&line)
+
+
 cdef int _text_line(_Line *line, object r) except -1:
     """format_text's line into ``line``: the joined formatter's pieces, evaluated in its
     order (a malformed record fails at the same field), written as they come or, for
     the ones the layout puts later, held until then."""
+    if _text_line_fast(line, r):
+        return 0
     cdef long long second, port_n = 0, n_tw = 0, n_tc = 0, n_tt = 0, n_tq = 0, n_tr = 0, n_ta = 0
     cdef long long n_status = 0, n_bytes = 0, n_retries = 0
     cdef int ms

@@ -230,6 +230,91 @@ def test_twins_agree_on_syslog_messages(frame: tuple[str, str], rec: AccessRecor
         assert expected == f"{frame[0]}{pure.iso_timestamp(rec.accepted)}{frame[1]}{getattr(pure, name)(rec, 3)}"
 
 
+# Records as the engine makes them: the compiled text line's one-pass writer takes these.
+PLAIN = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e, exclude_characters='"\\'), max_size=30)
+PLAIN_SPACED = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e, exclude_characters='"\\{|}'),
+                       max_size=60)
+PLAIN_DURATIONS = st.one_of(st.none(), st.floats(min_value=0, max_value=1e5), st.sampled_from([0.0, -0.0, 0.0005, 0.0025]),
+                            st.floats(min_value=-10, max_value=0))
+
+
+@st.composite
+def engine_records(draw: st.DrawFn) -> AccessRecord:
+    method = draw(st.one_of(st.sampled_from(["GET", "POST", ""]), PLAIN))
+    return record(
+        accepted=draw(st.floats(min_value=0, max_value=4_102_444_800)),
+        client_ip=draw(st.one_of(st.sampled_from(["192.0.2.7", "::1", "2001:db8::1", "fe80::1%eth0"]), PLAIN.filter(bool))),
+        client_port=draw(st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+        listener=draw(st.one_of(st.none(), PLAIN)),
+        acl=draw(st.one_of(st.none(), PLAIN)),
+        pool=draw(st.one_of(st.none(), PLAIN)),
+        member=draw(st.one_of(st.none(), PLAIN)),
+        method=method,
+        target=draw(st.one_of(PLAIN_SPACED, st.just(""))),
+        http_version=draw(st.one_of(st.sampled_from(["1.1", "1.0", "HTTP/1.1", "HTTP/", "HTTP", ""]), st.none(), PLAIN)),
+        host=draw(st.one_of(st.none(), PLAIN_SPACED)),
+        user_agent=draw(st.one_of(st.none(), PLAIN_SPACED)),
+        status=draw(st.one_of(st.none(), st.integers(min_value=100, max_value=599),
+                                 st.integers(min_value=-(2**63), max_value=2**63 - 1))),
+        bytes_out=draw(st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+        retries=draw(st.integers(min_value=0, max_value=10)),
+        termination=draw(st.one_of(st.sampled_from(["--", "SC", "cR"]), st.none(), PLAIN)),
+        t_request=draw(PLAIN_DURATIONS), t_queue=draw(PLAIN_DURATIONS), t_connect=draw(PLAIN_DURATIONS),
+        t_first_byte=draw(PLAIN_DURATIONS), t_total=draw(PLAIN_DURATIONS),
+    )
+
+
+@PARITY
+@given(engine_records(), st.integers(min_value=0, max_value=64))
+@example(record(), 0)
+@example(record(method="", target="\x00", http_version=None), 0)
+@example(record(http_version=None, host=None, user_agent=None, acl=None, pool=None, member=None, listener=""), 0)
+def test_one_pass_writer_takes_engine_records_and_agrees(rec: AccessRecord, worker: int) -> None:
+    """The engine's records (ASCII with nothing to escape, int numbers, float or None
+    durations) go through the compiled text line's one-pass writer, and give the pure
+    line byte for byte (alone and in a syslog frame)."""
+    compiled = twin("compiled")
+    assert compiled._plain_text_line(rec) == pure.format_text(rec, worker)
+    assert_same(rec, worker)
+
+
+@pytest.mark.parametrize("changes", [
+    {"client_ip": ""}, {"client_ip": "a b"}, {"client_ip": Str("x")}, {"client_ip": "caf\u00e9"},
+    {"client_port": 2**63}, {"client_port": True}, {"client_port": "80"},
+    {"accepted": 5}, {"accepted": math.nan}, {"accepted": 1e17},
+    {"listener": "we b"}, {"pool": ""}, {"pool": 0}, {"member": Named("m")},
+    {"mode": "tcp"}, {"mode": Named("http")},
+    {"method": 'G"T'}, {"method": None}, {"target": None}, {"target": "/\n"}, {"http_version": 1.1},
+    {"status": 200.0}, {"status": False}, {"t_total": 1e300}, {"t_queue": 0}, {"t_request": math.inf},
+    {"bytes_out": 2**64}, {"retries": None}, {"termination": "a b"}, {"acl": "x\\y"},
+    {"host": "a|b"}, {"user_agent": "{x}"}, {"host": 7},
+])
+def test_one_pass_writer_leaves_any_other_record_to_the_general_one(changes: dict[str, Any]) -> None:
+    """One piece off the engine's shape: the one-pass writer gives the record up (or,
+    for a piece both write alike, writes it), and the compiled line is the pure one or
+    fails as it does."""
+    rec = record(**changes)
+    compiled = twin("compiled")
+    plain = compiled._plain_text_line(rec)
+    if plain is not None:
+        assert plain == pure.format_text(rec)
+    assert_same(rec)
+
+
+def test_one_pass_writer_gives_up_on_a_record_it_does_not_know() -> None:
+    class Sub(AccessRecord):
+        __slots__ = ()
+
+    compiled = twin("compiled")
+    assert compiled._plain_text_line(Sub(**{name: getattr(record(), name) for name in AccessRecord.__dataclass_fields__})) is None
+    unset = record()
+    del unset.sni  # not in the text line, but a slot the writer does not read past
+    assert compiled._plain_text_line(unset) is None
+    assert compiled.format_text(unset) == pure.format_text(record())
+    assert compiled._plain_text_line(record(host="h" * 3000, target="/" + "t" * 5000)) == pure.format_text(
+        record(host="h" * 3000, target="/" + "t" * 5000))
+
+
 def test_compiled_reads_an_access_records_slots_directly() -> None:
     # AccessRecord's fields are slots: the compiled twin reads them without the generic
     # attribute lookup. Were a field not a slot any more, the fast read would turn off.
