@@ -400,6 +400,7 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
     cdef Stream stream
     try:
         protocol = protocol_factory()
+        on_data = protocol.data_received
     except Exception:
         close(fd)
         if outgoing:
@@ -420,6 +421,7 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
     stream.peer_v4 = peer_v4
     stream.peer_port = peer_port
     stream.protocol = protocol
+    stream.on_data = on_data
     stream.high = 64 * 1024
     stream.low = 16 * 1024
     stream.reading = True
@@ -519,6 +521,7 @@ cdef class Stream(_Watched):
     cdef readonly long long peer_v4  # an IPv4 peer's address as a number; -1: another family
     cdef readonly int peer_port  # with peer_v4
     cdef object protocol
+    cdef object on_data  # protocol.data_received, bound once (as uvloop does): no lookup by name per read
     cdef bytearray buffer  # what the socket has not taken yet; None while nothing waited
     cdef Py_ssize_t high, low
     cdef uint32_t mask  # the events registered in the poller's set
@@ -572,6 +575,7 @@ cdef class Stream(_Watched):
         return self.protocol
 
     def set_protocol(self, protocol):
+        self.on_data = protocol.data_received
         self.protocol = protocol
 
     cpdef close(self):
@@ -619,7 +623,7 @@ cdef class Stream(_Watched):
         if got > 0:
             data = PyBytes_FromStringAndSize(read_buffer, got)
             try:
-                self.protocol.data_received(data)
+                self.on_data(data)
             except Exception as exc:
                 log.exception("data_received failed; connection from %s aborted", self.peername)
                 self.force_close(exc)
@@ -800,6 +804,7 @@ cdef class Stream(_Watched):
 
     cdef int call_connection_lost(self) except -1:
         protocol, self.protocol = self.protocol, None
+        self.on_data = None  # it holds the protocol too
         exc, self.lost_exc = self.lost_exc, None
         try:
             protocol.connection_lost(exc)

@@ -61,6 +61,7 @@ cdef class ClientConnection:
     cdef public Exchange exchange
     cdef public ListenerRuntime listener
     cdef public double head_started
+    cdef _setup(self, worker, WorkerContext context, str listener_name)
     @cython.locals(listener=ListenerRuntime, number=cython.longlong)
     cpdef connection_made(self, transport)
     cpdef data_received(self, data)
@@ -74,6 +75,9 @@ cdef class ClientConnection:
 
 cdef class TlsClientConnection(ClientConnection):
     pass
+
+@cython.locals(conn=ClientConnection)
+cpdef ClientConnection new_connection(bint tls, worker, WorkerContext context, str listener_name)
 
 cdef class ProtocolFactory:
     cdef public object worker, tcp_client, terminator

@@ -83,6 +83,7 @@ _TCP_CORK = getattr(socket, "TCP_CORK", None)
 # Stand-ins before a connection or exchange has its real counters: they absorb
 # increments so the hot path needs no "is None" checks.
 _NO_LISTENER_STATS = ListenerCounters()
+_NO_NAMES: frozenset[str] = frozenset()  # a plain connection's client-certificate headers
 _NO_MEMBER_STATS = MemberCounters()  # client-side phases: which timeout applies
 _records = RecordMaker()  # makes each request's AccessRecord (typed in http.pxd)
 _heads = HeadWriter()  # writes the heads each way (lbcore.l7.rewrite's rules; typed in http.pxd)
@@ -138,12 +139,18 @@ class ClientConnection:
     CORK_LAST_WRITE = True  # plain TCP: see write_last
 
     def __init__(self, worker: "Worker", listener_name: str) -> None:
+        self._setup(worker, worker.context, listener_name)
+
+    def _setup(self, worker: "Worker", context: WorkerContext, listener_name: str) -> None:
+        """``__init__``'s work, on a new instance: the protocol factory calls it with the
+        worker's context it holds (``new_connection``: no type call, no lookup of
+        ``worker.context`` per accept)."""
         # lifetime: connection
         self.worker = worker
         # The worker's per-process tables, read through the context so the compiled
         # request path reaches them as typed fields (http.pxd), not through the Worker.
-        self.context = worker.context
-        self.loop = self.context.loop
+        self.context = context
+        self.loop = context.loop
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
         self.sock = None  # the transport's socket object, once connected (None: it has none)
@@ -166,12 +173,12 @@ class ClientConnection:
         self.lstats = _NO_LISTENER_STATS
         self.requests = 0
         self.tunnel: BackendConnection | None = None  # set once upgraded (WebSocket)
-        self.tunnel_backlog: list[bytes] = []  # bytes after an upgrade request, before the 101
+        self.tunnel_backlog: list[bytes] | None = None  # bytes after an upgrade request, before the 101
         self.tunnel_timeout = 0.0
         # TLS (https listeners)
         self.sni: str | None = None
         self.cert_headers: tuple[tuple[str, str], ...] = ()
-        self.cert_header_names: frozenset[str] = frozenset()
+        self.cert_header_names: frozenset[str] = _NO_NAMES
         self.listener: ListenerRuntime | None = None  # admitted on (its timeouts), set once admitted
         self.head_started = 0.0  # when the current request head began to arrive
         # lifetime: current request
@@ -249,7 +256,7 @@ class ClientConnection:
             return
         if reader.upgraded:
             # Bytes after an upgrade request, before the member answered 101.
-            self.tunnel_backlog.append(data)
+            self.hold_for_tunnel(data)
             return
         try:
             events = reader.feed(data)
@@ -269,7 +276,13 @@ class ClientConnection:
         if reader.upgraded:
             tail = reader.take_tail()
             if tail:
-                self.tunnel_backlog.append(tail)
+                self.hold_for_tunnel(tail)
+
+    def hold_for_tunnel(self, data: bytes) -> None:
+        """Keep bytes that came after an upgrade request until the member's 101."""
+        if self.tunnel_backlog is None:
+            self.tunnel_backlog = []
+        self.tunnel_backlog.append(data)
 
     def eof_received(self) -> bool:
         if self.reader is not None and self.tunnel is None:
@@ -398,8 +411,8 @@ class ClientConnection:
         if member_tail:
             self.write(member_tail)
         backlog = self.tunnel_backlog
-        self.tunnel_backlog = []
-        for chunk in backlog:
+        self.tunnel_backlog = None
+        for chunk in backlog or ():
             backend.write(chunk)
 
     # -- output and teardown --------------------------------------------------------
@@ -530,6 +543,15 @@ class TlsClientConnection(ClientConnection):
     CORK_LAST_WRITE = False  # see ClientConnection.write_last
 
 
+def new_connection(tls: bool, worker: "Worker", context: WorkerContext, listener_name: str) -> ClientConnection:
+    """``(TlsClientConnection if tls else ClientConnection)(worker, listener_name)``,
+    given the worker's context: compiled, a C call that allocates and sets up the
+    connection without the type call's argument parsing."""
+    conn = TlsClientConnection.__new__(TlsClientConnection) if tls else ClientConnection.__new__(ClientConnection)
+    conn._setup(worker, context, listener_name)
+    return conn
+
+
 class ProtocolFactory:
     """The loop's protocol factory for one bound address: called once per accepted
     connection, it makes the protocol of the listener bound there in the worker's
@@ -554,10 +576,8 @@ class ProtocolFactory:
         name = self.context.bind_listener[self.key]
         listener: ListenerRuntime = self.context.revision.listeners[name]
         protocol = listener.protocol
-        if protocol == "http":
-            made = ClientConnection(worker, name)
-        elif protocol == "https":
-            made = TlsClientConnection(worker, name)
+        if protocol == "http" or protocol == "https":
+            made = new_connection(protocol == "https", worker, self.context, name)
         else:
             made = self.tcp_client(worker, name, sniff_sni=protocol == "tls-passthrough")
         if self.terminator is not None:

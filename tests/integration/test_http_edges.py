@@ -122,6 +122,24 @@ def test_websocket_upgrade_becomes_a_tunnel(one):
             assert got == b"echo:" + msg
 
 
+def test_bytes_sent_with_the_upgrade_request_reach_the_tunnel(one):
+    # The client does not wait for the 101: what follows the request head is held
+    # until the member switched protocols, then goes through the tunnel, in order.
+    port, _, _ = one
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nearly-1")
+        s.sendall(b"early-2")
+        got = b""
+        while not (b"\r\n\r\n" in got and got.split(b"\r\n\r\n", 1)[1].count(b"echo:") >= 1
+                   and got.endswith(b"early-2")):
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+        head, tunnel = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101")
+        assert tunnel.replace(b"echo:", b"") == b"early-1early-2"
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -148,6 +148,29 @@ def test_a_connection_is_read_written_and_lost_once_when_the_client_closes(twin)
 
 
 @pytest.mark.parametrize("twin", TWINS)
+def test_set_protocol_hands_the_rest_of_the_connection_to_the_new_protocol(twin):
+    async def main():
+        server = Server(twin)
+        reader, writer, first = await server.connect()
+        stream = first.transport
+        writer.write(b"one")
+        await first.received(3)
+        second = Recorder()
+        stream.set_protocol(second)
+        assert stream.get_protocol() is second
+        writer.write(b"two")
+        assert await second.received(3) == b"two"
+        writer.close()
+        assert await asyncio.wait_for(second.lost, LIMIT) is None
+        # The first protocol heard nothing after it was replaced.
+        assert bytes(first.data) == b"one" and first.events == ["made"]
+        assert second.events == ["eof", "lost"]
+        server.acceptor.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("twin", TWINS)
 def test_a_big_write_to_a_slow_reader_pauses_the_protocol_and_arrives_whole(twin):
     body = bytes(range(256)) * (16 * 1024)  # 4 MiB: far past any socket buffer
 

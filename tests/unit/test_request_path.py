@@ -24,7 +24,7 @@ from bench.inproc import CLOSE_REQUEST, RESPONSE, MemoryTransport, RequestPath
 from bench.inproc import REQUEST as KEEP_ALIVE_REQUEST
 from lbcore.proxy.accesslog import AccessLog, AccessRecord
 from lbcore.proxy.flow import ReadGate
-from lbcore.proxy.http import ClientConnection, TlsClientConnection
+from lbcore.proxy.http import ClientConnection, TlsClientConnection, new_connection
 from tests.sockets import read_available
 
 REQUEST = (b"POST /upload?x=1 HTTP/1.1\r\nHost: shop.example:8080\r\nUser-Agent: probe/2\r\n"
@@ -229,3 +229,25 @@ def test_direct_writes_never_pass_what_the_transport_still_holds() -> None:
         sock.close()
         peer.close()
         server.close()
+
+
+@pytest.mark.parametrize("cls", [ClientConnection, TlsClientConnection])
+def test_the_factorys_connection_is_the_constructors(cls: type) -> None:
+    """``new_connection``, which the protocol factory calls per accept, makes the
+    connection ``cls(worker, listener)`` makes: same type, same state."""
+    loop = uvloop.new_event_loop()
+    path = RequestPath(loop)
+    try:
+        made = new_connection(cls is TlsClientConnection, path.worker, path.worker.context, "bench")
+        expected = cls(path.worker, "bench")
+        assert type(made) is cls
+        for name in ClientConnection.__slots__:
+            value, wanted = getattr(made, name), getattr(expected, name)
+            if name in ("gate", "deadline", "pending"):  # a new one each, alike
+                assert type(value) is type(wanted) and value is not wanted, name
+            else:
+                assert value == wanted, name
+        assert made.context is path.worker.context and made.tunnel_backlog is None
+    finally:
+        path.close()
+        loop.close()
