@@ -130,8 +130,6 @@ cdef OSError _os_error(int code):
 # -- the loop's epoll set -------------------------------------------------------------
 cdef class _Watched:
     """What the poller calls when a descriptor in its set is ready."""
-    cdef Poller poller
-    cdef int fd
 
     cdef int ready(self, uint32_t events) except -1:
         return 0
@@ -154,14 +152,6 @@ cdef class Poller:
     ``users`` counts the acceptors serving and the streams whose ``connection_lost`` has
     not run; at none the set is closed and the loop stops watching it (tests make many
     loops; a worker keeps its one while it listens)."""
-    cdef int epfd
-    cdef object loop
-    cdef dict watched  # fd -> _Watched: what is in the set, kept alive while it is
-    cdef list retired  # taken out during run(): kept alive to the end of its batch
-    cdef list due  # streams whose connection_lost is due
-    cdef bint running  # in run(): due streams are handled at its end
-    cdef bint due_scheduled  # a loop callback will handle them
-    cdef Py_ssize_t users
 
     def __cinit__(self, loop):
         self.epfd = -1
@@ -279,8 +269,6 @@ cdef class Poller:
 # -- accepting ------------------------------------------------------------------------
 cdef class Acceptor(_Watched):
     """Accepts on one listening socket (owned) until ``close()``."""
-    cdef object sock, protocol_factory, retry, loop
-    cdef bint serving, registered
 
     def __init__(self, loop, sock, protocol_factory):
         sock.setblocking(False)
@@ -475,8 +463,6 @@ async def connect(loop, protocol_factory, host, port):
 cdef class StreamSocket:
     """A stream's socket as ``get_extra_info("socket")`` gives it (``_streams_common``'s, as
     an extension type: the engine asks for it once per connection)."""
-    cdef Stream _stream
-    cdef readonly int family, type, proto
 
     def __cinit__(self, Stream stream):
         self._stream = stream
@@ -515,19 +501,6 @@ cdef class StreamSocket:
 
 cdef class Stream(_Watched):
     """One accepted connection's transport (the contract: ``_streams_py``)."""
-    cdef object loop
-    cdef readonly int family
-    cdef object _peername  # the tuple (None: made from peer_v4, or asked of the socket)
-    cdef readonly long long peer_v4  # an IPv4 peer's address as a number; -1: another family
-    cdef readonly int peer_port  # with peer_v4
-    cdef object protocol
-    cdef object on_data  # protocol.data_received, bound once (as uvloop does): no lookup by name per read
-    cdef bytearray buffer  # what the socket has not taken yet; None while nothing waited
-    cdef Py_ssize_t high, low
-    cdef uint32_t mask  # the events registered in the poller's set
-    cdef bint protocol_paused, closing, lost, paused, read_eof, eof, reading, writing
-    cdef StreamSocket view  # made when asked for
-    cdef object lost_exc
 
     def __init__(self):
         raise TypeError("streams are made by an Acceptor")

@@ -11,6 +11,7 @@ from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Respon
 from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
 from lbcore._fastpath._rewrite cimport HeadWriter as CHeadWriter
 from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
+from lbcore._fastpath._streams cimport Stream as CStream
 from lbcore.l7._http1_requests cimport RequestReader, new_request_reader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
@@ -62,7 +63,7 @@ cdef class ClientConnection:
     cdef public ListenerRuntime listener
     cdef public double head_started
     cdef _setup(self, worker, WorkerContext context, str listener_name)
-    @cython.locals(listener=ListenerRuntime, number=cython.longlong)
+    @cython.locals(listener=ListenerRuntime, number=cython.longlong, stream=CStream, port=cython.int)
     cpdef connection_made(self, transport)
     cpdef data_received(self, data)
     cpdef dispatch(self)

@@ -209,10 +209,14 @@ class ClientConnection:
                 self.fd = sock.fileno()
         # A stream's IPv4 client is a number, its address object and text cached by it;
         # any other transport gives getpeername()'s tuple.
-        number = transport.peer_v4 if type(transport) is Stream else -1
+        number = -1
+        if type(transport) is Stream:
+            stream = transport  # compiled: typed (http.pxd), its fields read in C
+            number = stream.peer_v4
+            port = stream.peer_port
         if number >= 0:
             self.client_ip, self.client_ip_text = client_v4(number)
-            self.client_port = transport.peer_port
+            self.client_port = port
         else:
             self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport_peer(transport, sock))
         if listener.tls is not None:
