@@ -3,3 +3,4 @@
 
 cdef class DescriptorWriter:
     cpdef Py_ssize_t send_now(self, int fd, data)
+    cpdef int cork(self, int fd) except -1

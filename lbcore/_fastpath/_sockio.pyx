@@ -214,3 +214,12 @@ cdef class DescriptorWriter:
         if type(data) is not bytes:
             return 0
         return _send_now(fd, <bytes>data)
+
+    cpdef int cork(self, int fd) except -1:
+        """``cork`` of the socket whose descriptor is ``fd`` (-1: closed, EBADF)."""
+        cdef int one = 1
+        if fd < 0:
+            raise OSError(EBADF, os.strerror(EBADF))
+        if setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) != 0:
+            PyErr_SetFromErrno(OSError)
+        return 0

@@ -92,7 +92,10 @@ def encode_datagrams(messages: Sequence[str], limit: int) -> list[bytes]:
 
 def cork(sock: Any) -> None:
     """Set TCP_CORK on ``sock.fileno()`` (a socket, a uvloop socket object, a stream)."""
-    fd = sock.fileno()
+    _cork_fd(sock.fileno())
+
+
+def _cork_fd(fd: int) -> None:
     if fd < 0:
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))  # what setsockopt on a closed socket says
     view = socket.socket(fileno=fd)
@@ -128,6 +131,10 @@ class DescriptorWriter:
         if type(data) is not bytes:
             return 0
         return _send_now(fd, data)
+
+    def cork(self, fd: int) -> None:
+        """``cork`` of the socket whose descriptor is ``fd`` (-1: closed, EBADF)."""
+        _cork_fd(fd)
 
 
 def _send_now(fd: int, data: bytes) -> int:

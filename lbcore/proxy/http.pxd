@@ -71,7 +71,9 @@ cdef class ClientConnection:
     cpdef take_pending(self)
     cpdef exchange_done(self, Exchange ex, bint keep_alive)
     cpdef write(self, data)
+    @cython.locals(stream=CStream)
     cpdef write_last(self, data)
+    @cython.locals(stream=CStream)
     cpdef close(self)
 
 cdef class TlsClientConnection(ClientConnection):

@@ -458,7 +458,11 @@ class ClientConnection:
             sock = self.sock  # connection_made's transport_socket
             if sock is not None:
                 try:
-                    cork(sock)
+                    if type(sock) is Stream:
+                        stream = sock  # compiled: typed, corked by its descriptor in C
+                        _writer.cork(stream.fileno())
+                    else:
+                        cork(sock)
                 except OSError:  # not a TCP socket (unix listener), or already shut
                     pass
         self.write(data)
@@ -503,8 +507,12 @@ class ClientConnection:
             self.closed = True
             self.phase = _CLOSING
             self.deadline.cancel()
-            if self.transport is not None:
-                self.transport.close()
+            transport = self.transport
+            if type(transport) is Stream:
+                stream = transport  # compiled: typed, a C call
+                stream.close()
+            elif transport is not None:
+                transport.close()
 
     def abort(self) -> None:
         self.closed = True

@@ -235,6 +235,27 @@ def test_cork_says_why_it_cannot(twin):
     assert closed.value.errno == errno.EBADF
 
 
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_descriptor_writer_corks_as_cork_does_on_the_descriptor(twin):
+    writer = impl(twin).DescriptorWriter()
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        writer.cork(client.fileno())
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+        with pytest.raises(OSError) as not_tcp:
+            writer.cork(unix.fileno())
+        assert not_tcp.value.errno == errno.EOPNOTSUPP
+        with pytest.raises(OSError) as closed:
+            writer.cork(-1)  # a stream's fileno() once it is lost
+        assert closed.value.errno == errno.EBADF
+    finally:
+        unix.close()
+        client.close()
+        server.close()
+
+
 # -- encode_datagrams ------------------------------------------------------------------------
 
 
