@@ -16,7 +16,11 @@ under load). The modes (``--mode``):
   harness's scenario);
 - ``tls-resumed``: a new TLS connection per request, each resuming the session the
   one before it was given (a TLS 1.3 ticket; the servers share their ticket keys
-  as in the harness).
+  as in the harness);
+- ``tls-full-rsa``, ``tls-full-ecdsa``: a new TLS connection per request, each a full
+  handshake (the servers with tickets and session cache off, as in the harness's
+  full-handshake scenarios; the client offers no session either), with an RSA-2048 or
+  an ECDSA P-256 certificate.
 
 OpenSSL's own work (the record cipher, the resumption's key exchange) is the same
 for both servers and is counted for both. Each server is run twice, with the two request counts; the
@@ -89,8 +93,9 @@ def read_response(sock: socket.socket) -> None:
         buf += data
 
 
-MODES = ("keepalive", "close", "https-keepalive", "tls-resumed")
-TLS_MODES = ("https-keepalive", "tls-resumed")
+MODES = ("keepalive", "close", "https-keepalive", "tls-resumed", "tls-full-rsa", "tls-full-ecdsa")
+TLS_MODES = ("https-keepalive", "tls-resumed", "tls-full-rsa", "tls-full-ecdsa")
+FULL_HANDSHAKES = {"tls-full-rsa": "rsa2048", "tls-full-ecdsa": "ecdsa-p256"}  # mode -> certificate
 
 
 class Client:
@@ -104,7 +109,8 @@ class Client:
 
     def __init__(self, port: int, mode: str, concurrency: int = 1) -> None:
         self.port = port
-        self.close = mode in ("close", "tls-resumed")
+        self.close = mode in ("close", "tls-resumed", *FULL_HANDSHAKES)
+        self.resume = mode == "tls-resumed"
         self.context = unverified_context() if mode in TLS_MODES else None
         self.concurrency = concurrency
         self.sessions: list = [None] * concurrency
@@ -132,7 +138,7 @@ class Client:
             for slot, sock in enumerate(socks):
                 read_response(sock)  # a TLS 1.3 ticket arrives before the response: it is read by now
                 if self.close:
-                    if self.context is not None:
+                    if self.resume:
                         self.sessions[slot] = sock.session
                     sock.close()
                     socks[slot] = None
@@ -203,6 +209,8 @@ def run_once(server: str, workdir: Path, fe: Frontend, count: int, mode: str, wa
             client.run(count)
             if mode == "tls-resumed" and client.resumed < warmup + count - concurrency:
                 raise SystemExit(f"{server}: {client.resumed} of {warmup + count - concurrency} connections resumed")
+            if mode in FULL_HANDSHAKES and client.resumed:
+                raise SystemExit(f"{server}: {client.resumed} connections resumed, none should")
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -237,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the access log's syslog port, never read
     sink.bind(("127.0.0.1", 0))
     fe = Frontend(port=free_port(), backend_port=free_port(), acls=3, access_log_port=sink.getsockname()[1],
-                  admin_port=free_port(), tls=make_cert(workdir / "certs", "rsa2048") if tls else None,
+                  admin_port=free_port(),
+                  tls=make_cert(workdir / "certs", FULL_HANDSHAKES.get(args.mode, "rsa2048")) if tls else None,
+                  resume=args.mode not in FULL_HANDSHAKES,
                   ticket_keys=make_ticket_keys(workdir / "certs") if args.mode == "tls-resumed" else None)
     (workdir / "nginx.conf").write_text(backend_nginx_conf(fe.backend_port, workdir))
     backend = subprocess.Popen(nginx_argv(workdir, workdir / "nginx.conf"), stdout=subprocess.DEVNULL,
