@@ -88,6 +88,8 @@ class OSSL_PARAM(ctypes.Structure):
 TICKET_KEY_CB = ctypes.CFUNCTYPE(c_int, c_void_p, POINTER(c_ubyte), POINTER(c_ubyte), c_void_p, c_void_p, c_int)
 
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "ERR_clear_error": (None, []),
+    "ERR_peek_error": (c_ulong, []),
     "OpenSSL_version": (c_char_p, [c_int]),
     "OpenSSL_version_num": (c_ulong, []),
     "SSL_CTX_ctrl": (c_long, [c_void_p, c_int, c_long, c_void_p]),

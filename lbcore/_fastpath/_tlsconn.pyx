@@ -126,6 +126,7 @@ cdef alpn_t SSL_get0_alpn_selected
 cdef err_get_t ERR_get_error
 cdef err_string_t ERR_error_string_n
 cdef err_clear_t ERR_clear_error
+cdef err_get_t ERR_peek_error
 cdef int ex_index = -1
 cdef const void *mem_method = NULL
 
@@ -145,7 +146,7 @@ cdef int _bind() except -1:
     global BIO_ctrl, SSL_ctrl, SSL_CTX_callback_ctrl, SSL_get_servername, SSL_set_SSL_CTX
     global SSL_set_ex_data, SSL_get_ex_data, CRYPTO_get_ex_new_index, SSL_get_version, SSL_get_current_cipher
     global SSL_CIPHER_get_name, SSL_CIPHER_get_version, SSL_CIPHER_get_bits, SSL_get1_peer_certificate
-    global i2d_X509, X509_free, SSL_get0_alpn_selected, ERR_get_error, ERR_error_string_n, ERR_clear_error
+    global i2d_X509, X509_free, SSL_get0_alpn_selected, ERR_get_error, ERR_error_string_n, ERR_clear_error, ERR_peek_error
     global ex_index, mem_method
     if ex_index >= 0:
         return 0
@@ -185,12 +186,22 @@ cdef int _bind() except -1:
     ERR_get_error = <err_get_t><void *>_address(lib, "ERR_get_error")
     ERR_error_string_n = <err_string_t><void *>_address(lib, "ERR_error_string_n")
     ERR_clear_error = <err_clear_t><void *>_address(lib, "ERR_clear_error")
+    ERR_peek_error = <err_get_t><void *>_address(lib, "ERR_peek_error")
     mem_method = BIO_s_mem()
     index = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, NULL)
     if index < 0 or mem_method == NULL:
         raise _libssl.OpenSSLUnavailable("CRYPTO_get_ex_new_index or BIO_s_mem failed")
     ex_index = index
     return 0
+
+
+cdef inline void _clear_errors() noexcept:
+    """Empty this thread's OpenSSL error queue, which SSL_get_error reads (only a call's
+    own errors may be in it), when it holds an error: ERR_peek_error is the test
+    SSL_get_error itself makes, and costs about half of ERR_clear_error on an empty queue
+    (callgrind: ~450 against ~840 instructions, three times a proxied HTTPS request)."""
+    if ERR_peek_error() != 0:
+        ERR_clear_error()
 
 
 cdef str _error_text(int code):
@@ -407,7 +418,7 @@ cdef class TlsConnection:
         size = PyBytes_GET_SIZE(data)
         if size == 0:
             return
-        ERR_clear_error()  # SSL_get_error reads this thread's queue: only this call's errors in it
+        _clear_errors()  # SSL_get_error reads this thread's queue: only this call's errors in it
         if SSL_write_ex(self.ssl, <void *>PyBytes_AS_STRING(data), <size_t>size, &written) != 1:
             self._fail(_error_text(SSL_get_error(self.ssl, 0)))
             return
@@ -419,9 +430,9 @@ cdef class TlsConnection:
     def close(self):
         if self.state == OPEN:
             self.state = SHUTDOWN
-            ERR_clear_error()
+            _clear_errors()
             SSL_shutdown(self.ssl)  # our close_notify; the client's is not awaited here
-            ERR_clear_error()
+            _clear_errors()
             self._flush()
             self._cancel_timer()
             if self.tcp_eof:  # the client's side is shut already: nothing to wait for
@@ -565,7 +576,7 @@ cdef class TlsConnection:
     cdef int _handshake(self) except -1:
         cdef int result, code
         self.server.install_callbacks()
-        ERR_clear_error()
+        _clear_errors()
         result = SSL_do_handshake(self.ssl)
         if result != 1:
             code = SSL_get_error(self.ssl, result)
@@ -581,7 +592,7 @@ cdef class TlsConnection:
         self.app.connection_made(self)
         if self.state == OPEN:
             self._read()  # a request that came with the client's Finished
-        ERR_clear_error()
+        _clear_errors()
         return 0
 
     def _read_soon(self):
@@ -593,7 +604,7 @@ cdef class TlsConnection:
         cdef int result, code
         cdef bint eof
         while self.reading and self.state == OPEN:
-            ERR_clear_error()  # the engine's code ran since the last batch
+            _clear_errors()  # the engine's code ran since the last batch
             size = 0
             eof = False
             while size < BATCH:
@@ -620,7 +631,7 @@ cdef class TlsConnection:
                 if self.eof_seen:
                     self._deliver_eof()
                 break
-        ERR_clear_error()  # leave nothing behind for Python's ssl in this thread
+        _clear_errors()  # leave nothing behind for Python's ssl in this thread
         return 0
 
     cdef int _deliver_eof(self) except -1:
@@ -636,14 +647,14 @@ cdef class TlsConnection:
         """After our close_notify: drop application data, end on the client's close_notify."""
         cdef size_t got
         cdef int result, code
-        ERR_clear_error()
+        _clear_errors()
         while True:
             got = 0
             result = SSL_read_ex(self.ssl, read_buffer, BATCH, &got)
             if result == 1:
                 continue
             code = SSL_get_error(self.ssl, result)
-            ERR_clear_error()
+            _clear_errors()
             if code == SSL_ERROR_WANT_READ:
                 return 0
             break

@@ -40,6 +40,10 @@ Behaviour, the same in both twins:
   ``lbcore_sni``, ``version()``, ``cipher()``, ``selected_alpn_protocol()``,
   ``getpeercert(binary_form=True)``, ``context``. Other names go to the TCP
   transport (``peername``, ``sockname``, ``socket``).
+- An error someone else left in the thread's OpenSSL error queue (which OpenSSL's
+  SSL_get_error reads to tell "want more bytes" from a failure) fails no handshake,
+  read or write: the queue is emptied before each, when it holds one. Python's ssl
+  does not do it itself; this twin does it through ``_libssl`` when that loads.
 - ``direct_socket`` (``TlsServer``'s last argument, optional): called with each TCP
   transport, it returns the transport's socket when the connection may write to it
   directly (``lbcore.proxy.flow.direct_socket``: a uvloop TCP transport), else None.
@@ -55,9 +59,30 @@ import logging
 import ssl
 from typing import Any, Callable, Sequence
 
+from lbcore._fastpath import _libssl
+
 __all__ = ["IMPLEMENTATION", "READ_BATCH", "SHUTDOWN_TIMEOUT", "TlsConnection", "TlsServer", "check_contexts"]
 
 IMPLEMENTATION = "pure"
+
+
+def _openssl_errors() -> Any:
+    """The ctypes library that empties the error queue; None when it does not load
+    (then nothing is cleared: Python's ssl as it is)."""
+    try:
+        return _libssl.load()
+    except _libssl.OpenSSLUnavailable:
+        return None
+
+
+_ERRORS = _openssl_errors()
+
+
+def _clear_errors() -> None:
+    """Empty this thread's OpenSSL error queue when it holds an error (see the module
+    docstring); the compiled twin's ``_clear_errors``."""
+    if _ERRORS is not None and _ERRORS.ERR_peek_error():
+        _ERRORS.ERR_clear_error()
 READ_BATCH = 65536  # plaintext bytes handed to data_received at most at once
 SHUTDOWN_TIMEOUT = 5.0  # seconds a closed connection waits for the client's end
 
@@ -183,6 +208,7 @@ class TlsConnection:
         if self.state != _OPEN or not data:
             return
         assert self._sslobj is not None
+        _clear_errors()
         try:
             self._sslobj.write(data)
         except ssl.SSLError as exc:
@@ -196,6 +222,7 @@ class TlsConnection:
     def close(self) -> None:
         if self.state == _OPEN:
             self.state = _SHUTDOWN
+            _clear_errors()
             try:
                 self._sslobj.unwrap()  # type: ignore[union-attr]
             except ssl.SSLWantReadError:  # the close_notify went out; the client's is not awaited
@@ -315,6 +342,7 @@ class TlsConnection:
         # The SNI choice is this connection's server's: installed on every context
         # before each step, whatever was set there since.
         self.server.install_callbacks()
+        _clear_errors()
         try:
             sslobj.do_handshake()
         except ssl.SSLWantReadError:
@@ -336,6 +364,7 @@ class TlsConnection:
         sslobj = self._sslobj
         assert sslobj is not None
         while self.reading and self.state == _OPEN:
+            _clear_errors()  # the engine's code ran since the last batch
             chunks = []
             size = 0
             eof = False
@@ -377,6 +406,7 @@ class TlsConnection:
         """After our close_notify: drop application data, end on the client's close_notify."""
         sslobj = self._sslobj
         assert sslobj is not None
+        _clear_errors()
         while True:
             try:
                 if not sslobj.read(READ_BATCH):

@@ -10,6 +10,7 @@ cut at the same places, and checks they hand the engine the same events.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import socket
 import ssl
 
@@ -18,7 +19,7 @@ from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lbcore._fastpath import tlsconn
+from lbcore._fastpath import _libssl, tlsconn
 from tests import tlsgen
 from tests.sockets import read_available
 
@@ -607,3 +608,37 @@ def test_ciphertext_goes_to_the_socket_only_while_the_transport_holds_none(twin,
         sock.close()
         peer.close()
         server.close()
+
+
+def _leave_an_openssl_error() -> None:
+    """Put an error in this thread's OpenSSL queue, as another user of the library
+    (Python's ssl, a health check's TLS) can leave one behind."""
+    lib = _libssl._open()
+    lib.ERR_new()
+    lib.ERR_set_error(20, 65, None)  # ERR_LIB_SSL, any reason, no text
+    assert _openssl_errors_queued()
+
+
+def _openssl_errors_queued() -> bool:
+    lib = _libssl._open()
+    lib.ERR_peek_error.restype = ctypes.c_ulong
+    return lib.ERR_peek_error() != 0
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_an_error_left_in_the_threads_openssl_queue_fails_no_read_or_write(twin, pki, loop):
+    # SSL_get_error reads the thread's queue: an error left there by someone else
+    # must not turn the layer's next "want read" into a failed connection.
+    pair = Pair(twin, pki, loop)
+    pair.handshake()
+    pair.client.write(b"GET / HTTP/1.1\r\n\r\n")
+    _leave_an_openssl_error()
+    pair.pump()
+    assert pair.app.received() == b"GET / HTTP/1.1\r\n\r\n"
+    _leave_an_openssl_error()
+    pair.conn.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert not pair.conn.is_closing() and pair.failed == 0
+    assert not _openssl_errors_queued()
+    pair.pump()
+    assert pair.recv() == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert ("lost", None) not in pair.app.events and not any(e[0] == "lost" for e in pair.app.events)
