@@ -715,6 +715,12 @@ cdef inline Py_ssize_t _plain_or_empty(object value, const unsigned char *safe) 
     return 0 if value is None else _plain(value, safe)
 
 
+cdef inline object _slot(object record, int field):
+    """The record's ``field``, read from its slot: for an AccessRecord whose slots
+    ``_text_line_fast`` has checked are all set."""
+    return <object>slot_at(record, _offset[field])[0]
+
+
 cdef inline char *_copy(char *p, object text, Py_ssize_t n) noexcept:
     """``text``'s ``n`` bytes (none, and not read, when ``n`` is 0: ``text`` may be None)."""
     if n:
@@ -771,35 +777,35 @@ cdef bint _text_line_fast(_Line *line, object r) except -1:
         if slot_at(r, _offset[field])[0] == NULL:
             return False  # an unset slot: _text_line reads by getattr (and raises if it needs it)
     # client:port [date] listener pool/member
-    ip = <object>slot_at(r, _offset[F_CLIENT_IP])[0]
+    ip = _slot(r, F_CLIENT_IP)
     n_ip = _plain(ip, _TOKEN_SAFE)
-    if n_ip <= 0 or not _c_integer(<object>slot_at(r, _offset[F_CLIENT_PORT])[0], &port):
+    if n_ip <= 0 or not _c_integer(_slot(r, F_CLIENT_PORT), &port):
         return False
     bracket = memchr(PyUnicode_1BYTE_DATA(ip), c':', n_ip) != NULL
-    if not _split(<object>slot_at(r, _offset[F_ACCEPTED])[0], &second, &ms):
+    if not _split(_slot(r, F_ACCEPTED), &second, &ms):
         return False
     date = _second_pair(second)[1]
     n_date = _plain(date, _QUOTED_SAFE)
     if n_date < 0:
         return False
-    listener = <object>slot_at(r, _offset[F_LISTENER])[0]
+    listener = _slot(r, F_LISTENER)
     n_listener = _plain_or_empty(listener, _TOKEN_SAFE)
-    pool = <object>slot_at(r, _offset[F_POOL])[0]
+    pool = _slot(r, F_POOL)
     n_pool = _plain_or_empty(pool, _TOKEN_SAFE)
-    member = <object>slot_at(r, _offset[F_MEMBER])[0]
+    member = _slot(r, F_MEMBER)
     n_member = _plain_or_empty(member, _TOKEN_SAFE)
-    mode = <object>slot_at(r, _offset[F_MODE])[0]
+    mode = _slot(r, F_MODE)
     if n_listener < 0 or n_pool < 0 or n_member < 0 or type(mode) is not str or (
             PyUnicode_GET_LENGTH(mode) == 3 and mode == "tcp"):
         return False
     # "method target version" (or <BADREQ>)
-    method = <object>slot_at(r, _offset[F_METHOD])[0]
+    method = _slot(r, F_METHOD)
     n_method = _plain_or_empty(method, _QUOTED_SAFE)
     if n_method < 0:
         return False
     if n_method:
-        target = <object>slot_at(r, _offset[F_TARGET])[0]
-        version = <object>slot_at(r, _offset[F_HTTP_VERSION])[0]
+        target = _slot(r, F_TARGET)
+        version = _slot(r, F_HTTP_VERSION)
         n_target = _plain(target, _QUOTED_SAFE)
         n_version = _plain_or_empty(version, _QUOTED_SAFE)
         if n_target < 0 or n_version < 0:
@@ -808,26 +814,26 @@ cdef bint _text_line_fast(_Line *line, object r) except -1:
     else:
         target = version = None
     # Tq/Tw/Tc/Tr/Ta status bytes_out - - TERM retries acl {host|ua}
-    status = <object>slot_at(r, _offset[F_STATUS])[0]
+    status = _slot(r, F_STATUS)
     if status is None:
         n_status = -1
     elif not _c_integer(status, &n_status):
         return False
-    if not (_c_ms(<object>slot_at(r, _offset[F_T_REQUEST])[0], &n_tq)
-            and _c_ms(<object>slot_at(r, _offset[F_T_QUEUE])[0], &n_tw)
-            and _c_ms(<object>slot_at(r, _offset[F_T_CONNECT])[0], &n_tc)
-            and _c_ms(<object>slot_at(r, _offset[F_T_FIRST_BYTE])[0], &n_tr)
-            and _c_ms(<object>slot_at(r, _offset[F_T_TOTAL])[0], &n_ta)
-            and _c_integer(<object>slot_at(r, _offset[F_BYTES_OUT])[0], &n_bytes)
-            and _c_integer(<object>slot_at(r, _offset[F_RETRIES])[0], &n_retries)):
+    if not (_c_ms(_slot(r, F_T_REQUEST), &n_tq)
+            and _c_ms(_slot(r, F_T_QUEUE), &n_tw)
+            and _c_ms(_slot(r, F_T_CONNECT), &n_tc)
+            and _c_ms(_slot(r, F_T_FIRST_BYTE), &n_tr)
+            and _c_ms(_slot(r, F_T_TOTAL), &n_ta)
+            and _c_integer(_slot(r, F_BYTES_OUT), &n_bytes)
+            and _c_integer(_slot(r, F_RETRIES), &n_retries)):
         return False
-    term = <object>slot_at(r, _offset[F_TERMINATION])[0]
+    term = _slot(r, F_TERMINATION)
     n_term = _plain_or_empty(term, _TOKEN_SAFE)
-    acl = <object>slot_at(r, _offset[F_ACL])[0]
+    acl = _slot(r, F_ACL)
     n_acl = _plain_or_empty(acl, _TOKEN_SAFE)
-    host = <object>slot_at(r, _offset[F_HOST])[0]
+    host = _slot(r, F_HOST)
     n_host = _plain_or_empty(host, _CAPTURE_SAFE)
-    ua = <object>slot_at(r, _offset[F_USER_AGENT])[0]
+    ua = _slot(r, F_USER_AGENT)
     n_ua = _plain_or_empty(ua, _CAPTURE_SAFE)
     if n_term < 0 or n_acl < 0 or n_host < 0 or n_ua < 0:
         return False
