@@ -1,6 +1,6 @@
 """User-space instructions per proxied request, lbcore's worker against haproxy: a count, not a time.
 
-``python -m bench.instructions [--mode MODE] [--servers lbcore,haproxy] [--requests 600 3000] [--concurrency N]``
+``python -m bench.instructions [--mode MODE] [--servers lbcore,haproxy] [--requests 600 3000] [--concurrency N] [--cache]``
 
 Each server runs with the bench's configuration (``bench/configs``: 3 ACLs,
 X-Forwarded-For/-Proto, the access log to syslog over UDP, a port this program holds
@@ -32,9 +32,11 @@ Why: on this VM two runs of the throughput harness (``python -m bench``) differ 
 more than the changes one wants to judge, and there are no hardware counters. A count
 repeats to within a fraction of a percent. What it does not see: the kernel (system
 calls, the TCP stack, about half of a request's CPU here, and about equal for the two
-servers), cache misses and branch mispredictions, and, one request at a time, the
-batching of load (every server waits in ``epoll_wait`` once or more per request;
-``--concurrency`` shows what batching does to each).
+servers); cache misses and branch mispredictions, unless ``--cache`` has callgrind
+simulate them (a model of this machine's caches and a simple predictor: a comparison
+between the servers, not a measurement); and, one request at a time, the batching of
+load (every server waits in ``epoll_wait`` once or more per request; ``--concurrency``
+shows what batching does to each).
 Work that runs per unit of time (stats flushes, timers) adds a little per request,
 as callgrind slows the longer run down more. So it compares user-space work, not
 throughput: the ratios per CPU-second come only from ``python -m bench``.
@@ -166,17 +168,36 @@ def wait_ready(proc: subprocess.Popen, port: int, tls: bool = False) -> None:
 MEASURED = {"lbcore": "lbcore.proxy.worker", "haproxy": "haproxy"}
 
 
-def callgrind_total(path: Path) -> tuple[str, int]:
-    """(``cmd:``, the ``summary:``/``totals:`` instruction count) of a callgrind output file."""
-    command, total = "", None
+def callgrind_counts(path: Path) -> tuple[str, dict[str, int]]:
+    """(``cmd:``, every event's total by name: ``Ir``, and with ``--cache`` the cache
+    and branch simulation's ``D1mr``, ``DLmw``, ``Bcm`` ...) of a callgrind output file."""
+    command, names, totals = "", ["Ir"], None
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith("cmd:"):
             command = line[4:].strip()
+        elif line.startswith("events:"):
+            names = line[7:].split()
         elif line.startswith(("summary:", "totals:")):
-            total = int(line.split()[1])
-    if total is None:
+            totals = [int(n) for n in line.split()[1:]]
+    if totals is None:
         raise SystemExit(f"no instruction total in {path}")
-    return command, total
+    return command, dict(zip(names, totals))
+
+
+def callgrind_total(path: Path) -> tuple[str, int]:
+    """(``cmd:``, the ``summary:``/``totals:`` instruction count) of a callgrind output file."""
+    command, counts = callgrind_counts(path)
+    return command, counts["Ir"]
+
+
+# ``--cache``: what the simulated caches and branch predictor add, per request, from
+# callgrind's events (a sum of several where it splits them).
+CACHE_FIGURES = {
+    "L1 data misses": ("D1mr", "D1mw"),
+    "last-level data misses": ("DLmr", "DLmw"),
+    "L1 instruction misses": ("I1mr",),
+    "mispredicted branches": ("Bcm", "Bim"),
+}
 
 
 def server_argv(server: str, workdir: Path, fe: Frontend) -> list[str]:
@@ -191,13 +212,16 @@ def server_argv(server: str, workdir: Path, fe: Frontend) -> list[str]:
     raise SystemExit(f"unknown server {server!r} (lbcore, haproxy)")
 
 
-def run_once(server: str, workdir: Path, fe: Frontend, count: int, mode: str, warmup: int, concurrency: int = 1) -> int:
-    """The server under callgrind for ``warmup`` then ``count`` requests: the
-    instructions of its measured process (``MEASURED``)."""
+def run_once(server: str, workdir: Path, fe: Frontend, count: int, mode: str, warmup: int, concurrency: int = 1,
+             cache: bool = False) -> dict[str, int]:
+    """The server under callgrind for ``warmup`` then ``count`` requests: the event
+    counts of its measured process (``MEASURED``), ``Ir`` and with ``cache`` the
+    cache and branch simulation's."""
     prefix = workdir / f"cg.{server}.{count}"
     for old in workdir.glob(f"{prefix.name}.*"):
         old.unlink()
-    argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={prefix}.%p",
+    simulate = ["--cache-sim=yes", "--branch-sim=yes"] if cache else []
+    argv = ["valgrind", "--tool=callgrind", *simulate, "--trace-children=yes", f"--callgrind-out-file={prefix}.%p",
             *server_argv(server, workdir, fe)]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     with open(workdir / f"{server}.{count}.log", "w") as log:
@@ -218,11 +242,17 @@ def run_once(server: str, workdir: Path, fe: Frontend, count: int, mode: str, wa
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    measured = [total for command, total in map(callgrind_total, workdir.glob(f"{prefix.name}.*"))
+    measured = [counts for command, counts in map(callgrind_counts, workdir.glob(f"{prefix.name}.*"))
                 if MEASURED[server] in command]
     if len(measured) != 1:
         raise SystemExit(f"{server}: {len(measured)} callgrind outputs of {MEASURED[server]!r}, not one")
     return measured[0]
+
+
+def per_request_figures(few: dict[str, int], many: dict[str, int], requests: int) -> dict[str, float]:
+    """``CACHE_FIGURES`` per request: the difference between two runs' counts over the
+    difference in their requests (start-up and shutdown cancel out, as for ``Ir``)."""
+    return {figure: sum(many[e] - few[e] for e in events) / requests for figure, events in CACHE_FIGURES.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1,
                         help="connections in flight (requests go in rounds, one on each): batching as under load")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (callgrind files, logs)")
+    parser.add_argument("--cache", action="store_true",
+                        help="also simulate the caches and branch predictor: misses per request (slower)")
     args = parser.parse_args(argv)
     few, many = args.requests
     if not 0 < few < many:
@@ -256,10 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(backend, fe.backend_port)
         for server in [s.strip() for s in args.servers.split(",") if s.strip()]:
-            counts = [run_once(server, workdir, fe, n, args.mode, args.warmup, args.concurrency) for n in (few, many)]
-            per_request[server] = (counts[1] - counts[0]) / (many - few)
+            counts = [run_once(server, workdir, fe, n, args.mode, args.warmup, args.concurrency, args.cache)
+                      for n in (few, many)]
+            per_request[server] = (counts[1]["Ir"] - counts[0]["Ir"]) / (many - few)
             print(f"{server:8s} {args.mode}: {per_request[server]:,.0f} instructions per request "
-                  f"({counts[0]:,} for {few}, {counts[1]:,} for {many}; {args.concurrency} in flight)", flush=True)
+                  f"({counts[0]['Ir']:,} for {few}, {counts[1]['Ir']:,} for {many}; {args.concurrency} in flight)",
+                  flush=True)
+            if args.cache:
+                for figure, per in per_request_figures(counts[0], counts[1], many - few).items():
+                    print(f"{server:8s} {args.mode}: {per:,.1f} {figure} per request", flush=True)
     finally:
         backend.terminate()
         backend.wait()

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from bench.certs import make_cert
-from bench.instructions import MEASURED, Client, callgrind_total, request
+from bench.instructions import MEASURED, Client, callgrind_counts, callgrind_total, per_request_figures, request
 
 
 def test_a_callgrind_file_gives_its_command_and_total(tmp_path) -> None:
@@ -22,6 +22,28 @@ def test_a_callgrind_file_gives_its_command_and_total(tmp_path) -> None:
     command, total = callgrind_total(out)
     assert total == 1_339_408_877
     assert MEASURED["lbcore"] in command and MEASURED["haproxy"] not in command
+
+
+def test_with_the_cache_simulated_every_event_is_read_and_figures_are_per_request(tmp_path) -> None:
+    events = "Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim"
+    files = []
+    for requests, scale in ((600, 1), (3000, 3)):
+        out = tmp_path / f"cg.haproxy.{requests}.1"
+        totals = " ".join(str(scale * (i + 1) * 1000) for i in range(13))
+        out.write_text(f"cmd: haproxy -db -f x.cfg\nevents: {events}\nfl=x\nfn=main\n1 5\n\ntotals: {totals}\n")
+        files.append(out)
+    command, few = callgrind_counts(files[0])
+    assert command.startswith("haproxy") and few["Ir"] == 1000 and few["Bim"] == 13000
+    assert callgrind_total(files[1]) == (command, 3000)
+    _, many = callgrind_counts(files[1])
+    per = per_request_figures(few, many, 2400)
+    # D1mr (5) + D1mw (6), DLmr (8) + DLmw (9), I1mr (4), Bcm (11) + Bim (13): thousands, twice over 2400 requests
+    assert per == {
+        "L1 data misses": 2 * 11000 / 2400,
+        "last-level data misses": 2 * 17000 / 2400,
+        "L1 instruction misses": 2 * 4000 / 2400,
+        "mispredicted branches": 2 * 24000 / 2400,
+    }
 
 
 def test_a_file_without_a_total_is_refused(tmp_path) -> None:
