@@ -8,6 +8,7 @@ import os
 import platform
 import ssl
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -70,6 +71,22 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _interpreter() -> dict:
+    """Which Python runs lbcore (the harness starts it with its own interpreter), and
+    whether its interpreter loop lives in a shared libpython. That matters here: this
+    machine's pyenv build (shared, no profile-guided or link-time optimisation) spends
+    ~40% more time in the interpreter per request than Debian's python3.11, a static
+    build with both (bench/results/20261128T2200Z-session18). sysconfig cannot tell PGO
+    or LTO apart (Debian keeps those flags out of it), so the executable is named."""
+    maps = _read("/proc/self/maps") or ""
+    return {
+        "executable": sys.executable,
+        "base_executable": getattr(sys, "_base_executable", sys.executable),
+        "implementation": f"{platform.python_implementation()} {platform.python_version()}",
+        "libpython_shared": "libpython" in maps,
+    }
+
+
 def _lbcore() -> dict:
     """lbcore's version, commit (read-only git plumbing) and compiled fast paths."""
     from lbcore import __version__
@@ -112,5 +129,6 @@ def describe(pinning: dict[str, str]) -> dict:
             "httptools": _version("httptools"),
             "cryptography": _version("cryptography"),
         },
+        "python": _interpreter(),
         "lbcore": _lbcore(),
     }

@@ -28,6 +28,12 @@ TARGETS = (
 )
 
 
+def _interpreter_line(py: dict) -> str:
+    """Which interpreter ran lbcore (and the naive proxy): its build moves their figures."""
+    linked = "libpython shared" if py["libpython_shared"] else "libpython linked in"
+    return f"- lbcore's interpreter: {py['base_executable']} ({py['implementation']}, {linked})"
+
+
 def _scenario(results: dict, name: str) -> dict | None:
     return next((s for s in results["scenarios"] if s["name"] == name), None)
 
@@ -103,6 +109,7 @@ def markdown(results: dict) -> str:
         "- Pinning: " + "; ".join(f"{what} on CPU {cpu}" for what, cpu in m["pinning"].items()),
         f"- Versions: {v['haproxy']}; {v['nginx']}; {v['stunnel']}; {v['wrk']}; {v['openssl']}; "
         f"Python {v['python']} ({v['python_ssl']}), uvloop {v['uvloop']}, httptools {v['httptools']}",
+        *([_interpreter_line(m["python"])] if "python" in m else []),
         f"- lbcore {lb['version']} at {lb['commit']}{' (with uncommitted changes)' if lb['uncommitted_changes'] else ''}; "
         f"compiled fast paths: {', '.join(lb['compiled_fastpaths']) or 'none'}; "
         f"request path compiled in place: {_in_place(lb.get('compiled_in_place'))}",

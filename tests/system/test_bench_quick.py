@@ -106,6 +106,10 @@ def test_openssl_speed_and_machine_recorded(quick_run: tuple[dict, Path]) -> Non
     machine = results["machine"]
     assert machine["cpu_model"] and machine["cores"] and machine["kernel"]
     assert all(machine["versions"][tool] for tool in ("haproxy", "nginx", "stunnel", "wrk", "openssl"))
+    # the interpreter that ran lbcore: this one (the harness starts lbcore with it), its libpython as mapped here
+    python = machine["python"]
+    assert python["executable"] == sys.executable
+    assert python["libpython_shared"] == any("libpython" in line for line in Path("/proc/self/maps").read_text().splitlines())
     # which request-path modules ran compiled: each of the list, as the finder chose
     in_place = machine["lbcore"]["compiled_in_place"]
     assert list(in_place) == list(fastpath.COMPILED_IN_PLACE)
