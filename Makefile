@@ -5,7 +5,7 @@ PYTHON ?= python3
 PURE_TWIN_TESTS = tests/unit/test_http1.py tests/unit/test_http1_h11.py tests/unit/test_acl.py tests/unit/test_router.py tests/unit/test_balance.py tests/unit/test_persistence.py tests/unit/test_runtime.py tests/unit/test_stats_counters.py tests/unit/test_accesslog.py tests/unit/test_request_path.py tests/integration/test_routing.py tests/integration/test_http_edges.py tests/integration/test_lifecycle.py tests/integration/test_tls_engine.py tests/integration/test_accesslog_sinks.py
 DEB_PACKAGES = curl iproute2 procps chromium haproxy nginx-light wrk stunnel4 openssl postgresql valgrind
 
-.PHONY: demo test deps install unit integration
+.PHONY: demo test deps install unit integration pgo
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test,bench]'
@@ -21,6 +21,11 @@ deps: install
 
 demo: install
 	lbcore demo
+
+# The compiled modules rebuilt in place with GCC's profile-guided optimisation, trained
+# by the benchmark harness (scripts/build-pgo says how and why).
+pgo: deps
+	PYTHON=$(PYTHON) scripts/build-pgo
 
 # scripts/pg-test-server runs the tests beside a throwaway PostgreSQL server (a Unix
 # socket in a temporary directory) and sets LBCORE_TEST_PG_URL for the control plane's
