@@ -4,6 +4,7 @@ place, and this checkout's modules are loaded by the tests around this one)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ def _copy_tree(into: Path) -> Path:
 def test_the_profile_guided_build_trains_on_load_and_uses_what_it_learned(tmp_path: Path) -> None:
     missing = [tool for tool in ("wrk", "nginx", "gcc", "readelf", "taskset") if shutil.which(tool) is None]
     assert not missing, f"make pgo needs {', '.join(missing)} (`make deps` installs them)"
+    assert importlib.util.find_spec("Cython"), "make pgo needs Cython (the bench extra: `make install`)"
     tree = _copy_tree(tmp_path)
     done = subprocess.run(
         ["bash", "scripts/build-pgo"], cwd=tree, capture_output=True, text=True, timeout=840,
