@@ -27,6 +27,7 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, strerror
 
 from lbcore._fastpath._ipv4 cimport ipv4_text
+from lbcore._fastpath._clock cimport hold_now, release_now
 
 import logging
 import weakref
@@ -198,6 +199,7 @@ cdef class Poller:
         if self.epfd < 0:
             return
         self.running = True
+        hold_now()  # one clock read for the batch (_clock_py's module doc)
         try:
             count = epoll_wait(self.epfd, events, EVENTS, 0)
             for i in range(count):
@@ -211,6 +213,7 @@ cdef class Poller:
             while self.due:
                 self.run_due()
         finally:
+            release_now()
             self.running = False
             if self.retired:
                 self.retired = []

@@ -54,6 +54,7 @@ import logging
 import socket
 from typing import Any, Callable
 
+from lbcore._fastpath import clock
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
     default_limits, ip_family, ipv4_number
 
@@ -98,6 +99,13 @@ class Acceptor:
             self.loop.add_reader(self.fd, self._accept)
 
     def _accept(self) -> None:
+        clock.hold()
+        try:
+            self._accept_batch()
+        finally:
+            clock.release()
+
+    def _accept_batch(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, peer = self.sock.accept()
@@ -310,6 +318,15 @@ class Stream:
                 self.loop.remove_reader(self.fd)
 
     def _read_ready(self) -> None:
+        # One clock read for what this wake-up does (_clock_py's module doc), as the
+        # compiled poller holds it for each epoll batch.
+        clock.hold()
+        try:
+            self._read()
+        finally:
+            clock.release()
+
+    def _read(self) -> None:
         if not self.reading:
             return
         try:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from lbcore._fastpath import _clock_py, twins
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "Clock"]
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "Clock", "hold", "release"]
 
 IMPLEMENTATIONS, _impl = twins(_clock_py, "_clock")
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 Clock = _impl.Clock
+hold = _impl.hold
+release = _impl.release

@@ -11,13 +11,14 @@ import logging
 import os
 import socket
 import struct
+import time
 
 import pytest
 import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lbcore._fastpath import USE_EXTENSIONS, sockio, streams
+from lbcore._fastpath import USE_EXTENSIONS, clock, sockio, streams
 
 TWINS = sorted(streams.IMPLEMENTATIONS)
 LIMIT = 10.0  # seconds any one wait may take before the test fails
@@ -83,8 +84,9 @@ class Recorder(asyncio.Protocol):
 class Server:
     """A listening socket served by one twin; each accepted connection gets a Recorder."""
 
-    def __init__(self, twin: str, **recorder) -> None:
+    def __init__(self, twin: str, protocol: type[Recorder] | None = None, **recorder) -> None:
         self.impl = streams.IMPLEMENTATIONS[twin]
+        self.protocol = protocol or Recorder
         self.recorder = recorder
         self.accepted: asyncio.Queue[Recorder] = asyncio.Queue()
         self.listener = socket.socket()
@@ -94,7 +96,7 @@ class Server:
         self.acceptor = self.impl.serve(asyncio.get_running_loop(), self.listener, self.factory)
 
     def factory(self) -> Recorder:
-        made = Recorder(**self.recorder)
+        made = self.protocol(**self.recorder)
         self.accepted.put_nowait(made)
         return made
 
@@ -142,6 +144,50 @@ def test_a_connection_is_read_written_and_lost_once_when_the_client_closes(twin)
         assert conn.events == ["made", "eof", "lost"]
         assert stream.is_closing() and stream.fileno() == -1
         stream.write(b"dropped")  # after the connection is lost: dropped, no error
+        server.acceptor.close()
+
+    run(main())
+
+
+class ClockReader(Recorder):
+    """Reads the engine's clock twice in each data_received, the real clock moving between."""
+
+    def __init__(self, *, now, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.now = now
+        self.reads: list[tuple[float, float, float]] = []
+
+    def data_received(self, data: bytes) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        first = self.now()
+        deadline = time.monotonic() + LIMIT
+        while time.monotonic() <= first and time.monotonic() < deadline:
+            pass  # until the real clock has moved past the first read
+        self.reads.append((loop_time, first, self.now()))
+        super().data_received(data)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_the_engines_clock_reads_one_time_per_wake_up_never_behind_the_loop(twin):
+    # The compiled poller holds the compiled clock for each epoll batch; the pure twin
+    # holds the engine's clock for each callback (lbcore._fastpath._clock_py).
+    now = (clock.IMPLEMENTATIONS["compiled"] if twin == "compiled" else clock).Clock().now
+
+    async def main():
+        server = Server(twin, ClockReader, now=now)
+        reader, writer, conn = await server.connect()
+        writer.write(b"one")
+        await conn.received(3)
+        writer.write(b"two")
+        await conn.received(6)
+        after = now()  # outside a wake-up: the clock itself
+        assert len(conn.reads) == 2
+        (loop_1, first_1, second_1), (loop_2, first_2, second_2) = conn.reads
+        assert first_1 == second_1 and first_2 == second_2
+        assert loop_1 <= first_1 < first_2 < after
+        assert loop_2 <= first_2
+        writer.close()
+        await asyncio.wait_for(conn.lost, LIMIT)
         server.acceptor.close()
 
     run(main())

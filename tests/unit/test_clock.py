@@ -43,3 +43,26 @@ def test_the_engine_reads_the_selected_clock():
 
     context = WorkerContext(None, None, None, None, None)
     assert type(context.clock) is clock.Clock
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_a_held_clock_answers_the_time_the_outermost_hold_began(name):
+    twin = clock.IMPLEMENTATIONS[name]
+    now = twin.Clock().now
+    before = time.monotonic()
+    twin.hold()
+    try:
+        held = now()
+        assert before <= held <= time.monotonic()
+        while time.monotonic() <= held:
+            pass  # until the real clock has moved on
+        assert now() == held
+        twin.hold()  # nested: the outer hold's time
+        assert now() == held
+        twin.release()
+        assert now() == held
+    finally:
+        twin.release()
+    assert now() > held  # released: the clock again
+    twin.release()  # a release without a hold does nothing
+    assert now() > held
