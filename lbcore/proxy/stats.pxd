@@ -4,7 +4,7 @@
 cimport cython
 
 cdef class _Counters:
-    cdef public list responses
+    cdef public long long[::1] responses  # an array("q") in both twins (stats.py)
     @cython.locals(klass=long)
     cpdef response(self, long status)
 
@@ -19,7 +19,7 @@ cdef class PoolCounters(_Counters):
 cdef class MemberCounters(_Counters):
     cdef public long long conns_total, requests, connect_errors, response_errors
     cdef public long long bytes_in, bytes_out, latency_sum_us
-    cdef public list latency
+    cdef public long long[::1] latency
     @cython.locals(index=Py_ssize_t, bound=double)
     cpdef observe(self, double seconds)
 

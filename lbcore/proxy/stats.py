@@ -29,6 +29,7 @@ socket's ``show stat``). Its shape, as JSON:
 
 from __future__ import annotations
 
+from array import array
 from typing import Any, Iterable
 
 __all__ = [
@@ -63,7 +64,10 @@ class _Counters:
     def __init__(self) -> None:
         for name in self.COUNTERS + self.GAUGES:
             setattr(self, name, 0)
-        self.responses = [0] * 6  # type: ignore[attr-defined]
+        # Counts by class in a machine-integer array, not a list of ints: compiled, a
+        # typed memoryview over it (stats.pxd), so a response adds one to a C integer in
+        # place, where a list made a new int object for every count past 256.
+        self.responses = array("q", bytes(8 * 6))  # type: ignore[attr-defined]
 
     def response(self, status: int) -> None:
         """Count a response by its status class (RESPONSE_CLASSES; "other" outside 1xx-5xx)."""
@@ -79,11 +83,11 @@ class _Counters:
                 setattr(self, name, 0)
         for name in self.GAUGES:
             out[name] = getattr(self, name)
-        responses = self.responses  # type: ignore[attr-defined]
+        responses = [self.responses[i] for i in range(6)]  # type: ignore[attr-defined]
         if any(responses):
-            out["responses"] = responses[:]
+            out["responses"] = responses
             for i in range(6):
-                responses[i] = 0
+                self.responses[i] = 0  # type: ignore[attr-defined]
         return out
 
 
@@ -106,7 +110,8 @@ class MemberCounters(_Counters):
 
     def __init__(self) -> None:
         super().__init__()
-        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)  # non-cumulative; last = +Inf
+        # Non-cumulative; the last is +Inf. An array, as ``responses`` (see there).
+        self.latency = array("q", bytes(8 * (len(LATENCY_BUCKETS) + 1)))
 
     def observe(self, seconds: float) -> None:
         self.latency_sum_us += int(seconds * 1_000_000)
@@ -122,9 +127,10 @@ class MemberCounters(_Counters):
 
     def take(self) -> dict[str, Any]:
         out = super().take()
-        if any(self.latency):
-            out["latency"] = self.latency[:]
-            for i in range(len(self.latency)):
+        latency = [self.latency[i] for i in range(len(LATENCY_BUCKETS) + 1)]
+        if any(latency):
+            out["latency"] = latency
+            for i in range(len(LATENCY_BUCKETS) + 1):
                 self.latency[i] = 0
         return out
 

@@ -22,7 +22,7 @@ def test_a_latency_lands_in_the_first_bucket_that_holds_it(seconds) -> None:
     counters.observe(seconds)
     expected = [0] * (len(LATENCY_BUCKETS) + 1)
     expected[bucket_by_scan(seconds)] = 1
-    assert counters.latency == expected
+    assert list(counters.latency) == expected
     assert counters.latency_sum_us == int(seconds * 1_000_000)
 
 
@@ -44,5 +44,5 @@ def test_a_response_counts_in_its_status_class(status) -> None:
     counters.response(status)
     expected = [0] * len(RESPONSE_CLASSES)
     expected[RESPONSE_CLASSES.index(f"{status // 100}xx") if 100 <= status < 600 else -1] = 1
-    assert counters.responses == expected
+    assert list(counters.responses) == expected
 
