@@ -544,7 +544,7 @@ cdef class Stream(_Watched):
     cpdef int fileno(self):
         return -1 if self.lost else self.fd
 
-    def is_closing(self):
+    cpdef bint is_closing(self):
         return self.closing
 
     def get_protocol(self):

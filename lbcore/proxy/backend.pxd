@@ -3,6 +3,7 @@
 cimport cython
 
 from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
+from lbcore._fastpath._streams cimport Stream as CStream
 from lbcore.proxy.flow cimport Deadline, ReadGate
 
 cdef long _PEER_FULL  # ReadGate's reason
@@ -13,6 +14,7 @@ cdef class BackendConnection:
     cdef public object transport, sock
     cdef public int fd
     cdef public bint direct, handed
+    cdef public CStream stream
     cdef public ReadGate gate
     cdef public object owner
     cdef public bint closed
@@ -20,6 +22,7 @@ cdef class BackendConnection:
     cdef public bint reused
     cdef public Deadline deadline
     cdef public object connected
+    @cython.locals(stream=CStream)
     cpdef write(self, data)
     cpdef close(self)
     cpdef abort(self)
@@ -35,7 +38,7 @@ cdef class MemberPool:
     cdef public bint on_streams
     cpdef take_slot(self)
     cpdef free_slot(self)
-    @cython.locals(conn=BackendConnection, idle=list)
+    @cython.locals(conn=BackendConnection, idle=list, stream=CStream)
     cpdef take_idle(self)
     cpdef put_idle(self, BackendConnection conn)
     cpdef forget(self, BackendConnection conn)

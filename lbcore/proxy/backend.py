@@ -49,8 +49,8 @@ class BackendConnection:
     ``asyncio.Protocol`` (see ``ClientConnection``: an extension type when compiled)."""
 
     # lifetime: connection
-    __slots__ = ("pool", "transport", "sock", "fd", "direct", "handed", "gate", "owner", "closed", "reader", "reused",
-                 "deadline", "connected")
+    __slots__ = ("pool", "transport", "sock", "fd", "direct", "handed", "stream", "gate", "owner", "closed", "reader",
+                 "reused", "deadline", "connected")
 
     def __init__(self, pool: "MemberPool") -> None:
         self.pool = pool
@@ -59,6 +59,7 @@ class BackendConnection:
         self.direct = False  # write to sock while the transport holds nothing (see write)
         self.fd = -1  # sock's descriptor while direct, taken once (a write does not ask)
         self.handed = False  # bytes went to the transport since it was last seen empty
+        self.stream = None  # the transport when it is a Stream: written to by a C call (see write)
         self.gate = ReadGate()
         self.closed = False
         self.connected: asyncio.Future[None] | None = None
@@ -79,7 +80,9 @@ class BackendConnection:
         self.direct = sock is not None and writes_direct(transport)
         if self.direct:
             self.fd = sock.fileno()
-        if sock is not None and type(transport) is not streams.Stream:  # a stream's connect set it
+        if type(transport) is streams.Stream:
+            self.stream = transport  # compiled: typed (backend.pxd)
+        elif sock is not None:  # a stream's connect set it
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
@@ -121,6 +124,11 @@ class BackendConnection:
     # -- use ------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
+            stream = self.stream
+            if stream is not None:
+                # As ClientConnection.write: the stream sends at once itself; a C call.
+                stream.write(data)
+                return
             # Only this method hands the transport bytes: while it has not since the
             # transport was last seen empty, there is nothing to ask.
             if self.direct and (not self.handed or not self.transport.get_write_buffer_size()):
@@ -224,7 +232,10 @@ class MemberPool:
             # and deleted: compiled, a short list's pop() is a method call.)
             conn = idle[-1]
             del idle[-1]
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            if conn.closed or conn.transport is None:
+                continue
+            stream = conn.stream  # compiled: a C call to the stream (backend.pxd)
+            if not (stream.is_closing() if stream is not None else conn.transport.is_closing()):
                 conn.reused = True
                 self.reuses += 1
                 return conn

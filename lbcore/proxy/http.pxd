@@ -45,6 +45,7 @@ cdef class ClientConnection:
     cdef public object worker, loop, listener_name, transport, sock
     cdef public int fd
     cdef public bint direct, handed
+    cdef public CStream stream
     cdef public WorkerContext context
     cdef public ReadGate gate
     cdef public Deadline deadline
@@ -70,6 +71,7 @@ cdef class ClientConnection:
     @cython.locals(pending=list, at=Py_ssize_t)
     cpdef take_pending(self)
     cpdef exchange_done(self, Exchange ex, bint keep_alive)
+    @cython.locals(size=Py_ssize_t, stream=CStream)
     cpdef write(self, data)
     @cython.locals(stream=CStream)
     cpdef write_last(self, data)
@@ -123,7 +125,7 @@ cdef class Exchange:
     cpdef MemberPool member_pool(self, MemberState member)
     @cython.locals(mpool=MemberPool, backend=BackendConnection, pool=PoolRuntime, mstats=MemberCounters)
     cpdef connect(self, MemberState member)
-    @cython.locals(info=MemberInfo, reader=ResponseReader, conn=ClientConnection)
+    @cython.locals(info=MemberInfo, reader=ResponseReader, conn=ClientConnection, stream=CStream, waiting=Py_ssize_t)
     cpdef attach(self, BackendConnection backend)
     cpdef client_event(self, event)
     cpdef send_body(self, data)

@@ -127,7 +127,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "context", "loop", "listener_name", "transport", "sock", "fd", "direct", "handed",
+        "worker", "context", "loop", "listener_name", "transport", "sock", "fd", "direct", "handed", "stream",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "pending_at",
         "closed",
@@ -157,6 +157,7 @@ class ClientConnection:
         self.direct = False  # write to sock while the transport holds nothing (see write)
         self.fd = -1  # sock's descriptor while direct, taken once (a write does not ask)
         self.handed = False  # bytes went to the transport since it was last seen empty
+        self.stream = None  # the transport when it is a Stream: written to by a C call (see write)
         self.gate = ReadGate()
         self.deadline = Deadline(self.loop, self._deadline_expired)
         self.phase = _IDLE
@@ -211,7 +212,7 @@ class ClientConnection:
         # any other transport gives getpeername()'s tuple.
         number = -1
         if type(transport) is Stream:
-            stream = transport  # compiled: typed (http.pxd), its fields read in C
+            self.stream = stream = transport  # compiled: typed (http.pxd), its fields read in C
             number = stream.peer_v4
             port = stream.peer_port
         if number >= 0:
@@ -426,6 +427,12 @@ class ClientConnection:
             self.lstats.bytes_out += size
             if self.exchange is not None:
                 self.exchange.bytes_out += size
+            stream = self.stream
+            if stream is not None:
+                # A stream sends what the kernel takes at once itself; compiled, this is a
+                # C call (http.pxd), where transport.write was a method call by name.
+                stream.write(data)
+                return
             # Only this method hands the transport bytes: while it has not since the
             # transport was last seen empty, there is nothing to ask.
             if self.direct and (not self.handed or not self.transport.get_write_buffer_size()):
@@ -870,9 +877,18 @@ class Exchange:
             self.body_pending_size = 0
             self.conn.gate.resume(_BUFFERED)
         backend.deadline.extend(pool.server_timeout)
-        # (Not handed since last seen empty: the transport holds nothing of the client's.)
+        # The client still holding much of what went before: read the member later. (A
+        # transport not handed anything since last seen empty holds nothing of ours; a
+        # stream is asked in C.)
         conn = self.conn
-        if conn.handed and conn.transport is not None and conn.transport.get_write_buffer_size() > 65536:
+        stream = conn.stream
+        if stream is not None:
+            waiting = stream.get_write_buffer_size()
+        elif conn.handed and conn.transport is not None:
+            waiting = conn.transport.get_write_buffer_size()
+        else:
+            waiting = 0
+        if waiting > 65536:
             backend.gate.pause(_PEER_FULL)
 
     # -- client events --------------------------------------------------------------
