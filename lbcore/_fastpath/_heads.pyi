@@ -25,3 +25,16 @@ def make_response(
     status: int, reason: str, headers: tuple[tuple[str, str], ...], version: str, keep_alive: bool,
     content_length: int | None,
 ) -> Response: ...
+
+class HeadScanner:
+    def scan_request(
+        self, data: bytes, pos: int, max_request_line: int, max_header_bytes: int, max_headers: int
+    ) -> tuple[str, str, tuple[tuple[str, str], ...], str, bool, int | None, int] | None: ...
+    def scan_response_event(
+        self, data: bytes, pos: int, method: str, max_header_bytes: int, max_headers: int
+    ) -> tuple[Response, int] | None: ...
+    def make_request(
+        self, method: str, target: str, headers: tuple[tuple[str, str], ...], version: str, keep_alive: bool,
+        content_length: int | None,
+    ) -> Request: ...
+    def make_data(self, data: bytes) -> Data: ...

@@ -7,6 +7,9 @@
 
 - ``make_request(...)``, ``make_response(...)``: the event of such a head
 - ``make_data(data)``: a body piece's event
+- ``HeadScanner()``: ``scan_request``, ``scan_response_event``, ``make_request`` and
+  ``make_data`` as methods; compiled, C methods that the compiled readers call without
+  a Python call
 
 Each scan returns the parsed head of a complete, simple message at ``data[pos:]``, or
 None for anything else, which the readers then give to llhttp (see
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from lbcore._fastpath import twins, _heads_py
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "make_data", "make_request", "make_response", "scan_request", "scan_response",
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "HeadScanner", "make_data", "make_request", "make_response", "scan_request", "scan_response",
            "scan_response_event"]
 
 IMPLEMENTATIONS, _impl = twins(_heads_py, "_heads")
@@ -32,3 +35,4 @@ scan_response_event = _impl.scan_response_event
 make_request = _impl.make_request
 make_response = _impl.make_response
 make_data = _impl.make_data
+HeadScanner = _impl.HeadScanner

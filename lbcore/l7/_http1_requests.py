@@ -34,8 +34,10 @@ from ._http1_state import (
 
 __all__ = ["RequestReader", "new_request_reader"]
 
-_make_request = heads.make_request
-_make_data = heads.make_data
+# The scans and event makers as methods: compiled, a typed global (the .pxd) whose
+# methods are C calls, where heads.scan_request and the makers were Python calls.
+_scanner = heads.HeadScanner()
+_scan_request = heads.scan_request  # a fast lane that is this one is _scanner's
 
 # Fields that decide framing and connection handling.
 _FIELDS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "expect"})
@@ -193,10 +195,14 @@ class RequestReader(ReaderBase):
         """Take the simple requests at the start of ``data`` (see ``fast_lane``); the
         index where llhttp has to go on."""
         scan = self._fast_lane
+        native = scan is _scan_request
         events = self._events
         pos, size = 0, len(data)
         while pos < size and self._state is IDLE:
-            head = scan(data, pos, self._max_request_line, self._max_header_bytes, self._max_headers)
+            if native:
+                head = _scanner.scan_request(data, pos, self._max_request_line, self._max_header_bytes, self._max_headers)
+            else:
+                head = scan(data, pos, self._max_request_line, self._max_header_bytes, self._max_headers)
             if head is None:
                 break
             method, target, headers, version, keep_alive, length, end = head
@@ -207,9 +213,9 @@ class RequestReader(ReaderBase):
             # on_message_complete would have done
             self._seq += 1
             self._stalled = 0
-            events.append(_make_request(method, target, headers, version, keep_alive, length))
+            events.append(_scanner.make_request(method, target, headers, version, keep_alive, length))
             if body_end > end:
-                events.append(_make_data(data[end:body_end]))
+                events.append(_scanner.make_data(data[end:body_end]))
             events.append(EMPTY_END)
             self._state = IDLE if keep_alive else CLOSED
             pos = body_end

@@ -3,7 +3,10 @@
 cimport cython
 
 from lbcore._fastpath._events cimport Response as CResponse
+from lbcore._fastpath._heads cimport HeadScanner as CHeadScanner
 from lbcore.l7._http1_state cimport ReaderBase
+
+cdef CHeadScanner _scanner  # the scan and the maker as C methods (_http1_responses.py)
 
 cdef class ResponseReader(ReaderBase):
     cdef public list _expected

@@ -45,7 +45,9 @@ from ._http1_state import (
 
 __all__ = ["ResponseReader"]
 
-_make_data = heads.make_data
+# As in _http1_requests: the scan and the maker as C methods when compiled.
+_scanner = heads.HeadScanner()
+_scan_response_event = heads.scan_response_event  # a fast lane that is this one is _scanner's
 
 # Fields that decide framing and connection handling.
 _FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -243,7 +245,10 @@ class ResponseReader(ReaderBase):
         keep-alive answer, in one read): what ``_run`` would emit, in one step."""
         assert self._fast_lane is not None
         method = self._expected[0]
-        head = self._fast_lane(data, 0, method, self._max_header_bytes, self._max_headers)
+        if self._fast_lane is _scan_response_event:
+            head = _scanner.scan_response_event(data, 0, method, self._max_header_bytes, self._max_headers)
+        else:
+            head = self._fast_lane(data, 0, method, self._max_header_bytes, self._max_headers)
         if head is None:
             return None
         response, end = head
@@ -265,7 +270,7 @@ class ResponseReader(ReaderBase):
                 return None
             events = [response, EMPTY_END]
         elif body == length:
-            events = [response, _make_data(data[end:]), EMPTY_END]
+            events = [response, _scanner.make_data(data[end:]), EMPTY_END]
         else:
             return None
         del self._expected[0]
