@@ -4,7 +4,7 @@
 
 cimport cython
 
-cdef dict _LOWERED
+cdef dict _LOWERED, _SNI_NAMES
 cdef Py_ssize_t _LOWERED_MAX
 
 cdef class RequestFacts:

@@ -24,6 +24,9 @@ __all__ = ["RequestFacts", "split_host"]
 # past _LOWERED_MAX names, new ones are lowered each time and not kept.
 _LOWERED: dict[str, str] = {}
 _LOWERED_MAX = 512
+# SNI names as received -> normalised (lower case, no trailing dot), bounded as _LOWERED:
+# under TLS every request's facts carry its connection's name, two string methods each.
+_SNI_NAMES: dict[str, str] = {}
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -84,7 +87,15 @@ class RequestFacts:
             client_ip = client_ip.ipv4_mapped
         self.client_ip: IPAddress | None = client_ip
         self.client_port = client_port
-        self.sni = sni.lower().rstrip(".") if sni else None
+        if sni:
+            name = _SNI_NAMES.get(sni)
+            if name is None:
+                name = sni.lower().rstrip(".")
+                if len(_SNI_NAMES) < _LOWERED_MAX:
+                    _SNI_NAMES[sni] = name
+            self.sni = name
+        else:
+            self.sni = None
         self._path: str | None = None
         self._query: str | None = None
         self._host: str | None = None
