@@ -60,6 +60,7 @@ cdef class Stream(_Watched):
     cdef int ready(self, uint32_t events) except -1
     cdef int read_ready(self) except -1
     cpdef write(self, data)
+    cdef int write_bytes(self, const char *data, Py_ssize_t size) except -1
     cpdef bint is_closing(self)
     cdef int append(self, const char *data, Py_ssize_t size) except -1
     cpdef Py_ssize_t get_write_buffer_size(self)

@@ -624,34 +624,39 @@ cdef class Stream(_Watched):
 
     # -- writing -----------------------------------------------------------------
     cpdef write(self, data):
-        cdef ssize_t sent
-        cdef Py_ssize_t size
-        cdef int code
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
             data = bytes(data)
+        self.write_bytes(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+    cdef int write_bytes(self, const char *data, Py_ssize_t size) except -1:
+        """``write`` of the ``size`` bytes at ``data``, for compiled callers whose bytes
+        are in C memory (the TLS connections' ciphertext, _tlsconn): sent at once if
+        nothing waits, what the kernel does not take copied into the buffer."""
+        cdef ssize_t sent
+        cdef int code
         if self.eof:
             raise RuntimeError("Cannot call write() after write_eof()")
-        size = PyBytes_GET_SIZE(data)
         if self.lost or size == 0:
-            return
+            return 0
         if self.buffer is None or not PyByteArray_GET_SIZE(self.buffer):
-            sent = send(self.fd, PyBytes_AS_STRING(data), size, MSG_DONTWAIT | MSG_NOSIGNAL)
+            sent = send(self.fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL)
             if sent < 0:
                 code = errno
                 if code != EAGAIN and code != EINTR:
                     self.force_close(_os_error(code))
-                    return
+                    return 0
                 sent = 0
             if sent == size:
-                return
-            self.append(PyBytes_AS_STRING(data) + sent, size - sent)
+                return 0
+            self.append(data + sent, size - sent)
             self.writing = True
             self.update()
         else:
-            self.append(PyBytes_AS_STRING(data), size)
+            self.append(data, size)
         self.maybe_pause_protocol()
+        return 0
 
     cdef int append(self, const char *data, Py_ssize_t size) except -1:
         cdef Py_ssize_t had

@@ -254,17 +254,8 @@ cdef int _servername_cb(void *ssl, int *alert, void *arg) noexcept with gil:
 
 
 cdef class TlsServer:
-    """One https listener's TLS for one revision: its contexts and SNI choice."""
-
-    cdef readonly tuple contexts
-    cdef readonly object lookup
-    cdef readonly object default
-    cdef readonly double handshake_timeout
-    cdef readonly object loop
-    cdef readonly object on_failed
-    cdef readonly object direct_socket
-    cdef tuple pointers  # SSL_CTX * of each context, as ints
-    cdef void *default_ctx
+    """One https listener's TLS for one revision: its contexts and SNI choice (its
+    fields: _tlsconn.pxd)."""
 
     def __init__(self, contexts, lookup, int default_index, double handshake_timeout, loop, on_failed=None,
                  direct_socket=None):
@@ -294,32 +285,13 @@ cdef class TlsServer:
 
 
 cdef class TlsConnection:
-    """Protocol of the TCP transport below, transport of the engine's protocol above."""
-
-    cdef readonly TlsServer server
-    cdef public object app
-    cdef object tcp
-    cdef int state
-    cdef bint app_made
-    cdef bint handshaken
-    cdef bint reading
-    cdef bint eof_seen  # the client's close_notify or TCP FIN: nothing more will come
-    cdef bint tcp_eof  # the TCP FIN itself: the client's side is shut
-    cdef bint eof_delivered  # the engine was told (once)
-    cdef Py_ssize_t shutdown_buffered  # write buffer when the shutdown timer was last armed
-    cdef object timer
-    cdef public object lbcore_sni
-    cdef public object context  # the SSLContext in use (the SNI choice)
-    cdef void *ssl
-    cdef void *rbio
-    cdef void *wbio
-    cdef object sock  # the TCP transport's socket, when direct_socket gave it
-    cdef int fd  # its descriptor, written to directly (_flush); -1: never
-    cdef bint handed  # ciphertext went to the TCP transport since it was last seen empty
+    """Protocol of the TCP transport below, transport of the engine's protocol above
+    (its fields: _tlsconn.pxd)."""
 
     def __cinit__(self, TlsServer server, app):
         self.server = server
         self.app = app
+        self.on_data = app.data_received if app is not None else None
         self.state = HANDSHAKE
         self.reading = True
         self.context = server.default
@@ -333,7 +305,9 @@ cdef class TlsConnection:
     # -- protocol of the TCP transport ---------------------------------------------
     def connection_made(self, transport):
         self.tcp = transport
-        if self.server.direct_socket is not None:
+        if type(transport) is Stream:
+            self.stream = transport  # sends at once itself: no direct socket needed
+        elif self.server.direct_socket is not None:
             sock = self.server.direct_socket(transport)
             if sock is not None:
                 self.sock = sock
@@ -398,6 +372,7 @@ cdef class TlsConnection:
         elif not self.handshaken and self.server.on_failed is not None:
             self.server.on_failed()
         self.app = None
+        self.on_data = None
 
     def pause_writing(self):
         if self.app_made:
@@ -408,7 +383,7 @@ cdef class TlsConnection:
             self.app.resume_writing()
 
     # -- transport of the engine's protocol ---------------------------------------------
-    def write(self, data):
+    cpdef write(self, data):
         cdef size_t written = 0
         cdef Py_ssize_t size
         if self.state != OPEN:
@@ -494,7 +469,9 @@ cdef class TlsConnection:
     def is_reading(self):
         return self.reading
 
-    def get_write_buffer_size(self):
+    cpdef Py_ssize_t get_write_buffer_size(self):
+        if self.stream is not None:
+            return self.stream.get_write_buffer_size()  # a C call
         return self.tcp.get_write_buffer_size()
 
     def get_write_buffer_limits(self):
@@ -514,6 +491,7 @@ cdef class TlsConnection:
 
     def set_protocol(self, protocol):
         self.app = protocol
+        self.on_data = protocol.data_received
 
     # -- ssl_object ---------------------------------------------------------------------
     @property
@@ -626,7 +604,7 @@ cdef class TlsConnection:
             if eof:
                 self.eof_seen = True
             if size:
-                self.app.data_received(PyBytes_FromStringAndSize(<char *>read_buffer, size))
+                self.on_data(PyBytes_FromStringAndSize(<char *>read_buffer, size))
             if eof or size < BATCH:  # drained
                 if self.eof_seen:
                     self._deliver_eof()
@@ -674,6 +652,12 @@ cdef class TlsConnection:
             pending = BIO_ctrl(self.wbio, BIO_CTRL_PENDING, 0, NULL)
             if pending <= 0:
                 return 0
+            if self.stream is not None:
+                got = BIO_read(self.wbio, write_buffer, <int>(pending if pending < BATCH else BATCH))
+                if got <= 0:
+                    return 0
+                self.stream.write_bytes(<char *>write_buffer, got)  # a C call; no bytes object
+                continue
             if self.fd >= 0 and (not self.handed or not self.tcp.get_write_buffer_size()):
                 self.handed = False
                 got = BIO_read(self.wbio, write_buffer, <int>(pending if pending < BATCH else BATCH))

@@ -12,6 +12,7 @@ from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
 from lbcore._fastpath._rewrite cimport HeadWriter as CHeadWriter
 from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
 from lbcore._fastpath._streams cimport Stream as CStream
+from lbcore._fastpath._tlsconn cimport TlsConnection as CTlsConnection
 from lbcore.l7._http1_requests cimport RequestReader, new_request_reader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
@@ -46,6 +47,7 @@ cdef class ClientConnection:
     cdef public int fd
     cdef public bint direct, handed
     cdef public CStream stream
+    cdef public CTlsConnection tls
     cdef public WorkerContext context
     cdef public ReadGate gate
     cdef public Deadline deadline
@@ -71,7 +73,7 @@ cdef class ClientConnection:
     @cython.locals(pending=list, at=Py_ssize_t)
     cpdef take_pending(self)
     cpdef exchange_done(self, Exchange ex, bint keep_alive)
-    @cython.locals(size=Py_ssize_t, stream=CStream)
+    @cython.locals(size=Py_ssize_t, stream=CStream, tls=CTlsConnection)
     cpdef write(self, data)
     @cython.locals(stream=CStream)
     cpdef write_last(self, data)
@@ -125,7 +127,7 @@ cdef class Exchange:
     cpdef MemberPool member_pool(self, MemberState member)
     @cython.locals(mpool=MemberPool, backend=BackendConnection, pool=PoolRuntime, mstats=MemberCounters)
     cpdef connect(self, MemberState member)
-    @cython.locals(info=MemberInfo, reader=ResponseReader, conn=ClientConnection, stream=CStream, waiting=Py_ssize_t)
+    @cython.locals(info=MemberInfo, reader=ResponseReader, conn=ClientConnection, stream=CStream, tls=CTlsConnection, waiting=Py_ssize_t)
     cpdef attach(self, BackendConnection backend)
     cpdef client_event(self, event)
     cpdef send_body(self, data)

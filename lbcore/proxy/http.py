@@ -33,6 +33,7 @@ from lbcore._fastpath.logline import RecordMaker
 from lbcore._fastpath.rewrite import HeadWriter
 from lbcore._fastpath.sockio import DescriptorWriter, cork
 from lbcore._fastpath.streams import Stream
+from lbcore._fastpath import tlsconn
 from lbcore.l7._http1_requests import RequestReader, new_request_reader
 from lbcore.l7._http1_responses import ResponseReader
 from lbcore.l7.facts import RequestFacts
@@ -60,6 +61,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from lbcore.l7.balance import MemberState
     from lbcore.proxy.runtime import ListenerRuntime, PoolRuntime
     from lbcore.proxy.worker import Worker
+
+# The compiled TLS transport, which the compiled engine writes to by C calls (http.pxd
+# types ClientConnection.tls); None when the TLS connections are the pure twin's.
+_C_TLS = tlsconn.TlsConnection if tlsconn.IMPLEMENTATION == "compiled" else None
 
 __all__ = ["ClientConnection", "Exchange", "ProtocolFactory", "TlsClientConnection", "WorkerContext"]
 
@@ -127,7 +132,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "context", "loop", "listener_name", "transport", "sock", "fd", "direct", "handed", "stream",
+        "worker", "context", "loop", "listener_name", "transport", "sock", "fd", "direct", "handed", "stream", "tls",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "pending_at",
         "closed",
@@ -158,6 +163,7 @@ class ClientConnection:
         self.fd = -1  # sock's descriptor while direct, taken once (a write does not ask)
         self.handed = False  # bytes went to the transport since it was last seen empty
         self.stream = None  # the transport when it is a Stream: written to by a C call (see write)
+        self.tls = None  # the transport when it is the compiled TLS connection: the same
         self.gate = ReadGate()
         self.deadline = Deadline(self.loop, self._deadline_expired)
         self.phase = _IDLE
@@ -215,6 +221,8 @@ class ClientConnection:
             self.stream = stream = transport  # compiled: typed (http.pxd), its fields read in C
             number = stream.peer_v4
             port = stream.peer_port
+        elif type(transport) is _C_TLS:
+            self.tls = transport
         if number >= 0:
             self.client_ip, self.client_ip_text = client_v4(number)
             self.client_port = port
@@ -432,6 +440,10 @@ class ClientConnection:
                 # A stream sends what the kernel takes at once itself; compiled, this is a
                 # C call (http.pxd), where transport.write was a method call by name.
                 stream.write(data)
+                return
+            tls = self.tls
+            if tls is not None:
+                tls.write(data)  # the same for the compiled TLS connection
                 return
             # Only this method hands the transport bytes: while it has not since the
             # transport was last seen empty, there is nothing to ask.
@@ -882,8 +894,11 @@ class Exchange:
         # stream is asked in C.)
         conn = self.conn
         stream = conn.stream
+        tls = conn.tls
         if stream is not None:
             waiting = stream.get_write_buffer_size()
+        elif tls is not None:
+            waiting = tls.get_write_buffer_size()
         elif conn.handed and conn.transport is not None:
             waiting = conn.transport.get_write_buffer_size()
         else:

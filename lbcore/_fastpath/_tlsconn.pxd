@@ -1,0 +1,49 @@
+# Declarations of the compiled TLS connections (_tlsconn.pyx), so that the compiled
+# engine (lbcore/proxy/http.pxd) writes to one, and asks its buffered size, by C calls.
+
+from lbcore._fastpath._streams cimport Stream
+
+cdef class TlsServer:
+    cdef readonly tuple contexts
+    cdef readonly object lookup
+    cdef readonly object default
+    cdef readonly double handshake_timeout
+    cdef readonly object loop
+    cdef readonly object on_failed
+    cdef readonly object direct_socket
+    cdef tuple pointers  # SSL_CTX * of each context, as ints
+    cdef void *default_ctx
+    cdef int install_callbacks(self) except -1
+
+cdef class TlsConnection:
+    cdef readonly TlsServer server
+    cdef public object app
+    cdef object tcp
+    cdef int state
+    cdef bint app_made
+    cdef bint handshaken
+    cdef bint reading
+    cdef bint eof_seen  # the client's close_notify or TCP FIN: nothing more will come
+    cdef bint tcp_eof  # the TCP FIN itself: the client's side is shut
+    cdef bint eof_delivered  # the engine was told (once)
+    cdef Py_ssize_t shutdown_buffered  # write buffer when the shutdown timer was last armed
+    cdef object timer
+    cdef public object lbcore_sni
+    cdef public object context  # the SSLContext in use (the SNI choice)
+    cdef void *ssl
+    cdef void *rbio
+    cdef void *wbio
+    cdef Stream stream  # the TCP transport when it is a Stream: written to in C (_flush)
+    cdef object on_data  # app.data_received, bound when the app is set (as a stream does)
+    cdef object sock  # the TCP transport's socket, when direct_socket gave it
+    cdef int fd  # its descriptor, written to directly (_flush); -1: never
+    cdef bint handed  # ciphertext went to the TCP transport since it was last seen empty
+    cpdef write(self, data)
+    cpdef Py_ssize_t get_write_buffer_size(self)
+    cdef int _handshake(self) except -1
+    cdef int _read(self) except -1
+    cdef int _deliver_eof(self) except -1
+    cdef int _read_shutdown(self) except -1
+    cdef int _flush(self) except -1
+    cdef int _fail(self, str why) except -1
+    cdef int _cancel_timer(self) except -1
