@@ -100,8 +100,16 @@ class Server:
         self.accepted.put_nowait(made)
         return made
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Recorder]:
-        reader, writer = await asyncio.open_connection(*self.address)
+    async def connect(self, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Recorder]:
+        """A client connection (its receive buffer fixed at ``rcvbuf``: no autotuning)."""
+        if rcvbuf is None:
+            reader, writer = await asyncio.open_connection(*self.address)
+        else:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, self.address)
+            reader, writer = await asyncio.open_connection(sock=sock)
         server_side = await asyncio.wait_for(self.accepted.get(), LIMIT)
         await asyncio.wait_for(server_side.made, LIMIT)
         return reader, writer, server_side
@@ -218,12 +226,15 @@ def test_set_protocol_hands_the_rest_of_the_connection_to_the_new_protocol(twin)
 
 @pytest.mark.parametrize("twin", TWINS)
 def test_a_big_write_to_a_slow_reader_pauses_the_protocol_and_arrives_whole(twin):
-    body = bytes(range(256)) * (16 * 1024)  # 4 MiB: far past any socket buffer
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB: far past the socket buffers set below
 
     async def main():
         server = Server(twin)
-        reader, writer, conn = await server.connect()
+        # Both ends' kernel buffers fixed and small, so that the kernel cannot take the
+        # whole body at once however the host's TCP autotuning is set.
+        reader, writer, conn = await server.connect(rcvbuf=64 * 1024)
         stream = conn.transport
+        stream.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
         stream.set_write_buffer_limits(high=64 * 1024)
         assert stream.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
         stream.write(body)
