@@ -1,6 +1,6 @@
 # The contract of the compiled twin (_logline.pyx); lbcore.proxy.accesslog_format has the
 # same one, and both return the same string for every record.
-from typing import Callable
+from typing import Any, Callable
 
 from lbcore.proxy.accesslog import AccessRecord
 
@@ -18,3 +18,13 @@ class RecordMaker:
 def syslog_frame(
     record: AccessRecord, worker: int, prefix: str, middle: str, line_format: Callable[[AccessRecord, int], str]
 ) -> str: ...
+
+class Formatter:
+    json: bool
+    worker: int
+    prefix: str | None
+    middle: str | None
+    def __init__(self, json: bool = False, worker: int = 0, prefix: str | None = None,
+                 middle: str | None = None) -> None: ...
+    def __call__(self, record: AccessRecord) -> str: ...
+    def format_many(self, records: list[AccessRecord]) -> tuple[list[str], list[tuple[Any, Exception]]]: ...

@@ -46,7 +46,7 @@ from json.encoder import encode_basestring_ascii as _encode_json  # type: ignore
 
 from lbcore.proxy import accesslog_format as _pure
 
-__all__ = ["IMPLEMENTATION", "RecordMaker", "format_json", "format_text", "iso_timestamp", "new_record",
+__all__ = ["IMPLEMENTATION", "Formatter", "RecordMaker", "format_json", "format_text", "iso_timestamp", "new_record",
            "syslog_frame"]
 
 IMPLEMENTATION = "compiled"
@@ -1047,6 +1047,10 @@ cdef int _text_line(_Line *line, object r) except -1:
 
 def format_text(record, worker=0):
     """haproxy's httplog layout (tcplog for ``mode == "tcp"``); see ``lbcore.proxy.accesslog``."""
+    return _text_message(record)
+
+
+cdef object _text_message(record):
     cdef _Line line
     _line_init(&line)
     try:
@@ -1060,11 +1064,16 @@ def syslog_frame(record, worker, str prefix, str middle, line_format):
     """``prefix`` + the record's RFC 5424 timestamp + ``middle`` + its line
     (``line_format(record, worker)``): a syslog message. The text line is written into
     the same buffer as the frame."""
+    if line_format is not format_text:
+        return f"{prefix}{iso_timestamp(record.accepted)}{middle}{line_format(record, worker)}"
+    return _text_frame(record, prefix, middle)
+
+
+cdef object _text_frame(record, str prefix, str middle):
+    """A syslog message around the record's text line, all written into one buffer."""
     cdef _Line line
     cdef long long second
     cdef int ms
-    if line_format is not format_text:
-        return f"{prefix}{iso_timestamp(record.accepted)}{middle}{line_format(record, worker)}"
     _line_init(&line)
     try:
         _put(&line, prefix)
@@ -1093,6 +1102,10 @@ def iso_timestamp(timestamp):
 
 def format_json(record, worker=0):
     """One JSON object, keys in ``JSON_KEYS`` order; durations in seconds."""
+    return _json_line(record, worker)
+
+
+cdef object _json_line(record, worker):
     cdef long long second
     cdef int ms
     cdef bint q
@@ -1159,3 +1172,44 @@ def format_json(record, worker=0):
         f'"t_tls":{t_tls},"t_request":{t_request},"t_queue":{t_queue},'
         f'"t_connect":{t_connect},"t_first_byte":{t_first_byte},"t_total":{t_total}}}'
     )
+
+
+cdef class Formatter:
+    """One log's records to messages, as the pure ``Formatter``
+    (``lbcore.proxy.accesslog_format``): ``format_many`` formats a batch here, each
+    record by C calls, where the flush called a closure and ``syslog_frame`` (argument
+    parsing included) for each record."""
+
+    cdef readonly bint json
+    cdef readonly object worker
+    cdef readonly str prefix, middle
+
+    def __init__(self, bint json=False, worker=0, str prefix=None, str middle=None):
+        if (prefix is None) != (middle is None):
+            raise ValueError("a syslog frame needs both its prefix and its middle")
+        self.json = json
+        self.worker = worker
+        self.prefix = prefix
+        self.middle = middle
+
+    cdef object _one(self, record):
+        if self.json:
+            if self.prefix is None:
+                return _json_line(record, self.worker)
+            return f"{self.prefix}{iso_timestamp(record.accepted)}{self.middle}{_json_line(record, self.worker)}"
+        if self.prefix is None:
+            return _text_message(record)
+        return _text_frame(record, self.prefix, self.middle)
+
+    def __call__(self, record):
+        return self._one(record)
+
+    def format_many(self, list records not None):
+        cdef list messages = []
+        cdef list failures = []
+        for record in records:
+            try:
+                messages.append(self._one(record))
+            except Exception as exc:  # one bad record must not take the batch with it
+                failures.append((record, exc))
+        return messages, failures

@@ -4,7 +4,8 @@ timestamp of a syslog frame), ``syslog_frame`` (a whole syslog message: the fram
 and the line, written into one buffer by the compiled twin), and ``new_record`` (``AccessRecord(*values)``: the
 compiled twin fills the new record's slots instead of running the dataclass's
 interpreted ``__init__``; ``RecordMaker().make(...)`` the same for an HTTP request's 24
-values, a C method the compiled engine calls directly).
+values, a C method the compiled engine calls directly), and ``Formatter`` (a log's
+records to messages: the compiled twin formats a whole batch in C).
 
 Two twins with one interface and the same output for every record:
 ``lbcore.proxy.accesslog_format`` (pure Python, regex escaping: the reference) and
@@ -21,7 +22,7 @@ from __future__ import annotations
 from lbcore._fastpath import twins
 from lbcore.proxy import accesslog_format as _pure
 
-__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "RecordMaker", "format_json", "format_text", "iso_timestamp", "new_record",
+__all__ = ["IMPLEMENTATION", "IMPLEMENTATIONS", "Formatter", "RecordMaker", "format_json", "format_text", "iso_timestamp", "new_record",
            "syslog_frame"]
 
 IMPLEMENTATIONS, _impl = twins(_pure, "_logline")
@@ -32,3 +33,4 @@ iso_timestamp = _impl.iso_timestamp
 new_record = _impl.new_record
 RecordMaker = _impl.RecordMaker
 syslog_frame = _impl.syslog_frame
+Formatter = _impl.Formatter

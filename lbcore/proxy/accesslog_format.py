@@ -39,6 +39,7 @@ __all__ = [
     "escape_text",
     "format_json",
     "format_text",
+    "Formatter",
     "iso_timestamp",
     "make_formatter",
     "new_record",
@@ -251,16 +252,54 @@ def syslog_hostname() -> str:
     return name or "-"
 
 
-def make_formatter(settings: AccessLogSettings, worker: int = 0) -> Callable[["AccessRecord"], str]:
-    """record -> one message: the line, inside an RFC 5424 frame for syslog targets
-    (``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG``)."""
+class Formatter:
+    """One log's records to messages: ``formatter(record)`` is one record's message,
+    ``format_many(records)`` a batch's, as ``(messages, failures)``: the messages in
+    order, and ``(record, exception)`` for each record that would not format (it is
+    left out; the rest are not lost with it). A message is the line (``format_json``
+    when ``json``, else ``format_text``), inside the syslog frame ``prefix`` +
+    timestamp + ``middle`` when a prefix is given (``syslog_frame``).
+
+    The compiled twin's ``format_many`` formats a whole batch in C: no Python call per
+    record, where the flush called a closure and ``syslog_frame`` for each."""
+
+    __slots__ = ("json", "worker", "prefix", "middle")
+
+    def __init__(self, json: bool = False, worker: int = 0, prefix: str | None = None,
+                 middle: str | None = None) -> None:
+        if (prefix is None) != (middle is None):
+            raise ValueError("a syslog frame needs both its prefix and its middle")
+        self.json = json
+        self.worker = worker
+        self.prefix = prefix
+        self.middle = middle
+
+    def __call__(self, record: "AccessRecord") -> str:
+        line = format_json if self.json else format_text
+        if self.prefix is None:
+            return line(record, self.worker)
+        return syslog_frame(record, self.worker, self.prefix, self.middle, line)  # type: ignore[arg-type]
+
+    def format_many(self, records: list["AccessRecord"]) -> tuple[list[str], list[tuple[Any, Exception]]]:
+        messages: list[str] = []
+        failures: list[tuple[Any, Exception]] = []
+        for record in records:
+            try:
+                messages.append(self(record))
+            except Exception as exc:  # one bad record must not take the batch with it
+                failures.append((record, exc))
+        return messages, failures
+
+
+def make_formatter(settings: AccessLogSettings, worker: int = 0) -> Formatter:
+    """The formatter of a log with ``settings``: the line, inside an RFC 5424 frame for
+    syslog targets (``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG``)."""
     # The selected twin, imported here and not at the top: logline imports this module.
     from lbcore._fastpath import logline
 
-    line = logline.format_json if settings.format == "json" else logline.format_text
+    json = settings.format == "json"
     if not settings.sink.is_syslog:
-        return lambda record: line(record, worker)
+        return logline.Formatter(json, worker)
     prefix = f"<{settings.priority_facility * 8 + SYSLOG_SEVERITY_INFO}>1 "
     middle = f" {syslog_hostname()} {settings.tag} {os.getpid()} {SYSLOG_MSGID} - "
-    frame = logline.syslog_frame  # compiled: the frame and a text line written into one buffer
-    return lambda record: frame(record, worker, prefix, middle, line)
+    return logline.Formatter(json, worker, prefix, middle)

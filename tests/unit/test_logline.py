@@ -42,14 +42,25 @@ def framed(twin_module: Any, name: str, frame: tuple[str, str] = SYSLOG) -> Call
     return lambda rec, worker: twin_module.syslog_frame(rec, worker, *frame, getattr(twin_module, name))
 
 
+def formatted(twin_module: Any, name: str, frame: tuple[str, str] | None = None) -> Callable[[Any, Any], str]:
+    """The twin's Formatter for ``name``'s lines (in ``frame``), as make_formatter makes it."""
+    prefix, middle = frame or (None, None)
+    return lambda rec, worker: twin_module.Formatter(name == "format_json", worker, prefix, middle)(rec)
+
+
 def assert_same(rec: Any, worker: Any = 0) -> None:
     compiled = twin("compiled")
     for name in FORMATS:
         expected = outcome(getattr(pure, name), rec, worker)
         assert outcome(getattr(compiled, name), rec, worker) == expected, (name, rec)
+        # A log's Formatter gives the function's line, in both twins.
+        assert outcome(formatted(pure, name), rec, worker) == expected, ("Formatter", name, rec)
+        assert outcome(formatted(compiled, name), rec, worker) == expected, ("Formatter", name, rec)
         # The syslog message: the compiled twin writes a text line into the frame's buffer.
         expected = outcome(framed(pure, name), rec, worker)
         assert outcome(framed(compiled, name), rec, worker) == expected, ("syslog_frame", name, rec)
+        assert outcome(formatted(pure, name, SYSLOG), rec, worker) == expected, ("Formatter", name, rec)
+        assert outcome(formatted(compiled, name, SYSLOG), rec, worker) == expected, ("Formatter", name, rec)
 
 
 # -- strategies -----------------------------------------------------------------------------------
@@ -426,13 +437,46 @@ def test_selector_picks_the_compiled_twin_when_built() -> None:
         assert logline.IMPLEMENTATION == "pure" and "compiled" not in logline.IMPLEMENTATIONS
 
 
-def test_make_formatter_uses_the_selected_twin(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    monkeypatch.setattr(logline, "format_text", lambda rec, worker=0: calls.append("text") or "T")
-    monkeypatch.setattr(logline, "format_json", lambda rec, worker=0: calls.append("json") or "J")
-    assert pure.make_formatter(AccessLogSettings(format="text"))(record()) == "T"
-    assert pure.make_formatter(AccessLogSettings(format="json"))(record()) == "J"
-    assert calls == ["text", "json"]
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("target", ["stdout", "syslog+udp://127.0.0.1:5514"])
+def test_make_formatter_uses_the_selected_twin(fmt: str, target: str) -> None:
+    settings = AccessLogSettings(format=fmt, target=target)
+    formatter = pure.make_formatter(settings, worker=3)
+    assert type(formatter) is logline.Formatter
+    line = getattr(pure, f"format_{fmt}")(record(), 3)
+    if settings.sink.is_syslog:
+        assert formatter.prefix == f"<{settings.priority_facility * 8 + pure.SYSLOG_SEVERITY_INFO}>1 "
+        assert formatter.middle == f" {pure.syslog_hostname()} {settings.tag} {os.getpid()} {pure.SYSLOG_MSGID} - "
+        assert formatter(record()) == f"{formatter.prefix}{pure.iso_timestamp(T0)}{formatter.middle}{line}"
+    else:
+        assert formatter.prefix is None and formatter(record()) == line
+
+
+@pytest.mark.parametrize("name", ["pure", "compiled"])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("frame", [None, SYSLOG])
+def test_format_many_leaves_out_only_the_records_that_fail(name: str, fmt: str, frame: tuple[str, str] | None) -> None:
+    module = twin(name)
+    prefix, middle = frame or (None, None)
+    formatter = module.Formatter(fmt == "format_json", 2, prefix, middle)
+    bad = record(bytes_out="lots")  # ValueError in int(), in both formats and twins
+    good = [record(), record(target="/a"), record(mode="tcp"), record(target="/" + "x" * 3000)]
+    batch = [good[0], bad, good[1], good[2], bad, good[3]]
+    messages, failures = formatter.format_many(batch)
+    assert messages == [formatter(rec) for rec in good]
+    assert messages == [formatted(pure, fmt, frame)(rec, 2) for rec in good]
+    assert [rec for rec, _ in failures] == [bad, bad]
+    assert all(isinstance(exc, ValueError) for _, exc in failures)
+    assert formatter.format_many([]) == ([], [])
+
+
+@pytest.mark.parametrize("name", ["pure", "compiled"])
+def test_formatter_refuses_half_a_syslog_frame(name: str) -> None:
+    module = twin(name)
+    with pytest.raises(ValueError, match="prefix and its middle"):
+        module.Formatter(False, 0, "<134>1 ", None)
+    with pytest.raises(ValueError, match="prefix and its middle"):
+        module.Formatter(True, 0, None, " - ")
 
 
 @pytest.mark.parametrize("module", ["lbcore._fastpath.logline", "lbcore.proxy.worker", "lbcore._fastpath._logline"])
