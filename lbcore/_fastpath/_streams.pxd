@@ -7,6 +7,14 @@ from libc.stdint cimport uint32_t
 cdef class Poller
 cdef class Stream
 
+
+cdef class StreamProtocol:
+    # The base of the compiled protocols a stream reads into (the engine's client and
+    # member connections, the TLS layer): a stream calls their data_received in C, where
+    # it called the bound method (a Python call) per read. Any other protocol still works.
+    cpdef data_received(self, data)
+
+
 cdef class _Watched:
     cdef Poller poller
     cdef int fd
@@ -47,6 +55,7 @@ cdef class Stream(_Watched):
     cdef readonly long long peer_v4  # an IPv4 peer's address as a number; -1: another family
     cdef readonly int peer_port  # with peer_v4
     cdef object protocol
+    cdef StreamProtocol typed_protocol  # the protocol when it is a StreamProtocol: its data_received a C call
     cdef object on_data  # protocol.data_received, bound once (as uvloop does): no lookup by name per read
     cdef bytearray buffer  # what the socket has not taken yet; None while nothing waited
     cdef Py_ssize_t high, low

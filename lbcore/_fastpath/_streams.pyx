@@ -382,6 +382,18 @@ cdef tuple _v4_peer(long long number, int port):
     return (ipv4_text(octets), port)
 
 
+cdef class StreamProtocol:
+    """The base of the compiled protocols (see _streams.pxd): a stream calls their
+    ``data_received`` in C. Compiled-only: the pure twin calls every protocol's method."""
+
+    cpdef data_received(self, data):
+        raise NotImplementedError
+
+
+cdef inline StreamProtocol _typed(protocol):
+    return <StreamProtocol>protocol if isinstance(protocol, StreamProtocol) else None
+
+
 cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_factory, bint outgoing=False,
                    long long peer_v4=-1, int peer_port=0):
     """The stream of a connected descriptor (accepted; or connected, ``outgoing``: then a
@@ -389,9 +401,11 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
     An accepted IPv4 peer comes as ``peer_v4`` and ``peer_port`` (``peer`` None), any
     other as ``peer``, the tuple."""
     cdef Stream stream
+    cdef StreamProtocol typed
     try:
         protocol = protocol_factory()
-        on_data = protocol.data_received
+        typed = _typed(protocol)
+        on_data = protocol.data_received if typed is None else None  # a typed one is called in C
     except Exception:
         close(fd)
         if outgoing:
@@ -412,6 +426,7 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
     stream.peer_v4 = peer_v4
     stream.peer_port = peer_port
     stream.protocol = protocol
+    stream.typed_protocol = typed
     stream.on_data = on_data
     stream.high = 64 * 1024
     stream.low = 16 * 1024
@@ -551,7 +566,8 @@ cdef class Stream(_Watched):
         return self.protocol
 
     def set_protocol(self, protocol):
-        self.on_data = protocol.data_received
+        self.typed_protocol = _typed(protocol)
+        self.on_data = protocol.data_received if self.typed_protocol is None else None
         self.protocol = protocol
 
     cpdef close(self):
@@ -599,7 +615,10 @@ cdef class Stream(_Watched):
         if got > 0:
             data = PyBytes_FromStringAndSize(read_buffer, got)
             try:
-                self.on_data(data)
+                if self.typed_protocol is not None:
+                    self.typed_protocol.data_received(data)  # a C call (a compiled protocol)
+                else:
+                    self.on_data(data)
             except Exception as exc:
                 log.exception("data_received failed; connection from %s aborted", self.peername)
                 self.force_close(exc)
@@ -786,6 +805,7 @@ cdef class Stream(_Watched):
     cdef int call_connection_lost(self) except -1:
         protocol, self.protocol = self.protocol, None
         self.on_data = None  # it holds the protocol too
+        self.typed_protocol = None
         exc, self.lost_exc = self.lost_exc, None
         try:
             protocol.connection_lost(exc)

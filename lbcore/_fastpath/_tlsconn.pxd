@@ -1,7 +1,7 @@
 # Declarations of the compiled TLS connections (_tlsconn.pyx), so that the compiled
 # engine (lbcore/proxy/http.pxd) writes to one, and asks its buffered size, by C calls.
 
-from lbcore._fastpath._streams cimport Stream
+from lbcore._fastpath._streams cimport Stream, StreamProtocol
 
 cdef class TlsServer:
     cdef readonly tuple contexts
@@ -15,7 +15,9 @@ cdef class TlsServer:
     cdef void *default_ctx
     cdef int install_callbacks(self) except -1
 
-cdef class TlsConnection:
+# The protocol of a stream below (its data_received called in C), and a transport to
+# the protocol above.
+cdef class TlsConnection(StreamProtocol):
     cdef readonly TlsServer server
     cdef public object app
     cdef object tcp
@@ -34,10 +36,13 @@ cdef class TlsConnection:
     cdef void *rbio
     cdef void *wbio
     cdef Stream stream  # the TCP transport when it is a Stream: written to in C (_flush)
-    cdef object on_data  # app.data_received, bound when the app is set (as a stream does)
+    cdef StreamProtocol typed_app  # the app when it is a StreamProtocol: its data_received a C call
+    cdef object on_data  # otherwise app.data_received, bound when the app is set (as a stream does)
     cdef object sock  # the TCP transport's socket, when direct_socket gave it
     cdef int fd  # its descriptor, written to directly (_flush); -1: never
     cdef bint handed  # ciphertext went to the TCP transport since it was last seen empty
+    cdef int _bind(self, app) except -1
+    cpdef data_received(self, data)
     cpdef write(self, data)
     cpdef Py_ssize_t get_write_buffer_size(self)
     cdef int _handshake(self) except -1

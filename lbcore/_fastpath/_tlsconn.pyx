@@ -290,8 +290,7 @@ cdef class TlsConnection:
 
     def __cinit__(self, TlsServer server, app):
         self.server = server
-        self.app = app
-        self.on_data = app.data_received if app is not None else None
+        self._bind(app)
         self.state = HANDSHAKE
         self.reading = True
         self.context = server.default
@@ -336,7 +335,15 @@ cdef class TlsConnection:
         SSL_set_accept_state(ssl_)
         self.timer = self.server.loop.call_later(self.server.handshake_timeout, self._handshake_timeout)
 
-    def data_received(self, data):
+    cdef int _bind(self, app) except -1:
+        """``app`` above this connection: a compiled protocol is called in C, any other
+        by its data_received, bound once (as a stream does)."""
+        self.app = app
+        self.typed_app = <StreamProtocol>app if isinstance(app, StreamProtocol) else None
+        self.on_data = app.data_received if app is not None and self.typed_app is None else None
+        return 0
+
+    cpdef data_received(self, data):
         cdef Py_ssize_t size
         if self.state == CLOSED or self.ssl == NULL:
             return
@@ -371,8 +378,7 @@ cdef class TlsConnection:
             app.connection_lost(exc)
         elif not self.handshaken and self.server.on_failed is not None:
             self.server.on_failed()
-        self.app = None
-        self.on_data = None
+        self._bind(None)
 
     def pause_writing(self):
         if self.app_made:
@@ -490,8 +496,7 @@ cdef class TlsConnection:
         return self.app
 
     def set_protocol(self, protocol):
-        self.app = protocol
-        self.on_data = protocol.data_received
+        self._bind(protocol)
 
     # -- ssl_object ---------------------------------------------------------------------
     @property
@@ -604,7 +609,10 @@ cdef class TlsConnection:
             if eof:
                 self.eof_seen = True
             if size:
-                self.on_data(PyBytes_FromStringAndSize(<char *>read_buffer, size))
+                if self.typed_app is not None:  # a compiled protocol: a C call
+                    self.typed_app.data_received(PyBytes_FromStringAndSize(<char *>read_buffer, size))
+                else:
+                    self.on_data(PyBytes_FromStringAndSize(<char *>read_buffer, size))
             if eof or size < BATCH:  # drained
                 if self.eof_seen:
                     self._deliver_eof()

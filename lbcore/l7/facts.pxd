@@ -11,6 +11,7 @@ cdef class RequestFacts:
     cdef public object method, target, headers, client_ip, client_port, sni
     cdef public object _path, _query, _host, _cookies, _params
     cdef public dict _by_name
+    cdef _setup(self, method, target, headers, client_ip, client_port, sni)
     @cython.locals(target=str, path=str, question=Py_ssize_t, fragment=Py_ssize_t)
     cpdef _split_target(self)
     cpdef str fetch_path(self)
@@ -27,3 +28,6 @@ cdef class RequestFacts:
     @cython.locals(by_name=dict, values=list)
     cpdef header(self, name)
     cpdef cookie(self, name)
+
+@cython.locals(facts=RequestFacts)
+cpdef RequestFacts new_request_facts(method, target, headers, client_ip, client_port, sni)

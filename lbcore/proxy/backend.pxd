@@ -3,13 +3,20 @@
 cimport cython
 
 from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
-from lbcore._fastpath._streams cimport Stream as CStream
+from lbcore._fastpath._streams cimport Stream as CStream, StreamProtocol as CStreamProtocol
 from lbcore.proxy.flow cimport Deadline, ReadGate
 
 cdef long _PEER_FULL  # ReadGate's reason
 cdef CDescriptorWriter _writer  # a direct write's send (backend.py)
 
-cdef class BackendConnection:
+cdef class BackendConnection
+
+cdef class OwnerBase:
+    cpdef backend_data(self, BackendConnection backend, data)
+
+# A stream's protocol, its data_received called in C (the base declared here only, as
+# ClientConnection's in http.pxd).
+cdef class BackendConnection(CStreamProtocol):
     cdef public MemberPool pool
     cdef public object transport, sock
     cdef public int fd
@@ -22,6 +29,8 @@ cdef class BackendConnection:
     cdef public bint reused
     cdef public Deadline deadline
     cdef public object connected
+    @cython.locals(typed_owner=OwnerBase)
+    cpdef data_received(self, data)
     @cython.locals(stream=CStream)
     cpdef write(self, data)
     cpdef close(self)

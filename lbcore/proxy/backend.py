@@ -21,7 +21,7 @@ from lbcore._fastpath import streams
 from lbcore._fastpath.sockio import DescriptorWriter
 from lbcore.proxy.flow import Deadline, ReadGate, transport_socket, writes_direct
 
-__all__ = ["BackendConnection", "MemberPool", "BackendPools", "BackendOwner", "ConnectFailed"]
+__all__ = ["BackendConnection", "MemberPool", "BackendPools", "BackendOwner", "ConnectFailed", "OwnerBase"]
 
 # Compiled, a C global (backend.pxd): ``ReadGate.PEER_FULL`` is a lookup on the class.
 _PEER_FULL = ReadGate.PEER_FULL
@@ -42,6 +42,19 @@ class BackendOwner(Protocol):
     def backend_lost(self, conn: "BackendConnection", exc: Exception | None) -> None: ...
     def backend_pause_writing(self) -> None: ...
     def backend_resume_writing(self) -> None: ...
+
+
+class OwnerBase:
+    """Compiled (backend.pxd), the base of the engine's ``Exchange`` (http.pxd): a member
+    connection hands its owner the member's bytes by a C call when the owner is one,
+    where it called ``owner.backend_data`` by name (a lookup and a Python call per read).
+    The pure build has no such base (http.py's ``Exchange`` names none): there, and for
+    any other owner (a tunnel's, tcp.py's), the method is called by name."""
+
+    __slots__ = ()
+
+    def backend_data(self, backend: "BackendConnection", data: bytes) -> None:
+        raise NotImplementedError
 
 
 class BackendConnection:
@@ -90,7 +103,10 @@ class BackendConnection:
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
-        if owner is not None:
+        if isinstance(owner, OwnerBase):
+            typed_owner = owner  # compiled: typed (backend.pxd), backend_data a C call
+            typed_owner.backend_data(self, data)
+        elif owner is not None:
             owner.backend_data(self, data)
         else:
             # Bytes on an idle connection: the member broke framing; drop it.

@@ -11,15 +11,15 @@ from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Respon
 from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
 from lbcore._fastpath._rewrite cimport HeadWriter as CHeadWriter
 from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
-from lbcore._fastpath._streams cimport Stream as CStream
+from lbcore._fastpath._streams cimport Stream as CStream, StreamProtocol as CStreamProtocol
 from lbcore._fastpath._tlsconn cimport TlsConnection as CTlsConnection
 from lbcore.l7._http1_requests cimport RequestReader, new_request_reader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
-from lbcore.l7.facts cimport RequestFacts
+from lbcore.l7.facts cimport RequestFacts, new_request_facts
 from lbcore.l7.router cimport Route
 from lbcore.proxy.accesslog cimport AccessLogs
-from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool
+from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool, OwnerBase
 from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, transport_peer, transport_socket, writes_direct
 from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision, client_v4, parse_client_text
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
@@ -42,7 +42,9 @@ cdef class WorkerContext:
     cdef public dict bind_listener, passive
     cdef public bint stopping
 
-cdef class ClientConnection:
+# A stream's (or the TLS layer's) protocol, its data_received called in C: the base is
+# declared here only, http.py's class has none (the pure build has no such base).
+cdef class ClientConnection(CStreamProtocol):
     cdef public object worker, loop, listener_name, transport, sock
     cdef public int fd
     cdef public bint direct, handed
@@ -91,7 +93,9 @@ cdef class ProtocolFactory:
     cdef public WorkerContext context
     cdef public str key
 
-cdef class Exchange:
+# A member connection's owner, its backend_data called in C (the base declared here
+# only, as ClientConnection's).
+cdef class Exchange(OwnerBase):
     cdef public ClientConnection conn
     cdef public CRequest request
     cdef public Revision revision
@@ -120,6 +124,7 @@ cdef class Exchange:
     cdef public bint response_started, response_chunked, response_keep_alive, backend_keep_alive
     cdef public list tried
     cdef public bint finished
+    cdef _setup(self, ClientConnection conn, CRequest request)
     @cython.locals(route=Route, pool=PoolRuntime)
     cpdef start(self)
     cpdef pick_member(self)
@@ -144,3 +149,6 @@ cdef class Exchange:
     cpdef release_member(self)
     @cython.locals(now=double, started=double, t_request=double)
     cpdef access_record(self, MemberState member)
+
+@cython.locals(ex=Exchange)
+cpdef Exchange new_exchange(ClientConnection conn, CRequest request)

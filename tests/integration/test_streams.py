@@ -224,6 +224,77 @@ def test_set_protocol_hands_the_rest_of_the_connection_to_the_new_protocol(twin)
     run(main())
 
 
+def typed_recorder() -> type[Recorder]:
+    """A Recorder that is also a compiled StreamProtocol: a compiled stream calls its
+    data_received in C (the engine's connections are such protocols)."""
+    compiled = streams.IMPLEMENTATIONS.get("compiled")
+    if compiled is None:
+        if USE_EXTENSIONS:
+            pytest.fail("lbcore._fastpath._streams is not built (pip install -e . builds it)")
+        pytest.skip("the compiled streams are not in use (LBCORE_NO_EXTENSIONS)")
+
+    # Recorder first: its data_received, not the base's, is the one found; the base's C
+    # method finds it too (a Python subclass's override is looked up, as for any cpdef).
+    class TypedRecorder(Recorder, compiled.StreamProtocol):
+        pass
+
+    return TypedRecorder
+
+
+def test_a_compiled_protocol_is_read_into_and_replaced_as_any_other():
+    typed = typed_recorder()
+
+    async def main():
+        server = Server("compiled", typed)
+        reader, writer, first = await server.connect()
+        stream = first.transport
+        writer.write(b"one")
+        assert await first.received(3) == b"one"
+        # From a typed protocol to one that is not, and back: each gets what follows.
+        second = Recorder()
+        stream.set_protocol(second)
+        writer.write(b"two")
+        assert await second.received(3) == b"two"
+        third = typed()
+        stream.set_protocol(third)
+        writer.write(b"three")
+        assert await third.received(5) == b"three"
+        writer.close()
+        assert await asyncio.wait_for(third.lost, LIMIT) is None
+        assert bytes(first.data) == b"one" and bytes(second.data) == b"two"
+        assert first.events == ["made"] and second.events == [] and third.events == ["eof", "lost"]
+        server.acceptor.close()
+
+    run(main())
+
+
+def test_a_failing_compiled_protocol_costs_its_own_connection_only(caplog):
+    typed = typed_recorder()
+
+    class Failing(typed):
+        def data_received(self, data):
+            raise ValueError("boom")
+
+    async def main():
+        server = Server("compiled", Failing)
+        reader, writer, failing = await server.connect()
+        other_server = Server("compiled", typed)
+        other_reader, other_writer, other = await other_server.connect()
+        writer.write(b"data")
+        assert isinstance(await asyncio.wait_for(failing.lost, LIMIT), ValueError)
+        assert await asyncio.wait_for(reader.read(), LIMIT) == b""
+        other_writer.write(b"still here")
+        assert await other.received(10) == b"still here"
+        for w in (writer, other_writer):
+            w.close()
+        server.acceptor.close()
+        other_server.acceptor.close()
+
+    with caplog.at_level(logging.ERROR, logger="lbcore.streams"):
+        run(main())
+    assert "data_received failed" in caplog.text
+
+
 @pytest.mark.parametrize("twin", TWINS)
 def test_a_big_write_to_a_slow_reader_pauses_the_protocol_and_arrives_whole(twin):
     body = bytes(range(256)) * (16 * 1024)  # 4 MiB: far past the socket buffers set below

@@ -478,10 +478,12 @@ def test_writes_after_abort_are_dropped(twin, pki, loop):
 )
 def test_both_twins_hand_the_engine_the_same_events(pki, messages, cuts, pause):
     seen = {}
-    for twin in TWINS:
+    # The compiled twin twice: an app it calls by its bound method, and one it calls in C
+    # (a compiled StreamProtocol, as the engine's connections are).
+    for twin, app_type in (("pure", App), ("compiled", App), ("compiled-typed", typed_app())):
         loop = asyncio.new_event_loop()
         try:
-            pair = Pair(twin, pki, loop, app=App(pause_on_data=pause))
+            pair = Pair(twin.removesuffix("-typed"), pki, loop, app=app_type(pause_on_data=pause))
             pair.handshake()
             for number, size in enumerate(messages):
                 pair.send(bytes([number % 256]) * size, cuts)
@@ -498,8 +500,36 @@ def test_both_twins_hand_the_engine_the_same_events(pki, messages, cuts, pause):
             seen[twin] = [(e[0], len(e[1])) if e[0] == "data" else e for e in pair.app.events]
         finally:
             loop.close()
-    assert seen["pure"] == seen["compiled"]
+    assert seen["pure"] == seen["compiled"] == seen["compiled-typed"]
     assert sum(event[1] for event in seen["pure"] if event[0] == "data") == sum(messages)
+
+
+def typed_app() -> type[App]:
+    """An App that is a compiled StreamProtocol: the compiled twin calls its data_received
+    in C (the engine's client connections are such protocols)."""
+    from lbcore._fastpath import _streams
+
+    class TypedApp(App, _streams.StreamProtocol):  # App first: its data_received is found
+        pass
+
+    return TypedApp
+
+
+@pytest.mark.skipif(len(TWINS) < 2, reason="the compiled twin is not built (test_fastpath fails for that in CI)")
+def test_set_protocol_hands_the_rest_to_the_new_app_typed_or_not(pki, loop):
+    typed = typed_app()
+    first = typed()
+    pair = Pair("compiled", pki, loop, app=first)
+    pair.handshake()
+    pair.send(b"one")
+    second = App()
+    pair.conn.set_protocol(second)
+    assert pair.conn.get_protocol() is second
+    pair.send(b"two")
+    third = typed()
+    pair.conn.set_protocol(third)
+    pair.send(b"three")
+    assert (first.received(), second.received(), third.received()) == (b"one", b"two", b"three")
 
 
 
