@@ -20,7 +20,7 @@ from lbcore.l7.facts cimport RequestFacts, new_request_facts
 from lbcore.l7.router cimport Route
 from lbcore.proxy.accesslog cimport AccessLogs
 from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool, OwnerBase
-from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, transport_peer, transport_socket, writes_direct
+from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, transport_peer, transport_socket
 from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision, client_v4, parse_client_text
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
 
@@ -29,7 +29,7 @@ cdef class Exchange
 cdef long _PEER_FULL, _PIPELINE, _BUFFERED  # ReadGate's reasons
 cdef CRecordMaker _records  # makes the access records (http.py)
 cdef CHeadWriter _heads  # writes the heads each way (http.py)
-cdef CDescriptorWriter _writer  # a direct write's send (http.py)
+cdef CDescriptorWriter _writer  # corks a stream by its descriptor (http.py)
 
 cdef class WorkerContext:
     cdef public object loop
@@ -46,8 +46,6 @@ cdef class WorkerContext:
 # declared here only, http.py's class has none (the pure build has no such base).
 cdef class ClientConnection(CStreamProtocol):
     cdef public object worker, loop, listener_name, transport, sock
-    cdef public int fd
-    cdef public bint direct, handed
     cdef public CStream stream
     cdef public CTlsConnection tls
     cdef public WorkerContext context

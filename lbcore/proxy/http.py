@@ -52,7 +52,7 @@ from lbcore.l7.http1 import (
 from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
-from lbcore.proxy.flow import Deadline, ReadGate, transport_peer, transport_socket, writes_direct
+from lbcore.proxy.flow import Deadline, ReadGate, transport_peer, transport_socket
 from lbcore.proxy.runtime import client_v4, parse_client_text
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
@@ -92,7 +92,7 @@ _NO_NAMES: frozenset[str] = frozenset()  # a plain connection's client-certifica
 _NO_MEMBER_STATS = MemberCounters()  # client-side phases: which timeout applies
 _records = RecordMaker()  # makes each request's AccessRecord (typed in http.pxd)
 _heads = HeadWriter()  # writes the heads each way (lbcore.l7.rewrite's rules; typed in http.pxd)
-_writer = DescriptorWriter()  # a direct write's send (sockio; typed in http.pxd)
+_writer = DescriptorWriter()  # write_last corks a stream by its descriptor (sockio; typed in http.pxd)
 
 
 class WorkerContext:
@@ -132,7 +132,7 @@ class ClientConnection:
     (``http.pxd``), which cannot derive from a Python class."""
 
     __slots__ = (
-        "worker", "context", "loop", "listener_name", "transport", "sock", "fd", "direct", "handed", "stream", "tls",
+        "worker", "context", "loop", "listener_name", "transport", "sock", "stream", "tls",
         "gate",
         "deadline", "phase", "client_ip", "client_ip_text", "client_port", "reader", "pending", "pending_at",
         "closed",
@@ -159,9 +159,6 @@ class ClientConnection:
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
         self.sock = None  # the transport's socket object, once connected (None: it has none)
-        self.direct = False  # write to sock while the transport holds nothing (see write)
-        self.fd = -1  # sock's descriptor while direct, taken once (a write does not ask)
-        self.handed = False  # bytes went to the transport since it was last seen empty
         self.stream = None  # the transport when it is a Stream: written to by a C call (see write)
         self.tls = None  # the transport when it is the compiled TLS connection: the same
         self.gate = ReadGate()
@@ -205,15 +202,12 @@ class ClientConnection:
             return
         # Made without the type call's argument parsing (new_request_reader), from the runtime's C fields.
         self.reader = new_request_reader(listener.max_request_line, listener.max_header_bytes, listener.max_headers)
-        # The socket is kept for write_last's TCP_CORK (a stream: the stream itself) and
-        # direct writes. Neither is done under TLS, whose transport gives the address of
-        # the connection below it (a stream's from its accept: no view, no system call).
+        # The socket is kept for write_last's TCP_CORK (a stream: the stream itself); not
+        # under TLS, whose transport gives the address of the connection below it (a
+        # stream's from its accept: no view, no system call).
         sock = None
         if listener.tls is None:
             self.sock = sock = transport_socket(transport)
-            self.direct = sock is not None and writes_direct(transport)
-            if self.direct:
-                self.fd = sock.fileno()
         # A stream's IPv4 client is a number, its address object and text cached by it;
         # any other transport gives getpeername()'s tuple.
         number = -1
@@ -445,19 +439,8 @@ class ClientConnection:
             if tls is not None:
                 tls.write(data)  # the same for the compiled TLS connection
                 return
-            # Only this method hands the transport bytes: while it has not since the
-            # transport was last seen empty, there is nothing to ask.
-            if self.direct and (not self.handed or not self.transport.get_write_buffer_size()):
-                self.handed = False
-                # Nothing of ours waits in the transport: what the kernel takes now goes
-                # straight out, in order (uvloop's write costs ~2k instructions).
-                # Whatever it does not take, or an error, is the transport's to handle.
-                sent = _writer.send_now(self.fd, data)
-                if sent == size:
-                    return
-                if sent > 0:
-                    data = data[sent:]
-            self.handed = True
+            # The engine's connections are on streams, under the TLS layer or not; any
+            # other transport (the pure TLS twin's, a test's) is written to by name.
             self.transport.write(data)
 
     def write_last(self, data: bytes) -> None:
@@ -894,8 +877,7 @@ class Exchange:
             self.conn.gate.resume(_BUFFERED)
         backend.deadline.extend(pool.server_timeout)
         # The client still holding much of what went before: read the member later. (A
-        # transport not handed anything since last seen empty holds nothing of ours; a
-        # stream is asked in C.)
+        # stream or the compiled TLS connection is asked in C.)
         conn = self.conn
         stream = conn.stream
         tls = conn.tls
@@ -903,7 +885,7 @@ class Exchange:
             waiting = stream.get_write_buffer_size()
         elif tls is not None:
             waiting = tls.get_write_buffer_size()
-        elif conn.handed and conn.transport is not None:
+        elif conn.transport is not None:
             waiting = conn.transport.get_write_buffer_size()
         else:
             waiting = 0

@@ -25,7 +25,6 @@ from bench.inproc import REQUEST as KEEP_ALIVE_REQUEST
 from lbcore.proxy.accesslog import AccessLog, AccessRecord
 from lbcore.proxy.flow import ReadGate
 from lbcore.proxy.http import ClientConnection, TlsClientConnection, new_connection
-from tests.sockets import read_available
 
 REQUEST = (b"POST /upload?x=1 HTTP/1.1\r\nHost: shop.example:8080\r\nUser-Agent: probe/2\r\n"
            b"Content-Length: 5\r\n\r\nhello")
@@ -173,62 +172,6 @@ def test_the_last_response_of_a_plain_connection_leaves_corked(connection_class,
         server.close()
     assert transport.events == expected
     assert b"".join(transport.written).startswith(b"HTTP/1.1 200 OK\r\n")
-
-
-class _HoldingTransport(MemoryTransport):
-    """A transport that keeps what it is given as still unsent (until ``drained``), over
-    a real socket: what a direct write sends, the peer of that socket receives."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(("127.0.0.1", 40002))
-        self.sock = sock
-
-    def get_extra_info(self, name: str, default=None):
-        return self.sock if name == "socket" else super().get_extra_info(name, default)
-
-    def get_write_buffer_size(self) -> int:
-        return sum(map(len, self.written))
-
-    def drained(self) -> bytes:
-        held, self.written = b"".join(self.written), []
-        return held
-
-
-def test_direct_writes_never_pass_what_the_transport_still_holds() -> None:
-    """A client connection writes to its socket only while its transport holds
-    nothing: once the kernel refused part of a write, later writes queue behind that
-    part in the transport, even when the kernel would take them, until it drains."""
-    loop = uvloop.new_event_loop()
-    path = RequestPath(loop)
-    server = socket.create_server(("127.0.0.1", 0))
-    sock = socket.create_connection(server.getsockname())
-    peer, _ = server.accept()
-    sock.setblocking(False)
-    peer.setblocking(False)
-    transport = _HoldingTransport(sock)
-    try:
-        client = ClientConnection(path.worker, "bench")
-        client.connection_made(transport)
-        client.direct = True  # as on a uvloop TCP transport (flow.writes_direct), with its descriptor
-        client.fd = sock.fileno()
-        big = bytes(range(256)) * 16384  # 4 MiB: more than the kernel takes at once
-        client.write(big)
-        direct = read_available(peer)
-        assert 0 < len(direct) < len(big) and big.startswith(direct)
-        assert transport.get_write_buffer_size() == len(big) - len(direct)
-        # The kernel has room again, but the transport still holds the rest of big.
-        client.write(b"after")
-        assert read_available(peer) == b""
-        assert transport.drained() == big[len(direct):] + b"after"
-        # Drained: straight to the socket again.
-        client.write(b"later")
-        assert read_available(peer) == b"later" and transport.written == []
-    finally:
-        path.close()
-        loop.close()
-        sock.close()
-        peer.close()
-        server.close()
 
 
 @pytest.mark.parametrize("cls", [ClientConnection, TlsClientConnection])
