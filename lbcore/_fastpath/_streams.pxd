@@ -11,8 +11,19 @@ cdef class Stream
 cdef class StreamProtocol:
     # The base of the compiled protocols a stream reads into (the engine's client and
     # member connections, the TLS layer): a stream calls their data_received in C, where
-    # it called the bound method (a Python call) per read. Any other protocol still works.
+    # it called the bound method (a Python call) per read, and their connection_made and
+    # connection_lost likewise (method calls by name, once per connection each). Any
+    # other protocol still works.
+    cpdef connection_made(self, transport)
     cpdef data_received(self, data)
+    cpdef connection_lost(self, exc)
+
+
+cdef class ProtocolMaker:
+    # The base of a compiled protocol factory (the engine's, per bound address): an
+    # acceptor calls its make() in C, where it called the factory (a Python call) per
+    # accepted connection. Any other callable still works.
+    cpdef make(self)
 
 
 cdef class _Watched:

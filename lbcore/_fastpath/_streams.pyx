@@ -386,8 +386,25 @@ cdef class StreamProtocol:
     """The base of the compiled protocols (see _streams.pxd): a stream calls their
     ``data_received`` in C. Compiled-only: the pure twin calls every protocol's method."""
 
+    cpdef connection_made(self, transport):
+        pass
+
     cpdef data_received(self, data):
         raise NotImplementedError
+
+    cpdef connection_lost(self, exc):
+        pass
+
+
+cdef class ProtocolMaker:
+    """The base of a compiled protocol factory (see _streams.pxd): an acceptor calls
+    its ``make()`` in C. Compiled-only, as StreamProtocol."""
+
+    cpdef make(self):
+        raise NotImplementedError
+
+    def __call__(self):
+        return self.make()
 
 
 cdef inline StreamProtocol _typed(protocol):
@@ -403,7 +420,10 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
     cdef Stream stream
     cdef StreamProtocol typed
     try:
-        protocol = protocol_factory()
+        if isinstance(protocol_factory, ProtocolMaker):
+            protocol = (<ProtocolMaker>protocol_factory).make()  # a C call
+        else:
+            protocol = protocol_factory()
         typed = _typed(protocol)
         on_data = protocol.data_received if typed is None else None  # a typed one is called in C
     except Exception:
@@ -441,7 +461,10 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
         return None
     stream.mask = EPOLLIN
     try:
-        protocol.connection_made(stream)
+        if typed is not None:
+            typed.connection_made(stream)  # a C call (a compiled protocol)
+        else:
+            protocol.connection_made(stream)
     except Exception as exc:
         if not outgoing:
             log.exception("connection_made failed; connection from %s aborted", stream.peername)
@@ -803,12 +826,16 @@ cdef class Stream(_Watched):
         return 0
 
     cdef int call_connection_lost(self) except -1:
+        cdef StreamProtocol typed = self.typed_protocol
         protocol, self.protocol = self.protocol, None
         self.on_data = None  # it holds the protocol too
         self.typed_protocol = None
         exc, self.lost_exc = self.lost_exc, None
         try:
-            protocol.connection_lost(exc)
+            if typed is not None:
+                typed.connection_lost(exc)  # a C call (a compiled protocol)
+            else:
+                protocol.connection_lost(exc)
         except Exception:
             log.exception("connection_lost failed")
         return 0

@@ -42,7 +42,9 @@ cdef class TlsConnection(StreamProtocol):
     cdef int fd  # its descriptor, written to directly (_flush); -1: never
     cdef bint handed  # ciphertext went to the TCP transport since it was last seen empty
     cdef int _bind(self, app) except -1
+    cpdef connection_made(self, transport)
     cpdef data_received(self, data)
+    cpdef connection_lost(self, exc)
     cpdef write(self, data)
     cpdef Py_ssize_t get_write_buffer_size(self)
     cdef int _handshake(self) except -1

@@ -302,7 +302,7 @@ cdef class TlsConnection:
             self.ssl = NULL
 
     # -- protocol of the TCP transport ---------------------------------------------
-    def connection_made(self, transport):
+    cpdef connection_made(self, transport):
         self.tcp = transport
         if type(transport) is Stream:
             self.stream = transport  # sends at once itself: no direct socket needed
@@ -368,7 +368,7 @@ cdef class TlsConnection:
             return True  # the transport stays open for our writes; close() ends it
         return False
 
-    def connection_lost(self, exc):
+    cpdef connection_lost(self, exc):
         self.state = CLOSED
         self.fd = -1
         self._cancel_timer()

@@ -29,8 +29,10 @@ cdef class BackendConnection(CStreamProtocol):
     cdef public bint reused
     cdef public Deadline deadline
     cdef public object connected
+    cpdef connection_made(self, transport)
     @cython.locals(typed_owner=OwnerBase)
     cpdef data_received(self, data)
+    cpdef connection_lost(self, exc)
     @cython.locals(stream=CStream)
     cpdef write(self, data)
     cpdef close(self)

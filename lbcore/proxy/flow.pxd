@@ -63,3 +63,9 @@ cdef class Deadline:
     cpdef close(self)
     cpdef suspend(self)
     cpdef _fire(self, double due)
+    cdef _setup(self, loop, callback)
+
+@cython.locals(gate=ReadGate)
+cpdef ReadGate new_read_gate()
+@cython.locals(deadline=Deadline)
+cpdef Deadline new_deadline(loop, callback)

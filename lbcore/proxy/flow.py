@@ -33,8 +33,8 @@ from lbcore._fastpath.clock import Clock
 from lbcore._fastpath.sockio import peer_name
 from lbcore._fastpath.streams import Stream
 
-__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "direct_socket", "timers_of", "transport_peer",
-           "transport_socket", "untrack_transports", "writes_direct"]
+__all__ = ["Admission", "ReadGate", "Deadline", "Timers", "direct_socket", "new_deadline", "new_read_gate",
+           "timers_of", "transport_peer", "transport_socket", "untrack_transports", "writes_direct"]
 
 _NEVER = float("inf")
 
@@ -294,6 +294,10 @@ class Deadline:
     __slots__ = ("timers", "callback", "expires", "armed", "index")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self._setup(loop, callback)
+
+    def _setup(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        # (__init__'s body; new_deadline calls it without the type call.)
         self.timers = timers_of(loop)
         self.callback = callback
         self.expires = 0.0  # when the deadline is
@@ -355,6 +359,23 @@ class Deadline:
 # never adds a reader or writer on a transport's descriptor, so a worker turns the
 # table into one that keeps nothing (untrack_transports). The loop's own check then
 # never fires; everything else about the loop is unchanged.
+
+
+def new_read_gate() -> ReadGate:
+    """``ReadGate()``, made without the type call: one per connection, and compiled, the
+    call's argument parsing cost more than the gate's two fields."""
+    gate = ReadGate.__new__(ReadGate)
+    gate.transport = None
+    gate.reasons = 0
+    return gate
+
+
+def new_deadline(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Deadline:
+    """``Deadline(loop, callback)``, made without the type call (one per connection)."""
+    deadline = Deadline.__new__(Deadline)
+    deadline._setup(loop, callback)
+    return deadline
+
 UNTRACKED_UVLOOP_VERSIONS = ("0.19", "0.20", "0.21", "0.22", "0.23")
 
 

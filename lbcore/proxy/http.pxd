@@ -11,7 +11,7 @@ from lbcore._fastpath._events cimport Data as CData, Request as CRequest, Respon
 from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
 from lbcore._fastpath._rewrite cimport HeadWriter as CHeadWriter
 from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
-from lbcore._fastpath._streams cimport Stream as CStream, StreamProtocol as CStreamProtocol
+from lbcore._fastpath._streams cimport ProtocolMaker as CProtocolMaker, Stream as CStream, StreamProtocol as CStreamProtocol
 from lbcore._fastpath._tlsconn cimport TlsConnection as CTlsConnection
 from lbcore.l7._http1_requests cimport RequestReader, new_request_reader
 from lbcore.l7._http1_responses cimport ResponseReader
@@ -20,7 +20,7 @@ from lbcore.l7.facts cimport RequestFacts, new_request_facts
 from lbcore.l7.router cimport Route
 from lbcore.proxy.accesslog cimport AccessLogs
 from lbcore.proxy.backend cimport BackendConnection, BackendPools, MemberPool, OwnerBase
-from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, transport_peer, transport_socket
+from lbcore.proxy.flow cimport Admission, Deadline, ReadGate, new_deadline, new_read_gate, transport_peer, transport_socket
 from lbcore.proxy.runtime cimport ListenerRuntime, MemberInfo, PoolRuntime, Revision, client_v4, parse_client_text
 from lbcore.proxy.stats cimport ListenerCounters, MemberCounters, PoolCounters, WorkerStats
 
@@ -69,6 +69,7 @@ cdef class ClientConnection(CStreamProtocol):
     @cython.locals(listener=ListenerRuntime, number=cython.longlong, stream=CStream, port=cython.int)
     cpdef connection_made(self, transport)
     cpdef data_received(self, data)
+    cpdef connection_lost(self, exc)
     cpdef dispatch(self)
     @cython.locals(pending=list, at=Py_ssize_t)
     cpdef take_pending(self)
@@ -86,10 +87,13 @@ cdef class TlsClientConnection(ClientConnection):
 @cython.locals(conn=ClientConnection)
 cpdef ClientConnection new_connection(bint tls, worker, WorkerContext context, str listener_name)
 
-cdef class ProtocolFactory:
+# An acceptor's factory, its make() called in C (the base declared here only).
+cdef class ProtocolFactory(CProtocolMaker):
     cdef public object worker, tcp_client, terminator
     cdef public WorkerContext context
     cdef public str key
+    @cython.locals(listener=ListenerRuntime)
+    cpdef make(self)
 
 # A member connection's owner, its backend_data called in C (the base declared here
 # only, as ClientConnection's).

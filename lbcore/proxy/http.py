@@ -52,7 +52,7 @@ from lbcore.l7.http1 import (
 from lbcore.l7.persistence import CookiePersistence, SourcePersistence
 from lbcore.proxy.accesslog import AccessRecord
 from lbcore.proxy.backend import BackendConnection, ConnectFailed
-from lbcore.proxy.flow import Deadline, ReadGate, transport_peer, transport_socket
+from lbcore.proxy.flow import ReadGate, new_deadline, new_read_gate, transport_peer, transport_socket
 from lbcore.proxy.runtime import client_v4, parse_client_text
 from lbcore.proxy.stats import ListenerCounters, MemberCounters
 from lbcore.tls.policy import client_cert_headers, peer_certificate
@@ -161,8 +161,8 @@ class ClientConnection:
         self.sock = None  # the transport's socket object, once connected (None: it has none)
         self.stream = None  # the transport when it is a Stream: written to by a C call (see write)
         self.tls = None  # the transport when it is the compiled TLS connection: the same
-        self.gate = ReadGate()
-        self.deadline = Deadline(self.loop, self._deadline_expired)
+        self.gate = new_read_gate()
+        self.deadline = new_deadline(self.loop, self._deadline_expired)
         self.phase = _IDLE
         self.client_ip = None
         self.client_ip_text = ""
@@ -586,6 +586,11 @@ class ProtocolFactory:
         self.terminator = terminator
 
     def __call__(self):
+        return self.make()
+
+    def make(self):
+        """The protocol of a connection accepted now (compiled: a C method, which the
+        compiled acceptor calls through the declared base, streams' ProtocolMaker)."""
         worker = self.worker
         name = self.context.bind_listener[self.key]
         listener: ListenerRuntime = self.context.revision.listeners[name]

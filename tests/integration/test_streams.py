@@ -268,6 +268,57 @@ def test_a_compiled_protocol_is_read_into_and_replaced_as_any_other():
     run(main())
 
 
+def test_a_compiled_factory_makes_each_connections_protocol(caplog):
+    typed = typed_recorder()  # skips or fails as it does when the compiled twin is missing
+    compiled = streams.IMPLEMENTATIONS["compiled"]
+
+    class Maker(compiled.ProtocolMaker):
+        """As the engine's ProtocolFactory: the acceptor calls make() in C."""
+
+        def __init__(self, accepted):
+            self.accepted = accepted
+            self.calls = 0
+
+        def make(self):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("factory failed")
+            made = Recorder() if self.calls % 2 == 0 else typed()
+            self.accepted.put_nowait(made)
+            return made
+
+    async def main():
+        server = Server("compiled")
+        server.acceptor.close()
+        server.listener = socket.socket()
+        server.listener.bind(("127.0.0.1", 0))
+        server.listener.listen(16)
+        server.address = server.listener.getsockname()
+        maker = Maker(server.accepted)
+        server.acceptor = server.impl.serve(asyncio.get_running_loop(), server.listener, maker)
+        # The first make() fails: that connection alone is closed.
+        first = await asyncio.open_connection(*server.address)
+        assert await asyncio.wait_for(first[0].read(), LIMIT) == b""
+        first[1].close()
+        made = []
+        for _ in range(2):
+            reader, writer, conn = await server.connect()
+            writer.write(b"hello")
+            assert await conn.received(5) == b"hello"
+            writer.close()
+            assert await asyncio.wait_for(conn.lost, LIMIT) is None
+            assert conn.events == ["made", "eof", "lost"]
+            made.append(type(conn))
+        assert made == [Recorder, typed] and maker.calls == 3
+        # Still a callable, as any factory (the pure twin and the loop call it).
+        assert type(maker()) is Recorder and maker.calls == 4
+        server.acceptor.close()
+
+    with caplog.at_level(logging.ERROR, logger="lbcore.streams"):
+        run(main())
+    assert "protocol factory failed" in caplog.text
+
+
 def test_a_failing_compiled_protocol_costs_its_own_connection_only(caplog):
     typed = typed_recorder()
 
