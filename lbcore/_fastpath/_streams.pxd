@@ -19,6 +19,12 @@ cdef class StreamProtocol:
     cpdef connection_lost(self, exc)
 
 
+cdef inline StreamProtocol as_stream_protocol(protocol):
+    # ``protocol`` when it is a StreamProtocol (called in C), else None: for a stream and
+    # for the TLS layer above one, which both keep a protocol so.
+    return <StreamProtocol>protocol if isinstance(protocol, StreamProtocol) else None
+
+
 cdef class ProtocolMaker:
     # The base of a compiled protocol factory (the engine's, per bound address): an
     # acceptor calls its make() in C, where it called the factory (a Python call) per
@@ -77,6 +83,7 @@ cdef class Stream(_Watched):
     cpdef int fileno(self)
     cpdef close(self)
     cpdef abort(self)
+    cdef int bind(self, protocol) except -1
     cdef int ready(self, uint32_t events) except -1
     cdef int read_ready(self) except -1
     cpdef write(self, data)

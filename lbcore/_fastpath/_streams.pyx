@@ -407,25 +407,19 @@ cdef class ProtocolMaker:
         return self.make()
 
 
-cdef inline StreamProtocol _typed(protocol):
-    return <StreamProtocol>protocol if isinstance(protocol, StreamProtocol) else None
-
-
 cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_factory, bint outgoing=False,
                    long long peer_v4=-1, int peer_port=0):
     """The stream of a connected descriptor (accepted; or connected, ``outgoing``: then a
     failure is the caller's to raise, not logged here); None when it could not be made.
     An accepted IPv4 peer comes as ``peer_v4`` and ``peer_port`` (``peer`` None), any
     other as ``peer``, the tuple."""
-    cdef Stream stream
-    cdef StreamProtocol typed
+    cdef Stream stream = Stream.__new__(Stream)
     try:
         if isinstance(protocol_factory, ProtocolMaker):
             protocol = (<ProtocolMaker>protocol_factory).make()  # a C call
         else:
             protocol = protocol_factory()
-        typed = _typed(protocol)
-        on_data = protocol.data_received if typed is None else None  # a typed one is called in C
+        stream.bind(protocol)
     except Exception:
         close(fd)
         if outgoing:
@@ -433,7 +427,6 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
         log.exception("protocol factory failed; connection from %s closed",
                       _v4_peer(peer_v4, peer_port) if peer_v4 >= 0 else peer)
         return None
-    stream = Stream.__new__(Stream)
     stream.poller = poller
     stream.loop = loop
     stream.fd = fd
@@ -445,9 +438,6 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
             peer_port = peer[1]
     stream.peer_v4 = peer_v4
     stream.peer_port = peer_port
-    stream.protocol = protocol
-    stream.typed_protocol = typed
-    stream.on_data = on_data
     stream.high = 64 * 1024
     stream.low = 16 * 1024
     stream.reading = True
@@ -461,8 +451,8 @@ cdef Stream _start(Poller poller, loop, int fd, int family, peer, protocol_facto
         return None
     stream.mask = EPOLLIN
     try:
-        if typed is not None:
-            typed.connection_made(stream)  # a C call (a compiled protocol)
+        if stream.typed_protocol is not None:
+            stream.typed_protocol.connection_made(stream)  # a C call (a compiled protocol)
         else:
             protocol.connection_made(stream)
     except Exception as exc:
@@ -589,9 +579,17 @@ cdef class Stream(_Watched):
         return self.protocol
 
     def set_protocol(self, protocol):
-        self.typed_protocol = _typed(protocol)
-        self.on_data = protocol.data_received if self.typed_protocol is None else None
+        self.bind(protocol)
+
+    cdef int bind(self, protocol) except -1:
+        """``protocol`` is what this stream reads into: a compiled one (StreamProtocol)
+        is called in C, any other by name, its data_received bound once (as uvloop
+        does). Nothing changes if it has no data_received."""
+        cdef StreamProtocol typed = as_stream_protocol(protocol)
+        self.on_data = protocol.data_received if typed is None else None
+        self.typed_protocol = typed
         self.protocol = protocol
+        return 0
 
     cpdef close(self):
         if self.closing:

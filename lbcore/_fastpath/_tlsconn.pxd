@@ -1,7 +1,7 @@
 # Declarations of the compiled TLS connections (_tlsconn.pyx), so that the compiled
 # engine (lbcore/proxy/http.pxd) writes to one, and asks its buffered size, by C calls.
 
-from lbcore._fastpath._streams cimport Stream, StreamProtocol
+from lbcore._fastpath._streams cimport Stream, StreamProtocol, as_stream_protocol
 
 cdef class TlsServer:
     cdef readonly tuple contexts

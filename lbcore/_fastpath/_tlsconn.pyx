@@ -339,7 +339,7 @@ cdef class TlsConnection:
         """``app`` above this connection: a compiled protocol is called in C, any other
         by its data_received, bound once (as a stream does)."""
         self.app = app
-        self.typed_app = <StreamProtocol>app if isinstance(app, StreamProtocol) else None
+        self.typed_app = as_stream_protocol(app)
         self.on_data = app.data_received if app is not None and self.typed_app is None else None
         return 0
 

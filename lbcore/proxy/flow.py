@@ -349,18 +349,6 @@ class Deadline:
         self.callback()
 
 
-# -- uvloop's transport table ---------------------------------------------------------------
-# uvloop (0.19 to 0.23, read in their sources) keeps every transport it makes in a
-# weakref.WeakValueDictionary, keyed by file descriptor, for one purpose: add_reader()
-# and add_writer() refuse a descriptor that a live transport uses. That table is pure
-# Python: each accepted connection runs its __setitem__ and a KeyedRef's __new__ and
-# __init__, and each closed one the weak reference's callback, ~7k instructions of a
-# connection's ~124k in a worker under a connection per request (callgrind). The engine
-# never adds a reader or writer on a transport's descriptor, so a worker turns the
-# table into one that keeps nothing (untrack_transports). The loop's own check then
-# never fires; everything else about the loop is unchanged.
-
-
 def new_read_gate() -> ReadGate:
     """``ReadGate()``, made without the type call: one per connection, and compiled, the
     call's argument parsing cost more than the gate's two fields."""
@@ -376,6 +364,17 @@ def new_deadline(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) 
     deadline._setup(loop, callback)
     return deadline
 
+
+# -- uvloop's transport table ---------------------------------------------------------------
+# uvloop (0.19 to 0.23, read in their sources) keeps every transport it makes in a
+# weakref.WeakValueDictionary, keyed by file descriptor, for one purpose: add_reader()
+# and add_writer() refuse a descriptor that a live transport uses. That table is pure
+# Python: each accepted connection runs its __setitem__ and a KeyedRef's __new__ and
+# __init__, and each closed one the weak reference's callback, ~7k instructions of a
+# connection's ~124k in a worker under a connection per request (callgrind). The engine
+# never adds a reader or writer on a transport's descriptor, so a worker turns the
+# table into one that keeps nothing (untrack_transports). The loop's own check then
+# never fires; everything else about the loop is unchanged.
 UNTRACKED_UVLOOP_VERSIONS = ("0.19", "0.20", "0.21", "0.22", "0.23")
 
 
