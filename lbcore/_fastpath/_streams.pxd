@@ -91,6 +91,7 @@ cdef class Stream(_Watched):
     cpdef bint is_closing(self)
     cdef int append(self, const char *data, Py_ssize_t size) except -1
     cpdef Py_ssize_t get_write_buffer_size(self)
+    cpdef write_eof(self)
     cdef int write_ready(self) except -1
     cdef int shutdown_write(self) except -1
     cdef int maybe_pause_protocol(self) except -1

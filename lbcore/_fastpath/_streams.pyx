@@ -713,7 +713,7 @@ cdef class Stream(_Watched):
     def can_write_eof(self):
         return True
 
-    def write_eof(self):
+    cpdef write_eof(self):
         if self.closing or self.eof:
             return
         self.eof = True

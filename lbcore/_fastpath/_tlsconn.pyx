@@ -30,6 +30,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_DONTWAIT, MSG_NOSIGNAL
 
 from lbcore._fastpath import _libssl
+from lbcore._fastpath._clock cimport Clock
 from lbcore._fastpath._tlsconn_py import check_contexts
 
 __all__ = ["IMPLEMENTATION", "READ_BATCH", "SHUTDOWN_TIMEOUT", "TlsConnection", "TlsServer"]
@@ -39,6 +40,17 @@ READ_BATCH = 65536
 SHUTDOWN_TIMEOUT = 5.0
 
 log = logging.getLogger("lbcore.tls")
+
+# The SNI names a server remembers its choice for (the names its clients send, and
+# whatever else they send: cleared when full, so an unbounded set of names costs a
+# lookup each, never memory).
+SNI_CHOICES = 256
+# A deadline this close is taken as come: a loop timer may go off up to a millisecond
+# before the time it was set for, as measured here (uvloop: whole milliseconds, from the
+# time cached at its iteration's start).
+cdef double SLACK = 0.001
+
+cdef Clock _clock = Clock()
 
 cdef enum:
     HANDSHAKE = 0
@@ -223,34 +235,118 @@ cdef str _error_text(int code):
 cdef int _servername_cb(void *ssl, int *alert, void *arg) noexcept with gil:
     """SNI: ask the connection's server which context serves the name, switch to it."""
     cdef TlsConnection conn
+    cdef TlsServer server
     cdef void *conn_pointer = SSL_get_ex_data(ssl, ex_index)
     cdef const char *raw
     if conn_pointer == NULL:
         return SSL_TLSEXT_ERR_NOACK  # not an SSL made here
     conn = <TlsConnection>conn_pointer
+    server = conn.server
     raw = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)
-    # The alerts are those CPython's ssl sends in the same cases (the pure twin):
-    # internal_error for a name that is not ASCII (RFC 6066: an A-label is),
-    # handshake_failure when choosing the context fails.
+    key = PyBytes_FromStringAndSize(raw, strlen(raw)) if raw != NULL else None
+    name = None
+    # The choice for a name the server has seen comes from its dict: no decoding, no
+    # call of the lookup (a Python function) per handshake. The lookup is the server's,
+    # fixed for its life (a reload makes a new server), so the choice stays right.
+    choice = server.sni_choices.get(key)
     try:
-        name = (<bytes>raw[:strlen(raw)]).decode("ascii") if raw != NULL else None
-    except UnicodeDecodeError:
-        log.debug("TLS: SNI name refused: not ASCII")
-        alert[0] = SSL_AD_INTERNAL_ERROR
-        return SSL_TLSEXT_ERR_ALERT_FATAL
-    try:
-        index = conn.server.lookup(name)
-        context = conn.server.contexts[index]
+        if choice is None:
+            # The alerts are those CPython's ssl sends in the same cases (the pure twin):
+            # internal_error for a name that is not ASCII (RFC 6066: an A-label is),
+            # handshake_failure when choosing the context fails.
+            try:
+                name = (<bytes>key).decode("ascii") if key is not None else None
+            except UnicodeDecodeError:
+                log.debug("TLS: SNI name refused: not ASCII")
+                alert[0] = SSL_AD_INTERNAL_ERROR
+                return SSL_TLSEXT_ERR_ALERT_FATAL
+            index = server.lookup(name)
+            server.contexts[index]  # an index out of range fails here, not remembered
+            choice = (index, name.lower().rstrip(".") if name else None)
+            if len(server.sni_choices) >= SNI_CHOICES:
+                server.sni_choices.clear()
+            server.sni_choices[key] = choice
+        index, conn.lbcore_sni = choice
+        context = server.contexts[index]
         if context is not conn.context:
-            if SSL_set_SSL_CTX(ssl, <void *><size_t>conn.server.pointers[index]) == NULL:
+            if SSL_set_SSL_CTX(ssl, <void *><size_t>server.pointers[index]) == NULL:
                 raise RuntimeError("SSL_set_SSL_CTX failed")
             conn.context = context
-        conn.lbcore_sni = name.lower().rstrip(".") if name else None
     except BaseException as exc:
+        if name is None and key is not None:
+            name = (<bytes>key).decode("ascii", "replace")
         log.warning("TLS: choosing the certificate for SNI name %r failed: %s", name, exc)
         alert[0] = SSL_AD_HANDSHAKE_FAILURE
         return SSL_TLSEXT_ERR_ALERT_FATAL
     return SSL_TLSEXT_ERR_OK
+
+
+cdef class Expiries:
+    """Connections waiting for a deadline of one length, oldest (soonest) first: a
+    server's handshakes (its handshake timeout) or its shutdowns (SHUTDOWN_TIMEOUT).
+
+    The length being the same for all, a connection joins at the tail and the head is
+    always the next due: joining and leaving are a few pointer stores, where a loop timer
+    per connection (``call_later``, then ``cancel``) cost two Python calls, a TimerHandle
+    and a libuv timer, twice per TLS connection. One loop timer serves the whole queue:
+    armed when a connection joins an unarmed queue, for the head when it goes off. A
+    connection that leaves early does not touch it; the timer then finds nothing due,
+    and re-arms itself for the new head, if any."""
+
+    def __cinit__(self, loop, double length, int kind):
+        self.loop = loop
+        self.length = length
+        self.kind = kind
+
+    cdef int add(self, TlsConnection conn) except -1:
+        if conn.expiries is not None:
+            conn.expiries.remove(conn)
+        conn.due = _clock.now() + self.length
+        conn.expiries = self
+        conn.prev = self.tail
+        conn.next = None
+        if self.tail is None:
+            self.head = conn
+        else:
+            self.tail.next = conn
+        self.tail = conn
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.length, self._expire)
+        return 0
+
+    cdef int remove(self, TlsConnection conn) except -1:
+        if conn.expiries is not self:
+            return 0
+        if conn.prev is None:
+            self.head = conn.next
+        else:
+            conn.prev.next = conn.next
+        if conn.next is None:
+            self.tail = conn.prev
+        else:
+            conn.next.prev = conn.prev
+        conn.prev = conn.next = None
+        conn.expiries = None
+        return 0
+
+    def _expire(self):
+        """The loop timer: each connection whose time has come leaves and gets its expiry
+        (one failing does not keep the others from theirs); then armed for the head."""
+        cdef TlsConnection conn
+        cdef double now = _clock.now()
+        self.handle = None
+        while self.head is not None and self.head.due <= now + SLACK:
+            conn = self.head
+            self.remove(conn)
+            try:
+                if self.kind == HANDSHAKE:
+                    conn._handshake_timeout()
+                else:
+                    conn._shutdown_timeout()
+            except Exception:
+                log.exception("TLS: a connection's timeout failed")
+        if self.head is not None and self.handle is None:
+            self.handle = self.loop.call_later(self.head.due - now, self._expire)
 
 
 cdef class TlsServer:
@@ -270,6 +366,9 @@ cdef class TlsServer:
         check_contexts(self.contexts)
         self.pointers = tuple(_libssl.ssl_ctx_pointer(context) for context in self.contexts)
         self.default_ctx = <void *><size_t>self.pointers[default_index]
+        self.sni_choices = {}
+        self.handshakes = Expiries(loop, handshake_timeout, HANDSHAKE)
+        self.shutdowns = Expiries(loop, SHUTDOWN_TIMEOUT, SHUTDOWN)
 
     cdef int install_callbacks(self) except -1:
         """Our servername callback on every context: OpenSSL calls it on the switched-to
@@ -279,22 +378,31 @@ cdef class TlsServer:
             SSL_CTX_callback_ctrl(<void *><size_t>pointer, SSL_CTRL_SET_TLSEXT_SERVERNAME_CB, <void *>_servername_cb)
         return 0
 
-    def connection(self, app):
-        """The protocol for the loop's next accepted TCP connection, carrying ``app``."""
-        return TlsConnection(self, app)
+    cpdef TlsConnection connection(self, app):
+        """The protocol for the loop's next accepted TCP connection, carrying ``app``
+        (made without the type call's argument parsing)."""
+        cdef TlsConnection conn = TlsConnection.__new__(TlsConnection)
+        conn._setup(self, app)
+        return conn
 
 
 cdef class TlsConnection:
     """Protocol of the TCP transport below, transport of the engine's protocol above
     (its fields: _tlsconn.pxd)."""
 
-    def __cinit__(self, TlsServer server, app):
+    def __cinit__(self):
+        self.fd = -1
+
+    def __init__(self, TlsServer server, app):
+        self._setup(server, app)
+
+    cdef int _setup(self, TlsServer server, app) except -1:
         self.server = server
         self._bind(app)
         self.state = HANDSHAKE
         self.reading = True
         self.context = server.default
-        self.fd = -1
+        return 0
 
     def __dealloc__(self):
         if self.ssl != NULL:
@@ -333,7 +441,7 @@ cdef class TlsConnection:
         SSL_ctrl(ssl_, SSL_CTRL_MODE, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, NULL)
         SSL_set_ex_data(ssl_, ex_index, <void *>self)
         SSL_set_accept_state(ssl_)
-        self.timer = self.server.loop.call_later(self.server.handshake_timeout, self._handshake_timeout)
+        self.server.handshakes.add(self)
 
     cdef int _bind(self, app) except -1:
         """``app`` above this connection: a compiled protocol is called in C, any other
@@ -375,7 +483,10 @@ cdef class TlsConnection:
         app = self.app
         if self.app_made:
             self.app_made = False
-            app.connection_lost(exc)
+            if self.typed_app is not None:
+                self.typed_app.connection_lost(exc)  # a compiled protocol: a C call
+            else:
+                app.connection_lost(exc)
         elif not self.handshaken and self.server.on_failed is not None:
             self.server.on_failed()
         self._bind(None)
@@ -408,7 +519,8 @@ cdef class TlsConnection:
     def writelines(self, chunks):
         self.write(b"".join(chunks))
 
-    def close(self):
+    cpdef close(self):
+        cdef Stream stream = self.stream
         if self.state == OPEN:
             self.state = SHUTDOWN
             _clear_errors()
@@ -418,25 +530,30 @@ cdef class TlsConnection:
             self._cancel_timer()
             if self.tcp_eof:  # the client's side is shut already: nothing to wait for
                 self.fd = -1  # the transport's descriptor may be closed, and reused, from here on
-                self.tcp.close()
+                if stream is not None:
+                    stream.close()  # a stream is called in C here
+                else:
+                    self.tcp.close()
                 return
-            if self.tcp.can_write_eof():
+            if stream is not None:
+                stream.write_eof()
+            elif self.tcp.can_write_eof():
                 self.tcp.write_eof()
             if not self.reading:  # the engine had paused: the client's end must be read now
                 self.tcp.resume_reading()
-            self.shutdown_buffered = self.tcp.get_write_buffer_size()
-            self.timer = self.server.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
+            self.shutdown_buffered = self.get_write_buffer_size()
+            self.server.shutdowns.add(self)
         elif self.state == HANDSHAKE:
             self.abort()
 
     def _shutdown_timeout(self):
         """The client has not closed its side: abort, unless the response is still
         draining to it (a slow reader), as long as it keeps draining."""
-        self.timer = None
+        self._cancel_timer()
         buffered = self.tcp.get_write_buffer_size() if self.tcp is not None else 0
         if self.state == SHUTDOWN and 0 < buffered < self.shutdown_buffered:
             self.shutdown_buffered = buffered
-            self.timer = self.server.loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timeout)
+            self.server.shutdowns.add(self)
             return
         self.abort()
 
@@ -501,6 +618,10 @@ cdef class TlsConnection:
     # -- ssl_object ---------------------------------------------------------------------
     @property
     def session_reused(self):
+        return self.resumed()
+
+    cpdef bint resumed(self):
+        """``session_reused``, as a method: called in C by the compiled engine."""
         return self.ssl != NULL and SSL_session_reused(self.ssl) == 1
 
     def version(self):
@@ -572,7 +693,10 @@ cdef class TlsConnection:
         self.state = OPEN
         self._cancel_timer()
         self.handshaken = self.app_made = True
-        self.app.connection_made(self)
+        if self.typed_app is not None:
+            self.typed_app.connection_made(self)  # a compiled protocol: a C call
+        else:
+            self.app.connection_made(self)
         if self.state == OPEN:
             self._read()  # a request that came with the client's Finished
         _clear_errors()
@@ -702,13 +826,11 @@ cdef class TlsConnection:
         return 0
 
     def _handshake_timeout(self):
-        self.timer = None
+        self._cancel_timer()
         log.debug("TLS handshake from %s timed out", self.get_extra_info("peername"))
         self.abort()
 
     cdef int _cancel_timer(self) except -1:
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
+        if self.expiries is not None:
+            self.expiries.remove(self)
         return 0

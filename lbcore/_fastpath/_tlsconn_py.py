@@ -21,7 +21,9 @@ Behaviour, the same in both twins:
   on_failed=None)``;
   the ClientHello's server name picks ``contexts[lookup(name)]`` (SNI; ``lookup``
   gets None without one) and is kept, lower case without a trailing dot, as
-  ``lbcore_sni``. A handshake that fails or does not finish in
+  ``lbcore_sni``. ``lookup`` must answer a name the same way for the server's
+  life: the compiled twin asks it once per name and remembers the answer (up to
+  ``_tlsconn.SNI_CHOICES`` names at a time); a name it fails for is asked again. A handshake that fails or does not finish in
   ``handshake_timeout`` closes the connection (OpenSSL's alert is sent first);
   the engine's protocol then never sees ``connection_made``, and ``on_failed()``
   is called once the connection is gone (any connection that ends before its
@@ -36,8 +38,8 @@ Behaviour, the same in both twins:
   tail on the client's side) when the client sent something not read yet.
 - The client's close_notify or a TCP EOF: ``eof_received`` on the engine's
   protocol; unless it returns true (a response still to finish), ``close()``.
-- ``get_extra_info("ssl_object")`` is the connection itself: ``session_reused``,
-  ``lbcore_sni``, ``version()``, ``cipher()``, ``selected_alpn_protocol()``,
+- ``get_extra_info("ssl_object")`` is the connection itself: ``session_reused``
+  (also as a method, ``resumed()``), ``lbcore_sni``, ``version()``, ``cipher()``, ``selected_alpn_protocol()``,
   ``getpeercert(binary_form=True)``, ``context``. Other names go to the TCP
   transport (``peername``, ``sockname``, ``socket``).
 - An error someone else left in the thread's OpenSSL error queue (which OpenSSL's
@@ -314,6 +316,10 @@ class TlsConnection:
     @property
     def session_reused(self) -> bool:
         return bool(self._sslobj is not None and self._sslobj.session_reused)
+
+    def resumed(self) -> bool:
+        """``session_reused``, as a method (the compiled engine's C call to its twin)."""
+        return self.session_reused
 
     @property
     def context(self) -> ssl.SSLContext | None:

@@ -12,7 +12,7 @@ from lbcore._fastpath._logline cimport RecordMaker as CRecordMaker
 from lbcore._fastpath._rewrite cimport HeadWriter as CHeadWriter
 from lbcore._fastpath._sockio cimport DescriptorWriter as CDescriptorWriter
 from lbcore._fastpath._streams cimport ProtocolMaker as CProtocolMaker, Stream as CStream, StreamProtocol as CStreamProtocol
-from lbcore._fastpath._tlsconn cimport TlsConnection as CTlsConnection
+from lbcore._fastpath._tlsconn cimport TlsConnection as CTlsConnection, TlsServer as CTlsServer
 from lbcore.l7._http1_requests cimport RequestReader, new_request_reader
 from lbcore.l7._http1_responses cimport ResponseReader
 from lbcore.l7.balance cimport MemberState
@@ -66,8 +66,11 @@ cdef class ClientConnection(CStreamProtocol):
     cdef public ListenerRuntime listener
     cdef public double head_started
     cdef _setup(self, worker, WorkerContext context, str listener_name)
-    @cython.locals(listener=ListenerRuntime, number=cython.longlong, stream=CStream, port=cython.int)
+    @cython.locals(listener=ListenerRuntime, number=cython.longlong, stream=CStream, tls=CTlsConnection,
+                   port=cython.int, lstats=ListenerCounters)
     cpdef connection_made(self, transport)
+    @cython.locals(lstats=ListenerCounters, tls=CTlsConnection, resumed=cython.bint)
+    cpdef tls_established(self, transport, ListenerRuntime listener)
     cpdef data_received(self, data)
     cpdef connection_lost(self, exc)
     cpdef dispatch(self)
@@ -92,7 +95,7 @@ cdef class ProtocolFactory(CProtocolMaker):
     cdef public object worker, tcp_client, terminator
     cdef public WorkerContext context
     cdef public str key
-    @cython.locals(listener=ListenerRuntime)
+    @cython.locals(listener=ListenerRuntime, server=CTlsServer)
     cpdef make(self)
 
 # A member connection's owner, its backend_data called in C (the base declared here

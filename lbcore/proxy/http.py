@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # The compiled TLS transport, which the compiled engine writes to by C calls (http.pxd
 # types ClientConnection.tls); None when the TLS connections are the pure twin's.
 _C_TLS = tlsconn.TlsConnection if tlsconn.IMPLEMENTATION == "compiled" else None
+_C_TLS_SERVER = tlsconn.TlsServer if tlsconn.IMPLEMENTATION == "compiled" else None
 
 __all__ = ["ClientConnection", "Exchange", "ProtocolFactory", "TlsClientConnection", "WorkerContext", "new_exchange"]
 
@@ -211,22 +212,25 @@ class ClientConnection:
         # A stream's IPv4 client is a number, its address object and text cached by it;
         # any other transport gives getpeername()'s tuple.
         number = -1
+        stream = None
         if type(transport) is Stream:
             self.stream = stream = transport  # compiled: typed (http.pxd), its fields read in C
+        elif type(transport) is _C_TLS:
+            self.tls = tls = transport
+            stream = tls.stream  # the TCP connection below, when a stream: its address is the client's
+        if stream is not None:
             number = stream.peer_v4
             port = stream.peer_port
-        elif type(transport) is _C_TLS:
-            self.tls = transport
         if number >= 0:
             self.client_ip, self.client_ip_text = client_v4(number)
             self.client_port = port
         else:
             self.client_ip, self.client_ip_text, self.client_port = parse_client_text(transport_peer(transport, sock))
+        self.lstats = lstats = self.context.stats.listener(self.listener_name)
         if listener.tls is not None:
             self.tls_established(transport, listener)
         self.listener = listener
         self.head_started = self.context.clock.now()
-        self.lstats = lstats = self.context.stats.listener(self.listener_name)
         lstats.conns_total += 1
         lstats.conns_cur += 1
         self.counted = True
@@ -235,20 +239,29 @@ class ClientConnection:
         self.deadline.extend(listener.http_request_timeout)
 
     def tls_established(self, transport: asyncio.BaseTransport, listener: "ListenerRuntime") -> None:
-        """After the handshake: the SNI name, resumption, the client's certificate."""
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None:
-            return
-        self.sni = getattr(ssl_object, "lbcore_sni", None)
-        lstats = self.context.stats.listener(self.listener_name)
-        if ssl_object.session_reused:
+        """After the handshake: the SNI name, resumption, the client's certificate
+        (``self.lstats`` set). The compiled TLS connection is asked in C; any other
+        transport for its ``ssl_object``."""
+        lstats = self.lstats
+        tls = self.tls
+        if tls is not None:
+            ssl_object = tls
+            self.sni = tls.lbcore_sni
+            resumed = tls.resumed()
+        else:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is None:
+                return
+            self.sni = getattr(ssl_object, "lbcore_sni", None)
+            resumed = ssl_object.session_reused
+        if resumed:
             lstats.tls_resumed += 1
         else:
             lstats.tls_full += 1
         auth = listener.client_auth
         if auth is not None:
             self.cert_headers = client_cert_headers(peer_certificate(ssl_object), auth)
-            self.cert_header_names = frozenset(h.lower() for h in auth.headers)
+            self.cert_header_names = lowered_names(auth.headers)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -513,6 +526,8 @@ class ClientConnection:
             if type(transport) is Stream:
                 stream = transport  # compiled: typed, a C call
                 stream.close()
+            elif self.tls is not None:
+                self.tls.close()  # the compiled TLS connection: the same
             elif transport is not None:
                 transport.close()
 
@@ -557,6 +572,11 @@ class TlsClientConnection(ClientConnection):
     CORK_LAST_WRITE = False  # see ClientConnection.write_last
 
 
+def lowered_names(names) -> frozenset:
+    """The header names, lower-cased: what ``cert_header_names`` holds."""
+    return frozenset(name.lower() for name in names)
+
+
 def new_connection(tls: bool, worker: "Worker", context: WorkerContext, listener_name: str) -> ClientConnection:
     """``(TlsClientConnection if tls else ClientConnection)(worker, listener_name)``,
     given the worker's context: compiled, a C call that allocates and sets up the
@@ -599,9 +619,13 @@ class ProtocolFactory:
             made = new_connection(protocol == "https", worker, self.context, name)
         else:
             made = self.tcp_client(worker, name, sniff_sni=protocol == "tls-passthrough")
-        if self.terminator is not None:
-            return self.terminator.connection(made)
-        return made
+        terminator = self.terminator
+        if terminator is None:
+            return made
+        if type(terminator) is _C_TLS_SERVER:
+            server = terminator  # compiled: typed (http.pxd), its connection() a C call
+            return server.connection(made)
+        return terminator.connection(made)
 
 
 class TunnelOwner:

@@ -133,6 +133,7 @@ def test_https_request_headers_and_hsts(pki, sni_engine):
     assert "Strict-Transport-Security: max-age=31536000" in head
     seen = {k.lower(): v for k, v in json.loads(body)["headers"]}
     assert seen["x-forwarded-proto"] == "https"
+    assert seen["x-forwarded-for"] == "127.0.0.1"  # the client's address, from the TCP connection under TLS
 
 
 def test_curl_with_resolve_verifies_the_chain(pki, sni_engine):
@@ -205,6 +206,8 @@ def _s_client_resume(port, sess_file, reconnect_in: bool):
 
 
 def test_session_tickets_resume_across_workers_and_engines(pki, members, engine, tmp_path):
+    from tests.integration.test_stats_engine import wait_metric
+
     m = members("m1")
     keys = tlsgen.write_ticket_keys(tmp_path / "tickets.keys", [tlsgen.ticket_key_line(), tlsgen.ticket_key_line()])
     port = free_port()
@@ -218,10 +221,14 @@ def test_session_tickets_resume_across_workers_and_engines(pki, members, engine,
     since = eng.mark()
     eng.wait_for_log(r"serving on 2 workers", since)
     assert b"Reused, TLSv1.3" in _s_client_resume(port, sess, reconnect_in=True)
-    # a second engine (another node) sharing the key file resumes it too
-    port2 = free_port()
-    other = engine(https_spec(port2, m, [cert_entry(pki, "www", default=True)], ticket_keys=keys))
+    # a second engine (another node) sharing the key file resumes it too, and counts it so
+    port2, admin_port = free_port(), free_port()
+    spec = https_spec(port2, m, [cert_entry(pki, "www", default=True)], ticket_keys=keys)
+    spec["admin"] = {"bind": f"127.0.0.1:{admin_port}"}
+    engine(spec)
     assert b"Reused, TLSv1.3" in _s_client_resume(port2, sess, reconnect_in=True)
+    resumed = ("lbcore_listener_tls_handshakes_total", (("listener", "tls"), ("result", "resumed")))
+    assert wait_metric(admin_port, resumed, 1) == 1
     # without the shared keys: a full handshake
     port3 = free_port()
     engine(https_spec(port3, m, [cert_entry(pki, "www", default=True)]))

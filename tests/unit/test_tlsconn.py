@@ -136,10 +136,10 @@ class Pair:
     """One TlsConnection of a twin and a real TLS client, wired through ``Tcp``."""
 
     def __init__(self, twin: str, pki, loop, *, sni: str | None = "www.example.com", app: App | None = None,
-                 client: ssl.SSLContext | None = None, contexts=None) -> None:
+                 client: ssl.SSLContext | None = None, contexts=None, server=None) -> None:
         impl = tlsconn.IMPLEMENTATIONS[twin]
         self.failed = 0
-        self.server = impl.TlsServer(contexts or pki["contexts"], lookup, 0, 10.0, loop, self.count_failure)
+        self.server = server or impl.TlsServer(contexts or pki["contexts"], lookup, 0, 10.0, loop, self.count_failure)
         self.loop = loop
         self.app = app or App()
         self.tcp = Tcp()
@@ -426,6 +426,101 @@ def test_a_handshake_that_does_not_finish_in_time_is_aborted(twin, pki, loop):
     conn.connection_lost(None)
     assert app.events == []
     assert failures == [1]
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_only_the_handshakes_not_finished_by_their_deadline_are_aborted(twin, pki, loop):
+    # One server's connections, all due at once: two finish their handshake before the
+    # loop runs the timer (the first, the last), two do not (one of them in mid-flight).
+    failures = []
+    server = tlsconn.IMPLEMENTATIONS[twin].TlsServer(pki["contexts"], lookup, 0, 0.0, loop, lambda: failures.append(1))
+    pairs = [Pair(twin, pki, loop, server=server) for _ in range(4)]
+    pairs[0].handshake()
+    with pytest.raises(ssl.SSLWantReadError):
+        pairs[1].client.do_handshake()
+    pairs[1].pump()  # the ClientHello in, the server's flight out: waiting for the client's Finished
+    pairs[3].handshake()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert [pair.tcp.aborted for pair in pairs] == [False, True, True, False]
+    assert [pair.app.events for pair in pairs] == [[("made",)], [], [], [("made",)]]
+    for pair in (pairs[0], pairs[3]):  # the two that got through still carry data
+        pair.send(b"ping")
+        assert pair.app.received() == b"ping"
+    for pair in pairs:
+        pair.conn.connection_lost(None)
+    assert failures == [1, 1]
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_connection_gone_before_its_deadline_is_not_touched_by_it(twin, pki, loop):
+    server = tlsconn.IMPLEMENTATIONS[twin].TlsServer(pki["contexts"], lookup, 0, 0.0, loop)
+    pair = Pair(twin, pki, loop, server=server)
+    pair.conn.connection_lost(None)  # the client left before sending anything
+    loop.run_until_complete(asyncio.sleep(0))
+    assert not pair.tcp.aborted
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_client_that_never_closes_its_side_is_aborted_after_the_shutdown_timeout(twin, pki, loop, monkeypatch):
+    impl = tlsconn.IMPLEMENTATIONS[twin]
+    monkeypatch.setattr(impl, "SHUTDOWN_TIMEOUT", 0.0)  # read when a server is made (compiled) or closes (pure)
+    server = impl.TlsServer(pki["contexts"], lookup, 0, 10.0, loop)
+    waits, answers = Pair(twin, pki, loop, server=server), Pair(twin, pki, loop, server=server)
+    for pair in (waits, answers):
+        pair.handshake()
+        pair.conn.close()
+        assert pair.tcp.eof_written and not pair.tcp.aborted
+    answers.pump()
+    answers.conn.connection_lost(None)  # its client closed: gone before the deadline
+    loop.run_until_complete(asyncio.sleep(0))
+    assert waits.tcp.aborted
+    assert not answers.tcp.aborted
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # CPython's ssl reports it
+@pytest.mark.parametrize("twin", TWINS)
+def test_the_certificate_choice_is_right_for_each_name_again_and_a_failed_one_is_asked_again(twin, pki, loop,
+                                                                                              monkeypatch):
+    # The compiled twin remembers each name's choice (SNI_CHOICES names at a time, here
+    # 2, so that the third name empties its memory): the choices must stay right.
+    impl = tlsconn.IMPLEMENTATIONS[twin]
+    monkeypatch.setattr(impl, "SNI_CHOICES", 2, raising=False)
+    asked = []
+    fail_next = {"WWW.example.com."}
+
+    def choose(name: str | None) -> int:
+        asked.append(name)
+        if name in fail_next:
+            fail_next.discard(name)
+            raise LookupError(name)
+        return lookup(name.lower().rstrip(".") if name else name)
+
+    server = impl.TlsServer(pki["contexts"], choose, 0, 10.0, loop)
+    sent = ["WWW.example.com.", "WWW.example.com.", "WWW.example.com.", "api.example.com", "api.example.com", None,
+            "www.example.com", "api.example.com", "WWW.example.com.", "unknown.example.com", "api.example.com"]
+    served = []
+    for name in sent:
+        pair = Pair(twin, pki, loop, server=server, sni=name, client=tlsgen.client_context(None))
+        try:
+            pair.handshake()
+        except ssl.SSLError:
+            served.append("refused")
+            continue
+        ssl_object = pair.conn.get_extra_info("ssl_object")
+        cert = x509.load_der_x509_certificate(pair.client.getpeercert(binary_form=True))
+        served.append((ssl_object.lbcore_sni, cert.subject.rfc4514_string()))
+    www, api = ("www.example.com", "CN=www.example.com"), ("api.example.com", "CN=api.example.com")
+    assert served == [
+        "refused",  # the lookup failed for it, once
+        www, www, api, api, (None, "CN=www.example.com"), www, api, www,
+        ("unknown.example.com", "CN=www.example.com"),
+        api,
+    ]
+    if twin == "compiled":  # asked once per name while remembered; the failure was not
+        assert asked == ["WWW.example.com.", "WWW.example.com.", "api.example.com", None, "www.example.com",
+                         "api.example.com", "WWW.example.com.", "unknown.example.com", "api.example.com"]
+    else:
+        assert asked == sent
 
 
 @pytest.mark.parametrize("twin", TWINS)
