@@ -64,6 +64,7 @@ ctypedef int (*get_ex_new_index_t)(int, long, void *, void *, void *, ex_free_t)
 ctypedef int (*set_ticket_cb_t)(void *, ticket_cb_t) noexcept nogil
 ctypedef int (*rand_bytes_t)(unsigned char *, int) noexcept nogil
 ctypedef const void *(*cipher_t)() noexcept nogil
+ctypedef const void *(*cipher_fetch_t)(void *, const char *, const char *) noexcept nogil
 ctypedef int (*cipher_init_t)(void *, const void *, void *, const unsigned char *, const unsigned char *) noexcept nogil
 ctypedef int (*mac_set_params_t)(void *, const OSSL_PARAM *) noexcept nogil
 
@@ -76,6 +77,11 @@ cdef set_ticket_cb_t SSL_CTX_set_tlsext_ticket_key_evp_cb
 cdef rand_bytes_t RAND_bytes
 cdef cipher_t EVP_aes_128_cbc
 cdef cipher_t EVP_aes_256_cbc
+cdef cipher_fetch_t EVP_CIPHER_fetch
+# The two ciphers as the default provider's, fetched once: a cipher init given the
+# built-in EVP_aes_*_cbc() fetches the provider's itself, on every ticket made or read.
+cdef const void *aes_128_cbc = NULL
+cdef const void *aes_256_cbc = NULL
 cdef cipher_init_t EVP_EncryptInit_ex
 cdef cipher_init_t EVP_DecryptInit_ex
 cdef mac_set_params_t EVP_MAC_CTX_set_params
@@ -117,6 +123,7 @@ cdef int _bind() except -1:
     global SSL_get_SSL_CTX, SSL_version, SSL_CTX_get_ex_data, SSL_CTX_set_ex_data, CRYPTO_get_ex_new_index
     global SSL_CTX_set_tlsext_ticket_key_evp_cb, RAND_bytes, EVP_aes_128_cbc, EVP_aes_256_cbc
     global EVP_EncryptInit_ex, EVP_DecryptInit_ex, EVP_MAC_CTX_set_params, ex_index
+    global EVP_CIPHER_fetch, aes_128_cbc, aes_256_cbc
     if ex_index >= 0:
         return 0
     lib = _libssl.load()
@@ -129,6 +136,11 @@ cdef int _bind() except -1:
     RAND_bytes = <rand_bytes_t><void *>_address(lib, "RAND_bytes")
     EVP_aes_128_cbc = <cipher_t><void *>_address(lib, "EVP_aes_128_cbc")
     EVP_aes_256_cbc = <cipher_t><void *>_address(lib, "EVP_aes_256_cbc")
+    EVP_CIPHER_fetch = <cipher_fetch_t><void *>_address(lib, "EVP_CIPHER_fetch")
+    # Kept for the process's life (never freed: a handshake may be using them). Should a
+    # fetch fail, the built-in cipher serves, as before (_cipher).
+    aes_128_cbc = EVP_CIPHER_fetch(NULL, b"AES-128-CBC", NULL)
+    aes_256_cbc = EVP_CIPHER_fetch(NULL, b"AES-256-CBC", NULL)
     EVP_EncryptInit_ex = <cipher_init_t><void *>_address(lib, "EVP_EncryptInit_ex")
     EVP_DecryptInit_ex = <cipher_init_t><void *>_address(lib, "EVP_DecryptInit_ex")
     EVP_MAC_CTX_set_params = <mac_set_params_t><void *>_address(lib, "EVP_MAC_CTX_set_params")
@@ -160,7 +172,9 @@ cdef int _set_mac(void *mac_ctx, Key *key) noexcept nogil:
 
 
 cdef const void *_cipher(Key *key) noexcept nogil:
-    return EVP_aes_256_cbc() if key.half == 32 else EVP_aes_128_cbc()
+    if key.half == 32:
+        return aes_256_cbc if aes_256_cbc != NULL else EVP_aes_256_cbc()
+    return aes_128_cbc if aes_128_cbc != NULL else EVP_aes_128_cbc()
 
 
 cdef int _ticket_key_cb(void *ssl, unsigned char *name, unsigned char *iv, void *cipher_ctx,
