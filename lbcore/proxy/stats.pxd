@@ -20,7 +20,7 @@ cdef class MemberCounters(_Counters):
     cdef public long long conns_total, requests, connect_errors, response_errors
     cdef public long long bytes_in, bytes_out, latency_sum_us
     cdef public long long[::1] latency
-    @cython.locals(index=Py_ssize_t, bound=double)
+    @cython.locals(index=Py_ssize_t, bound=double, micros=cython.longlong)
     cpdef observe(self, double seconds)
 
 cdef class WorkerStats:

@@ -114,7 +114,11 @@ class MemberCounters(_Counters):
         self.latency = array("q", bytes(8 * (len(LATENCY_BUCKETS) + 1)))
 
     def observe(self, seconds: float) -> None:
-        self.latency_sum_us += int(seconds * 1_000_000)
+        # Compiled, micros is a C long long (stats.pxd): no Python int is made. A duration
+        # that is not a finite number (never one the engine measures) adds nothing, in
+        # both builds: converting it in C would be undefined.
+        micros = int(seconds * 1_000_000) if -1e12 < seconds < 1e12 else 0
+        self.latency_sum_us += micros
         # The first bucket whose bound is >= seconds; past the last bound, +Inf. A scan
         # from the lowest, as bisect_left decides it (NaN: the first): most requests
         # stop at the first bound, and compiled the bounds are C doubles.

@@ -26,6 +26,15 @@ def test_a_latency_lands_in_the_first_bucket_that_holds_it(seconds) -> None:
     assert counters.latency_sum_us == int(seconds * 1_000_000)
 
 
+def test_a_duration_that_is_not_a_finite_number_adds_nothing_to_the_sum() -> None:
+    counters = MemberCounters()
+    counters.observe(0.25)
+    for odd in (float("nan"), float("inf"), float("-inf")):
+        counters.observe(odd)
+    assert counters.latency_sum_us == 250_000
+    assert sum(counters.latency) == 4  # each still counted in a bucket
+
+
 def test_bounds_are_inclusive_and_past_the_last_is_infinity() -> None:
     counters = MemberCounters()
     counters.observe(0.001)
