@@ -7,3 +7,4 @@ cdef void release_now() noexcept
 
 cdef class Clock:
     cpdef double now(self) except? -1.0
+    cpdef double wall(self) except? -1.0

@@ -12,7 +12,7 @@ outermost hold began.
 """
 
 from cpython.exc cimport PyErr_SetFromErrno
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 __all__ = ["IMPLEMENTATION", "Clock", "hold", "release"]
 
@@ -23,9 +23,13 @@ cdef int _holds = 0  # holds not yet released
 
 
 cdef double _read() except? -1.0:
+    return _seconds(CLOCK_MONOTONIC)
+
+
+cdef double _seconds(int clock) except? -1.0:
     cdef timespec ts
     cdef long long ns
-    if clock_gettime(CLOCK_MONOTONIC, &ts) != 0:
+    if clock_gettime(clock, &ts) != 0:
         PyErr_SetFromErrno(OSError)
         return -1.0
     ns = <long long>ts.tv_sec * 1000000000 + ts.tv_nsec
@@ -65,3 +69,7 @@ cdef class Clock:
         if _holds:
             return _held
         return _read()
+
+    cpdef double wall(self) except? -1.0:
+        """``time.time()``: CLOCK_REALTIME, converted as CPython converts it; never held."""
+        return _seconds(CLOCK_REALTIME)

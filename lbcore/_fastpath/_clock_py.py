@@ -1,6 +1,8 @@
 """The engine's monotonic clock: the pure twin of ``_clock`` (the reference).
 
 ``Clock().now()`` is ``time.monotonic()``: seconds as a float, from CLOCK_MONOTONIC.
+``Clock().wall()`` is ``time.time()`` (CLOCK_REALTIME, never held): the access log's
+timestamp of a request, read once per request; compiled, a C call and no float object.
 
 Why a class for one call: the request path reads the clock several times a request
 (when a head began to arrive, when the exchange started, when the head went to the
@@ -58,3 +60,6 @@ class Clock:
         if _holds:
             return _held
         return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()

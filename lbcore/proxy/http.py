@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from time import time as wall_time  # by name: compiled, time.time() looks the module attribute up per call
 from typing import TYPE_CHECKING
 
 from lbcore._fastpath.clock import Clock
@@ -504,7 +503,7 @@ class ClientConnection:
         now = self.context.clock.now()
         access_log.log(
             AccessRecord(
-                accepted=wall_time(),
+                accepted=self.context.clock.wall(),
                 started=now,
                 client_ip=self.client_ip_text,
                 client_port=self.client_port,
@@ -687,7 +686,7 @@ class Exchange:
         self.pstats = None  # PoolCounters once routed
         self.mstats = _NO_MEMBER_STATS  # MemberCounters of the member in use
         self.started = self.conn.context.clock.now()
-        self.accepted = wall_time()
+        self.accepted = self.conn.context.clock.wall()  # compiled, a C double: no Python call, no float
         self.status: int | None = None
         self.bytes_out = 0
         self.termination = "--"

@@ -24,6 +24,22 @@ def test_now_is_time_monotonic(name):
 
 
 @pytest.mark.parametrize("name", TWINS)
+def test_wall_is_time_time_and_is_never_held(name):
+    impl = clock.IMPLEMENTATIONS[name]
+    wall = impl.Clock().wall
+    impl.hold()  # holds the monotonic time only
+    try:
+        for _ in range(1000):
+            before = time.time()
+            value = wall()
+            after = time.time()
+            assert type(value) is float
+            assert before <= value <= after
+    finally:
+        impl.release()
+
+
+@pytest.mark.parametrize("name", TWINS)
 def test_now_never_goes_back(name):
     now = clock.IMPLEMENTATIONS[name].Clock().now
     values = [now() for _ in range(10_000)]
