@@ -16,6 +16,7 @@ cdef class Expiries:
     cdef object handle  # the loop timer while armed
     cdef int add(self, TlsConnection conn) except -1
     cdef int remove(self, TlsConnection conn) except -1
+    cdef int _arm(self, double now) except -1
 
 
 cdef class TlsServer:

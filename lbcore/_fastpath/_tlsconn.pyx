@@ -46,8 +46,8 @@ log = logging.getLogger("lbcore.tls")
 # lookup each, never memory).
 SNI_CHOICES = 256
 # A deadline this close is taken as come: a loop timer may go off up to a millisecond
-# before the time it was set for, as measured here (uvloop: whole milliseconds, from the
-# time cached at its iteration's start).
+# before the time it was set for, by this clock (uvloop counts whole milliseconds, from
+# the time it cached at its iteration's start).
 cdef double SLACK = 0.001
 
 cdef Clock _clock = Clock()
@@ -301,9 +301,10 @@ cdef class Expiries:
         self.kind = kind
 
     cdef int add(self, TlsConnection conn) except -1:
+        cdef double now = _clock.now()
         if conn.expiries is not None:
             conn.expiries.remove(conn)
-        conn.due = _clock.now() + self.length
+        conn.due = now + self.length
         conn.expiries = self
         conn.prev = self.tail
         conn.next = None
@@ -313,7 +314,13 @@ cdef class Expiries:
             self.tail.next = conn
         self.tail = conn
         if self.handle is None:
-            self.handle = self.loop.call_later(self.length, self._expire)
+            self._arm(now)
+        return 0
+
+    cdef int _arm(self, double now) except -1:
+        # For the head, which is not always the connection just added: one may join
+        # while _expire runs the expiries (a shutdown that keeps draining), behind others.
+        self.handle = self.loop.call_later(max(self.head.due - now, 0.0), self._expire)
         return 0
 
     cdef int remove(self, TlsConnection conn) except -1:
@@ -335,6 +342,7 @@ cdef class Expiries:
         """The loop timer: each connection whose time has come leaves and gets its expiry
         (one failing does not keep the others from theirs); then armed for the head."""
         cdef TlsConnection conn
+        cdef TlsConnection last = self.tail  # one joining during this pass waits for the next
         cdef double now = _clock.now()
         self.handle = None
         while self.head is not None and self.head.due <= now + SLACK:
@@ -347,8 +355,10 @@ cdef class Expiries:
                     conn._shutdown_timeout()
             except Exception:
                 log.exception("TLS: a connection's timeout failed")
+            if conn is last:
+                break
         if self.head is not None and self.handle is None:
-            self.handle = self.loop.call_later(self.head.due - now, self._expire)
+            self._arm(now)
 
 
 cdef class TlsServer:
