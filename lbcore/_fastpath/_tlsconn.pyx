@@ -290,10 +290,10 @@ cdef class Expiries:
     The length being the same for all, a connection joins at the tail and the head is
     always the next due: joining and leaving are a few pointer stores, where a loop timer
     per connection (``call_later``, then ``cancel``) cost two Python calls, a TimerHandle
-    and a libuv timer, twice per TLS connection. One loop timer serves the whole queue:
-    armed when a connection joins an unarmed queue, for the head when it goes off. A
-    connection that leaves early does not touch it; the timer then finds nothing due,
-    and re-arms itself for the new head, if any."""
+    and a libuv timer, twice per TLS connection. One loop timer serves the whole queue,
+    always armed for its head: when a connection joins an unarmed queue, and when it
+    goes off. A connection that leaves early does not touch it; the timer then finds
+    nothing due, and re-arms itself for the new head, if any."""
 
     def __cinit__(self, loop, double length, int kind):
         self.loop = loop

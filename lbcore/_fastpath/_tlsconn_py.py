@@ -23,9 +23,10 @@ Behaviour, the same in both twins:
   gets None without one) and is kept, lower case without a trailing dot, as
   ``lbcore_sni``. ``lookup`` must answer a name the same way for the server's
   life: the compiled twin asks it once per name and remembers the answer (up to
-  ``_tlsconn.SNI_CHOICES`` names at a time); a name it fails for is asked again. A handshake that fails or does not finish in
-  ``handshake_timeout`` closes the connection (OpenSSL's alert is sent first);
-  the engine's protocol then never sees ``connection_made``, and ``on_failed()``
+  ``_tlsconn.SNI_CHOICES`` names at a time); a name it fails for is asked again.
+  A handshake that fails or does not finish in ``handshake_timeout`` closes the
+  connection (OpenSSL's alert is sent first); the engine's protocol then never
+  sees ``connection_made``, and ``on_failed()``
   is called once the connection is gone (any connection that ends before its
   handshake completed: refused, timed out, or the client left).
 - Data: plaintext is delivered to ``data_received`` as it is decrypted, in
@@ -39,8 +40,8 @@ Behaviour, the same in both twins:
 - The client's close_notify or a TCP EOF: ``eof_received`` on the engine's
   protocol; unless it returns true (a response still to finish), ``close()``.
 - ``get_extra_info("ssl_object")`` is the connection itself: ``session_reused``
-  (also as a method, ``resumed()``), ``lbcore_sni``, ``version()``, ``cipher()``, ``selected_alpn_protocol()``,
-  ``getpeercert(binary_form=True)``, ``context``. Other names go to the TCP
+  (also as a method, ``resumed()``), ``lbcore_sni``, ``version()``, ``cipher()``,
+  ``selected_alpn_protocol()``, ``getpeercert(binary_form=True)``, ``context``. Other names go to the TCP
   transport (``peername``, ``sockname``, ``socket``).
 - An error someone else left in the thread's OpenSSL error queue (which OpenSSL's
   SSL_get_error reads to tell "want more bytes" from a failure) fails no handshake,
