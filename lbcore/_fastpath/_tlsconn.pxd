@@ -68,6 +68,8 @@ cdef class TlsConnection(StreamProtocol):
     cpdef data_received(self, data)
     cpdef connection_lost(self, exc)
     cpdef write(self, data)
+    cpdef write_last(self, data)
+    cdef bint _encrypt(self, data) except -1
     cpdef Py_ssize_t get_write_buffer_size(self)
     cpdef close(self)
     cpdef bint resumed(self)

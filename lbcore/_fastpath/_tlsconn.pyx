@@ -513,20 +513,31 @@ cdef class TlsConnection:
 
     # -- transport of the engine's protocol ---------------------------------------------
     cpdef write(self, data):
+        if self._encrypt(data):
+            self._flush()
+
+    cpdef write_last(self, data):
+        """The connection's last bytes, then close(): their records and the close_notify
+        go to the socket in one write, not two."""
+        if self._encrypt(data):
+            self.close()
+
+    cdef bint _encrypt(self, data) except -1:
+        """``data`` as records into the output BIO, unsent; false if nothing is to be sent."""
         cdef size_t written = 0
         cdef Py_ssize_t size
         if self.state != OPEN:
-            return
+            return False
         if type(data) is not bytes:
             data = bytes(data)
         size = PyBytes_GET_SIZE(data)
         if size == 0:
-            return
+            return True
         _clear_errors()  # SSL_get_error reads this thread's queue: only this call's errors in it
         if SSL_write_ex(self.ssl, <void *>PyBytes_AS_STRING(data), <size_t>size, &written) != 1:
             self._fail(_error_text(SSL_get_error(self.ssl, 0)))
-            return
-        self._flush()
+            return False
+        return True
 
     def writelines(self, chunks):
         self.write(b"".join(chunks))

@@ -208,16 +208,29 @@ class TlsConnection:
 
     # -- transport of the engine's protocol ---------------------------------------------
     def write(self, data: bytes) -> None:
-        if self.state != _OPEN or not data:
-            return
+        if self._encrypt(data):
+            self._flush()
+
+    def write_last(self, data: bytes) -> None:
+        """The connection's last bytes, then close(): their records and the close_notify
+        go to the socket in one write, not two."""
+        if self._encrypt(data):
+            self.close()
+
+    def _encrypt(self, data: bytes) -> bool:
+        """``data`` as records into the outgoing buffer, unsent; false if nothing is to be sent."""
+        if self.state != _OPEN:
+            return False
+        if not data:
+            return True
         assert self._sslobj is not None
         _clear_errors()
         try:
             self._sslobj.write(data)
         except ssl.SSLError as exc:
             self._failed(exc)
-            return
-        self._flush()
+            return False
+        return True
 
     def writelines(self, chunks) -> None:
         self.write(b"".join(chunks))

@@ -77,9 +77,10 @@ cdef class ClientConnection(CStreamProtocol):
     @cython.locals(pending=list, at=Py_ssize_t)
     cpdef take_pending(self)
     cpdef exchange_done(self, Exchange ex, bint keep_alive)
-    @cython.locals(size=Py_ssize_t, stream=CStream, tls=CTlsConnection)
+    @cython.locals(stream=CStream, tls=CTlsConnection)
     cpdef write(self, data)
-    @cython.locals(stream=CStream)
+    cpdef bint counted_out(self, Py_ssize_t size) except -1
+    @cython.locals(stream=CStream, tls=CTlsConnection)
     cpdef write_last(self, data)
     @cython.locals(stream=CStream)
     cpdef close(self)

@@ -32,6 +32,7 @@ class Tcp:
 
     def __init__(self) -> None:
         self.out = bytearray()
+        self.writes = 0
         self.closed = False
         self.aborted = False
         self.eof_written = False
@@ -40,6 +41,7 @@ class Tcp:
     def write(self, data: bytes) -> None:
         assert not self.closed and not self.eof_written, "write after close"
         self.out += data
+        self.writes += 1
 
     def take(self) -> bytes:
         data = bytes(self.out)
@@ -268,6 +270,32 @@ def test_close_sends_close_notify_then_fin_and_ends_on_the_clients(twin, pki, lo
     assert pair.tcp.closed and not pair.tcp.aborted
     pair.conn.connection_lost(None)
     assert pair.app.events[-1] == ("lost", None)
+    assert pair.failed == 0
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("data", [b"the response's last bytes", b""])
+def test_write_last_sends_its_records_and_the_close_notify_in_one_write_then_shuts(twin, pki, loop, data):
+    pair = Pair(twin, pki, loop)
+    pair.handshake()
+    pair.send(b"request")
+    writes = pair.tcp.writes
+    pair.conn.write_last(data)
+    assert pair.tcp.writes == writes + 1
+    assert pair.conn.is_closing()
+    assert pair.tcp.eof_written and not pair.tcp.closed  # waits for the client's end, as close() does
+    pair.conn.close()  # the engine's own close after it: nothing more to do
+    pair.conn.write_last(b"ignored")
+    assert pair.tcp.writes == writes + 1
+    pair.pump()
+    assert pair.recv() == data
+    assert pair.closed
+    try:
+        pair.client.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    pair.pump()
+    assert pair.tcp.closed and not pair.tcp.aborted
     assert pair.failed == 0
 
 
