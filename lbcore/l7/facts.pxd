@@ -27,6 +27,7 @@ cdef class RequestFacts:
     cpdef list header_values(self, name)
     @cython.locals(by_name=dict, values=list)
     cpdef header(self, name)
+    @cython.locals(cookies=dict, by_name=dict)
     cpdef cookie(self, name)
 
 @cython.locals(facts=RequestFacts)

@@ -13,7 +13,7 @@ HTTP/1.1 field values (RFC 9110 5.5 allows obs-text, and latin-1 maps every byte
 from __future__ import annotations
 
 import ipaddress
-from ipaddress import IPv6Address  # by name: compiled, ipaddress.IPv6Address is a lookup per request
+from ipaddress import IPv4Address, IPv6Address  # by name: compiled, ipaddress.IPv6Address is a lookup per request
 from typing import Iterable, Sequence
 from urllib.parse import unquote
 
@@ -87,7 +87,8 @@ class RequestFacts:
             client_ip = ipaddress.ip_address(client_ip)
         # An IPv4 client reached over a v6 socket arrives as ::ffff:a.b.c.d;
         # rules are written against the v4 address.
-        if isinstance(client_ip, IPv6Address) and client_ip.ipv4_mapped is not None:
+        # (The type test first: an isinstance() that fails looks up ``__class__`` by name.)
+        if type(client_ip) is not IPv4Address and isinstance(client_ip, IPv6Address) and client_ip.ipv4_mapped is not None:
             client_ip = client_ip.ipv4_mapped
         self.client_ip: IPAddress | None = client_ip
         self.client_port = client_port
@@ -216,7 +217,15 @@ class RequestFacts:
         return self._cookies
 
     def cookie(self, name: str) -> str | None:
-        return self.fetch_cookies().get(name)
+        cookies = self._cookies
+        if cookies is None:
+            by_name = self._by_name
+            if by_name is None:
+                by_name = self._headers_by_name()
+            if "cookie" not in by_name:
+                return None  # no Cookie line: no jar to make (a cookie rule asks every request)
+            cookies = self.fetch_cookies()
+        return cookies.get(name)
 
     @property
     def params(self) -> dict[str, list[str]]:

@@ -45,6 +45,13 @@ from .frozen import FrozenInstanceError, set_field
 
 __all__ = ["Route", "Router"]
 
+# Host values as sent -> lower case, for the ``-i`` host rules: clients send the same
+# few names, and a dictionary read costs less than str.lower() and the new string's
+# hash, per request. Bounded: past _FOLDED_MAX values, new ones are lowered each time
+# and not kept (as lbcore.l7.facts does with header names).
+_FOLDED: dict[str, str] = {}
+_FOLDED_MAX = 512
+
 
 class Route:
     """Where a request goes: ``pool`` None means no pool (503); ``acl`` None, the default.
@@ -115,19 +122,12 @@ class Router:
         count = self._count
         best = count
         if self._header_exact or self._header_folded:
-            header_exact = self._header_exact
-            header_folded = self._header_folded
             for line in facts.header_values("host"):
-                # split_header_list of a line without a comma is the line, trimmed.
-                for value in split_header_list(line) if "," in line else (line.strip(" \t"),):
-                    if header_exact:
-                        i = header_exact.get(value, count)
-                        if i < best:
-                            best = i
-                    if header_folded:
-                        i = header_folded.get(value.lower(), count)
-                        if i < best:
-                            best = i
+                if "," in line:
+                    for value in split_header_list(line):
+                        best = self._host_header_best(value, best, count)
+                else:  # split_header_list of a line without a comma: the line, trimmed
+                    best = self._host_header_best(line.strip(" \t"), best, count)
         if self._host_exact:
             host = facts.fetch_host()
             if host:
@@ -193,6 +193,25 @@ class Router:
         self._host_exact = host_exact
         self._exact_buckets = buckets(prefix_exact)
         self._folded_buckets = buckets(prefix_folded)
+
+    def _host_header_best(self, value: str, best: int, count: int) -> int:
+        """``best``, or the index of a lower hdr(host) rule that ``value`` matches."""
+        header_exact = self._header_exact
+        if header_exact:
+            i = header_exact.get(value, count)
+            if i < best:
+                best = i
+        header_folded = self._header_folded
+        if header_folded:
+            folded = _FOLDED.get(value)
+            if folded is None:
+                folded = value.lower()
+                if len(_FOLDED) < _FOLDED_MAX:
+                    _FOLDED[value] = folded
+            i = header_folded.get(folded, count)
+            if i < best:
+                best = i
+        return best
 
     def explain(self, facts: RequestFacts) -> list[str]:
         """Each rule tried in order and why it did or did not match, then the result."""

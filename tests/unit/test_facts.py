@@ -61,3 +61,21 @@ def test_many_distinct_header_names_are_all_found() -> None:
     facts = RequestFacts("GET", "/", headers)
     assert all(facts.header(f"x-name-{i}") == str(i) for i in range(2000))
     assert RequestFacts("GET", "/", headers).header_values("x-name-1999") == ["1999"]
+
+
+def test_a_cookie_is_none_without_a_cookie_line_and_read_from_every_line_with_one() -> None:
+    facts = RequestFacts("GET", "/", [("Host", "a.example")])
+    assert facts.cookie("beta") is None
+    assert facts.cookies == {}
+    facts = RequestFacts("GET", "/", [("Cookie", 'a=1; beta="2"'), ("cookie", "beta=3; c=4")])
+    assert facts.cookie("beta") == "2"  # the first of a repeated name
+    assert facts.cookie("c") == "4"
+    assert facts.cookie("d") is None
+    assert facts.cookies == {"a": "1", "beta": "2", "c": "4"}
+
+
+def test_a_v4_client_stays_v4_and_a_v4_mapped_v6_client_becomes_v4() -> None:
+    assert str(RequestFacts(client_ip="192.0.2.7").client_ip) == "192.0.2.7"
+    mapped = RequestFacts(client_ip="::ffff:192.0.2.7").client_ip
+    assert mapped is not None and mapped.version == 4 and str(mapped) == "192.0.2.7"
+    assert str(RequestFacts(client_ip="2001:db8::1").client_ip) == "2001:db8::1"

@@ -318,6 +318,20 @@ def test_hdr_host_equality_sees_the_raw_values():
     assert exact.route(req(host="api.example.com")) == Route("www", None)
 
 
+def test_hdr_host_ignoring_case_routes_the_same_from_the_lowered_values_kept_and_past_their_bound():
+    router = Router([("api", P("hdr(host) -i api.example.com"), "api")], "www")
+
+    def host(value):
+        return router.route(RequestFacts("GET", "/", [("Host", value)]))
+
+    for _ in range(2):  # the second time, the lowered values are the ones kept
+        assert host("API.Example.com") == Route("api", "api")
+        assert host("Other.Example.com") == Route("www", None)
+    for n in range(600):  # more distinct values than are kept
+        assert host(f"H{n}.Example.com") == Route("www", None)
+    assert host("api.EXAMPLE.com") == Route("api", "api")
+
+
 def test_host_equality_sees_the_normalised_host():
     router = Router([("api", P("host api.example.com"), "api"), ("v6", P("host ::1"), "v6"), ("empty", P({"host": ""}), "x")], "www")
     assert router.route(req(host="API.example.com.:8080")) == Route("api", "api")
