@@ -712,7 +712,9 @@ class Exchange:
         self.client_keep_alive = self.request.keep_alive
         # request side
         self.request_done = False
-        self.body_pending: list[bytes] | None = []  # encoded body buffered until connected; None once streaming
+        # Encoded body buffered until connected (the empty tuple until there is some: most
+        # requests have none, and no list is made for them); None once streaming.
+        self.body_pending: list[bytes] | tuple[()] | None = ()
         self.body_pending_size = 0
         self.body_sent = False
         self.body_received = 0
@@ -724,7 +726,7 @@ class Exchange:
         self.response_chunked = False
         self.response_keep_alive = False
         self.backend_keep_alive = False
-        self.tried: list[MemberState] = []
+        self.tried: list[MemberState] | None = None  # members connected to, in order (connect() makes it)
         self.finished = False
 
     # -- phases ---------------------------------------------------------------------
@@ -780,7 +782,7 @@ class Exchange:
                 member = persistence.lookup(self.facts, pool.by_name)
             if member is not None:
                 return member
-        return pool.balancer.pick(self.facts, self.tried)
+        return pool.balancer.pick(self.facts, self.tried if self.tried is not None else ())
 
     def member_pool(self, member: "MemberState"):
         pool = self.pool
@@ -807,7 +809,10 @@ class Exchange:
         self.mstats = mstats
         self.mstats.requests += 1
         member.active += 1
-        self.tried.append(member)
+        if self.tried is None:
+            self.tried = [member]
+        else:
+            self.tried.append(member)
         mpool = self.member_pool(member)
         pool = self.pool
         limit = pool.max_conns_per_member
@@ -872,7 +877,7 @@ class Exchange:
         self.release_member()
         self.free_slot()
         assert self.pool is not None
-        if len(self.tried) <= self.pool.retries:
+        if self.tried is not None and len(self.tried) <= self.pool.retries:
             member = self.pool.balancer.pick(self.facts, self.tried)
             if member is not None:
                 self.pstats.redispatches += 1
@@ -903,7 +908,7 @@ class Exchange:
             self.conn.cert_headers,  # connection_headers
             self.conn.cert_header_names,
         )
-        pending = self.body_pending or ()
+        pending = self.body_pending
         self.body_pending = None
         self.body_sent = bool(pending)
         out = b"".join((head, *pending)) if pending else head
@@ -975,6 +980,8 @@ class Exchange:
             return
         pending = self.body_pending
         if pending is not None:
+            if type(pending) is not list:  # the empty tuple: the first bytes
+                self.body_pending = pending = []
             pending.append(data)
             self.body_pending_size += len(data)
             if self.body_pending_size > BODY_BUFFER_HIGH:
@@ -1143,7 +1150,7 @@ class Exchange:
             # A pooled connection the member closed just as we reused it: safe to
             # replay on a fresh connection, since nothing of the request body is lost.
             self.pstats.retries += 1
-            self.body_pending = []
+            self.body_pending = ()
             member = self.member
             assert member is not None and self.pool is not None
             self.conn.loop.create_task(self._connect(self.member_pool(member), self.pool.connect_timeout))
