@@ -198,6 +198,15 @@ class Pair:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def client_closes(self) -> None:
+        """The client sends its close_notify (its answer to ours, or its own first),
+        and the server gets it."""
+        try:
+            self.client.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        self.pump()
+
     def tick(self) -> None:
         """Run what the layer scheduled with call_soon."""
         self.loop.run_until_complete(asyncio.sleep(0))
@@ -262,11 +271,7 @@ def test_close_sends_close_notify_then_fin_and_ends_on_the_clients(twin, pki, lo
     pair.pump()
     assert pair.recv() == b"bye"
     assert pair.closed
-    try:
-        pair.client.unwrap()
-    except ssl.SSLWantReadError:
-        pass
-    pair.pump()
+    pair.client_closes()
     assert pair.tcp.closed and not pair.tcp.aborted
     pair.conn.connection_lost(None)
     assert pair.app.events[-1] == ("lost", None)
@@ -290,11 +295,7 @@ def test_write_last_sends_its_records_and_the_close_notify_in_one_write_then_shu
     pair.pump()
     assert pair.recv() == data
     assert pair.closed
-    try:
-        pair.client.unwrap()
-    except ssl.SSLWantReadError:
-        pass
-    pair.pump()
+    pair.client_closes()
     assert pair.tcp.closed and not pair.tcp.aborted
     assert pair.failed == 0
 
@@ -305,11 +306,7 @@ def test_the_clients_close_notify_is_eof_for_the_engine(twin, pki, loop, keep_op
     pair = Pair(twin, pki, loop, app=App(keep_open=keep_open))
     pair.handshake()
     pair.client.write(b"last words")
-    try:
-        pair.client.unwrap()
-    except ssl.SSLWantReadError:
-        pass
-    pair.pump()
+    pair.client_closes()
     assert pair.app.events[1:] == [("data", b"last words"), ("eof",)]
     # Unless the engine still has a response to finish, the layer closes.
     assert pair.tcp.eof_written is (not keep_open)
@@ -332,11 +329,7 @@ def test_eof_waits_for_data_held_back_by_a_pause_and_comes_once(twin, pki, loop)
     pair.handshake()
     body = bytes(range(256)) * 800  # 200 KiB: held back after the first batch
     pair.client.write(body)
-    try:
-        pair.client.unwrap()  # the client's close_notify right behind the data
-    except ssl.SSLWantReadError:
-        pass
-    pair.pump()
+    pair.client_closes()  # the client's close_notify right behind the data
     assert pair.conn.eof_received() is True  # and the TCP FIN
     assert ("eof",) not in pair.app.events
     while ("eof",) not in pair.app.events:
