@@ -7,6 +7,9 @@ cimport cython
 cdef dict _LOWERED, _SNI_NAMES
 cdef Py_ssize_t _LOWERED_MAX
 
+@cython.locals(lowered=str)
+cpdef str lower_kept(dict kept, str value)
+
 cdef class RequestFacts:
     cdef public object method, target, headers, client_ip, client_port, sni
     cdef public object _path, _query, _host, _cookies, _params
@@ -21,7 +24,7 @@ cdef class RequestFacts:
     cpdef dict fetch_cookies(self)
     @cython.locals(params=dict)
     cpdef dict fetch_params(self)
-    @cython.locals(by_name=dict, lowered=dict)
+    @cython.locals(by_name=dict)
     cpdef dict _headers_by_name(self)
     @cython.locals(by_name=dict, values=list)
     cpdef list header_values(self, name)

@@ -28,6 +28,17 @@ _LOWERED_MAX = 512
 # under TLS every request's facts carry its connection's name, two string methods each.
 _SNI_NAMES: dict[str, str] = {}
 
+
+def lower_kept(kept: dict[str, str], value: str) -> str:
+    """``value.lower()``, by way of ``kept`` (value as sent -> lowered), which keeps
+    up to _LOWERED_MAX values: past that, new ones are lowered each time."""
+    lowered = kept.get(value)
+    if lowered is None:
+        lowered = value.lower()
+        if len(kept) < _LOWERED_MAX:
+            kept[value] = lowered
+    return lowered
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -155,14 +166,8 @@ class RequestFacts:
     # -- headers -----------------------------------------------------------------
     def _headers_by_name(self) -> dict[str, list[str]]:
         by_name: dict[str, list[str]] = {}
-        lowered = _LOWERED
         for key, value in self.headers:
-            name = lowered.get(key)
-            if name is None:
-                name = key.lower()
-                if len(lowered) < _LOWERED_MAX:
-                    lowered[key] = name
-            by_name.setdefault(name, []).append(value)
+            by_name.setdefault(lower_kept(_LOWERED, key), []).append(value)
         self._by_name = by_name
         return by_name
 

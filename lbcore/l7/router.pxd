@@ -6,10 +6,9 @@
 cimport cython
 
 from lbcore.l7.acl cimport Matcher
-from lbcore.l7.facts cimport RequestFacts
+from lbcore.l7.facts cimport RequestFacts, lower_kept
 
 cdef dict _FOLDED  # router.py: Host values lowered, by value as sent
-cdef Py_ssize_t _FOLDED_MAX
 
 cdef class Route:
     cdef public object pool, acl  # public: set through their descriptors (frozen.py)
@@ -22,7 +21,7 @@ cdef class Router:
     cdef public dict _header_exact, _header_folded, _host_exact
     @cython.locals(best=Py_ssize_t, i=Py_ssize_t, count=Py_ssize_t, path=str, line=str, value=str, matcher=Matcher)
     cpdef Route route(self, RequestFacts facts)
-    @cython.locals(i=Py_ssize_t, folded=str, header_exact=dict, header_folded=dict)
+    @cython.locals(i=Py_ssize_t, header_exact=dict, header_folded=dict)
     cdef Py_ssize_t _host_header_best(self, str value, Py_ssize_t best, Py_ssize_t count) except -1
 
 @cython.locals(i=Py_ssize_t, n=Py_ssize_t, lowest=Py_ssize_t, prefixes=dict)

@@ -40,17 +40,15 @@ from .acl import (
     parse_condition,
     split_header_list,
 )
-from .facts import RequestFacts
+from .facts import RequestFacts, lower_kept
 from .frozen import FrozenInstanceError, set_field
 
 __all__ = ["Route", "Router"]
 
 # Host values as sent -> lower case, for the ``-i`` host rules: clients send the same
 # few names, and a dictionary read costs less than str.lower() and the new string's
-# hash, per request. Bounded: past _FOLDED_MAX values, new ones are lowered each time
-# and not kept (as lbcore.l7.facts does with header names).
+# hash, per request. Bounded as lbcore.l7.facts keeps header names (lower_kept).
 _FOLDED: dict[str, str] = {}
-_FOLDED_MAX = 512
 
 
 class Route:
@@ -203,12 +201,7 @@ class Router:
                 best = i
         header_folded = self._header_folded
         if header_folded:
-            folded = _FOLDED.get(value)
-            if folded is None:
-                folded = value.lower()
-                if len(_FOLDED) < _FOLDED_MAX:
-                    _FOLDED[value] = folded
-            i = header_folded.get(folded, count)
+            i = header_folded.get(lower_kept(_FOLDED, value), count)
             if i < best:
                 best = i
         return best
