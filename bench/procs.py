@@ -90,6 +90,8 @@ class CpuUse:
     user: float
     system: float
     lost: list[int]
+    by_process: list[float] = field(default_factory=list)  # CPU seconds of each, largest first
+    switches: tuple[int, int] = (0, 0)  # context switches of all their threads: voluntary, not
 
     @property
     def total(self) -> float:
@@ -102,24 +104,54 @@ class CpuSample:
 
     at: float
     ticks: Mapping[int, tuple[int, int]]
+    switches: Mapping[int, tuple[int, int]] = field(default_factory=dict)
 
     def until(self, later: "CpuSample") -> CpuUse:
         user = system = 0
+        by_process = []
+        voluntary = involuntary = 0
         for pid, (u, s) in later.ticks.items():
             u0, s0 = self.ticks.get(pid, (0, 0))
             user += u - u0
             system += s - s0
+            by_process.append((u - u0 + s - s0) / CLK_TCK)
+            v, i = later.switches.get(pid, (0, 0))
+            v0, i0 = self.switches.get(pid, (v, i))
+            voluntary += v - v0
+            involuntary += i - i0
         lost = sorted(pid for pid in self.ticks if pid not in later.ticks)
-        return CpuUse(user / CLK_TCK, system / CLK_TCK, lost)
+        return CpuUse(user / CLK_TCK, system / CLK_TCK, lost, sorted(by_process, reverse=True),
+                      (voluntary, involuntary))
 
 
 def cpu_sample(pids: Sequence[int]) -> CpuSample:
-    ticks = {}
+    ticks, switches = {}, {}
     for pid in pids:
         fields = _stat(pid)
         if fields is not None:
             ticks[pid] = (int(fields[11]), int(fields[12]))  # utime, stime (fields 14 and 15)
-    return CpuSample(time.monotonic(), ticks)
+            switches[pid] = _context_switches(pid)
+    return CpuSample(time.monotonic(), ticks, switches)
+
+
+def _context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of all of ``pid``'s threads so far."""
+    voluntary = involuntary = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0, 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        voluntary += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        involuntary += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return voluntary, involuntary
 
 
 def rss_bytes(pids: Sequence[int]) -> int:

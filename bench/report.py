@@ -71,6 +71,14 @@ def targets(results: dict) -> list[dict]:
     return out
 
 
+def _worker_split(run: dict) -> str:
+    """One run of several workers: its figure, how the CPU fell on them, how often they switched."""
+    busy = [seconds for seconds in run["cpu_by_process"] if run["cpu_s"] and seconds >= run["cpu_s"] / 100]
+    shares = "/".join(f"{seconds / run['cpu_s'] * 100:.0f}" for seconds in busy)
+    waits, preempted = run["switches_per_1k"]
+    return f"{_num(run['per_cpu_s'], 0)} ({shares}%; {waits} + {preempted})"
+
+
 def _num(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "–"
@@ -163,6 +171,11 @@ def markdown(results: dict) -> str:
         if scenario.get("scaling_2w_over_1w"):
             ratios = ", ".join(f"{k} {v:.2f}" for k, v in scenario["scaling_2w_over_1w"].items())
             notes.append(f"- scaling, 2 workers ÷ 1 worker per CPU-second: {ratios}")
+            two = scenario["servers"].get("lbcore-2w", {})
+            runs = [_worker_split(run) for run in two.get("runs", []) if "cpu_by_process" in run]
+            if runs:
+                notes.append("- scaling / lbcore-2w, each run: per CPU-second (CPU share of each busy worker; "
+                             "context switches per 1,000 requests, waits + preemptions): " + "; ".join(runs))
     idle = [s for s in results["scenarios"] if s["kind"] == "idle"]
     if idle:
         lines += [

@@ -336,8 +336,20 @@ def _measure_wrk(scenario: Scenario, ctx: _Context, running: dict[str, servers.R
                 f"{scenario.name:16s} {label:11s} rep {rep + 1}/{settings.reps}  "
                 f"{_fmt(measured['per_cpu_s']):>9s} {scenario.unit}/CPU-s  "
                 f"({_fmt(measured['rate'])}/s, server CPU {measured['cpu_util'] * 100:.0f}%"
-                f"{', errors ' + str(measured['errors']) if errors else ''})"
+                f"{_split(measured)}{', errors ' + str(measured['errors']) if errors else ''})"
             )
+
+
+def _split(measured: dict) -> str:
+    """How the work fell on a tree of several busy processes (workers): each one's CPU
+    share, and its context switches per 1,000 requests (waits for events, preemptions)."""
+    total = measured["cpu_s"]
+    busy = [seconds for seconds in measured["cpu_by_process"] if total and seconds >= total / 100]
+    if len(busy) < 2:
+        return ""
+    shares = "/".join(f"{seconds / total * 100:.0f}" for seconds in busy)
+    waits, preempted = measured["switches_per_1k"]
+    return f", CPU split {shares}%, per 1k: {waits} waits, {preempted} preempted"
 
 
 def _measure_one(scenario: Scenario, ctx: _Context, server: servers.Running, label: str) -> dict:
@@ -366,6 +378,12 @@ def _measure_one(scenario: Scenario, ctx: _Context, server: servers.Running, lab
         "errors": {k: v for k, v in result.errors.items() if v},
         "latency_us": result.latency_us,
         "processes": len(after.ticks),
+        # How the work fell: CPU seconds of each of the tree's processes (a worker that
+        # took no connections shows as ~0), and context switches per 1,000 requests
+        # (voluntary: waits for events; involuntary: preempted, as workers sharing a CPU are).
+        "cpu_by_process": [round(seconds, 2) for seconds in use.by_process],
+        "switches_per_1k": [round(count * 1000 / result.requests, 1) if result.requests else None
+                            for count in use.switches],
     }
     if lost:
         measured["exited_during_run"] = lost

@@ -68,6 +68,8 @@ def test_load_scenarios_produced_figures(quick_run: tuple[dict, Path]) -> None:
             for run in entry["runs"]:
                 assert run["requests"] > 0 and run["cpu_s"] > 0, (scenario["name"], label, run)
                 assert _is_number(run["per_cpu_s"]) and run["per_cpu_s"] > 0
+                assert len(run["cpu_by_process"]) == run["processes"] and sum(run["cpu_by_process"]) > 0
+                assert all(_is_number(count) and count >= 0 for count in run["switches_per_1k"])
             assert _is_number(entry["median"])
             if label != "haproxy":
                 assert _is_number(entry["ratio"]), (scenario["name"], label)
