@@ -56,7 +56,7 @@ cdef class Poller:
 
 cdef class Acceptor(_Watched):
     cdef object sock, protocol_factory, retry, loop
-    cdef bint serving, registered
+    cdef bint serving, registered, nodelay_each
     cdef int unregister(self) except -1
     cdef int ready(self, uint32_t events) except -1
 

@@ -35,7 +35,7 @@ import weakref
 import socket
 
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
-    default_limits, ip_family, ipv4_number
+    default_limits, ip_family, ipv4_number, nodelay_inherited
 
 cdef extern from "<sys/epoll.h>" nogil:
     ctypedef union epoll_data_t:
@@ -279,6 +279,7 @@ cdef class Acceptor(_Watched):
         self.sock = sock
         self.fd = sock.fileno()
         self.protocol_factory = protocol_factory
+        self.nodelay_each = sock.family in (socket.AF_INET, socket.AF_INET6) and not nodelay_inherited(sock)
         self.poller = poller_of(loop)
         self.poller.watch(self, EPOLLIN)
         self.registered = True
@@ -339,15 +340,14 @@ cdef class Acceptor(_Watched):
                 # ECONNABORTED and the like: that connection is gone, the next may not be.
                 log.debug("listener %s: accept: %s", _name(self.sock), _os_error(code))
                 continue
+            if self.nodelay_each:
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
             if address.ss_family == AF_INET:
                 # The address stays a number: its tuple is made if asked for (peername).
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
                 _start(self.poller, self.loop, fd, AF_INET, None, self.protocol_factory,
                        False, ntohl((<sockaddr_in *>&address).sin_addr.s_addr),
                        ntohs((<sockaddr_in *>&address).sin_port))
                 continue
-            if address.ss_family == AF_INET6:
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
             _start(self.poller, self.loop, fd, address.ss_family, _peer(&address, size, fd),
                    self.protocol_factory)
         return 0

@@ -1,4 +1,4 @@
-"""What both twins of the streams module share: their limits."""
+"""What both twins of the streams module share: their limits, and helpers in Python."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ ACCEPT_RETRY_DELAY = 1.0  # seconds without accepting after running out of descr
 READ_SIZE = 256 * 1024  # bytes per read (uvloop's)
 HIGH_WATER = 64 * 1024  # asyncio's default write buffer limits
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def nodelay_inherited(sock: socket.socket) -> bool:
+    """Set ``TCP_NODELAY`` on a listening TCP socket: true if that took, and so every
+    socket it accepts has it already (Linux copies it to them), false if each must be set."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True
 
 
 def default_limits(high: int | None, low: int | None) -> tuple[int, int]:

@@ -619,7 +619,9 @@ def test_the_socket_view_sets_options_and_leaves_the_descriptor_to_the_stream(tw
         sock = stream.get_extra_info("socket")
         assert sock is stream.get_extra_info("socket")
         assert sock.fileno() == stream.fileno()
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # set on accept
+        # Set once on the listening socket, which the accepted ones inherit from.
+        assert server.listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
         assert sock.getpeername() == writer.get_extra_info("sockname")
@@ -630,6 +632,22 @@ def test_the_socket_view_sets_options_and_leaves_the_descriptor_to_the_stream(tw
         await asyncio.wait_for(conn.lost, LIMIT)
         with pytest.raises(OSError):
             sock.getsockname()
+        server.acceptor.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_without_nodelay_on_the_listening_socket_each_accepted_one_gets_it(twin, monkeypatch):
+    monkeypatch.setattr(streams.IMPLEMENTATIONS[twin], "nodelay_inherited", lambda sock: False)
+
+    async def main():
+        server = Server(twin, echo=True)
+        reader, writer, conn = await server.connect()
+        assert not server.listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert conn.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        writer.close()
+        await asyncio.wait_for(conn.lost, LIMIT)
         server.acceptor.close()
 
     run(main())
