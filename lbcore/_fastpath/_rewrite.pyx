@@ -864,7 +864,10 @@ cdef object _response_end(Out *o, Framing *f, object response, object status, ob
     for name, value in extra_headers:
         _field(o, name, value)
 
-    has_body = not (request_method == "HEAD" or status < 200 or status in (204, 304))
+    # The length first: a str == str that is not one object is a PyUnicode_Compare call
+    # compiled (Cython 3.3), and most requests are a GET.
+    has_body = not ((len(request_method) == 4 and request_method == "HEAD") or status < 200
+                    or status in (204, 304))
     keep_alive = client_keep_alive and (event.keep_alive if event is not None else response.keep_alive)
     chunked = False
     if status == 101:

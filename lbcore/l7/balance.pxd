@@ -10,7 +10,7 @@ cdef class MemberState:
     cdef public str name
     cdef public long weight
     cdef public bint backup
-    cdef public str admin
+    cdef str _admin  # the admin property: one of ADMIN_STATES, that tuple's own string
     cdef public bint up
     cdef public long active
     cdef public object data

@@ -105,7 +105,7 @@ class MemberState:
     own handle (address, connection pool, counters).
     """
 
-    __slots__ = ("name", "weight", "backup", "admin", "up", "active", "data")
+    __slots__ = ("name", "weight", "backup", "_admin", "up", "active", "data")
 
     def __init__(
         self,
@@ -120,8 +120,6 @@ class MemberState:
             raise ValueError("member name must not be empty")
         if not 0 <= weight <= MAX_WEIGHT:
             raise ValueError(f"member {name!r}: weight {weight} not in 0..{MAX_WEIGHT}")
-        if admin not in ADMIN_STATES:
-            raise ValueError(f"member {name!r}: admin state {admin!r} not in {ADMIN_STATES}")
         self.name = name
         self.weight = weight
         self.backup = backup
@@ -131,18 +129,33 @@ class MemberState:
         self.data = data
 
     @property
+    def admin(self) -> str:
+        return self._admin
+
+    @admin.setter
+    def admin(self, state: str) -> None:
+        """One of ``ADMIN_STATES``, kept as that tuple's own string: ``is_available``'s
+        test of it is then one pointer compare a request (compiled, an equal string that
+        is another object costs a PyUnicode_Compare call)."""
+        for known in ADMIN_STATES:
+            if state == known:
+                self._admin = known
+                return
+        raise ValueError(f"member {self.name!r}: admin state {state!r} not in {ADMIN_STATES}")
+
+    @property
     def available(self) -> bool:
         """May take new sessions: healthy, enabled and with a weight."""
         return self.is_available()
 
     def is_available(self) -> bool:
         """``available``, as a method: compiled, a C call (the property is a generic lookup)."""
-        return self.up and self.admin == "enabled" and self.weight > 0
+        return self.up and self._admin == "enabled" and self.weight > 0
 
     @property
     def reachable(self) -> bool:
         """May keep serving sessions persisted to it: healthy and not in maintenance."""
-        return self.up and self.admin != "maint"
+        return self.up and self._admin != "maint"
 
     def __repr__(self) -> str:
         flags = ("backup " if self.backup else "") + ("up" if self.up else "down")

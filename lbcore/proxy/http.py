@@ -625,11 +625,10 @@ class ProtocolFactory:
         worker = self.worker
         name = self.context.bind_listener[self.key]
         listener: ListenerRuntime = self.context.revision.listeners[name]
-        protocol = listener.protocol
-        if protocol == "http" or protocol == "https":
-            made = new_connection(protocol == "https", worker, self.context, name)
+        if listener.serves_http:
+            made = new_connection(listener.https, worker, self.context, name)
         else:
-            made = self.tcp_client(worker, name, sniff_sni=protocol == "tls-passthrough")
+            made = self.tcp_client(worker, name, sniff_sni=listener.protocol == "tls-passthrough")
         terminator = self.terminator
         if terminator is None:
             return made
@@ -740,7 +739,10 @@ class Exchange:
             self.discard_body = True
             self.answer(redirect.code, (("Location", self.redirect_location(redirect)),))
             return
-        if request.method == "CONNECT":
+        method = request.method
+        # The length first: compiled, a str == str that is not one object is a
+        # PyUnicode_Compare call (Cython 3.3), and most requests are a GET.
+        if len(method) == 7 and method == "CONNECT":
             self.discard_body = True
             self.answer(405, (("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),))
             return

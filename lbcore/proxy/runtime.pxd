@@ -29,6 +29,7 @@ cdef class PoolRuntime:
 cdef class ListenerRuntime:
     cdef public object spec
     cdef public str name, protocol
+    cdef public bint serves_http, https
     cdef public Router router
     cdef public dict pools
     cdef public object policy, tls

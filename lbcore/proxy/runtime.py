@@ -149,7 +149,8 @@ class PoolRuntime:
 
 
 class ListenerRuntime:
-    __slots__ = ("spec", "name", "protocol", "router", "pools", "policy", "tls", "response_headers", "client_auth",
+    __slots__ = ("spec", "name", "protocol", "serves_http", "https", "router", "pools", "policy", "tls",
+                 "response_headers", "client_auth",
                  "client_timeout", "http_request_timeout", "keepalive_timeout", "max_body", "max_request_line",
                  "max_header_bytes", "max_headers", "redirect")
 
@@ -157,6 +158,10 @@ class ListenerRuntime:
         self.spec = listener
         self.name = listener.name
         self.protocol = listener.protocol
+        # What the protocol factory asks of each connection, answered once: compiled, a
+        # test of a str against a literal it is not costs a PyUnicode_Compare call.
+        self.serves_http = listener.protocol in ("http", "https")
+        self.https = listener.protocol == "https"
         self.router = Router([(a.name, a.condition, a.pool) for a in listener.acls], listener.default_pool)
         self.pools = pools
         fh = set(listener.forwarded_headers)

@@ -94,6 +94,15 @@ def test_member_state_rejects_bad_values(kw):
         MemberState("w1", **kw)
 
 
+def test_member_admin_state_set_later_is_checked_and_taken_by_value():
+    m = MemberState("w1", admin="maint")
+    m.admin = "".join(["en", "abled"])  # equal to "enabled", another object (as parsed from a config)
+    assert m.admin == "enabled" and m.available
+    with pytest.raises(ValueError, match="admin state 'disabled'"):
+        m.admin = "disabled"
+    assert m.admin == "enabled"  # refused: the state is unchanged
+
+
 def test_make_balancer_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown balance algorithm"):
         make_balancer("first", members("a"))
