@@ -171,6 +171,11 @@ def markdown(results: dict) -> str:
         if scenario.get("scaling_2w_over_1w"):
             ratios = ", ".join(f"{k} {v:.2f}" for k, v in scenario["scaling_2w_over_1w"].items())
             notes.append(f"- scaling, 2 workers ÷ 1 worker per CPU-second: {ratios}")
+            split = scenario.get("scaling_2w_split")
+            if split:
+                ratio = f"{split['ratio']:.2f}" if split["ratio"] is not None else "–"
+                notes.append(f"- scaling / lbcore-2w: {split['runs']} of {split['of']} runs had the connections split "
+                             f"between the workers (the others measured one worker); their median ÷ 1 worker: {ratio}")
             two = scenario["servers"].get("lbcore-2w", {})
             runs = [_worker_split(run) for run in two.get("runs", []) if "cpu_by_process" in run]
             if runs:

@@ -340,6 +340,12 @@ def _measure_wrk(scenario: Scenario, ctx: _Context, running: dict[str, servers.R
             )
 
 
+def _workers_busy(run: dict) -> int:
+    """Processes of the server tree that took at least 10% of its CPU in a run."""
+    total = run.get("cpu_s") or 0
+    return sum(1 for seconds in run.get("cpu_by_process", ()) if total and seconds >= total / 10)
+
+
 def _split(measured: dict) -> str:
     """How the work fell on a tree of several busy processes (workers): each one's CPU
     share, and its context switches per 1,000 requests (waits for events, preemptions)."""
@@ -497,6 +503,14 @@ def _summarise(scenario: Scenario, record: dict) -> None:
             h1, h2 = record["servers"].get("haproxy", {}), record["servers"].get("haproxy-2t", {})
             if h1.get("median") and h2.get("median"):
                 record["scaling_2w_over_1w"]["haproxy"] = round(h2["median"] / h1["median"], 3)
+            # A run where one worker took all of wrk's connections measured one worker:
+            # the ratio of the runs that did split them (each busy worker >= 10% of the CPU).
+            split = [run["per_cpu_s"] for run in two.get("runs", []) if _workers_busy(run) >= 2]
+            record["scaling_2w_split"] = {
+                "runs": len(split),
+                "of": len(two.get("runs", [])),
+                "ratio": round(statistics.median(split) / one["median"], 3) if split else None,
+            }
 
 
 def _reference(label: str, entries: dict) -> str | None:
