@@ -131,7 +131,7 @@ cdef class Exchange(OwnerBase):
     cdef public list tried
     cdef public bint finished
     cdef _setup(self, ClientConnection conn, CRequest request)
-    @cython.locals(route=Route, pool=PoolRuntime)
+    @cython.locals(route=Route, pool=PoolRuntime, pstats=PoolCounters)
     cpdef start(self)
     cpdef pick_member(self)
     @cython.locals(info=MemberInfo, pool=PoolRuntime, mpool=MemberPool)

@@ -763,7 +763,10 @@ class Exchange:
             self.answer(503, (("Retry-After", "1"),))
             return
         self.pool = pool
-        self.pstats = pstats = conn.context.stats.pool(pool.name)
+        pstats = pool.counters  # the worker's counters of the pool, kept by the pool's runtime
+        if pstats is None:
+            pstats = pool.counters = conn.context.stats.pool(pool.name)
+        self.pstats = pstats
         pstats.requests += 1
         member = self.pick_member()
         if member is None:

@@ -24,6 +24,7 @@ cdef class PoolRuntime:
     cdef public long idle_per_member, max_conns_per_member, retries
     cdef public double connect_timeout, server_timeout, keepalive_timeout, tunnel_timeout
     cdef public object strip_cookie
+    cdef public object counters
     cdef public dict member_counters, member_pools
 
 cdef class ListenerRuntime:

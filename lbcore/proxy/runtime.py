@@ -107,7 +107,8 @@ class MemberRegistry:
 class PoolRuntime:
     __slots__ = ("spec", "name", "members", "by_name", "balancer", "persistence", "connect_kwargs", "conn_key",
                  "idle_per_member", "max_conns_per_member", "retries", "connect_timeout", "server_timeout",
-                 "keepalive_timeout", "tunnel_timeout", "strip_cookie", "member_counters", "member_pools")
+                 "keepalive_timeout", "tunnel_timeout", "strip_cookie", "counters", "member_counters",
+                 "member_pools")
 
     def __init__(self, pool: S.Pool, registry: MemberRegistry, tls: SpecTls | None = None) -> None:
         self.spec = pool
@@ -146,6 +147,7 @@ class PoolRuntime:
         # BackendPools (neither ever drops an entry, so what is kept here stays theirs).
         self.member_counters: dict[str, object] = {}
         self.member_pools: dict[str, object] = {}
+        self.counters: object = None  # and the worker's PoolCounters of the pool itself, likewise
 
 
 class ListenerRuntime:
