@@ -71,12 +71,24 @@ def targets(results: dict) -> list[dict]:
     return out
 
 
+def busy_shares(run: dict, floor: float) -> list[float]:
+    """The shares (0-1) of a run's server CPU taken by each process of the tree that took
+    at least ``floor`` of it, largest first (the run's ``cpu_by_process``)."""
+    total = run.get("cpu_s") or 0
+    if not total:
+        return []
+    return [seconds / total for seconds in run.get("cpu_by_process", ()) if seconds >= total * floor]
+
+
+def shares_text(shares: list[float]) -> str:
+    """``50/50``: CPU shares in percent."""
+    return "/".join(f"{share * 100:.0f}" for share in shares)
+
+
 def _worker_split(run: dict) -> str:
     """One run of several workers: its figure, how the CPU fell on them, how often they switched."""
-    busy = [seconds for seconds in run["cpu_by_process"] if run["cpu_s"] and seconds >= run["cpu_s"] / 100]
-    shares = "/".join(f"{seconds / run['cpu_s'] * 100:.0f}" for seconds in busy)
     waits, preempted = run["switches_per_1k"]
-    return f"{_num(run['per_cpu_s'], 0)} ({shares}%; {waits} + {preempted})"
+    return f"{_num(run['per_cpu_s'], 0)} ({shares_text(busy_shares(run, 0.01))}%; {waits} + {preempted})"
 
 
 def _num(value: float | None, digits: int = 0) -> str:

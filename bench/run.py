@@ -41,6 +41,7 @@ from bench import configs, load, machine, servers
 from bench.certs import KEY_TYPES, make_cert, make_ticket_keys
 from bench.configs import Frontend
 from bench.procs import StartFailed, cpu_sample, rss_bytes, time_wait_count
+from bench.report import busy_shares, shares_text
 from bench.scenarios import Scenario
 
 __all__ = ["Settings", "run"]
@@ -342,20 +343,17 @@ def _measure_wrk(scenario: Scenario, ctx: _Context, running: dict[str, servers.R
 
 def _workers_busy(run: dict) -> int:
     """Processes of the server tree that took at least 10% of its CPU in a run."""
-    total = run.get("cpu_s") or 0
-    return sum(1 for seconds in run.get("cpu_by_process", ()) if total and seconds >= total / 10)
+    return len(busy_shares(run, 0.10))
 
 
 def _split(measured: dict) -> str:
     """How the work fell on a tree of several busy processes (workers): each one's CPU
     share, and its context switches per 1,000 requests (waits for events, preemptions)."""
-    total = measured["cpu_s"]
-    busy = [seconds for seconds in measured["cpu_by_process"] if total and seconds >= total / 100]
-    if len(busy) < 2:
+    shares = busy_shares(measured, 0.01)
+    if len(shares) < 2:
         return ""
-    shares = "/".join(f"{seconds / total * 100:.0f}" for seconds in busy)
     waits, preempted = measured["switches_per_1k"]
-    return f", CPU split {shares}%, per 1k: {waits} waits, {preempted} preempted"
+    return f", CPU split {shares_text(shares)}%, per 1k: {waits} waits, {preempted} preempted"
 
 
 def _measure_one(scenario: Scenario, ctx: _Context, server: servers.Running, label: str) -> dict:
