@@ -35,7 +35,7 @@ import weakref
 import socket
 
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
-    default_limits, ip_family, ipv4_number, nodelay_inherited
+    default_limits, ip_family, ipv4_number, nodelay_each
 
 cdef extern from "<sys/epoll.h>" nogil:
     ctypedef union epoll_data_t:
@@ -279,7 +279,7 @@ cdef class Acceptor(_Watched):
         self.sock = sock
         self.fd = sock.fileno()
         self.protocol_factory = protocol_factory
-        self.nodelay_each = sock.family in (socket.AF_INET, socket.AF_INET6) and not nodelay_inherited(sock)
+        self.nodelay_each = nodelay_each(sock)
         self.poller = poller_of(loop)
         self.poller.watch(self, EPOLLIN)
         self.registered = True

@@ -12,14 +12,17 @@ HIGH_WATER = 64 * 1024  # asyncio's default write buffer limits
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def nodelay_inherited(sock: socket.socket) -> bool:
-    """Set ``TCP_NODELAY`` on a listening TCP socket: true if that took, and so every
-    socket it accepts has it already (Linux copies it to them), false if each must be set."""
+def nodelay_each(sock: socket.socket) -> bool:
+    """Set ``TCP_NODELAY`` on a listening TCP socket, which the sockets it accepts then
+    have already (Linux copies it to them); true if each accepted one must still get it:
+    the listening socket refused it. False for a socket that is not TCP."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
-        return False
-    return True
+        return True
+    return False
 
 
 def default_limits(high: int | None, low: int | None) -> tuple[int, int]:

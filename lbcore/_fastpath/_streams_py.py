@@ -34,8 +34,9 @@ connection to an IP address (a member's), as ``loop.create_connection`` makes it
 The ``Acceptor`` accepts up to ``ACCEPT_BATCH`` connections per wake-up (the rest on
 the next: several workers share a listening socket), sets ``TCP_NODELAY`` on TCP
 connections (on the listening socket, which Linux's accepted sockets inherit: no system
-call per connection; on each accepted one only if the listening socket refused), and on running out of descriptors or memory (``EMFILE``, ``ENFILE``,
-``ENOBUFS``, ``ENOMEM``) logs it and stops accepting for ``ACCEPT_RETRY_DELAY`` seconds,
+call per connection; on each accepted one only if the listening socket refused), and
+on running out of descriptors or memory (``EMFILE``, ``ENFILE``, ``ENOBUFS``,
+``ENOMEM``) logs it and stops accepting for ``ACCEPT_RETRY_DELAY`` seconds,
 as asyncio does. ``close()`` stops accepting and closes the listening socket; the
 connections accepted before carry on.
 
@@ -57,7 +58,7 @@ from typing import Any, Callable
 
 from lbcore._fastpath import clock
 from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, READ_SIZE, RESOURCE_ERRNOS, \
-    default_limits, ip_family, ipv4_number, nodelay_inherited
+    default_limits, ip_family, ipv4_number, nodelay_each
 
 __all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "connect", "ip_family", "serve"]
 
@@ -76,7 +77,7 @@ class Acceptor:
         self.fd = sock.fileno()
         self.serving = True
         self.retry: asyncio.TimerHandle | None = None
-        self.nodelay_each = sock.family in (socket.AF_INET, socket.AF_INET6) and not nodelay_inherited(sock)
+        self.nodelay_each = nodelay_each(sock)
         sock.setblocking(False)
         loop.add_reader(self.fd, self._accept)
 

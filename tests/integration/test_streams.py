@@ -639,7 +639,7 @@ def test_the_socket_view_sets_options_and_leaves_the_descriptor_to_the_stream(tw
 
 @pytest.mark.parametrize("twin", TWINS)
 def test_without_nodelay_on_the_listening_socket_each_accepted_one_gets_it(twin, monkeypatch):
-    monkeypatch.setattr(streams.IMPLEMENTATIONS[twin], "nodelay_inherited", lambda sock: False)
+    monkeypatch.setattr(streams.IMPLEMENTATIONS[twin], "nodelay_each", lambda sock: True)
 
     async def main():
         server = Server(twin, echo=True)
