@@ -8,6 +8,12 @@ Theory of operation
 - A listening socket stays open in the supervisor for as long as a revision binds
   its address: connections arriving during a reload or a worker restart wait in
   the kernel's accept queue instead of being refused.
+- A listener with ``shards: per-worker`` has one socket per worker index, bound
+  with SO_REUSEPORT: the kernel spreads its connections evenly over the workers,
+  where with one shared socket the first worker to wake takes them (Linux wakes the
+  last waiter first, so under light load one worker can take every connection).
+  Worker ``i`` only ever gets socket ``i``; a connection the kernel put in the queue
+  of a worker that is restarting waits there for its successor.
 - SIGHUP reloads the file. The new Spec is validated whole; a bad one is refused,
   the error logged, and the running revision keeps serving. A good one is sent to
   every worker, which swaps it in while requests in flight finish on the old one.
@@ -20,6 +26,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -50,11 +57,13 @@ RESPAWN_BACKOFF = 1.0  # seconds before restarting a worker that died right afte
 KILL_GRACE = 5.0  # seconds after the drain deadline before stragglers get SIGKILL
 
 
-def bind_socket(address: S.Address, backlog: int) -> socket.socket:
+def bind_socket(address: S.Address, backlog: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # [::]:80 and 0.0.0.0:80 are distinct listeners, as in haproxy's "v6only".
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -65,6 +74,21 @@ def bind_socket(address: S.Address, backlog: int) -> socket.socket:
         raise
     sock.set_inheritable(False)
     return sock
+
+
+def bind_shards(listener: S.Listener, workers: int) -> tuple[socket.socket, ...]:
+    """The listening sockets of one listener: one, or one per worker; all or none."""
+    if listener.shards == "shared":
+        return (bind_socket(listener.bind, listener.backlog),)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(workers):
+            sockets.append(bind_socket(listener.bind, listener.backlog, reuse_port=True))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return tuple(sockets)
 
 
 class WorkerHandle:
@@ -87,7 +111,8 @@ class Supervisor:
         self.nworkers = workers or os.cpu_count() or 1
         self.log_level = log_level
         self.spec: S.Spec | None = None
-        self.sockets: dict[str, socket.socket] = {}
+        # bind key -> its listening sockets: one (shared) or one per worker index
+        self.sockets: dict[str, tuple[socket.socket, ...]] = {}
         self.workers: dict[int, WorkerHandle] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
@@ -114,17 +139,30 @@ class Supervisor:
             log.warning("%s", warning)
         return spec
 
-    def bind_all(self, spec: S.Spec) -> dict[str, socket.socket]:
-        """Bind the addresses ``spec`` needs that are not bound yet; all or nothing."""
-        new: dict[str, socket.socket] = {}
+    def bind_all(self, spec: S.Spec) -> dict[str, tuple[socket.socket, ...]]:
+        """Bind the addresses ``spec`` needs that are not bound yet; all or nothing.
+
+        An address already bound keeps its sockets, so its sharding cannot change
+        while it serves: splitting a socket, or merging several, would drop the
+        connections waiting in the queues that close. That takes a restart.
+        """
+        serving = {str(l.bind): l.shards for l in self.spec.listeners} if self.spec is not None else {}
+        for listener in spec.listeners:
+            key = str(listener.bind)
+            was = serving.get(key, listener.shards)
+            if key in self.sockets and was != listener.shards and self.nworkers > 1:
+                raise OSError(errno.EBUSY, f"listener {listener.name}: {key} serves with shards: {was}; "
+                                           f"changing it to {listener.shards} needs a restart")
+        new: dict[str, tuple[socket.socket, ...]] = {}
         try:
             for listener in spec.listeners:
                 key = str(listener.bind)
                 if key not in self.sockets and key not in new:
-                    new[key] = bind_socket(listener.bind, listener.backlog)
+                    new[key] = bind_shards(listener, self.nworkers)
         except OSError as exc:
-            for sock in new.values():
-                sock.close()
+            for socks in new.values():
+                for sock in socks:
+                    sock.close()
             raise OSError(exc.errno, f"cannot bind {key}: {exc.strerror}") from None
         return new
 
@@ -212,10 +250,15 @@ class Supervisor:
         assert self.spec is not None
         keys = [str(l.bind) for l in self.spec.listeners]
         missing = [k for k in dict.fromkeys(keys) if k not in handle.binds]
-        fds = [self.sockets[k].fileno() for k in missing]
+        fds = [self.socket_for(k, handle.index).fileno() for k in missing]
         message = {"op": "spec", "spec": self.spec.to_dict(), "fd_binds": missing, "base_dir": self.base_dir}
         if self.send(handle, message, fds):
             handle.binds.update(missing)
+
+    def socket_for(self, key: str, index: int) -> socket.socket:
+        """The listening socket of ``key`` that worker ``index`` accepts from."""
+        socks = self.sockets[key]
+        return socks[index] if len(socks) > 1 else socks[0]
 
     def send(self, handle: WorkerHandle, message: dict, fds: list[int] | None = None) -> bool:
         sock = handle.channel.sock
@@ -386,7 +429,8 @@ class Supervisor:
         wanted = {str(l.bind) for l in new.listeners}
         for key in list(self.sockets):
             if key not in wanted:
-                self.sockets.pop(key).close()
+                for sock in self.sockets.pop(key):
+                    sock.close()
                 for handle in self.workers.values():
                     handle.binds.discard(key)
         return True, f"revision {new.revision}"
@@ -436,8 +480,9 @@ class Supervisor:
                 handle.channel.send({"op": "stop", "deadline": deadline})
             except OSError:
                 handle.proc.terminate()
-        for sock in self.sockets.values():
-            sock.close()
+        for socks in self.sockets.values():
+            for sock in socks:
+                sock.close()
         self.sockets.clear()
         self.loop.call_later(deadline + KILL_GRACE, self._kill_stragglers)
         if not self.workers and self.done is not None and not self.done.done():

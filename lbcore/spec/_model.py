@@ -44,6 +44,11 @@ __all__ = [
 
 PROTOCOLS = ("http", "https", "tcp", "tls-passthrough")
 HTTP_PROTOCOLS = ("http", "https")
+# How a listener's connections reach the workers. "shared": one listening socket that
+# every worker accepts from (the first to wake takes the connection). "per-worker": one
+# socket per worker on the same address (SO_REUSEPORT), the kernel spreading
+# connections evenly over them by their addresses (haproxy's "shards by-thread").
+SHARDS = ("shared", "per-worker")
 ADMIN_STATES = ("enabled", "drain", "maint")
 HEALTH_TYPES = ("tcp", "http", "https", "tls-hello")
 HTTP_CHECK_KEYS = ("path", "method", "host", "expect")  # what only http and https checks use
@@ -205,6 +210,7 @@ class Listener:
     limits: Limits = Limits()
     maxconn: int = DEFAULT_MAXCONN
     backlog: int = 1024
+    shards: str = "shared"
     forwarded_headers: tuple[str, ...] = DEFAULT_FORWARDED
     add_headers: tuple[tuple[str, str], ...] = ()
     response_headers: tuple[tuple[str, str], ...] = ()
@@ -222,6 +228,7 @@ class Listener:
         "limits": v.instance(Limits),
         "maxconn": v.integer(1, 10_000_000),
         "backlog": v.integer(1, 65535),
+        "shards": v.choice(SHARDS),
         "forwarded_headers": v.forwarded_headers,
         "add_headers": v.header_pairs,
         "response_headers": v.header_pairs,
@@ -287,6 +294,7 @@ class Listener:
             "limits": self.limits.to_dict(),
             "maxconn": self.maxconn,
             "backlog": self.backlog,
+            "shards": self.shards,
             "forwarded_headers": list(self.forwarded_headers),
             "add_headers": dict(self.add_headers),
             "response_headers": dict(self.response_headers),

@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,101 @@ def test_maxconn_limits_connections_per_listener(members, engine):
     finally:
         for s in held:
             s.close()
+
+
+# -- shards: per-worker ---------------------------------------------------------------------
+
+
+def sockets_on(port: int, state: str) -> dict[int, int]:
+    """The inodes of this host's IPv4 TCP sockets with local ``port`` in ``state``
+    ("0A" listening, "01" established), each with its remote port (0 for listeners)."""
+    found: dict[int, int] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, st, inode = fields[1], fields[2], fields[3], int(fields[9])
+        if int(local.split(":")[1], 16) == port and st == state and inode:
+            found[inode] = int(remote.split(":")[1], 16)
+    return found
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def keep_alive_client(port: int) -> socket.socket:
+    """A connection that has been served once (so a worker accepted it) and stays open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "closed before the response"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200")
+    return sock
+
+
+def test_per_worker_shards_give_each_worker_its_own_socket_and_spread_connections(members, engine):
+    a = members("a")
+    port = free_port()
+    spec = spec_for(port, {"p": [a]})
+    spec["listeners"][0]["shards"] = "per-worker"
+    eng = engine(spec, workers=2)
+    listening = sockets_on(port, "0A")
+    assert len(listening) == 2  # two sockets on one address
+    pids = eng.worker_pids()
+    owned = [socket_inodes(pid) & listening.keys() for pid in pids]
+    assert all(len(o) == 1 for o in owned) and owned[0] != owned[1]  # one each, not the same one
+    clients = [keep_alive_client(port) for _ in range(40)]
+    try:
+        local_ports = {c.getsockname()[1] for c in clients}
+        served = sockets_on(port, "01")
+        per_worker = [sum(1 for inode in socket_inodes(pid) if served.get(inode) in local_ports) for pid in pids]
+        # The kernel hashes each connection's addresses to a socket: 40 connections all
+        # on one of two sockets would happen once in 2**39 runs.
+        assert sum(per_worker) == 40 and min(per_worker) > 0
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_per_worker_shards_keep_a_restarting_workers_connections_waiting(members, engine):
+    a = members("a")
+    port = free_port()
+    spec = spec_for(port, {"p": [a]})
+    spec["listeners"][0]["shards"] = "per-worker"
+    eng = engine(spec, workers=2)
+    pids = eng.worker_pids()
+    since = eng.mark()
+    os.kill(pids[0], signal.SIGKILL)
+    eng.wait_for_log(r"worker \d \(pid %d\) exited" % pids[0], since)
+    # Its socket stays open in the supervisor: connections the kernel gives it queue
+    # there until the new worker takes them, none is refused or reset.
+    results = [http_get(port, timeout=20)[0] for _ in range(20)]
+    assert results == [200] * 20
+    eng.wait_for_log(r"serving on 2 workers", since)
+    assert len(sockets_on(port, "0A")) == 2
+
+
+def test_reload_cannot_change_shards_of_a_serving_address(members, engine):
+    a = members("a")
+    port, port2 = free_port(), free_port()
+    eng = engine(spec_for(port, {"p": [a]}), workers=2)
+    changed = spec_for(port, {"p": [a]})
+    changed["listeners"][0]["shards"] = "per-worker"
+    line = eng.reload(changed)
+    assert "reload refused" in line and "serves with shards: shared; changing it to per-worker needs a restart" in line
+    assert http_get(port)[0] == 200 and len(sockets_on(port, "0A")) == 1
+    # A new address may take either: here one socket per worker.
+    extra = [{"name": "second", "bind": f"127.0.0.1:{port2}", "protocol": "http", "default_pool": "p",
+              "shards": "per-worker"}]
+    eng.reload(spec_for(port, {"p": [a]}, extra_listeners=extra))
+    assert http_get(port2)[0] == 200 and len(sockets_on(port2, "0A")) == 2

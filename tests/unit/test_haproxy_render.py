@@ -405,6 +405,15 @@ def test_stunnel_refuses_what_it_cannot_carry():
     } <= paths
 
 
+def test_per_worker_shards_render_as_haproxys_own_spreading():
+    # haproxy spreads a bind's connections over its threads itself: nothing to add.
+    def config(spec):
+        rendering = render_haproxy(spec, Material(), RenderOptions(DIRECTORY))
+        return rendering.text("haproxy.cfg").replace(spec.revision, "<revision>")
+
+    assert config(_spec(listener={"shards": "per-worker"})) == config(_spec())
+
+
 def test_an_unknown_setting_is_refused_not_dropped():
     from lbcore.control.drivers._render_haproxy import _unset_fields
 

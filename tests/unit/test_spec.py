@@ -176,6 +176,7 @@ MUTATIONS = [
     lambda d: d["pools"][1].update(health={"type": "tcp"}),
     lambda d: d["pools"][0]["members"][1].update(admin_state="drain"),
     lambda d: d["listeners"][0].update(add_headers={"X-A": "1"}),
+    lambda d: d["listeners"][0].update(shards="per-worker"),
 ]
 
 
@@ -273,6 +274,7 @@ def spec_data(draw: Any) -> dict[str, Any]:
             "timeouts": st.builds(dict, client=durations, keepalive=durations),
             "limits": st.builds(dict, max_body=st.sampled_from([None, "1m", 512])),
             "maxconn": st.integers(1, 10**5),
+            "shards": st.sampled_from(["shared", "per-worker"]),
         }))
         if protocol in ("http", "https"):
             listener.update(_sub(draw, {
@@ -402,6 +404,7 @@ ERROR_CASES = [
      "listeners[0].protocol: 'htp' is not one of http, https, tcp, tls-passthrough (did you mean 'http'?)"),
     ("listeners.0.maxconn", 0, "listeners[0].maxconn: 0 is out of range (1..10000000)"),
     ("listeners.0.backlog", True, "listeners[0].backlog: expected an integer, got boolean true"),
+    ("listeners.0.shards", "per-thread", "listeners[0].shards: 'per-thread' is not one of shared, per-worker (did you mean 'per-worker'?)"),
     ("listeners.0.timeouts.connect", "1s",
      "listeners[0].timeouts.connect: connect is a backend timeout: set it in defaults or on a pool"),
     ("listeners.0.timeouts", "30s", "listeners[0].timeouts: expected a mapping, got string '30s'"),

@@ -404,7 +404,9 @@ class _Renderer:
     def frontend(self, listener: Listener) -> _Section:
         path = f"listeners[{listener.name}]"
         _unset_fields(listener, path, (
-            "name", "bind", "protocol", "acls", "default_pool", "timeouts", "limits", "maxconn", "backlog",
+            # shards: haproxy spreads accepted connections over all its threads itself
+            # (tune.listener.multi-queue, on by default), which is what per-worker asks for.
+            "name", "bind", "protocol", "acls", "default_pool", "timeouts", "limits", "maxconn", "backlog", "shards",
             "forwarded_headers", "add_headers", "response_headers", "redirect", "tls", "access_log",
         ), self.issues, "unknown listener setting")
         http = listener.protocol in ("http", "https")
