@@ -124,6 +124,11 @@ def lbcore_spec(fe: Frontend) -> dict:
         "acls": [{"name": r.name, "condition": r.lbcore, "pool": r.pool} for r in rules(fe.acls)],
         "default_pool": "www",
     }
+    if fe.workers > 1:
+        # One listening socket per worker, as an operator running several would set:
+        # the kernel spreads the connections over the workers, where a shared socket
+        # lets the first to wake take them all. haproxy spreads its threads' by itself.
+        listener["shards"] = "per-worker"
     if fe.tls is not None:
         tls: dict = {"certificates": [{"cert": str(fe.tls.cert), "key": str(fe.tls.key)}]}
         if not fe.resume:

@@ -186,8 +186,9 @@ def markdown(results: dict) -> str:
             split = scenario.get("scaling_2w_split")
             if split:
                 ratio = f"{split['ratio']:.2f}" if split["ratio"] is not None else "–"
+                others = " (the others measured one worker)" if split["runs"] < split["of"] else ""
                 notes.append(f"- scaling / lbcore-2w: {split['runs']} of {split['of']} runs had the connections split "
-                             f"between the workers (the others measured one worker); their median ÷ 1 worker: {ratio}")
+                             f"between the workers{others}; their median ÷ 1 worker: {ratio}")
             two = scenario["servers"].get("lbcore-2w", {})
             runs = [_worker_split(run) for run in two.get("runs", []) if "cpu_by_process" in run]
             if runs:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import busy_shares
 from bench.scenarios import SCENARIOS
 from lbcore import _fastpath as fastpath
 
@@ -73,6 +74,17 @@ def test_load_scenarios_produced_figures(quick_run: tuple[dict, Path]) -> None:
             assert _is_number(entry["median"])
             if label != "haproxy":
                 assert _is_number(entry["ratio"]), (scenario["name"], label)
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_both_serve(quick_run: tuple[dict, Path]) -> None:
+    """lbcore-2w listens with one socket per worker (shards: per-worker), so the kernel
+    gives each worker about half of wrk's 50 connections, and both do work: with one
+    shared socket, the first worker to wake often took every connection."""
+    results, _ = quick_run
+    scaling = next(s for s in results["scenarios"] if s["name"] == "scaling")
+    for run in scaling["servers"]["lbcore-2w"]["runs"]:
+        assert len(busy_shares(run, 0.1)) == 2, run["cpu_by_process"]
 
 
 @pytest.mark.timeout(600)
