@@ -215,12 +215,16 @@ def keep_alive_client(port: int) -> socket.socket:
     return sock
 
 
-def test_per_worker_shards_give_each_worker_its_own_socket_and_spread_connections(members, engine):
-    a = members("a")
+def sharded_engine(members, engine):
+    """Two workers, one listener with a socket each."""
     port = free_port()
-    spec = spec_for(port, {"p": [a]})
+    spec = spec_for(port, {"p": [members("a")]})
     spec["listeners"][0]["shards"] = "per-worker"
-    eng = engine(spec, workers=2)
+    return engine(spec, workers=2), port
+
+
+def test_per_worker_shards_give_each_worker_its_own_socket_and_spread_connections(members, engine):
+    eng, port = sharded_engine(members, engine)
     listening = sockets_on(port, "0A")
     assert len(listening) == 2  # two sockets on one address
     pids = eng.worker_pids()
@@ -240,11 +244,7 @@ def test_per_worker_shards_give_each_worker_its_own_socket_and_spread_connection
 
 
 def test_per_worker_shards_keep_a_restarting_workers_connections_waiting(members, engine):
-    a = members("a")
-    port = free_port()
-    spec = spec_for(port, {"p": [a]})
-    spec["listeners"][0]["shards"] = "per-worker"
-    eng = engine(spec, workers=2)
+    eng, port = sharded_engine(members, engine)
     pids = eng.worker_pids()
     since = eng.mark()
     os.kill(pids[0], signal.SIGKILL)
