@@ -45,12 +45,15 @@ cdef class Poller:
     cdef list due  # streams whose connection_lost is due
     cdef bint running  # in run(): due streams are handled at its end
     cdef bint due_scheduled  # a loop callback will handle them
+    cdef Stream unsent, unsent_last  # streams written to during run(), linked by next_unsent: sent at its end
     cdef Py_ssize_t users
     cdef int ctl(self, int op, _Watched watched, uint32_t events) except -1
     cdef int forget(self, _Watched watched) except -1
     cdef int watch(self, _Watched watched, uint32_t events) except -1
     cdef int defer_lost(self, Stream stream) except -1
     cdef int run_due(self) except -1
+    cdef int queue(self, Stream stream) except -1
+    cdef int send_unsent(self) except -1
     cdef int release(self) except -1
     cdef int dispose(self) except -1
 
@@ -78,6 +81,9 @@ cdef class Stream(_Watched):
     cdef Py_ssize_t high, low
     cdef uint32_t mask  # the events registered in the poller's set
     cdef bint protocol_paused, closing, lost, paused, read_eof, eof, reading, writing
+    cdef bint queued  # in the poller's unsent chain: what it was given during the batch leaves at its end
+    cdef Stream next_unsent
+    cdef bytes held  # the batch's one write so far, kept as given (not yet in ``buffer``)
     cdef StreamSocket view  # made when asked for
     cdef object lost_exc
     cpdef int fileno(self)
@@ -89,10 +95,12 @@ cdef class Stream(_Watched):
     cpdef write(self, data)
     cdef int write_bytes(self, const char *data, Py_ssize_t size) except -1
     cpdef bint is_closing(self)
+    cdef int hold(self, bytes data) except -1
     cdef int append(self, const char *data, Py_ssize_t size) except -1
     cpdef Py_ssize_t get_write_buffer_size(self)
     cpdef write_eof(self)
     cdef int write_ready(self) except -1
+    cdef int send_held(self) except -1
     cdef int shutdown_write(self) except -1
     cdef int maybe_pause_protocol(self) except -1
     cdef int maybe_resume_protocol(self) except -1

@@ -10,8 +10,10 @@ with the asyncio semantics the engine relies on:
   ``connection_lost(exc)`` once, always from the loop (never inside the call that
   closed the stream), ``exc`` None after ``close()``/``abort()`` or the exception
   of a failed read or write.
-- ``write(data)`` sends what the kernel takes at once and buffers the rest, sent as
-  the socket drains; ``pause_writing()``/``resume_writing()`` when the buffer crosses
+- ``write(data)`` buffers ``data``; at the end of the loop's batch of events (here: of
+  its callbacks, ``call_soon``) it is sent with the batch's other writes, and what the
+  kernel does not take is sent as the socket drains (the compiled twin's docstring says
+  why); ``pause_writing()``/``resume_writing()`` when the buffer crosses
   the high and low marks (``set_write_buffer_limits``, asyncio's defaults: 64 KiB and
   a quarter of it). Writes after the connection is lost are dropped; writes after
   ``write_eof()`` raise ``RuntimeError``.
@@ -252,6 +254,7 @@ class Stream:
         self.read_eof = False  # the peer's FIN was read
         self.eof = False  # write_eof() called
         self.writing = False  # a writer is registered (the buffer waits for the socket)
+        self.held = False  # the buffer waits for the end of the loop's batch (_send_held)
         self.reading = True
         self.view: StreamSocket | None = None
         loop.add_reader(self.fd, self._read_ready)
@@ -365,20 +368,22 @@ class Stream:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self.lost or not data:
             return
-        if not self.buffer:
-            try:
-                sent = self.sock.send(data)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._force_close(exc)
-                return
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-            self._start_writing()
+        if not self.writing and not self.held:
+            # Held to the end of the loop's batch of callbacks, then sent with the others'.
+            self.held = True
+            self.loop.call_soon(self._send_held)
         self.buffer += data
         self._maybe_pause_protocol()
+
+    def _send_held(self) -> None:
+        """What was written during the batch, sent (as _write_ready would once the
+        socket can take it); the rest waits for the socket as any other."""
+        self.held = False
+        if self.lost or self.writing:
+            return
+        self._write_ready()
+        if self.buffer and not self.lost:
+            self._start_writing()
 
     def writelines(self, list_of_data) -> None:  # noqa: ANN001 - asyncio's signature
         self.write(b"".join(list_of_data))
