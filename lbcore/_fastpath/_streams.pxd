@@ -46,6 +46,7 @@ cdef class Poller:
     cdef bint running  # in run(): due streams are handled at its end
     cdef bint due_scheduled  # a loop callback will handle them
     cdef Stream unsent, unsent_last  # streams written to during run(), linked by next_unsent: sent at its end
+    cdef long long held_since  # CLOCK_MONOTONIC ns when the first of them was written
     cdef Py_ssize_t users
     cdef int ctl(self, int op, _Watched watched, uint32_t events) except -1
     cdef int forget(self, _Watched watched) except -1

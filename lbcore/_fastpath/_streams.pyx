@@ -19,9 +19,11 @@ address is written out from ``accept4``'s, and the ``connection_lost`` calls of 
 wake-up run at its end (a loop callback only for a stream closed from elsewhere:
 a timer, another connection).
 
-Writes made while the poller dispatches a batch are held to the batch's end, then sent
-one stream after the other (``Poller.send_unsent``), as haproxy sends after its tasks
-ran rather than as each event is handled: a peer woken by the first of them finds the
+Writes made while the poller dispatches a batch are held to the batch's end (or until
+they have waited ``HOLD_LIMIT_NS``, checked after each event: an expensive event, a
+full handshake, does not delay the others' answers), then sent one stream after the
+other (``Poller.send_unsent``), as haproxy sends after its tasks ran rather than as
+each event is handled: a peer woken by the first of them finds the
 next ones ready instead of going back to sleep between two, and each wake-up of a
 sleeping peer costs the sender an inter-processor interrupt (on this project's VMs,
 +10% keep-alive requests per CPU-second, bench/results/PROFILE.md). A write from
@@ -33,6 +35,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.errno cimport EAGAIN, EBADF, EINTR, errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, strerror
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from lbcore._fastpath._ipv4 cimport ipv4_text
 from lbcore._fastpath._clock cimport hold_now, release_now
@@ -123,6 +126,9 @@ log = logging.getLogger("lbcore.streams")
 
 cdef enum:
     EVENTS = 64  # ready descriptors taken per epoll_wait
+    # A batch's writes wait at most this long (ns) for the batch's end: past it, they
+    # leave after the event being handled (one full RSA handshake takes ~1 ms).
+    HOLD_LIMIT_NS = 100000
     _READ_SIZE = 256 * 1024
 
 assert READ_SIZE == _READ_SIZE
@@ -130,6 +136,12 @@ cdef char read_buffer[_READ_SIZE]  # one read at a time per process: the loop's 
 cdef Py_ssize_t accept_batch = ACCEPT_BATCH
 cdef double accept_retry_delay = ACCEPT_RETRY_DELAY
 cdef frozenset resource_errnos = RESOURCE_ERRNOS
+
+
+cdef inline long long _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)  # the vDSO: no system call
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec
 
 
 cdef OSError _os_error(int code):
@@ -218,6 +230,8 @@ cdef class Poller:
                     watched.ready(events[i].events)
                 except Exception:
                     log.exception("streams: event on descriptor %d", watched.fd)
+                if self.unsent is not None and _now_ns() - self.held_since > HOLD_LIMIT_NS:
+                    self.send_unsent()
             while self.due or self.unsent is not None:
                 self.send_unsent()
                 self.run_due()
@@ -254,6 +268,7 @@ cdef class Poller:
         stream.queued = True
         if self.unsent is None:
             self.unsent = stream
+            self.held_since = _now_ns()
         else:
             self.unsent_last.next_unsent = stream
         self.unsent_last = stream

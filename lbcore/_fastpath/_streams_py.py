@@ -56,6 +56,8 @@ import asyncio
 import errno
 import logging
 import socket
+import time
+import weakref
 from typing import Any, Callable
 
 from lbcore._fastpath import clock
@@ -65,6 +67,43 @@ from lbcore._fastpath._streams_common import ACCEPT_BATCH, ACCEPT_RETRY_DELAY, R
 __all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket", "connect", "ip_family", "serve"]
 
 IMPLEMENTATION = "pure"
+HOLD_LIMIT = 0.0001  # seconds a write may wait for the batch's end (the compiled twin's HOLD_LIMIT_NS)
+
+
+class _Held:
+    """One loop's streams written to during its current batch of callbacks: sent
+    together when the batch ends (one ``call_soon``), or once the oldest has waited
+    ``HOLD_LIMIT``, checked at the next read or write (an expensive callback delays
+    no one's answer)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.streams: list[Stream] = []
+        self.since = 0.0
+
+    def add(self, stream: "Stream") -> None:
+        if not self.streams:
+            self.since = time.monotonic()
+            self.loop.call_soon(self.send)
+        self.streams.append(stream)
+
+    def overdue(self) -> bool:
+        return bool(self.streams) and time.monotonic() - self.since > HOLD_LIMIT
+
+    def send(self) -> None:
+        streams, self.streams = self.streams, []
+        for stream in streams:
+            stream._send_held()
+
+
+_held: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Held]" = weakref.WeakKeyDictionary()
+
+
+def _held_of(loop: asyncio.AbstractEventLoop) -> _Held:
+    held = _held.get(loop)
+    if held is None:
+        held = _held[loop] = _Held(loop)
+    return held
 
 log = logging.getLogger("lbcore.streams")
 
@@ -326,6 +365,9 @@ class Stream:
     def _read_ready(self) -> None:
         # One clock read for what this wake-up does (_clock_py's module doc), as the
         # compiled poller holds it for each epoll batch.
+        held = _held.get(self.loop)
+        if held is not None and held.overdue():  # what an earlier callback held: out now
+            held.send()
         clock.hold()
         try:
             self._read()
@@ -368,16 +410,21 @@ class Stream:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self.lost or not data:
             return
+        held = _held_of(self.loop)
         if not self.writing and not self.held:
             # Held to the end of the loop's batch of callbacks, then sent with the others'.
             self.held = True
-            self.loop.call_soon(self._send_held)
+            held.add(self)
         self.buffer += data
         self._maybe_pause_protocol()
+        if held.overdue():
+            held.send()
 
     def _send_held(self) -> None:
         """What was written during the batch, sent (as _write_ready would once the
         socket can take it); the rest waits for the socket as any other."""
+        if not self.held:
+            return
         self.held = False
         if self.lost or self.writing:
             return

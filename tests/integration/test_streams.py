@@ -460,6 +460,50 @@ def test_writes_made_while_events_are_handled_leave_at_the_batchs_end(twin):
     run(main())
 
 
+class SlowAnswerer(Recorder):
+    """Answers at once, then (for b"slow") works 5 ms: an expensive event, as a full
+    RSA handshake is. Records, when it reads, how much of the others' answers waits."""
+
+    others: list["SlowAnswerer"] = []
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.waiting_others: list[int] = []
+        SlowAnswerer.others.append(self)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.waiting_others.append(sum(o.transport.get_write_buffer_size() for o in self.others if o is not self))
+        self.transport.write(b"answer:" + data)
+        if data == b"slow":
+            deadline = time.monotonic() + 0.005
+            while time.monotonic() < deadline:
+                pass
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_an_expensive_event_does_not_hold_the_others_answers(twin):
+    """Held writes leave once they have waited the hold limit (100 µs), checked after
+    each event (compiled) or at the next write (pure): after 5 ms of work on one
+    connection, the answer written before it is on its way, not held to the batch's end."""
+
+    async def main():
+        SlowAnswerer.others = []
+        server = Server(twin, protocol=SlowAnswerer)
+        clients = [await server.connect() for _ in range(3)]
+        for _, writer, _ in clients:  # all three readable in the server's next batch
+            writer.write(b"slow")
+        for reader, _, _ in clients:
+            assert await asyncio.wait_for(reader.readexactly(11), LIMIT) == b"answer:slow"
+        # Whichever read came later in the batch found the earlier answers sent.
+        assert all(conn.waiting_others == [0] for _, _, conn in clients), [c.waiting_others for _, _, c in clients]
+        for _, writer, _ in clients:
+            writer.close()
+        server.acceptor.close()
+
+    run(main())
+
+
 @pytest.mark.parametrize("twin", TWINS)
 def test_a_write_from_outside_a_batch_is_sent(twin):
     async def main():
