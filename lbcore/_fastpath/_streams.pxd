@@ -96,6 +96,7 @@ cdef class Stream(_Watched):
     cpdef write(self, data)
     cdef int write_bytes(self, const char *data, Py_ssize_t size) except -1
     cpdef bint is_closing(self)
+    cdef ssize_t send_now(self, const char *data, Py_ssize_t size) except -2
     cdef int hold(self, bytes data) except -1
     cdef int append(self, const char *data, Py_ssize_t size) except -1
     cpdef Py_ssize_t get_write_buffer_size(self)

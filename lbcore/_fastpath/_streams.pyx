@@ -731,7 +731,6 @@ cdef class Stream(_Watched):
         are in C memory (the TLS connections' ciphertext, _tlsconn): sent at once if
         nothing waits, what the kernel does not take copied into the buffer."""
         cdef ssize_t sent
-        cdef int code
         if self.eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self.lost or size == 0:
@@ -751,14 +750,8 @@ cdef class Stream(_Watched):
             self.maybe_pause_protocol()
             return 0
         if self.buffer is None or not PyByteArray_GET_SIZE(self.buffer):
-            sent = send(self.fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL)
-            if sent < 0:
-                code = errno
-                if code != EAGAIN and code != EINTR:
-                    self.force_close(_os_error(code))
-                    return 0
-                sent = 0
-            if sent == size:
+            sent = self.send_now(data, size)
+            if sent < 0 or sent == size:
                 return 0
             self.append(data + sent, size - sent)
             self.writing = True
@@ -767,6 +760,19 @@ cdef class Stream(_Watched):
             self.append(data, size)
         self.maybe_pause_protocol()
         return 0
+
+    cdef ssize_t send_now(self, const char *data, Py_ssize_t size) except -2:
+        """One send: what the socket took (0 when it takes nothing now), or -1 after an
+        error, which closed the stream."""
+        cdef ssize_t sent = send(self.fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL)
+        cdef int code
+        if sent < 0:
+            code = errno
+            if code != EAGAIN and code != EINTR:
+                self.force_close(_os_error(code))
+                return -1
+            return 0
+        return sent
 
     cdef int hold(self, bytes data) except -1:
         self.held = data
@@ -841,7 +847,6 @@ cdef class Stream(_Watched):
         cdef bytes held = self.held
         cdef ssize_t sent
         cdef Py_ssize_t size
-        cdef int code
         self.queued = False
         if self.lost or self.writing:
             return 0
@@ -850,13 +855,9 @@ cdef class Stream(_Watched):
         else:
             self.held = None
             size = PyBytes_GET_SIZE(held)
-            sent = send(self.fd, PyBytes_AS_STRING(held), size, MSG_DONTWAIT | MSG_NOSIGNAL)
+            sent = self.send_now(PyBytes_AS_STRING(held), size)
             if sent < 0:
-                code = errno
-                if code != EAGAIN and code != EINTR:
-                    self.force_close(_os_error(code))
-                    return 0
-                sent = 0
+                return 0
             if sent < size:
                 self.append(PyBytes_AS_STRING(held) + sent, size - sent)
             else:
