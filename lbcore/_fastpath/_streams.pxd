@@ -95,6 +95,7 @@ cdef class Stream(_Watched):
     cdef int read_ready(self) except -1
     cpdef write(self, data)
     cdef int write_bytes(self, const char *data, Py_ssize_t size) except -1
+    cdef int put(self, const char *data, Py_ssize_t size, bytes owner) except -1
     cpdef bint is_closing(self)
     cdef ssize_t send_now(self, const char *data, Py_ssize_t size) except -2
     cdef int hold(self, bytes data) except -1

@@ -720,16 +720,18 @@ cdef class Stream(_Watched):
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
             data = bytes(data)
-        if (self.poller.running and self.held is None and not self.writing and not self.eof and not self.lost
-                and PyBytes_GET_SIZE(data) and (self.buffer is None or not PyByteArray_GET_SIZE(self.buffer))):
-            self.hold(data)  # the bytes object itself, no copy
-            return
-        self.write_bytes(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        self.put(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
 
     cdef int write_bytes(self, const char *data, Py_ssize_t size) except -1:
         """``write`` of the ``size`` bytes at ``data``, for compiled callers whose bytes
-        are in C memory (the TLS connections' ciphertext, _tlsconn): sent at once if
-        nothing waits, what the kernel does not take copied into the buffer."""
+        are in C memory (the TLS connections' ciphertext, _tlsconn)."""
+        return self.put(data, size, None)
+
+    cdef int put(self, const char *data, Py_ssize_t size, bytes owner) except -1:
+        """What ``write`` and ``write_bytes`` do with the ``size`` bytes at ``data``
+        (``owner``: the bytes object they are in, or None for C memory): held to the end
+        of the batch when written during one, else sent at once if nothing waits; what
+        the kernel does not take is copied into the buffer."""
         cdef ssize_t sent
         if self.eof:
             raise RuntimeError("Cannot call write() after write_eof()")
@@ -739,7 +741,9 @@ cdef class Stream(_Watched):
             # In a batch: held to its end, when the poller sends every stream's bytes
             # one after the other (Poller.send_unsent).
             if self.held is None and (self.buffer is None or not PyByteArray_GET_SIZE(self.buffer)):
-                self.hold(PyBytes_FromStringAndSize(data, size))
+                # The stream's only write so far: kept as a bytes object (``owner``
+                # itself, no copy, when there is one).
+                self.hold(owner if owner is not None else PyBytes_FromStringAndSize(data, size))
                 return 0
             if self.held is not None:  # a second write: both wait in the buffer, in order
                 self.append(PyBytes_AS_STRING(self.held), PyBytes_GET_SIZE(self.held))
@@ -817,14 +821,10 @@ cdef class Stream(_Watched):
 
     cdef int write_ready(self) except -1:
         cdef ssize_t sent
-        cdef int code
         cdef Py_ssize_t size = 0 if self.buffer is None else PyByteArray_GET_SIZE(self.buffer)
         if size:
-            sent = send(self.fd, PyByteArray_AS_STRING(self.buffer), size, MSG_DONTWAIT | MSG_NOSIGNAL)
-            if sent < 0:
-                code = errno
-                if code != EAGAIN and code != EINTR:
-                    self.force_close(_os_error(code))
+            sent = self.send_now(PyByteArray_AS_STRING(self.buffer), size)
+            if sent <= 0:  # nothing taken (the socket is full), or an error closed the stream
                 return 0
             if sent == size:
                 PyByteArray_Resize(self.buffer, 0)
