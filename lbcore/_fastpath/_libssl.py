@@ -44,6 +44,8 @@ __all__ = [
     "session_cache_size",
     "set_ciphersuites",
     "set_groups",
+    "send_configured_chain_only",
+    "sends_configured_chain_only",
     "library_version",
 ]
 
@@ -53,6 +55,8 @@ SSL_CTRL_GET_SESS_CACHE_SIZE = 43
 SSL_CTRL_SET_SESS_CACHE_MODE = 44
 SSL_CTRL_GET_SESS_CACHE_MODE = 45
 SSL_CTRL_SET_GROUPS_LIST = 92
+SSL_CTRL_MODE = 33
+SSL_MODE_NO_AUTO_CHAIN = 0x00000008
 SSL_SESS_CACHE_OFF = 0x0000
 SSL_SESS_CACHE_SERVER = 0x0002
 # crypto.h, evp.h, core.h, params.h
@@ -226,6 +230,22 @@ def session_cache_size(context: ssl.SSLContext) -> int:
     if not lib.SSL_CTX_ctrl(pointer, SSL_CTRL_GET_SESS_CACHE_MODE, 0, None) & SSL_SESS_CACHE_SERVER:
         return 0
     return int(lib.SSL_CTX_ctrl(pointer, SSL_CTRL_GET_SESS_CACHE_SIZE, 0, None))
+
+
+def send_configured_chain_only(context: ssl.SSLContext) -> None:
+    """Send the certificate chain as loaded, never one OpenSSL completes itself.
+
+    A certificate loaded without its chain otherwise makes OpenSSL build one at every
+    handshake, from the context's verify store (``X509_verify_cert``, ~6,000
+    instructions a handshake): the store holds only a client-auth CA bundle here, so
+    what it found would be that bundle's certificates, sent to every client. haproxy
+    installs an empty chain for the same reason."""
+    load().SSL_CTX_ctrl(ssl_ctx_pointer(context), SSL_CTRL_MODE, SSL_MODE_NO_AUTO_CHAIN, None)
+
+
+def sends_configured_chain_only(context: ssl.SSLContext) -> bool:
+    """Whether ``send_configured_chain_only`` applies to ``context``."""
+    return bool(load().SSL_CTX_ctrl(ssl_ctx_pointer(context), SSL_CTRL_MODE, 0, None) & SSL_MODE_NO_AUTO_CHAIN)
 
 
 def set_ciphersuites(context: ssl.SSLContext, suites: str) -> None:

@@ -4,7 +4,8 @@
   encrypts, every key decrypts), replaceable at any time; ``ticket_key_names``.
 - ``set_ciphersuites`` (TLS 1.3), ``set_groups`` (key exchange groups, the full
   list: ``ssl`` has ``set_ecdh_curve``, one curve only), ``set_session_cache_size``
-  and ``session_cache_size`` (the server's session-ID cache; 0 is off).
+  and ``session_cache_size`` (the server's session-ID cache; 0 is off),
+  ``send_configured_chain_only`` (no chain completed by OpenSSL at each handshake).
 
 The ring has two twins with one interface: ``_sslctx`` (Cython: C callback, no GIL)
 and ``_sslctx_py`` (ctypes: the reference); the compiled one is used when built
@@ -19,6 +20,8 @@ from lbcore._fastpath import twins, _libssl, _sslctx_py
 from lbcore._fastpath._libssl import (
     OpenSSLUnavailable,
     library_version,
+    send_configured_chain_only,
+    sends_configured_chain_only,
     session_cache_size,
     set_ciphersuites,
     set_groups,
@@ -32,6 +35,8 @@ __all__ = [
     "OpenSSLUnavailable",
     "install_ticket_keys",
     "library_version",
+    "send_configured_chain_only",
+    "sends_configured_chain_only",
     "session_cache_size",
     "set_ciphersuites",
     "set_groups",

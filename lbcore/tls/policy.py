@@ -29,7 +29,8 @@ server cipher preference; ALPN as the Spec says (http/1.1 by default, never a
 protocol lbcore does not speak); client certificates optional or required
 against a CA bundle and a CRL; session tickets on or off, with a shared ticket
 key ring (``lbcore.tls.tickets``) when the Spec names a key file; the session
-cache sized or off.
+cache sized or off; the chain sent is the one loaded with the certificate, never
+one OpenSSL completes from the verify store (which holds the client-auth CAs).
 
 Member side (``build_member_tls``): a client context per pool with TLS to its
 members: verify (the pool's CA or the system store) or not, SNI, a client
@@ -180,6 +181,10 @@ def _apply_policy(context: ssl.SSLContext, settings: TlsSettings, base_dir: str,
     except sslctx.OpenSSLUnavailable as exc:
         if settings.session_cache != DEFAULT_SESSION_CACHE:
             errors.append(TlsIssue(f"{path}.session_cache", f"cannot be set here: {exc}"))
+    try:
+        sslctx.send_configured_chain_only(context)
+    except sslctx.OpenSSLUnavailable:
+        pass  # OpenSSL's default then: a chain completed from the verify store, if it can
     if settings.client_auth is not None:
         _apply_client_auth(context, settings.client_auth, base_dir, f"{path}.client_auth", errors)
 

@@ -197,6 +197,27 @@ def test_client_certificate_required(pki, members, engine):
     assert len(seen["x-ssl-client-sha256"]) == 64
 
 
+def certificates_sent(port, server_name):
+    """How many certificates the server sends (``openssl s_client -showcerts``)."""
+    out = subprocess.run([OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", server_name, "-showcerts"],
+                         input=b"", capture_output=True, timeout=20)
+    assert b"Verify return code" in out.stdout, out.stderr  # the handshake finished
+    return out.stdout.count(b"-----BEGIN CERTIFICATE-----")
+
+
+def test_the_chain_sent_is_the_certificate_files_never_one_completed_from_the_client_ca(pki, members, engine, tmp_path):
+    # The client-auth bundle holds the CA that issued both certificates: OpenSSL left to
+    # itself would complete default.pem (a leaf alone) from it at every handshake.
+    m = members("m1")
+    port = free_port()
+    chained = tlsgen.write_pair(tmp_path, "www-chained", pki["certs"]["www"], chain=[pki["ca"]])
+    spec = https_spec(port, m, [cert_entry(pki, "default", default=True), {"cert": chained[0], "key": chained[1]}],
+                      client_auth={"mode": "optional", "ca": str(pki["dir"] / "ca.pem")})
+    engine(spec)
+    assert certificates_sent(port, "default.example.com") == 1
+    assert certificates_sent(port, "www.example.com") == 2
+
+
 def _s_client_resume(port, sess_file, reconnect_in: bool):
     args = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "www.example.com", "-tls1_3", "-ign_eof"]
     args += ["-sess_in", str(sess_file)] if reconnect_in else ["-sess_out", str(sess_file)]

@@ -148,6 +148,12 @@ def test_session_cache_setting(store) -> None:
     assert sslctx.session_cache_size(build(store, session_cache=0).context) == 0
 
 
+def test_every_context_sends_the_loaded_chain_only(store) -> None:
+    contexts = build(store)
+    assert all(sslctx.sends_configured_chain_only(context) for context in contexts.contexts)
+    assert not sslctx.sends_configured_chain_only(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))  # OpenSSL's default
+
+
 def test_unreachable_openssl_is_reported_per_setting(store, monkeypatch) -> None:
     monkeypatch.setattr(_libssl, "_lib", None)
     monkeypatch.setattr(_libssl, "_error", "simulated")
