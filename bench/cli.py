@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return perf_split(scenario, args.out or RESULTS, labels=args.servers.split(",") if args.servers else None,
                           seconds=args.perf_seconds, workers=args.workers, load_cpu=args.load_cpu,
-                          server_cpu=args.server_cpu)
+                          server_cpu=args.server_cpu, access_log=not args.no_access_log)
     try:
         scenarios = [by_name(n) for name in args.scenario for n in name.split(",")] if args.scenario else list(SCENARIOS)
     except KeyError as exc:
