@@ -1,4 +1,4 @@
-"""Where access-log batches go: a stream (stdout, a file) or syslog datagrams.
+"""Where access-log batches go: a stream (stdout, a file, syslog over TCP) or syslog datagrams.
 
 Theory of operation. ``send(messages)`` is called on the event loop with one flushed
 batch and never blocks it:
@@ -13,6 +13,15 @@ batch and never blocks it:
   overwrite each other; on a pipe or socket (stdout under a supervisor or journald)
   each write is at most PIPE_BUF bytes cut at a line end, which POSIX makes atomic
   for pipes, so lines of several workers never interleave.
+- ``TcpSyslogSink`` (``syslog+tcp``) is a stream sink whose thread also connects:
+  each message framed by its length (RFC 6587 octet counting: ``LEN SP MSG``), the
+  batches that waited written in one go over one connection per worker. A datagram
+  per line costs the kernel a packet per request; this costs it a fraction of one.
+  The connection is made by the thread (never on the loop), remade after an error
+  or when the server closed it, at most once a second while it is refused; a write
+  that stalls for SEND_TIMEOUT drops the connection. Messages not handed to the
+  kernel when a connection fails are counted dropped (those it had taken are as
+  lost as a datagram would be: TCP syslog does not acknowledge).
 - ``DatagramSink`` (``syslog+udp``, ``syslog+unix``) sends one datagram per message
   from a non-blocking socket, a batch's datagrams in as few system calls as the kernel
   takes them (``sendmmsg``, ``lbcore._fastpath.sockio``): a send that would block or
@@ -33,12 +42,13 @@ import select
 import socket
 import stat
 import threading
+import time
 from typing import Sequence
 
 from lbcore._fastpath.sockio import encode_datagrams, send_datagrams
 from lbcore.spec import LogTarget
 
-__all__ = ["DatagramSink", "MAX_DATAGRAM", "PIPE_BUF", "StreamSink", "make_sink"]
+__all__ = ["DatagramSink", "MAX_DATAGRAM", "PIPE_BUF", "StreamSink", "TcpSyslogSink", "make_sink"]
 
 log = logging.getLogger("lbcore.accesslog")
 
@@ -46,6 +56,9 @@ MAX_DATAGRAM = 8192  # bytes of one syslog message; longer ones are cut (rsyslog
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)  # the largest write POSIX keeps whole on a pipe
 FILE_MODE = 0o640  # a new log file: owner writes, group (adm) reads
 _REOPEN = object()  # queue marker between batches
+CONNECT_TIMEOUT = 5.0  # seconds the writer thread waits for a TCP syslog server's handshake
+SEND_TIMEOUT = 10.0  # seconds a write to it may stall before the connection is dropped
+RECONNECT_DELAY = 1.0  # seconds between connection attempts while it refuses
 
 
 class _Trouble:
@@ -87,7 +100,7 @@ class StreamSink:
         self._closing = False
         # Owned by the writer thread once it starts.
         self._owned = fd is None
-        self._fd: int | None = fd if fd is not None else self._open()
+        self._fd: int | None = fd if fd is not None else self._open_first()
         self._chunk = self._chunk_size(self._fd)
         self._thread = threading.Thread(target=self._run, name=f"accesslog {target}", daemon=True)
         self._thread.start()
@@ -95,7 +108,7 @@ class StreamSink:
     # -- the event loop's side ------------------------------------------------------------
     def send(self, messages: Sequence[str]) -> None:
         """Queue one batch (one write); drop the oldest batches past ``max_pending``."""
-        data = ("\n".join(messages) + "\n").encode("ascii", "backslashreplace")
+        data = self._encode(messages)
         with self._lock:
             if self._closing:
                 self.dropped += len(messages)
@@ -169,7 +182,19 @@ class StreamSink:
             with self._lock:
                 self._busy = False
                 self._changed.notify_all()
-        if self._owned and self._fd is not None:
+        if self._owned:
+            self._release()
+
+    # -- what a subclass for another kind of stream replaces ------------------------------------
+    def _encode(self, messages: Sequence[str]) -> bytes:
+        return ("\n".join(messages) + "\n").encode("ascii", "backslashreplace")
+
+    def _open_first(self) -> int | None:
+        """The descriptor to start with (a file opens here, on the caller's thread)."""
+        return self._open()
+
+    def _release(self) -> None:
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
@@ -235,7 +260,97 @@ class StreamSink:
             try:
                 done += os.write(self._fd, chunk[done:])  # type: ignore[arg-type]
             except BlockingIOError:  # a descriptor someone made non-blocking: wait here, not on the loop
-                select.select([], [self._fd], [], 1.0)
+                poller = select.poll()  # not select(): descriptors can go past FD_SETSIZE
+                poller.register(self._fd, select.POLLOUT)  # type: ignore[arg-type]
+                poller.poll(1000)
+
+
+class TcpSyslogSink(StreamSink):
+    """syslog over TCP, octet-counted (see the module docstring)."""
+
+    def __init__(self, target: LogTarget, *, max_pending: int) -> None:
+        self._sock: socket.socket | None = None
+        self._next_attempt = 0.0  # time.monotonic() before which no connection is tried
+        super().__init__(target, max_pending=max_pending)
+
+    def _encode(self, messages: Sequence[str]) -> bytes:
+        return b"".join(b"%d %s" % (len(message), message) for message in encode_datagrams(messages, MAX_DATAGRAM))
+
+    def _open_first(self) -> int | None:
+        return None  # connected by the writer thread, with its first batch
+
+    def _connect(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_attempt:
+            return False
+        address = self.target.address
+        assert address is not None
+        try:
+            sock = socket.create_connection((address.host, address.port), timeout=CONNECT_TIMEOUT)
+        except OSError as exc:
+            self._next_attempt = now + RECONNECT_DELAY
+            self._trouble.failed("connect", exc)
+            return False
+        sock.settimeout(SEND_TIMEOUT)
+        self._sock, self._fd = sock, sock.fileno()
+        return True
+
+    def _release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock, self._fd = None, None
+
+    def _reopen(self) -> None:
+        self._release()  # the next batch connects anew (a server restarted by logrotate)
+        self._next_attempt = 0.0
+
+    def _server_closed(self) -> bool:
+        """Whether the server has closed (or reset) the connection: it never sends, so a
+        readable socket means that. Checked before a write, which would otherwise be
+        taken by the kernel and lost."""
+        assert self._sock is not None
+        poller = select.poll()  # not select(): a worker's descriptors go past FD_SETSIZE
+        poller.register(self._sock, select.POLLIN)
+        try:
+            if not poller.poll(0):
+                return False
+            return not self._sock.recv(4096, socket.MSG_PEEK)
+        except OSError:
+            return True
+
+    def _write(self, data: bytes, count: int) -> None:
+        if not data:
+            return
+        if self._sock is not None and self._server_closed():
+            self._release()
+        if self._sock is None and not self._connect():
+            with self._lock:
+                self.dropped += count
+            return
+        assert self._sock is not None
+        view, sent = memoryview(data), 0
+        try:
+            while sent < len(data):
+                sent += self._sock.send(view[sent:])
+        except OSError as exc:
+            with self._lock:
+                self.dropped += unsent_frames(data, sent)
+            self._trouble.failed("send", exc)
+            self._release()
+            return
+        self._trouble.worked()
+
+
+def unsent_frames(data: bytes, sent: int) -> int:
+    """The octet-counted frames of ``data`` not wholly within its first ``sent`` bytes."""
+    count = at = 0
+    while at < len(data):
+        space = data.index(b" ", at)
+        end = space + 1 + int(data[at:space])
+        if end > sent:
+            count += 1
+        at = end
+    return count
 
 
 class _Refused(OSError):
@@ -320,6 +435,8 @@ class DatagramSink:
 
 
 def make_sink(target: LogTarget, *, max_pending: int) -> StreamSink | DatagramSink:
+    if target.kind == "syslog+tcp":
+        return TcpSyslogSink(target, max_pending=max_pending)
     if target.is_syslog:
         return DatagramSink(target)
     return StreamSink(target, max_pending=max_pending, fd=1 if target.kind == "stdout" else None)

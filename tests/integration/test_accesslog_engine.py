@@ -78,3 +78,36 @@ def test_text_access_log_over_syslog_udp(members, engine):
     assert datagram[datagram.index(">") + 1:].startswith("1 ")
     assert " lbweb " in datagram
     assert " web p/m1 " in datagram and " 200 " in datagram and '"GET /api/hello HTTP/1.1"' in datagram
+
+
+def test_text_access_log_over_syslog_tcp(members, engine):
+    m = members("m1")
+    port = free_port()
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(10)
+    try:
+        target = f"syslog+tcp://127.0.0.1:{server.getsockname()[1]}"
+        engine(spec(port, m, {"enabled": True, "format": "text", "target": target, "facility": "local3", "tag": "lbweb"}))
+        for path in ("/one", "/two"):
+            assert http_get(port, path)[0] == 200
+        conn, _ = server.accept()  # the worker connects with its first batch
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while data.count(b'HTTP/1.1"') < 2:
+                chunk = conn.recv(65536)
+                assert chunk, data
+                data += chunk
+    finally:
+        server.close()
+    messages = []
+    while data:  # RFC 6587 octet counting: LEN SP MSG, back to back
+        length, _, rest = data.partition(b" ")
+        messages.append(rest[:int(length)].decode())
+        data = rest[int(length):]
+    assert len(messages) == 2
+    for message, path in zip(messages, ("/one", "/two")):
+        assert message.startswith(f"<{19 * 8 + 6}>1 ") and " lbweb " in message
+        assert " web p/m1 " in message and f'"GET {path} HTTP/1.1"' in message

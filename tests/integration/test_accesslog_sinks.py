@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -20,7 +21,8 @@ import uvloop
 
 from lbcore.proxy.accesslog import AccessLog, AccessLogs, AccessRecord
 from lbcore.proxy.accesslog_format import format_json, format_text
-from lbcore.proxy.accesslog_sinks import MAX_DATAGRAM, PIPE_BUF, StreamSink
+from lbcore.proxy import accesslog_sinks
+from lbcore.proxy.accesslog_sinks import MAX_DATAGRAM, PIPE_BUF, StreamSink, unsent_frames
 from lbcore.spec import AccessLogSettings, LogTarget, parse_spec
 
 RFC5424 = re.compile(r"<(?P<pri>\d{1,3})>(?P<version>1) (?P<timestamp>\S+) (?P<hostname>\S+) (?P<app>\S+) "
@@ -258,6 +260,112 @@ def test_syslog_udp_nobody_listening_counts_a_batch_as_dropped(udp_receiver: soc
         access_log.flush()
     access_log.close()
     assert access_log.dropped >= 50
+
+
+# -- syslog over TCP -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tcp_server() -> Iterator[socket.socket]:
+    """A bound TCP socket, not yet listening: connections to it are refused until the
+    test calls ``listen()``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(RECV_TIMEOUT)
+    yield sock
+    sock.close()
+
+
+def read_frames(conn: socket.socket, count: int) -> list[bytes]:
+    """``count`` octet-counted messages (RFC 6587: ``LEN SP MSG``) from ``conn``."""
+    data, frames = b"", []
+    while len(frames) < count:
+        space = data.find(b" ")
+        if space > 0 and len(data) >= space + 1 + int(data[:space]):
+            end = space + 1 + int(data[:space])
+            frames.append(data[space + 1:end])
+            data = data[end:]
+            continue
+        chunk = conn.recv(65536)
+        assert chunk, f"connection closed after {len(frames)} of {count} messages"
+        data += chunk
+    assert not data, "more bytes than the messages expected"
+    return frames
+
+
+def test_syslog_tcp_octet_counted_rfc5424(tcp_server: socket.socket) -> None:
+    tcp_server.listen()
+    port = tcp_server.getsockname()[1]
+    access_log = AccessLog(AccessLogSettings(format="text", target=f"syslog+tcp://127.0.0.1:{port}",
+                                             facility="local3", tag="lbtest"), worker=1)
+    records = [record(n) for n in range(3)] + [record(9, target="/" + "a" * 20000)]
+    for rec in records:
+        access_log.log(rec)
+    assert access_log.drain(RECV_TIMEOUT)
+    conn, _ = tcp_server.accept()
+    with conn:
+        conn.settimeout(RECV_TIMEOUT)
+        frames = read_frames(conn, len(records))
+        for rec, frame in zip(records[:3], frames):
+            message = parse_rfc5424(frame)
+            assert int(message["pri"]) == 19 * 8 + 6 and message["app"] == "lbtest" and message["msgid"] == "access"
+            assert message["msg"] == format_text(rec)
+        assert len(frames[3]) == MAX_DATAGRAM  # a long line is cut, as for a datagram
+        access_log.close()
+        assert conn.recv(1) == b""  # closed with the log
+    assert access_log.dropped == 0
+
+
+def test_syslog_tcp_refused_counts_drops_then_connects(tcp_server: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accesslog_sinks, "RECONNECT_DELAY", 0.0)  # retry with the next batch
+    port = tcp_server.getsockname()[1]
+    access_log = AccessLog(AccessLogSettings(format="text", target=f"syslog+tcp://127.0.0.1:{port}"))
+    for n in range(4):
+        access_log.log(record(n))
+    assert access_log.drain(RECV_TIMEOUT)
+    assert access_log.dropped == 4  # refused: nothing listens yet
+    tcp_server.listen()
+    access_log.log(record(7))
+    assert access_log.drain(RECV_TIMEOUT)
+    conn, _ = tcp_server.accept()
+    with conn:
+        conn.settimeout(RECV_TIMEOUT)
+        assert port_of(parse_rfc5424(read_frames(conn, 1)[0])["msg"]) == 40007
+    access_log.close()
+    assert access_log.dropped == 4
+
+
+def test_syslog_tcp_server_that_closed_gets_a_new_connection(tcp_server: socket.socket) -> None:
+    # A syslog server restarted: the sink sees the connection closed before writing,
+    # and the next batch goes whole over a new one (not into a dead socket).
+    tcp_server.listen()
+    port = tcp_server.getsockname()[1]
+    access_log = AccessLog(AccessLogSettings(format="json", target=f"syslog+tcp://127.0.0.1:{port}"))
+    access_log.log(record(1))
+    assert access_log.drain(RECV_TIMEOUT)
+    first, _ = tcp_server.accept()
+    first.settimeout(RECV_TIMEOUT)
+    assert len(read_frames(first, 1)) == 1
+    first.close()
+    sink = access_log._sink
+    assert isinstance(sink, accesslog_sinks.TcpSyslogSink) and sink._sock is not None
+    readable, _, _ = select.select([sink._sock], [], [], RECV_TIMEOUT)  # the FIN has arrived
+    assert readable
+    for n in (2, 3):
+        access_log.log(record(n))
+    assert access_log.drain(RECV_TIMEOUT)
+    second, _ = tcp_server.accept()
+    with second:
+        second.settimeout(RECV_TIMEOUT)
+        messages = [json.loads(parse_rfc5424(frame)["msg"]) for frame in read_frames(second, 2)]
+    assert [m["client_port"] for m in messages] == [40002, 40003]
+    access_log.close()
+    assert access_log.dropped == 0
+
+
+def test_unsent_frames_counts_the_messages_a_failed_write_did_not_finish() -> None:
+    data = b"3 abc5 hello2 hi"
+    assert [unsent_frames(data, sent) for sent in (0, 5, 6, 12, 13, len(data))] == [3, 2, 2, 1, 1, 0]
 
 
 def test_syslog_unix_json_and_reconnect(tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ def with_logs(defaults: Any = "absent", web: Any = "absent", db: Any = "absent")
     ("syslog+udp://10.0.0.5", LogTarget("syslog+udp", address=Address("10.0.0.5", 514)), "syslog+udp://10.0.0.5:514"),
     ("syslog+udp://[::1]:1514", LogTarget("syslog+udp", address=Address("::1", 1514)), "syslog+udp://[::1]:1514"),
     ("syslog+udp://[::1]", LogTarget("syslog+udp", address=Address("::1", 514)), "syslog+udp://[::1]:514"),
+    ("syslog+tcp://127.0.0.1", LogTarget("syslog+tcp", address=Address("127.0.0.1", 514)), "syslog+tcp://127.0.0.1:514"),
+    ("syslog+tcp://[::1]:6601", LogTarget("syslog+tcp", address=Address("::1", 6601)), "syslog+tcp://[::1]:6601"),
     ("syslog+unix:///dev/log", LogTarget("syslog+unix", path="/dev/log"), "syslog+unix:///dev/log"),
 ])
 def test_targets(text: str, target: LogTarget, canonical: str) -> None:
@@ -97,9 +99,9 @@ def _set(path: str, value: Any) -> dict[str, Any]:
     ("listeners.0.access_log.format", "xml", "listeners[0].access_log.format: 'xml' is not one of json, text"),
     ("listeners.0.access_log.format", "txt", "listeners[0].access_log.format: 'txt' is not one of json, text (did you mean 'text'?)"),
     ("defaults.access_log.enabled", "yes", "defaults.access_log.enabled: expected true or false, got string 'yes'"),
-    ("listeners.1.access_log.target", 514, "listeners[1].access_log.target: expected a log target (stdout, file:/PATH, syslog+udp://IP[:PORT] or syslog+unix:///PATH), got number 514"),
-    ("listeners.0.access_log.target", "stdot", "listeners[0].access_log.target: invalid target 'stdot' (stdout, file:/PATH, syslog+udp://IP[:PORT] or syslog+unix:///PATH) (did you mean 'stdout'?)"),
-    ("listeners.0.access_log.target", "syslog://127.0.0.1", "listeners[0].access_log.target: invalid target 'syslog://127.0.0.1' (stdout, file:/PATH, syslog+udp://IP[:PORT] or syslog+unix:///PATH) (did you mean 'syslog+udp'?)"),
+    ("listeners.1.access_log.target", 514, "listeners[1].access_log.target: expected a log target (stdout, file:/PATH, syslog+udp://IP[:PORT], syslog+tcp://IP[:PORT] or syslog+unix:///PATH), got number 514"),
+    ("listeners.0.access_log.target", "stdot", "listeners[0].access_log.target: invalid target 'stdot' (stdout, file:/PATH, syslog+udp://IP[:PORT], syslog+tcp://IP[:PORT] or syslog+unix:///PATH) (did you mean 'stdout'?)"),
+    ("listeners.0.access_log.target", "syslog://127.0.0.1", "listeners[0].access_log.target: invalid target 'syslog://127.0.0.1' (stdout, file:/PATH, syslog+udp://IP[:PORT], syslog+tcp://IP[:PORT] or syslog+unix:///PATH) (did you mean 'syslog+udp'?)"),
     ("listeners.0.access_log.target", "file:access.log", "listeners[0].access_log.target: invalid target 'file:access.log': the path must be absolute"),
     ("listeners.0.access_log.target", "file:", "listeners[0].access_log.target: invalid target 'file:': the path must be absolute"),
     ("listeners.0.access_log.target", "file:/var/log/", "listeners[0].access_log.target: invalid target 'file:/var/log/': the path names a directory"),
@@ -107,6 +109,7 @@ def _set(path: str, value: Any) -> dict[str, Any]:
     ("listeners.0.access_log.target", "syslog+udp://logs.example.com:514", "listeners[0].access_log.target: invalid target 'syslog+udp://logs.example.com:514': 'logs.example.com' is not an IP address (names are not resolved)"),
     ("listeners.0.access_log.target", "syslog+udp://127.0.0.1:70000", "listeners[0].access_log.target: invalid target 'syslog+udp://127.0.0.1:70000': invalid port 70000 (1..65535)"),
     ("listeners.0.access_log.target", "syslog+udp://", "listeners[0].access_log.target: invalid target 'syslog+udp://': no address"),
+    ("listeners.0.access_log.target", "syslog+tcp://logs.example.com", "listeners[0].access_log.target: invalid target 'syslog+tcp://logs.example.com': 'logs.example.com' is not an IP address (names are not resolved)"),
     ("listeners.0.access_log.target", "syslog+udp:127.0.0.1", "listeners[0].access_log.target: invalid target 'syslog+udp:127.0.0.1' (expected syslog+udp://...)"),
     ("listeners.0.access_log.target", "syslog+unix://dev/log", "listeners[0].access_log.target: invalid target 'syslog+unix://dev/log': the path must be absolute"),
     ("listeners.0.access_log.target", "syslog+unix:///" + "x" * 107, "listeners[0].access_log.target: invalid target 'syslog+unix:///" + "x" * 107 + "': a unix socket path is at most 107 bytes"),
@@ -208,7 +211,7 @@ def test_programmatic_settings_are_checked() -> None:
         AccessLogSettings(format="xml", target="udp://x", tag="")
     assert [str(issue) for issue in info.value.errors] == [
         "format: 'xml' is not one of json, text",
-        "target: invalid target 'udp://x' (stdout, file:/PATH, syslog+udp://IP[:PORT] or syslog+unix:///PATH)",
+        "target: invalid target 'udp://x' (stdout, file:/PATH, syslog+udp://IP[:PORT], syslog+tcp://IP[:PORT] or syslog+unix:///PATH)",
         "tag: invalid tag '' (1 to 48 printable ASCII characters, no spaces: RFC 5424 APP-NAME)",
     ]
     with pytest.raises(SpecError, match="access_log: expected AccessLogSettings, got string 'stdout'"):

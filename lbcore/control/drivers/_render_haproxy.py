@@ -44,7 +44,7 @@ from typing import Any
 
 from lbcore import __version__
 from lbcore.spec import Address, HealthCheck, Listener, Member, Pool, Spec, SpecIssue
-from lbcore.spec._accesslog import parse_log_target
+from lbcore.spec._accesslog import LogTarget, parse_log_target
 from lbcore.spec._values import parse_status_ranges
 from lbcore.tls import DEFAULT_CIPHERS, CertStore
 
@@ -71,6 +71,8 @@ REQUEST_LINE_OVERHEAD = 12  # " " + " HTTP/1.1" + CRLF around method and target
 UNIX_PATH_MAX = 107  # sun_path, without the terminating NUL
 STICK_TABLE_SIZE = "1m"  # lbcore's SourcePersistence keeps at most 1 000 000 entries
 ADMIN_FRONTEND = "lb:admin"  # ':' never appears in a Spec name
+MAX_LOG_LINE = 8192  # bytes of one log message in a ring, as lbcore's own syslog sinks cut them
+LOG_RING_SIZE = 1 << 20  # bytes a log ring buffers while its TCP syslog server is slow or away
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,7 @@ class _Renderer:
             for pool in spec.pools_of(listener):
                 usage = self.usage[pool.name]
                 (usage.http if listener.protocol in ("http", "https") else usage.tcp).append(listener)
+        self.log_rings: dict[str, _Section] = {}  # syslog+tcp target -> the ring that forwards to it
         self.backends: dict[str, tuple[str, ...]] = {}
         for pool in spec.pools:
             usage = self.usage[pool.name]
@@ -318,6 +321,7 @@ class _Renderer:
             sections.append(self.frontend(listener))
         for pool in spec.pools:
             sections.extend(self.pool_backends(pool))
+        sections.extend(self.log_rings.values())
         if self.stunnel:
             self.stunnel_files()
         if self.issues:
@@ -502,10 +506,30 @@ class _Renderer:
         elif target.kind == "syslog+unix":
             fe.add("log", word(target.path or ""), "format", "rfc5424", log.facility, "info")
             fe.add("log-tag", word(log.tag))
+        elif target.kind == "syslog+tcp":
+            fe.add("log", f"ring@{self.log_ring(target)}", "format", "rfc5424", log.facility, "info")
+            fe.add("log-tag", word(log.tag))
         else:
             self.fail(f"{path}.target", f"haproxy cannot write a log file ({target}): use stdout or syslog")
             return
         fe.add("option", "httplog" if listener.protocol in ("http", "https") else "tcplog")
+
+    def log_ring(self, target: LogTarget) -> str:
+        """The ring that forwards logs to a syslog+tcp target (haproxy's way to log over
+        TCP: its own buffer, sent octet-counted by a ring server); one per address."""
+        key = str(target)
+        if key not in self.log_rings:
+            assert target.address is not None
+            ring = _Section("ring", f"lbcore-log-{len(self.log_rings) + 1}", comment=f"access log to {key}")
+            ring.add("description", word(f"access log to {key}"))
+            ring.add("format", "rfc5424")
+            ring.add("maxlen", str(MAX_LOG_LINE))
+            ring.add("size", str(LOG_RING_SIZE))
+            ring.add("timeout", "connect", "5s")
+            ring.add("timeout", "server", "10s")
+            ring.add("server", "syslog", haproxy_address(target.address), "log-proto", "octet-count")
+            self.log_rings[key] = ring
+        return self.log_rings[key].head.split()[1]
 
     def backend_for(self, pool: str, listener: Listener) -> str:
         return pool if listener.protocol in ("http", "https") else f"{pool}:{listener.name}"
