@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="seconds of unmeasured load before the runs (default 1; quick 0)")
     p.add_argument("--idle-count", type=int, help="idle connections (default 10000; quick 300)")
     p.add_argument("--no-access-log", action="store_true", help="no access logs (default: on, to a syslog UDP port)")
+    p.add_argument("--access-log-tcp", action="store_true",
+                   help="lbcore and haproxy log over TCP (octet-counted syslog; haproxy through a ring), "
+                        "read by the harness; nginx stays on UDP")
     p.add_argument("--load-cpu", default="0", help="CPU for wrk, the backend and the harness (default 0)")
     p.add_argument("--server-cpu", default="1", help="CPU for the server under test (default 1)")
     p.add_argument("--out", type=Path, help="results directory (default bench/results/<timestamp>)")
@@ -110,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         time_wait_wait=5.0 if quick else 30.0,
         servers=set(args.servers.split(",")) if args.servers else None,
         access_log=not args.no_access_log,
+        access_log_tcp=args.access_log_tcp,
         keep_workdir=args.keep_workdir,
     )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or RESULTS / (stamp + ("-quick" if quick else ""))
     # Only a run with the defaults replaces latest.*: the committed reference figures.
     full = (not quick and args.scenario is None and args.servers is None and args.out is None
-            and args.workers == 1 and not args.no_access_log and args.reps is None and args.seconds is None)
+            and args.workers == 1 and not args.no_access_log and not args.access_log_tcp and args.reps is None and args.seconds is None)
     command = ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])]
     results = run(settings, out, command)
     written = report.write(results, out, RESULTS if full else None)

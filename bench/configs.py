@@ -8,7 +8,8 @@ renderer turns it into that server's own configuration, kept equivalent:
 - the same timeouts (connect 5s, client 30s, server 30s, request head 10s,
   keep-alive 60s), the same connection limit (``MAXCONN``), X-Forwarded-For and
   X-Forwarded-Proto added, no health checks;
-- an access log line per request sent to syslog over UDP when ``access_log_port``
+- an access log line per request sent to syslog over UDP (over TCP for lbcore and
+  haproxy with ``access_log_tcp``) when ``access_log_port``
   is set (haproxy's httplog; lbcore's text format is the same layout; nginx's
   combined), none otherwise;
 - the same ACLs in the same order, first match wins, every pool pointing at the
@@ -70,6 +71,7 @@ class Frontend:
     resume: bool = True  # TLS: session tickets and cache on
     ticket_keys: Path | None = None  # TLS with resume: lbcore's ticket key file, shared by its workers
     access_log_port: int | None = None  # syslog over UDP to 127.0.0.1:this port; None: no access log
+    access_log_tcp: bool = False  # lbcore and haproxy: syslog over TCP to that port number instead (nginx: UDP)
     admin_port: int | None = None  # lbcore: its admin listener (stats), like haproxy's stats socket
 
     @property
@@ -143,7 +145,8 @@ def lbcore_spec(fe: Frontend) -> dict:
         "maxconn": MAXCONN,
     }
     if fe.access_log_port is not None:
-        defaults["access_log"] = {"format": "text", "target": f"syslog+udp://{HOST}:{fe.access_log_port}",
+        transport = "tcp" if fe.access_log_tcp else "udp"
+        defaults["access_log"] = {"format": "text", "target": f"syslog+{transport}://{HOST}:{fe.access_log_port}",
                                   "facility": "local0", "tag": "lbcore"}
     spec: dict = {
         "version": 1,
@@ -175,9 +178,17 @@ def haproxy_cfg(fe: Frontend, stats_socket: Path) -> str:
     acls = "".join(f"    acl {r.name} {criterion}\n" for r in rules(fe.acls) for criterion in r.haproxy)
     uses = "".join(f"    use_backend {r.pool} if {r.name}\n" for r in rules(fe.acls))
     backends = "".join(f"backend {name}\n    server nginx {HOST}:{fe.backend_port}\n" for name in _pools(fe))
-    log_global = log_defaults = ""
-    if fe.access_log_port is not None:
+    log_global = log_defaults = log_ring = ""
+    if fe.access_log_port is not None and fe.access_log_tcp:
+        # haproxy's syslog over TCP: a ring its server forwards octet-counted (as
+        # lbcore's syslog+tcp, and as lbcore's haproxy driver renders that target).
+        log_global = "    log ring@benchlog format rfc5424 local0 info\n"
+        log_ring = ("ring benchlog\n    format rfc5424\n    maxlen 8192\n    size 1048576\n"
+                    "    timeout connect 5s\n    timeout server 10s\n"
+                    f"    server syslog {HOST}:{fe.access_log_port} log-proto octet-count\n")
+    elif fe.access_log_port is not None:
         log_global = f"    log {HOST}:{fe.access_log_port} local0 info\n"
+    if fe.access_log_port is not None:
         log_defaults = "    log global\n    option httplog\n"
     return (
         "global\n"
@@ -205,6 +216,7 @@ def haproxy_cfg(fe: Frontend, stats_socket: Path) -> str:
         f"{acls}{uses}"
         "    default_backend www\n"
         f"{backends}"
+        f"{log_ring}"
     )
 
 

@@ -135,7 +135,7 @@ def markdown(results: dict) -> str:
         f"request path compiled in place: {_in_place(lb.get('compiled_in_place'))}",
         f"- {s['reps']} repetitions of {s['seconds_per_run']} s per server and scenario (after a "
         f"{s['warmup_seconds']} s warm-up), servers in rotated order; lbcore workers / haproxy threads: "
-        f"{s['workers']} (scaling: as labelled); access logs: {'on (syslog over UDP)' if s['access_log'] else 'off'}",
+        f"{s['workers']} (scaling: as labelled); access logs: {_logs_text(s)}",
         f"- Took {results.get('elapsed_seconds', 0):.0f} s.",
         "",
         "Per server CPU-second = what wrk counted (requests; TLS handshakes, one per request with",
@@ -328,3 +328,13 @@ def write(results: dict, out_dir: Path, latest: Path | None = None) -> list[Path
             shutil.copyfile(path, target)
             written.append(target)
     return written
+
+
+def _logs_text(settings: dict) -> str:
+    if not settings["access_log"]:
+        return "off"
+    if settings.get("access_log_transport") == "tcp":
+        received = settings.get("access_log_tcp_bytes")
+        return ("on (syslog over TCP for lbcore and haproxy, octet-counted, read by the harness"
+                + (f": {received:,} bytes" if received is not None else "") + "; UDP for nginx)")
+    return "on (syslog over UDP)"

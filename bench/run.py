@@ -24,12 +24,14 @@ Theory of operation
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -76,6 +78,7 @@ class Settings:
     time_wait_wait: float = 30.0
     servers: set[str] | None = None  # only these labels (None: all)
     access_log: bool = True
+    access_log_tcp: bool = False  # lbcore and haproxy log over TCP (nginx keeps UDP): --access-log-tcp
     keep_workdir: bool = False
 
 
@@ -138,6 +141,7 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
             "warmup_seconds": settings.warmup,
             "workers": settings.workers,
             "access_log": settings.access_log,
+            "access_log_transport": "tcp" if settings.access_log_tcp else "udp",
             "time_wait_limit": settings.time_wait_limit,
         },
         "machine": machine.describe(pinning),
@@ -156,11 +160,14 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
         progress(f"nginx backend on 127.0.0.1:{backend_port} (CPU {settings.load_cpu})")
         log_port = None
         if settings.access_log:
-            sink, log_port, why = _access_log_sink(ports, workdir)
+            sink, log_port, why = _access_log_sink(ports, workdir, settings.access_log_tcp)
             if sink is None:
                 results["settings"]["access_log"] = False
                 results["problems"].append(f"access logs off for every server: {why}")
                 progress(f"access logs off: {why}")
+            elif settings.access_log_tcp:
+                progress(f"access logs on: syslog over tcp to 127.0.0.1:{log_port} (read and discarded; "
+                         "nginx: udp, held, not read)")
             else:
                 progress(f"access logs on: syslog to udp 127.0.0.1:{log_port} (held, not read)")
         context = _Context(settings, progress, ports, certs, ticket_keys, backend_port, log_port, workdir)
@@ -181,6 +188,8 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
             backend.stop()
         if sink is not None:
             sink.close()
+            if isinstance(sink, LogReceiver):
+                results["settings"]["access_log_tcp_bytes"] = sink.received
         if settings.keep_workdir:
             progress(f"kept {workdir}")
         else:
@@ -190,20 +199,81 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
     return results
 
 
-def _access_log_sink(ports: Ports, workdir: Path) -> tuple[socket.socket | None, int | None, str]:
-    """A UDP socket to log to, if lbcore accepts a Spec that logs there."""
+class LogReceiver:
+    """syslog over TCP for the servers that log so (a thread reads and discards what
+    arrives, as a syslog daemon on another core would take it), beside the UDP socket
+    held for nginx on the same port number."""
+
+    def __init__(self, udp: socket.socket) -> None:
+        self.udp = udp
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(udp.getsockname())  # TCP and UDP ports are separate spaces
+        self.listener.listen(64)
+        self.received = 0
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="bench log receiver", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conns: list[socket.socket] = []
+        buffer = bytearray(1 << 20)
+        stopping = False
+        while True:
+            # Once stopped, what already arrived is still read (a poll), then it ends.
+            readable, _, _ = select.select([self.listener, self._stop_r, *conns], [], [], 0 if stopping else None)
+            if self._stop_r in readable:
+                stopping = True
+                readable.remove(self._stop_r)
+            if stopping and not readable:
+                break
+            for sock in readable:
+                if sock is self.listener:
+                    conn, _ = self.listener.accept()
+                    conns.append(conn)
+                    continue
+                count = sock.recv_into(buffer)
+                if count:
+                    self.received += count
+                else:
+                    conns.remove(sock)
+                    sock.close()
+        for conn in conns:
+            conn.close()
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(10)
+        for fd in (self._stop_r, self._stop_w):
+            os.close(fd)
+        self.listener.close()
+        self.udp.close()
+
+
+def _access_log_sink(ports: Ports, workdir: Path, tcp: bool = False) -> tuple[socket.socket | LogReceiver | None, int | None, str]:
+    """A UDP socket to log to (and with ``tcp`` a TCP receiver on the same port number),
+    if lbcore accepts a Spec that logs there."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    probe = configs.lbcore_spec(Frontend(port=ports.take(), backend_port=ports.take(), access_log_port=port))
+    if tcp:
+        try:
+            receiver = LogReceiver(sock)
+        except OSError as exc:
+            sock.close()
+            return None, None, f"no TCP port {port} beside the UDP one: {exc}"
+        sink: socket.socket | LogReceiver = receiver
+    else:
+        sink = sock
+    probe = configs.lbcore_spec(Frontend(port=ports.take(), backend_port=ports.take(), access_log_port=port,
+                                         access_log_tcp=tcp))
     path = workdir / "access-log-check.yaml"
     path.write_text(yaml.safe_dump(probe, sort_keys=False))
     check = subprocess.run([sys.executable, "-m", "lbcore.cli", "check", str(path)],
                            capture_output=True, text=True, timeout=60, cwd=servers.ROOT)
     if check.returncode != 0:
-        sock.close()
+        sink.close()
         return None, None, f"lbcore check refuses access_log: {(check.stderr or check.stdout).strip()}"
-    return sock, port, ""
+    return sink, port, ""
 
 
 @dataclass
@@ -251,6 +321,7 @@ def _run_scenario(scenario: Scenario, ctx: _Context) -> dict:
                 # threads share one process's keys.
                 ticket_keys=ctx.ticket_keys if scenario.tls and scenario.resume else None,
                 access_log_port=ctx.log_port if scenario.access_log and spec.kind in LOGGING else None,
+                access_log_tcp=settings.access_log_tcp and spec.kind in ("lbcore", "haproxy"),
                 admin_port=ctx.ports.take() if spec.kind == "lbcore" else None,
             )
             try:

@@ -150,3 +150,23 @@ def test_inproc_counts_instructions_per_request() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     count, _, rest = done.stdout.strip().partition(" ")
     assert int(count) > 0 and rest.startswith("instructions per request under callgrind"), done.stdout
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("server", ["lbcore", "haproxy"])
+def test_access_logs_over_tcp_reach_the_harness(server: str, tmp_path: Path) -> None:
+    # lbcore's syslog+tcp sink, haproxy's ring: each server's own run, so the bytes
+    # the harness read can only be that server's log lines.
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--scenario", "keepalive", "--servers", server,
+         "--access-log-tcp", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    results = json.loads((out / "results.json").read_text())
+    settings = results["settings"]
+    assert settings["access_log"] and settings["access_log_transport"] == "tcp"
+    requests = sum(run["requests"] for run in results["scenarios"][0]["servers"][server]["runs"])
+    assert requests > 0
+    assert settings["access_log_tcp_bytes"] >= requests * 100  # a text line is longer than 100 bytes
