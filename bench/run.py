@@ -231,7 +231,10 @@ class LogReceiver:
                     conn, _ = self.listener.accept()
                     conns.append(conn)
                     continue
-                count = sock.recv_into(buffer)
+                try:
+                    count = sock.recv_into(buffer)
+                except OSError:  # reset by a server that was stopped hard
+                    count = 0
                 if count:
                     self.received += count
                 else:
