@@ -137,7 +137,8 @@ Operations
 - Passive checks (outlier) need an active check in haproxy to bring a member back,
   and one of consecutive_errors (observe layer4) or consecutive_5xx (observe layer7).
 - Access logs: text format only (haproxy's httplog/tcplog, which lbcore's text format
-  copies), to stdout or syslog; haproxy writes no log files.
+  copies), to stdout or syslog (over TCP through a ring haproxy forwards from); haproxy
+  writes no log files.
 - The admin listener is haproxy's stats page (/stats) and Prometheus exporter
   (/metrics, haproxy's metric names); the admin socket is haproxy's runtime API.
 """
