@@ -199,6 +199,9 @@ def run(settings: Settings, out_dir: Path, command: list[str]) -> dict:
     return results
 
 
+TCP_LOG_PORT_TRIES = 50  # UDP ports drawn until the same TCP port is free too
+
+
 class LogReceiver:
     """syslog over TCP for the servers that log so (a thread reads and discards what
     arrives, as a syslog daemon on another core would take it), beside the UDP socket
@@ -207,8 +210,13 @@ class LogReceiver:
     def __init__(self, udp: socket.socket) -> None:
         self.udp = udp
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(udp.getsockname())  # TCP and UDP ports are separate spaces
-        self.listener.listen(64)
+        try:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT on it
+            self.listener.bind(udp.getsockname())  # TCP and UDP ports are separate spaces
+            self.listener.listen(64)
+        except OSError:
+            self.listener.close()
+            raise
         self.received = 0
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="bench log receiver", daemon=True)
@@ -255,18 +263,22 @@ class LogReceiver:
 def _access_log_sink(ports: Ports, workdir: Path, tcp: bool = False) -> tuple[socket.socket | LogReceiver | None, int | None, str]:
     """A UDP socket to log to (and with ``tcp`` a TCP receiver on the same port number),
     if lbcore accepts a Spec that logs there."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    if tcp:
+    sink: socket.socket | LogReceiver
+    for _ in range(TCP_LOG_PORT_TRIES):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        if not tcp:
+            sink = sock
+            break
         try:
-            receiver = LogReceiver(sock)
-        except OSError as exc:
+            sink = LogReceiver(sock)
+            break
+        except OSError as exc:  # that TCP port is taken (by a client's ephemeral port): another pair
             sock.close()
-            return None, None, f"no TCP port {port} beside the UDP one: {exc}"
-        sink: socket.socket | LogReceiver = receiver
+            problem = f"no TCP port beside a UDP one (the last, {port}: {exc})"
     else:
-        sink = sock
+        return None, None, problem
     probe = configs.lbcore_spec(Frontend(port=ports.take(), backend_port=ports.take(), access_log_port=port,
                                          access_log_tcp=tcp))
     path = workdir / "access-log-check.yaml"

@@ -166,7 +166,7 @@ def test_access_logs_over_tcp_reach_the_harness(server: str, tmp_path: Path) -> 
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     results = json.loads((out / "results.json").read_text())
     settings = results["settings"]
-    assert settings["access_log"] and settings["access_log_transport"] == "tcp"
+    assert settings["access_log"] and settings["access_log_transport"] == "tcp", results["problems"]
     requests = sum(run["requests"] for run in results["scenarios"][0]["servers"][server]["runs"])
     assert requests > 0
     assert settings["access_log_tcp_bytes"] >= requests * 100  # a text line is longer than 100 bytes
