@@ -269,7 +269,7 @@ class TcpSyslogSink(StreamSink):
     """syslog over TCP, octet-counted (see the module docstring)."""
 
     def __init__(self, target: LogTarget, *, max_pending: int) -> None:
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = None  # the stream (the base class's _fd stays None)
         self._next_attempt = 0.0  # time.monotonic() before which no connection is tried
         super().__init__(target, max_pending=max_pending)
 
@@ -292,13 +292,13 @@ class TcpSyslogSink(StreamSink):
             self._trouble.failed("connect", exc)
             return False
         sock.settimeout(SEND_TIMEOUT)
-        self._sock, self._fd = sock, sock.fileno()
+        self._sock = sock
         return True
 
     def _release(self) -> None:
         if self._sock is not None:
             self._sock.close()
-        self._sock, self._fd = None, None
+        self._sock = None
 
     def _reopen(self) -> None:
         self._release()  # the next batch connects anew (a server restarted by logrotate)
