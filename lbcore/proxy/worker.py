@@ -250,6 +250,13 @@ class Worker:
         context = tls.context if tls is not None else None
         current = self.servers.get(key)
         if current is not None and current[1] is context:
+            # Same server; a new backlog still applies: listen() on a listening socket
+            # sets its queue's length (shared by every worker on a shared socket).
+            relisten = socket.socket(fileno=fd)
+            try:
+                relisten.listen(listener.backlog)
+            finally:
+                relisten.detach()
             return
         terminator = None
         if tls is not None:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -271,3 +272,27 @@ def test_reload_cannot_change_shards_of_a_serving_address(members, engine):
               "shards": "per-worker"}]
     eng.reload(spec_for(port, {"p": [a]}, extra_listeners=extra))
     assert http_get(port2)[0] == 200 and len(sockets_on(port2, "0A")) == 2
+
+
+def listen_backlogs(port: int) -> list[int]:
+    """The queue length of each listening socket on ``port`` (ss: a LISTEN socket's Send-Q)."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return sorted(int(line.split()[2]) for line in out.splitlines())
+
+
+def test_reload_sets_a_serving_listeners_backlog(members, engine):
+    a = members("a")
+    port, port2 = free_port(), free_port()
+    extra = [{"name": "second", "bind": f"127.0.0.1:{port2}", "protocol": "http", "default_pool": "p",
+              "shards": "per-worker", "backlog": 5}]
+    first = spec_for(port, {"p": [a]}, extra_listeners=extra)
+    first["listeners"][0]["backlog"] = 7
+    eng = engine(first, workers=2)
+    assert listen_backlogs(port) == [7] and listen_backlogs(port2) == [5, 5]
+    # The same sockets keep serving (no new bind, nothing waiting in them is dropped),
+    # with the new queue lengths.
+    second = spec_for(port, {"p": [a]}, extra_listeners=[{**extra[0], "backlog": 9}])
+    second["listeners"][0]["backlog"] = 33
+    eng.reload(second)
+    assert listen_backlogs(port) == [33] and listen_backlogs(port2) == [9, 9]
+    assert http_get(port)[0] == 200 and http_get(port2)[0] == 200
