@@ -3,7 +3,7 @@
 The control plane pushes a Spec revision here (the native driver); the agent checks
 it whole, installs it and reloads, exactly as ``kill -HUP`` would after an operator
 edited the file, and answers once every worker serves it (or with the errors, the
-running revision untouched). The pushed Spec becomes the node's file, so a node keeps
+running revision untouched, and the files on disk as they were). The pushed Spec becomes the node's file, so a node keeps
 serving its last Spec when the control plane is away, across restarts too.
 
 Both sides authenticate: the agent presents its node certificate and requires a
@@ -172,15 +172,19 @@ class NodeAgent:
                     raise PushError(422, [{"path": i.path, "message": i.message} for i in exc.issues]) from None
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            # Install: files first, then the Spec file (atomically), then reload.
-            self._write_files(base, decoded)
+            # Install: files first, then the Spec file (atomically), then reload. The
+            # engine may still refuse it (an address in use, a listener's shards
+            # changed): then what was on disk goes back, so that a restart, or a worker
+            # started again, serves the revision that is running and not the refused one.
             spec_path = self.supervisor.spec_path
-            tmp = spec_path.with_name(f".{spec_path.name}.push")
-            tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, spec_path)
+            files_before = self._read_files(base, list(decoded))
+            spec_before = spec_path.read_bytes()  # the supervisor started from it
+            self._write_files(base, decoded)
+            self._replace(spec_path, yaml.safe_dump(spec.to_dict(), sort_keys=False).encode())
             ok, text = self.supervisor.reload()
             if not ok:
+                self._restore_files(base, files_before)
+                self._replace(spec_path, spec_before)
                 raise PushError(422, [{"path": "", "message": text}])
             if not await self.supervisor.wait_serving(spec.revision, APPLY_TIMEOUT):
                 raise PushError(504, [{"path": "", "message": f"revision {spec.revision} not serving on every worker in time"}])
@@ -207,12 +211,36 @@ class NodeAgent:
         return out
 
     @staticmethod
-    def _write_files(base: Path, files: dict[str, bytes]) -> None:
+    def _read_files(base: Path, names: list[str]) -> dict[str, bytes | None]:
+        """What each of ``names`` holds now (None: no such file), to put it back."""
+        out: dict[str, bytes | None] = {}
+        for name in names:
+            try:
+                out[name] = (base / name).read_bytes()
+            except FileNotFoundError:
+                out[name] = None
+        return out
+
+    @classmethod
+    def _restore_files(cls, base: Path, before: dict[str, bytes | None]) -> None:
+        cls._write_files(base, {name: content for name, content in before.items() if content is not None})
+        for name, content in before.items():
+            if content is None:
+                (base / name).unlink(missing_ok=True)
+
+    @classmethod
+    def _write_files(cls, base: Path, files: dict[str, bytes]) -> None:
         for name, content in files.items():
             target = base / name
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = target.with_name(f".{target.name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(content)
-            os.replace(tmp, target)
+            cls._replace(target, content)
+
+    @staticmethod
+    def _replace(target: Path, content: bytes) -> None:
+        """``target`` holds ``content``, mode 0600, or is unchanged: never half written."""
+        tmp = target.with_name(f".{target.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        os.chmod(tmp, 0o600)  # an old temporary file keeps its mode through O_CREAT
+        os.replace(tmp, target)

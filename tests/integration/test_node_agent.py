@@ -90,6 +90,27 @@ def test_bad_revision_is_refused_and_old_keeps_serving(members, engine, mgmt):
     assert not (eng.spec_file.parent / "certs" / "x.key").exists()  # nothing of a refused push installed
 
 
+def test_a_push_that_reshards_a_serving_address_is_refused(members, engine, mgmt):
+    a = members("a")
+    port = free_port()
+    eng, agent = engine_with_agent(engine, mgmt, simple(port, [a]), workers=2)
+    base = eng.spec_file.parent
+    (base / "certs").mkdir(exist_ok=True)
+    (base / "certs" / "kept.pem").write_bytes(b"served now")
+    spec_text = eng.spec_file.read_text()
+    resharded = simple(port, [a])
+    resharded["listeners"][0]["shards"] = "per-worker"
+    files = {"certs/kept.pem": b"pushed", "certs/new.pem": b"pushed"}
+    result = driver(mgmt).apply("c1", resharded, files, [{"id": "n1", "management_address": agent}])
+    assert "serves with shards: shared; changing it to per-worker needs a restart" in result["n1"]
+    assert json.loads(http_get(port)[2])["member"] == "a"
+    # On disk, what serves: a restart, or a worker started again, must not pick up
+    # the refused revision or its files.
+    assert eng.spec_file.read_text() == spec_text
+    assert (base / "certs" / "kept.pem").read_bytes() == b"served now"
+    assert not (base / "certs" / "new.pem").exists()
+
+
 def test_only_the_management_ca_may_push(members, engine, mgmt):
     a = members("a")
     eng, agent = engine_with_agent(engine, mgmt, simple(free_port(), [a]))
