@@ -12,7 +12,8 @@ built-in default (the Spec's own defaults, so the two cannot drift apart).
 Two sides, as in the Spec (and haproxy's frontend/backend split):
 
 - frontend, per listener: cluster -> instance -> listener
-  (client, http_request and keepalive timeouts, maxconn, forwarded headers, HTTP limits);
+  (client, http_request and keepalive timeouts, maxconn, listen backlog, shards,
+  forwarded headers, HTTP limits);
 - backend, per pool: cluster -> pool -> member or health monitor
   (connect, server and tunnel timeouts, balance algorithm, slow start, per-member
   connection limit, health-check interval/timeout/rise/fall, member weight).
@@ -27,11 +28,11 @@ Pure: no database, no I/O; objects are read by attribute (``attrs`` and fields).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Sequence
 
 from lbcore.control import schema as s
-from lbcore.spec import Defaults, HealthCheck, Limits, Member, Pool, Timeouts
+from lbcore.spec import SHARDS, Defaults, HealthCheck, Limits, Listener, Member, Pool, Timeouts
 
 __all__ = ["ATTRS", "Attr", "attrs_check", "attrs_for", "effective", "resolve", "resolved_values", "DEFAULT_SOURCE"]
 
@@ -59,6 +60,7 @@ class Attr:
 
 
 _T, _L, _H, _P, _M, _D = Timeouts(), Limits(), HealthCheck(type="tcp"), Pool(name="p"), Member(name="m", address="127.0.0.1:1"), Defaults()
+_LISTENER_DEFAULTS = {f.name: f.default for f in fields(Listener)}  # a Listener needs a name and bind to exist
 
 
 def _attr(name: str, check: Callable[[Any], Any], default: Any, levels: tuple[str, ...], description: str,
@@ -72,6 +74,11 @@ ATTRS: dict[str, Attr] = {a.name: a for a in (
     _attr("timeout_http_request", s.duration, _T.http_request, FRONTEND, "whole request head from the client"),
     _attr("timeout_keepalive", s.duration, _T.keepalive, FRONTEND, "idle client connection between requests"),
     _attr("maxconn", s.integer(1, 10_000_000), _D.maxconn, FRONTEND, "concurrent client connections per listener"),
+    _attr("backlog", s.integer(1, 65535), _LISTENER_DEFAULTS["backlog"], FRONTEND,
+          "connections the kernel queues for the listener before a worker accepts them (listen backlog)"),
+    _attr("shards", s.choice(*SHARDS), _LISTENER_DEFAULTS["shards"], FRONTEND,
+          "shared: one listening socket every worker accepts from; per-worker: one SO_REUSEPORT socket per "
+          "worker (changing it on a running multi-worker engine needs a restart)"),
     _attr("forwarded_headers", s.forwarded_headers, list(_D.forwarded_headers), FRONTEND,
           "forwarding headers added to requests (http and https listeners)"),
     _attr("max_request_line", s.size, _L.max_request_line, FRONTEND, "bytes of a request line"),

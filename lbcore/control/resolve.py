@@ -211,6 +211,8 @@ def _listener(result: Resolution, listener: Listener, chain: list[tuple[str, Any
         "timeouts": {key: _value(f"timeout_{key}", chain) for key in _FRONTEND_TIMEOUTS},
         "limits": {key: _value(key, chain) for key in _LIMITS},
         "maxconn": _value("maxconn", chain),
+        "backlog": _value("backlog", chain),
+        "shards": _value("shards", chain),
     }
     if default is not None:
         data["default_pool"] = spec_name(default.pool)

@@ -30,6 +30,7 @@ from lbcore.spec._load import load_spec, loads_spec
 from lbcore.spec._model import (
     ADMIN_STATES,
     PROTOCOLS,
+    SHARDS,
     Acl,
     Defaults,
     HealthCheck,
@@ -55,6 +56,7 @@ __all__ = [
     "CLIENT_AUTH_MODES",
     "LOG_FORMATS",
     "PROTOCOLS",
+    "SHARDS",
     "SYSLOG_FACILITIES",
     "AccessLogSettings",
     "Acl",

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbcore.control.cascade import ATTRS, DEFAULT_SOURCE, attrs_check, attrs_for, effective, level_value, resolve
-from lbcore.spec import Defaults, HealthCheck, Limits, Member, Pool, Timeouts
+from lbcore.spec import Defaults, HealthCheck, Limits, Listener, Member, Pool, Timeouts
 
 
 def obj(kind: str, ident: str, attrs: dict | None = None, **fields):
@@ -82,6 +82,8 @@ def test_defaults_are_the_specs_own():
     assert ATTRS["max_body"].default == Limits().max_body
     assert ATTRS["forwarded_headers"].default == list(Defaults().forwarded_headers)
     assert ATTRS["maxconn"].default == Defaults().maxconn
+    listener = Listener(name="l", bind="127.0.0.1:80", default_pool="p")
+    assert (ATTRS["backlog"].default, ATTRS["shards"].default) == (listener.backlog, listener.shards)
 
 
 def test_sides_follow_the_spec():
@@ -135,6 +137,9 @@ def test_attrs_are_canonical():
     ("cluster", {"timeout_connect": "soon"}, "invalid duration"),
     ("cluster", {"maxconn": 0}, "must be 1..10000000"),
     ("cluster", {"algorithm": "fastest"}, "invalid algorithm"),
+    ("instance", {"shards": "by-thread"}, "shards: must be one of shared, per-worker"),
+    ("listener", {"backlog": 0}, "backlog: must be 1..65535"),
+    ("pool", {"backlog": 10}, "a frontend attribute"),
 ])
 def test_attrs_refused_with_reasons(kind, attrs, message):
     with pytest.raises(ValueError) as caught:

@@ -571,8 +571,8 @@ def test_effective_values_and_where_they_come_from(world):
     ids = build_site(world)
     svc.update(who, "cluster", ids["cluster"], {"attrs": {"timeout_client": "45s", "health_interval": "5s",
                                                           "weight": 3, "algorithm": "leastconn"}})
-    svc.update(who, "instance", ids["instance"], {"attrs": {"maxconn": 500}})
-    svc.update(who, "listener", ids["listener"], {"attrs": {"timeout_client": "90s"}})
+    svc.update(who, "instance", ids["instance"], {"attrs": {"maxconn": 500, "shards": "per-worker", "backlog": 100}})
+    svc.update(who, "listener", ids["listener"], {"attrs": {"timeout_client": "90s", "backlog": 4096}})
     svc.update(who, "pool", ids["pool"], {"attrs": {"weight": 7, "health_rise": 4}})
     svc.update(who, "member", ids["m2"], {"weight": 9})
     svc.update(who, "healthmonitor", ids["monitor"], {"fall": 6})
@@ -580,6 +580,8 @@ def test_effective_values_and_where_they_come_from(world):
     assert listener["timeout_client"] == {"value": 90.0, "source": {"kind": "listener", "id": ids["listener"], "name": "web"}}
     assert listener["maxconn"]["value"] == 500 and listener["maxconn"]["source"]["kind"] == "instance"
     assert listener["timeout_keepalive"]["source"]["kind"] == "default"
+    assert listener["shards"]["value"] == "per-worker" and listener["shards"]["source"]["kind"] == "instance"
+    assert listener["backlog"]["value"] == 4096 and listener["backlog"]["source"]["kind"] == "listener"
     assert svc.effective(who, "instance", ids["instance"])["timeout_client"]["source"]["kind"] == "cluster"
     pool = svc.effective(who, "pool", ids["pool"])
     assert pool["algorithm"]["value"] == "leastconn" and pool["algorithm"]["source"]["kind"] == "cluster"
@@ -594,6 +596,7 @@ def test_effective_values_and_where_they_come_from(world):
     # The Spec carries the same values.
     spec = svc.cluster_spec(ids["cluster"])
     assert spec.listeners[0].timeouts.client == 90.0 and spec.listeners[0].maxconn == 500
+    assert spec.listeners[0].shards == "per-worker" and spec.listeners[0].backlog == 4096
     [pool_spec] = spec.pools
     assert pool_spec.algorithm == "leastconn"
     assert [m.weight for m in pool_spec.members] == [7, 9]
