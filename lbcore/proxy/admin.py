@@ -80,6 +80,10 @@ LISTENER_METRICS = (
     ("lbcore_listener_denied", "counter", "Requests or connections denied.", "denied"),
     ("lbcore_listener_errors", "counter", "Client-side errors: bad requests, client timeouts and aborts.", "errors"),
 )
+LISTENER_WORKER_METRICS = (
+    ("lbcore_listener_worker_current_connections", "gauge", "Client connections open now, in one worker.", "conns_cur"),
+    ("lbcore_listener_worker_connections", "counter", "Client connections one worker accepted.", "conns_total"),
+)
 POOL_METRICS = (
     ("lbcore_pool_active_connections", "gauge", "Connections to the pool's members in flight now.", "active"),
     ("lbcore_pool_requests", "counter", "Requests sent to the pool.", "requests"),
@@ -127,6 +131,10 @@ class SnapshotCollector:
             for result, count in (listener.get("tls") or {}).items():
                 tls.add_metric([listener["name"], result], count)
         yield tls
+        # By worker: how a listener's connections split between the workers (with
+        # shards: shared, the first worker awake takes them; per-worker, the kernel).
+        yield from _table(LISTENER_WORKER_METRICS, ["listener", "worker"],
+                          [((l["name"], str(w["worker"])), w) for l in listeners for w in l.get("workers") or ()])
 
         yield from _table(POOL_METRICS, ["pool"], [((p["name"],), p) for p in pools])
         yield _responses("lbcore_pool_http_responses", "Responses from the pool's members, by status class.",

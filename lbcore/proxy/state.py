@@ -279,6 +279,7 @@ class MemberBook:
                     "denied": row.get("denied", 0),
                     "errors": row.get("errors", 0),
                     "tls": {"full": row.get("tls_full", 0), "resumed": row.get("tls_resumed", 0), "failed": row.get("tls_failed", 0)},
+                    "workers": aggregate.worker_rows(listener.name, workers),
                 }
             )
         return {

@@ -14,7 +14,8 @@ socket's ``show stat``). Its shape, as JSON:
      "listeners": [{"name", "protocol", "bind", "status", "conns_cur", "conns_max",
                     "conns_total", "requests", "responses": {"1xx".."5xx", "other"},
                     "bytes_in", "bytes_out", "denied", "errors", "tls": {"full",
-                    "resumed", "failed"}}],
+                    "resumed", "failed"},
+                    "workers": [{"worker", "conns_cur", "conns_total"}, ...]}],
      "pools": [{"name", "algorithm", "status", "requests", "responses": {...},
                 "connect_errors", "response_errors", "retries", "redispatches",
                 "queued", "queue_timeouts", "no_member", "active",
@@ -191,6 +192,9 @@ class Aggregate:
         self.members: dict[str, dict[str, Any]] = {}
         self.gauges: dict[int, dict[str, Any]] = {}  # worker index -> last gauges
         self.conns_max: dict[str, int] = {}
+        # worker index -> listener -> connections it accepted: how the connections
+        # split between workers (a worker restarted at an index goes on counting).
+        self.accepted: dict[int, dict[str, int]] = {}
 
     def add(self, worker: int, flush: dict[str, Any]) -> None:
         for table, source, fields in (
@@ -210,6 +214,10 @@ class Aggregate:
                         row["latency"] = [a + b for a, b in zip(prior, value)]
                     elif field in fields:
                         row[field] = row.get(field, 0) + value
+        accepted = self.accepted.setdefault(worker, {})
+        for name, delta in flush.get("listeners", {}).items():
+            if delta.get("conns_total"):
+                accepted[name] = accepted.get(name, 0) + delta["conns_total"]
         self.gauges[worker] = {
             "conns_cur": {k: v.get("conns_cur", 0) for k, v in flush.get("listeners", {}).items()},
             "active": dict(flush.get("active", {})),
@@ -222,6 +230,14 @@ class Aggregate:
 
     def conns_cur(self, listener: str) -> int:
         return sum(g["conns_cur"].get(listener, 0) for g in self.gauges.values())
+
+    def worker_rows(self, listener: str, workers: int) -> list[dict[str, int]]:
+        """Per worker index (0..workers-1, and any index still reporting): the
+        listener's connections open now and accepted since the start."""
+        indexes = sorted(set(range(workers)) | set(self.gauges))
+        return [{"worker": index,
+                 "conns_cur": self.gauges.get(index, {}).get("conns_cur", {}).get(listener, 0),
+                 "conns_total": self.accepted.get(index, {}).get(listener, 0)} for index in indexes]
 
     def active(self, key: str) -> int:
         return sum(g["active"].get(key, 0) for g in self.gauges.values())

@@ -122,3 +122,38 @@ def test_stats_page_shows_a_killed_member_down(running):
         stats.wait_member_status("p", "m1", "DOWN", timeout=15)
         assert stats.member_status("p", "m2") == "UP"
         assert stats.page.errors() == []
+
+
+def test_metrics_show_how_connections_split_between_workers(members, engine, tmp_path):
+    from tests.integration.test_lifecycle import keep_alive_client
+
+    m1, m2 = members("m1"), members("m2")
+    port, admin_port = free_port(), free_port()
+    s = spec(port, admin_port, tmp_path / "lbcore.sock", m1, m2)
+    s["listeners"][0]["shards"] = "per-worker"  # the kernel spreads them: both workers get some
+    engine(s, workers=2)
+
+    def by_worker(name):
+        m = metrics(admin_port)
+        return [m.get((name, (("listener", "web"), ("worker", w))), 0) for w in ("0", "1")]
+
+    def wait_split(name, total):
+        deadline = time.monotonic() + 10
+        while sum(split := by_worker(name)) != total and time.monotonic() < deadline:
+            time.sleep(0.1)  # the workers flush their counters every second
+        return split
+
+    clients = [keep_alive_client(port) for _ in range(40)]
+    try:
+        open_now = wait_split("lbcore_listener_worker_current_connections", 40)
+        assert sum(open_now) == 40 and min(open_now) > 0  # all 40 on one of two sockets: once in 2**39 runs
+        accepted = wait_split("lbcore_listener_worker_connections_total", 40)
+        assert accepted == open_now
+        snapshot = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats.json", timeout=10).read())
+        workers = snapshot["listeners"][0]["workers"]
+        assert [w["worker"] for w in workers] == [0, 1] and sum(w["conns_total"] for w in workers) == 40
+    finally:
+        for c in clients:
+            c.close()
+    assert wait_split("lbcore_listener_worker_current_connections", 0) == [0, 0]
+    assert sum(by_worker("lbcore_listener_worker_connections_total")) == 40

@@ -1,11 +1,11 @@
-"""lbcore.proxy.stats: the per-worker counters a request updates."""
+"""lbcore.proxy.stats: the per-worker counters a request updates, and the supervisor's sums."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lbcore.proxy.stats import LATENCY_BUCKETS, RESPONSE_CLASSES, MemberCounters
+from lbcore.proxy.stats import LATENCY_BUCKETS, RESPONSE_CLASSES, Aggregate, MemberCounters
 
 
 def bucket_by_scan(seconds: float) -> int:
@@ -55,3 +55,22 @@ def test_a_response_counts_in_its_status_class(status) -> None:
     expected[RESPONSE_CLASSES.index(f"{status // 100}xx") if 100 <= status < 600 else -1] = 1
     assert list(counters.responses) == expected
 
+
+
+def test_the_aggregate_keeps_each_workers_share_of_a_listener() -> None:
+    aggregate = Aggregate()
+    aggregate.add(0, {"listeners": {"web": {"conns_total": 3, "conns_cur": 2}}})
+    aggregate.add(1, {"listeners": {"web": {"conns_total": 5, "conns_cur": 5}, "api": {"conns_total": 1, "conns_cur": 0}}})
+    aggregate.add(0, {"listeners": {"web": {"conns_total": 4, "conns_cur": 1}}})  # deltas add, gauges replace
+    assert aggregate.worker_rows("web", 2) == [{"worker": 0, "conns_cur": 1, "conns_total": 7},
+                                               {"worker": 1, "conns_cur": 5, "conns_total": 5}]
+    # A worker that died has no connections open; what it accepted still counts, and
+    # its successor at that index goes on from there.
+    aggregate.forget_worker(1)
+    assert aggregate.worker_rows("web", 2)[1] == {"worker": 1, "conns_cur": 0, "conns_total": 5}
+    aggregate.add(1, {"listeners": {"web": {"conns_total": 2, "conns_cur": 2}}})
+    assert aggregate.worker_rows("web", 2)[1] == {"worker": 1, "conns_cur": 2, "conns_total": 7}
+    assert aggregate.worker_rows("api", 3) == [{"worker": 0, "conns_cur": 0, "conns_total": 0},
+                                               {"worker": 1, "conns_cur": 0, "conns_total": 1},
+                                               {"worker": 2, "conns_cur": 0, "conns_total": 0}]
+    assert aggregate.listener_row("web")["conns_total"] == 14

@@ -287,6 +287,7 @@ def stats_snapshot(
             "denied": _int(row, "dreq"),
             "errors": _int(row, "ereq"),
             "tls": None,
+            "workers": None,  # haproxy 2.6's stats have no frontend counts per thread
         })
     uptime = int(info.get("Uptime_sec", "0") or 0)
     return {
