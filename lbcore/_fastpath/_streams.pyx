@@ -88,6 +88,7 @@ cdef extern from "<sys/socket.h>" nogil:
         SOCK_CLOEXEC
         MSG_DONTWAIT
         MSG_NOSIGNAL
+        MSG_MORE
         SHUT_WR
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -768,7 +769,14 @@ cdef class Stream(_Watched):
     cdef ssize_t send_now(self, const char *data, Py_ssize_t size) except -2:
         """One send: what the socket took (0 when it takes nothing now), or -1 after an
         error, which closed the stream."""
-        cdef ssize_t sent = send(self.fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL)
+        # After write_eof (and not closing), shutdown(SHUT_WR) follows the last byte
+        # sent here within this call's caller: MSG_MORE keeps that tail in the kernel
+        # until the FIN, which then leaves with it in one segment (a TLS connection's
+        # response and close_notify): one segment and one wake-up of the peer fewer.
+        cdef int flags = MSG_DONTWAIT | MSG_NOSIGNAL
+        if self.eof and not self.closing:
+            flags |= MSG_MORE
+        cdef ssize_t sent = send(self.fd, data, size, flags)
         cdef int code
         if sent < 0:
             code = errno

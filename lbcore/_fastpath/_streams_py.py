@@ -68,6 +68,7 @@ __all__ = ["IMPLEMENTATION", "ACCEPT_BATCH", "Acceptor", "Stream", "StreamSocket
 
 IMPLEMENTATION = "pure"
 HOLD_LIMIT = 0.0001  # seconds a write may wait for the batch's end (the compiled twin's HOLD_LIMIT_NS)
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux; elsewhere each send goes as it is
 
 
 class _Held:
@@ -471,7 +472,10 @@ class Stream:
             self._stop_writing()
             return
         try:
-            sent = self.sock.send(self.buffer)  # type: ignore[union-attr]
+            # After write_eof, the FIN follows the last byte: MSG_MORE keeps that tail
+            # for it, so they leave in one segment (as the compiled twin's send_now).
+            more = _MSG_MORE if self.eof and not self.closing else 0
+            sent = self.sock.send(self.buffer, more)  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

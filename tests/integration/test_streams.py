@@ -567,6 +567,42 @@ def test_half_close_both_ways(twin):
     run(main())
 
 
+def segments_sent(sock) -> int:
+    """Linux's count of TCP segments ``sock`` has sent (struct tcp_info's tcpi_segs_out)."""
+    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 136)[0]
+
+
+class AnswersThenShuts(Recorder):
+    """Answers the first bytes and shuts its side, from data_received (as a TLS
+    connection's close does: its last records, then write_eof, within one batch)."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.segments_before = segments_sent(self.transport.get_extra_info("socket"))
+        self.transport.write(b"the last answer")
+        self.transport.write_eof()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_the_last_bytes_before_write_eof_leave_with_the_fin_in_one_segment(twin):
+    async def main():
+        server = Server(twin, AnswersThenShuts, keep_open=True)
+        reader, writer, conn = await server.connect()
+        writer.write(b"request")
+        assert await asyncio.wait_for(reader.read(), LIMIT) == b"the last answer"  # then EOF
+        # One segment more, data and FIN together (the peer is woken once, and the
+        # sender's CPU, which on loopback also runs the receiver's side, processes
+        # one segment, not two).
+        assert segments_sent(conn.transport.get_extra_info("socket")) - conn.segments_before == 1
+        writer.close()
+        assert await asyncio.wait_for(conn.eof, LIMIT) is None
+        conn.transport.close()
+        await asyncio.wait_for(conn.lost, LIMIT)
+        server.acceptor.close()
+
+    run(main())
+
+
 @pytest.mark.parametrize("twin", TWINS)
 def test_paused_reading_delivers_nothing_until_resumed(twin):
     async def main():
