@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench import report
+from bench.machine import stale_build
 from bench.run import Settings, run
 from bench.scenarios import SCENARIOS, by_name
 
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             servers = ", ".join(scenario.servers) if scenario.servers else "-"
             print(f"{scenario.name:16s} {scenario.title}  [{servers}]")
         return 0
+    stale = stale_build()
+    if stale:
+        print(f"refusing to measure a stale build: {stale}", file=sys.stderr)
+        return 2
     missing = [tool for tool in NEEDED if shutil.which(tool) is None]
     if missing:
         print(f"missing: {', '.join(missing)} (Debian: apt-get install wrk util-linux openssl; or `make deps`)",

@@ -61,6 +61,7 @@ import yaml
 
 from bench.certs import SERVER_NAME, make_cert, make_ticket_keys
 from bench.configs import Frontend, backend_nginx_conf, haproxy_cfg, lbcore_spec
+from bench.machine import stale_build
 from bench.servers import get, nginx_argv, unverified_context
 
 READY_TIMEOUT = 300.0  # seconds: lbcore imports its modules under callgrind first
@@ -267,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", action="store_true",
                         help="also simulate the caches and branch predictor: misses per request (slower)")
     args = parser.parse_args(argv)
+    stale = stale_build()
+    if stale:
+        print(f"refusing to count a stale build: {stale}", file=sys.stderr)
+        return 2
     few, many = args.requests
     if not 0 < few < many:
         parser.error("--requests: FEW must be positive and smaller than MANY")

@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["describe"]
+__all__ = ["describe", "stale_build"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSCTLS = (
@@ -85,6 +85,31 @@ def _interpreter() -> dict:
         "implementation": f"{platform.python_implementation()} {platform.python_version()}",
         "libpython_shared": "libpython" in maps,
     }
+
+
+def stale_build(fastpath_dir: Path | None = None) -> str | None:
+    """Why this checkout's build would not measure its code, or None.
+
+    An edited request-path module makes every one of them run from its Python source
+    (lbcore._fastpath's finder, with a warning easy to miss in a run's output), and an
+    edited .pyx runs as it was last built: either way a run would measure something
+    else than the commit it names. Under LBCORE_NO_EXTENSIONS the pure twins are
+    what is asked for, and nothing is stale."""
+    from lbcore import _fastpath
+
+    if not _fastpath.USE_EXTENSIONS or not (ROOT / "setup.py").is_file():
+        return None
+    stale = list(_fastpath.stale_builds())
+    for source in sorted((fastpath_dir or Path(_fastpath.__file__).parent).glob("*.pyx")):
+        built = [p for p in source.parent.glob(source.stem + ".*.so")]
+        inputs = [source, source.with_suffix(".pxd")]
+        newest = max(p.stat().st_mtime for p in inputs if p.is_file())
+        if built and built[0].stat().st_mtime < newest:
+            stale.append(f"lbcore._fastpath.{source.stem}")
+    if not stale:
+        return None
+    return (f"{', '.join(stale)}: edited since built; rebuild (`python setup.py build_ext --inplace` "
+            "or `pip install -e .`), or set LBCORE_NO_EXTENSIONS=1 to measure the pure twins")
 
 
 def _lbcore() -> dict:

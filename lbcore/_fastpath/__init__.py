@@ -87,9 +87,11 @@ def _in_checkout() -> bool:
     return os.path.isfile(os.path.join(os.path.dirname(_PACKAGE), "setup.py"))
 
 
-def _stale_builds() -> bool:
+def stale_builds() -> list[str]:
+    """The modules of COMPILED_IN_PLACE whose source, in a checkout, is newer than
+    their build: with any of them, every one runs from its source."""
     if not _in_checkout():
-        return False
+        return []
     stale = []
     for name in COMPILED_IN_PLACE:
         source = _source_of(name)
@@ -100,6 +102,11 @@ def _stale_builds() -> bool:
         newest = max(os.path.getmtime(path) for path in (source, source[:-3] + ".pxd") if os.path.isfile(path))
         if built and os.path.getmtime(built[0]) < newest:
             stale.append(name)
+    return stale
+
+
+def _stale_builds() -> bool:
+    stale = stale_builds()
     if stale:
         warnings.warn(
             f"{', '.join(stale)}: edited since built, so the request path runs from its Python "
