@@ -3,7 +3,8 @@
 The control plane pushes a Spec revision here (the native driver); the agent checks
 it whole, installs it and reloads, exactly as ``kill -HUP`` would after an operator
 edited the file, and answers once every worker serves it (or with the errors, the
-running revision untouched, and the files on disk as they were). The pushed Spec becomes the node's file, so a node keeps
+running revision untouched, and the files on disk as they were, unless the revision
+only waits for a restart). The pushed Spec becomes the node's file, so a node keeps
 serving its last Spec when the control plane is away, across restarts too.
 
 Both sides authenticate: the agent presents its node certificate and requires a
@@ -173,18 +174,27 @@ class NodeAgent:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             # Install: files first, then the Spec file (atomically), then reload. The
-            # engine may still refuse it (an address in use, a listener's shards
-            # changed): then what was on disk goes back, so that a restart, or a worker
-            # started again, serves the revision that is running and not the refused one.
+            # engine may still refuse it (an address it cannot bind): then what was on
+            # disk goes back, so that a restart, or a worker started again, serves the
+            # revision that is running and not the refused one. A revision refused only
+            # because it takes a restart (a serving address's shards changed) stays:
+            # the node serves it from its next start, as it would an edited file.
             spec_path = self.supervisor.spec_path
             files_before = self._read_files(base, list(decoded))
             spec_before = spec_path.read_bytes()  # the supervisor started from it
-            self._write_files(base, decoded)
-            self._replace(spec_path, yaml.safe_dump(spec.to_dict(), sort_keys=False).encode())
-            ok, text = self.supervisor.reload()
+            try:
+                self._write_files(base, decoded)
+                self._replace(spec_path, yaml.safe_dump(spec.to_dict(), sort_keys=False).encode())
+                ok, text = self.supervisor.reload()
+            except Exception as exc:  # a full disk, a directory in a file's place
+                log.exception("node agent: installing revision %s failed", spec.revision)
+                self._put_back(base, files_before, spec_path, spec_before)
+                raise PushError(500, [{"path": "", "message": f"installing the revision failed: {exc}"}]) from None
             if not ok:
-                self._restore_files(base, files_before)
-                self._replace(spec_path, spec_before)
+                if self.supervisor.needs_restart == spec.revision:
+                    raise PushError(422, [{"path": "", "message": f"{text}; the node keeps revision {spec.revision} "
+                                                                  "on disk and serves it from its next start"}])
+                self._put_back(base, files_before, spec_path, spec_before)
                 raise PushError(422, [{"path": "", "message": text}])
             if not await self.supervisor.wait_serving(spec.revision, APPLY_TIMEOUT):
                 raise PushError(504, [{"path": "", "message": f"revision {spec.revision} not serving on every worker in time"}])
@@ -222,11 +232,17 @@ class NodeAgent:
         return out
 
     @classmethod
-    def _restore_files(cls, base: Path, before: dict[str, bytes | None]) -> None:
-        cls._write_files(base, {name: content for name, content in before.items() if content is not None})
-        for name, content in before.items():
-            if content is None:
-                (base / name).unlink(missing_ok=True)
+    def _put_back(cls, base: Path, before: dict[str, bytes | None], spec_path: Path, spec_before: bytes) -> None:
+        """The files and the Spec file as they were before a push; a failure is logged
+        (the running revision serves on from memory either way)."""
+        try:
+            cls._write_files(base, {name: content for name, content in before.items() if content is not None})
+            for name, content in before.items():
+                if content is None:
+                    (base / name).unlink(missing_ok=True)
+            cls._replace(spec_path, spec_before)
+        except OSError:
+            log.exception("node agent: putting back the files a refused push replaced failed")
 
     @classmethod
     def _write_files(cls, base: Path, files: dict[str, bytes]) -> None:

@@ -102,6 +102,11 @@ class WorkerHandle:
         self.stopping = False
 
 
+class NeedsRestart(OSError):
+    """A revision that is valid but cannot be applied to the sockets that serve now
+    (a serving address's shards changed): it takes a restart."""
+
+
 class Supervisor:
     def __init__(self, spec_path: str | os.PathLike, workers: int | None = None, log_level: str = "INFO",
                  agent: tuple[str, int, ssl.SSLContext] | None = None) -> None:
@@ -120,6 +125,9 @@ class Supervisor:
         self._announced: str | None = None
         self.announced_event = asyncio.Event()
         self.material = ""  # digest of the TLS files of the current revision
+        # The revision of the file that the last reload refused because it takes a
+        # restart (NeedsRestart): the file stays as it is, to be served from the next start.
+        self.needs_restart: str | None = None
         self.aggregate = Aggregate()
         self.agent_settings = agent
         self.agent: NodeAgent | None = None
@@ -151,8 +159,8 @@ class Supervisor:
             key = str(listener.bind)
             was = serving.get(key, listener.shards)
             if key in self.sockets and was != listener.shards and self.nworkers > 1:
-                raise OSError(errno.EBUSY, f"listener {listener.name}: {key} serves with shards: {was}; "
-                                           f"changing it to {listener.shards} needs a restart")
+                raise NeedsRestart(errno.EBUSY, f"listener {listener.name}: {key} serves with shards: {was}; "
+                                                f"changing it to {listener.shards} needs a restart")
         new: dict[str, tuple[socket.socket, ...]] = {}
         try:
             for listener in spec.listeners:
@@ -404,8 +412,14 @@ class Supervisor:
             self._announced = None
             self._announce()
             return True, f"revision {old.revision} unchanged"
+        self.needs_restart = None
         try:
             fresh = self.bind_all(new)
+        except NeedsRestart as exc:
+            self.needs_restart = new.revision
+            log.error("reload refused, revision %s keeps serving: %s (revision %s, in %s, "
+                      "applies at the next start)", old.revision, exc.strerror, new.revision, self.spec_path)
+            return False, str(exc.strerror)
         except OSError as exc:
             log.error("reload refused, revision %s keeps serving: %s", old.revision, exc.strerror)
             return False, str(exc.strerror)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 
 import pytest
@@ -90,7 +91,7 @@ def test_bad_revision_is_refused_and_old_keeps_serving(members, engine, mgmt):
     assert not (eng.spec_file.parent / "certs" / "x.key").exists()  # nothing of a refused push installed
 
 
-def test_a_push_that_reshards_a_serving_address_is_refused(members, engine, mgmt):
+def test_a_push_the_engine_refuses_leaves_the_disk_as_it_was(members, engine, mgmt):
     a = members("a")
     port = free_port()
     eng, agent = engine_with_agent(engine, mgmt, simple(port, [a]), workers=2)
@@ -98,17 +99,44 @@ def test_a_push_that_reshards_a_serving_address_is_refused(members, engine, mgmt
     (base / "certs").mkdir(exist_ok=True)
     (base / "certs" / "kept.pem").write_bytes(b"served now")
     spec_text = eng.spec_file.read_text()
-    resharded = simple(port, [a])
-    resharded["listeners"][0]["shards"] = "per-worker"
-    files = {"certs/kept.pem": b"pushed", "certs/new.pem": b"pushed"}
-    result = driver(mgmt).apply("c1", resharded, files, [{"id": "n1", "management_address": agent}])
-    assert "serves with shards: shared; changing it to per-worker needs a restart" in result["n1"]
+    with socket.socket() as taken:  # an address the engine cannot bind
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        refused = simple(port, [a])
+        refused["listeners"].append({"name": "more", "bind": "127.0.0.1:%d" % taken.getsockname()[1],
+                                     "protocol": "http", "default_pool": "p"})
+        files = {"certs/kept.pem": b"pushed", "certs/new.pem": b"pushed"}
+        result = driver(mgmt).apply("c1", refused, files, [{"id": "n1", "management_address": agent}])
+    assert "cannot bind" in result["n1"]
     assert json.loads(http_get(port)[2])["member"] == "a"
     # On disk, what serves: a restart, or a worker started again, must not pick up
     # the refused revision or its files.
     assert eng.spec_file.read_text() == spec_text
     assert (base / "certs" / "kept.pem").read_bytes() == b"served now"
     assert not (base / "certs" / "new.pem").exists()
+
+
+def test_a_push_that_reshards_a_serving_address_waits_for_a_restart(members, engine, mgmt):
+    from tests.integration.test_lifecycle import sockets_on
+
+    a = members("a")
+    port = free_port()
+    eng, agent = engine_with_agent(engine, mgmt, simple(port, [a]), workers=2)
+    resharded = simple(port, [a])
+    resharded["listeners"][0]["shards"] = "per-worker"
+    nodes = [{"id": "n1", "management_address": agent}]
+    result = driver(mgmt).apply("c1", resharded, {}, nodes)
+    assert "serves with shards: shared; changing it to per-worker needs a restart" in result["n1"]
+    assert "serves it from its next start" in result["n1"]
+    assert json.loads(http_get(port)[2])["member"] == "a" and len(sockets_on(port, "0A")) == 1
+    assert "shards: per-worker" in eng.spec_file.read_text()  # kept, for the next start
+    # Restarted, the node serves it, and the control plane's next push finds it done.
+    eng.stop()
+    since = eng.mark()
+    eng.start(wait=False)
+    eng.wait_for_log(r"serving on 2 workers", since)
+    assert json.loads(http_get(port)[2])["member"] == "a" and len(sockets_on(port, "0A")) == 2
+    assert driver(mgmt).apply("c1", resharded, {}, nodes) == {"n1": None}
 
 
 def test_only_the_management_ca_may_push(members, engine, mgmt):
