@@ -232,9 +232,10 @@ class Aggregate:
         return sum(g["conns_cur"].get(listener, 0) for g in self.gauges.values())
 
     def worker_rows(self, listener: str, workers: int) -> list[dict[str, int]]:
-        """Per worker index (0..workers-1, and any index still reporting): the
-        listener's connections open now and accepted since the start."""
-        indexes = sorted(set(range(workers)) | set(self.gauges))
+        """Per worker index (0..workers-1, and any other that reported, such as one
+        waiting to be started again): the listener's connections open now and
+        accepted since the start."""
+        indexes = sorted(set(range(workers)) | set(self.gauges) | set(self.accepted))
         return [{"worker": index,
                  "conns_cur": self.gauges.get(index, {}).get("conns_cur", {}).get(listener, 0),
                  "conns_total": self.accepted.get(index, {}).get(listener, 0)} for index in indexes]

@@ -252,11 +252,15 @@ class Worker:
         if current is not None and current[1] is context:
             # Same server; a new backlog still applies: listen() on a listening socket
             # sets its queue's length (shared by every worker on a shared socket).
-            relisten = socket.socket(fileno=fd)
             try:
-                relisten.listen(listener.backlog)
-            finally:
-                relisten.detach()
+                relisten = socket.socket(fileno=fd)
+                try:
+                    relisten.listen(listener.backlog)
+                finally:
+                    relisten.detach()
+            except OSError as exc:  # the queue keeps its length; the listener serves on
+                log.error("worker %d: listener %s: backlog %d not set: %s", self.index, listener.name,
+                          listener.backlog, exc)
             return
         terminator = None
         if tls is not None:

@@ -68,6 +68,8 @@ def test_the_aggregate_keeps_each_workers_share_of_a_listener() -> None:
     # its successor at that index goes on from there.
     aggregate.forget_worker(1)
     assert aggregate.worker_rows("web", 2)[1] == {"worker": 1, "conns_cur": 0, "conns_total": 5}
+    # Counted with the workers running now (1 of 2), it is still there.
+    assert aggregate.worker_rows("web", 1)[1] == {"worker": 1, "conns_cur": 0, "conns_total": 5}
     aggregate.add(1, {"listeners": {"web": {"conns_total": 2, "conns_cur": 2}}})
     assert aggregate.worker_rows("web", 2)[1] == {"worker": 1, "conns_cur": 2, "conns_total": 7}
     assert aggregate.worker_rows("api", 3) == [{"worker": 0, "conns_cur": 0, "conns_total": 0},
