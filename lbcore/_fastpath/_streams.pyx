@@ -769,10 +769,11 @@ cdef class Stream(_Watched):
     cdef ssize_t send_now(self, const char *data, Py_ssize_t size) except -2:
         """One send: what the socket took (0 when it takes nothing now), or -1 after an
         error, which closed the stream."""
-        # After write_eof (and not closing), shutdown(SHUT_WR) follows the last byte
-        # sent here within this call's caller: MSG_MORE keeps that tail in the kernel
-        # until the FIN, which then leaves with it in one segment (a TLS connection's
-        # response and close_notify): one segment and one wake-up of the peer fewer.
+        # After write_eof (and not closing), shutdown(SHUT_WR) follows the last byte:
+        # at once when the send takes it all (send_held, write_ready), else once the
+        # socket has taken the rest. MSG_MORE keeps the tail in the kernel until the
+        # FIN, which leaves with it in one segment (a TLS connection's response and
+        # close_notify): one segment and one wake-up of the peer fewer.
         cdef int flags = MSG_DONTWAIT | MSG_NOSIGNAL
         if self.eof and not self.closing:
             flags |= MSG_MORE

@@ -472,9 +472,10 @@ class ClientConnection:
         reading paused): close() then resets the connection, and the kernel would
         drop the corked bytes with it. Under TLS the TLS layer closes at once
         (``write_last``): the records of ``data`` and the close_notify go to the
-        socket in one write and, since the stream shuts its side right after
-        (write_eof, MSG_MORE), in one segment with the FIN; the TLS close then waits
-        for the client's own end before closing the socket.
+        socket in one write and, when that happens while the stream's events are
+        handled (as after a response), in one segment with the FIN the stream's
+        write_eof sends right after (MSG_MORE); the TLS close then waits for the
+        client's own end before closing the socket.
         """
         tls = self.tls
         if tls is not None:  # the compiled TLS connection: a C call

@@ -576,10 +576,18 @@ class AnswersThenShuts(Recorder):
     """Answers the first bytes and shuts its side, from data_received (as a TLS
     connection's close does: its last records, then write_eof, within one batch)."""
 
+    def __init__(self, answer: bytes = b"the last answer", sndbuf: int | None = None, **recorder) -> None:
+        super().__init__(**recorder)
+        self.answer = answer
+        self.sndbuf = sndbuf
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self.segments_before = segments_sent(self.transport.get_extra_info("socket"))
-        self.transport.write(b"the last answer")
+        sock = self.transport.get_extra_info("socket")
+        if self.sndbuf is not None:  # no autotuning: the socket takes the answer in parts
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+        self.segments_before = segments_sent(sock)
+        self.transport.write(self.answer)
         self.transport.write_eof()
 
 
@@ -594,6 +602,25 @@ def test_the_last_bytes_before_write_eof_leave_with_the_fin_in_one_segment(twin)
         # sender's CPU, which on loopback also runs the receiver's side, processes
         # one segment, not two).
         assert segments_sent(conn.transport.get_extra_info("socket")) - conn.segments_before == 1
+        writer.close()
+        assert await asyncio.wait_for(conn.eof, LIMIT) is None
+        conn.transport.close()
+        await asyncio.wait_for(conn.lost, LIMIT)
+        server.acceptor.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_an_answer_the_socket_takes_in_parts_before_write_eof_arrives_whole_then_the_eof(twin):
+    answer = bytes(range(256)) * 8192  # 2 MiB: far more than the client's small buffer holds
+    async def main():
+        server = Server(twin, AnswersThenShuts, answer=answer, sndbuf=8192, keep_open=True)
+        reader, writer, conn = await server.connect(rcvbuf=4096)
+        writer.write(b"request")
+        await asyncio.wait_for(conn.grew.wait(), LIMIT)
+        assert conn.transport.get_write_buffer_size() > 0  # the rest waits for the socket
+        assert await asyncio.wait_for(reader.read(), LIMIT) == answer  # then EOF
         writer.close()
         assert await asyncio.wait_for(conn.eof, LIMIT) is None
         conn.transport.close()
