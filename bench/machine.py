@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 
 import os
 import platform
@@ -100,16 +101,25 @@ def stale_build(fastpath_dir: Path | None = None) -> str | None:
     if not _fastpath.USE_EXTENSIONS or not (ROOT / "setup.py").is_file():
         return None
     stale = list(_fastpath.stale_builds())
-    for source in sorted((fastpath_dir or Path(_fastpath.__file__).parent).glob("*.pyx")):
-        built = [p for p in source.parent.glob(source.stem + ".*.so")]
-        inputs = [source, source.with_suffix(".pxd")]
-        newest = max(p.stat().st_mtime for p in inputs if p.is_file())
-        if built and built[0].stat().st_mtime < newest:
+    directory = fastpath_dir or Path(_fastpath.__file__).parent
+    # Any .pxd may be cimported by any module (some hold inline code of their own):
+    # each counts as an input of every extension.
+    declarations = max((p.stat().st_mtime for p in directory.glob("*.pxd")), default=0.0)
+    unbuilt = []
+    for source in sorted(directory.glob("*.pyx")):
+        built = [source.with_suffix(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+        built = [p for p in built if p.is_file()]
+        if not built:
+            unbuilt.append(f"lbcore._fastpath.{source.stem}")
+        elif built[0].stat().st_mtime < max(source.stat().st_mtime, declarations):
             stale.append(f"lbcore._fastpath.{source.stem}")
-    if not stale:
-        return None
-    return (f"{', '.join(stale)}: edited since built; rebuild (`python setup.py build_ext --inplace` "
-            "or `pip install -e .`), or set LBCORE_NO_EXTENSIONS=1 to measure the pure twins")
+    rebuild = ("rebuild (`python setup.py build_ext --inplace` or `pip install -e .`), or set "
+               "LBCORE_NO_EXTENSIONS=1 to measure the pure twins")
+    if unbuilt:
+        return f"{', '.join(unbuilt)}: not built (its pure twin would run); {rebuild}"
+    if stale:
+        return f"{', '.join(stale)}: edited since built; {rebuild}"
+    return None
 
 
 def _lbcore() -> dict:

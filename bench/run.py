@@ -207,6 +207,8 @@ class LogReceiver:
     arrives, as a syslog daemon on another core would take it), beside the UDP socket
     held for nginx on the same port number."""
 
+    STOP_DRAIN = 2.0  # seconds close() waits for the connections to end
+
     def __init__(self, udp: socket.socket) -> None:
         self.udp = udp
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -225,14 +227,17 @@ class LogReceiver:
     def _run(self) -> None:
         conns: list[socket.socket] = []
         buffer = bytearray(1 << 20)
-        stopping = False
+        stopping = 0.0  # when close() asked, on the monotonic clock
         while True:
-            # Once stopped, what already arrived is still read (a poll), then it ends.
-            readable, _, _ = select.select([self.listener, self._stop_r, *conns], [], [], 0 if stopping else None)
+            # Once stopped, it reads on until every connection has ended (its server
+            # closed it) and nothing more comes, for at most STOP_DRAIN seconds: bytes
+            # a server sent just before may still be on their way through the kernel.
+            wait = None if not stopping else 0.05  # a quiet spell, not an instant
+            readable, _, _ = select.select([self.listener, self._stop_r, *conns], [], [], wait)
             if self._stop_r in readable:
-                stopping = True
+                stopping = stopping or time.monotonic()
                 readable.remove(self._stop_r)
-            if stopping and not readable:
+            if stopping and (not readable and not conns or time.monotonic() - stopping > self.STOP_DRAIN):
                 break
             for sock in readable:
                 if sock is self.listener:
@@ -253,7 +258,7 @@ class LogReceiver:
 
     def close(self) -> None:
         os.write(self._stop_w, b"x")
-        self._thread.join(10)
+        self._thread.join(self.STOP_DRAIN + 10)
         for fd in (self._stop_r, self._stop_w):
             os.close(fd)
         self.listener.close()
