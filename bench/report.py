@@ -62,6 +62,8 @@ def targets(results: dict) -> list[dict]:
             met = value >= bound if op == ">=" else value <= bound
             row["value"] = round(value, 3)
             row["measured"] = f"{value:.1f} KiB" if against == "KiB" else f"{value:.2f}x"
+            if against != "KiB" and f"{value:.2f}" == f"{bound:.2f}" and value != bound:
+                row["measured"] = f"{value:.3f}x"  # 1.196x, not "1.20x" beside "not met"
             row["status"] = "met" if met else "not met"
             if entry.get("comparable") is False:
                 row["status"] += " (not comparable: " + entry.get("note", "") + ")"
