@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 
 import os
 import platform
@@ -107,11 +106,10 @@ def stale_build(fastpath_dir: Path | None = None) -> str | None:
     declarations = max((p.stat().st_mtime for p in directory.glob("*.pxd")), default=0.0)
     unbuilt = []
     for source in sorted(directory.glob("*.pyx")):
-        built = [source.with_suffix(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES]
-        built = [p for p in built if p.is_file()]
-        if not built:
+        built = _fastpath.built_file(str(source))
+        if built is None:
             unbuilt.append(f"lbcore._fastpath.{source.stem}")
-        elif built[0].stat().st_mtime < max(source.stat().st_mtime, declarations):
+        elif os.path.getmtime(built) < max(source.stat().st_mtime, declarations):
             stale.append(f"lbcore._fastpath.{source.stem}")
     rebuild = ("rebuild (`python setup.py build_ext --inplace` or `pip install -e .`), or set "
                "LBCORE_NO_EXTENSIONS=1 to measure the pure twins")

@@ -97,12 +97,19 @@ def stale_builds() -> list[str]:
         source = _source_of(name)
         if source is None:
             continue
-        built = [source[:-3] + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES]
-        built = [path for path in built if os.path.isfile(path)]
+        built = built_file(source)
         newest = max(os.path.getmtime(path) for path in (source, source[:-3] + ".pxd") if os.path.isfile(path))
-        if built and os.path.getmtime(built[0]) < newest:
+        if built is not None and os.path.getmtime(built) < newest:
             stale.append(name)
     return stale
+
+
+def built_file(source: str) -> str | None:
+    """The extension this interpreter would load beside ``source`` (a .py or .pyx), if
+    there is one."""
+    stem = os.path.splitext(source)[0]
+    return next((stem + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                 if os.path.isfile(stem + suffix)), None)
 
 
 def _stale_builds() -> bool:

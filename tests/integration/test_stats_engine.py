@@ -35,14 +35,20 @@ def metrics(admin_port):
     return out
 
 
-def wait_metric(admin_port, key, want, timeout=10.0):
-    """Bounded wait for the workers' periodic flush to bring a counter to ``want``."""
+def wait_for(read, done, timeout=10.0):
+    """Bounded wait for the workers' periodic flush (every second) to make ``read()``
+    ``done``: its last value, done or not."""
     deadline = time.monotonic() + timeout
     while True:
-        value = metrics(admin_port).get(key)
-        if value == want or time.monotonic() > deadline:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
+
+
+def wait_metric(admin_port, key, want, timeout=10.0):
+    """Bounded wait for the workers' periodic flush to bring a counter to ``want``."""
+    return wait_for(lambda: metrics(admin_port).get(key), lambda value: value == want, timeout)
 
 
 def ctl(sock, *command):
@@ -138,10 +144,7 @@ def test_metrics_show_how_connections_split_between_workers(members, engine, tmp
         return [m.get((name, (("listener", "web"), ("worker", w))), 0) for w in ("0", "1")]
 
     def wait_split(name, total):
-        deadline = time.monotonic() + 10
-        while sum(split := by_worker(name)) != total and time.monotonic() < deadline:
-            time.sleep(0.1)  # the workers flush their counters every second
-        return split
+        return wait_for(lambda: by_worker(name), lambda split: sum(split) == total)
 
     clients = [keep_alive_client(port) for _ in range(40)]
     try:

@@ -591,6 +591,16 @@ class AnswersThenShuts(Recorder):
         self.transport.write_eof()
 
 
+async def close_after_the_client(server: Server, writer: asyncio.StreamWriter, conn: Recorder) -> None:
+    """A half-closed stream's end: the client closes, the stream sees its EOF and is
+    closed, then lost; the acceptor stops."""
+    writer.close()
+    assert await asyncio.wait_for(conn.eof, LIMIT) is None
+    conn.transport.close()
+    await asyncio.wait_for(conn.lost, LIMIT)
+    server.acceptor.close()
+
+
 @pytest.mark.parametrize("twin", TWINS)
 def test_the_last_bytes_before_write_eof_leave_with_the_fin_in_one_segment(twin):
     async def main():
@@ -602,11 +612,7 @@ def test_the_last_bytes_before_write_eof_leave_with_the_fin_in_one_segment(twin)
         # sender's CPU, which on loopback also runs the receiver's side, processes
         # one segment, not two).
         assert segments_sent(conn.transport.get_extra_info("socket")) - conn.segments_before == 1
-        writer.close()
-        assert await asyncio.wait_for(conn.eof, LIMIT) is None
-        conn.transport.close()
-        await asyncio.wait_for(conn.lost, LIMIT)
-        server.acceptor.close()
+        await close_after_the_client(server, writer, conn)
 
     run(main())
 
@@ -621,11 +627,7 @@ def test_an_answer_the_socket_takes_in_parts_before_write_eof_arrives_whole_then
         await asyncio.wait_for(conn.grew.wait(), LIMIT)
         assert conn.transport.get_write_buffer_size() > 0  # the rest waits for the socket
         assert await asyncio.wait_for(reader.read(), LIMIT) == answer  # then EOF
-        writer.close()
-        assert await asyncio.wait_for(conn.eof, LIMIT) is None
-        conn.transport.close()
-        await asyncio.wait_for(conn.lost, LIMIT)
-        server.acceptor.close()
+        await close_after_the_client(server, writer, conn)
 
     run(main())
 
